@@ -1,0 +1,50 @@
+"""Builds the compiled kernels: kernels/*.pyx → fusedense._kernels.<name> (OpenMP on).
+
+Environment switches:
+  FUSEDENSE_NATIVE=1       add -march=native (fastest on the build machine, not portable)
+  FUSEDENSE_DEBUG=1        Cython bounds/wraparound checks on, -O1 -g (for tests and sanitizers)
+  FUSEDENSE_SANITIZE=1     build with AddressSanitizer + UndefinedBehaviorSanitizer
+"""
+import glob
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FUSEDENSE_DEBUG") == "1"
+compile_args = ["-fopenmp", "-O1" if DEBUG else "-O3", "-fno-math-errno"]
+link_args = ["-fopenmp"]
+if DEBUG:
+    compile_args.append("-g")
+if os.environ.get("FUSEDENSE_NATIVE") == "1":
+    compile_args.append("-march=native")
+if os.environ.get("FUSEDENSE_SANITIZE") == "1":
+    sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    compile_args += sanitize
+    link_args += sanitize
+
+extensions = [
+    Extension(
+        f"fusedense._kernels.{os.path.splitext(os.path.basename(path))[0]}",
+        [path],
+        include_dirs=[np.get_include(), "kernels"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+    for path in sorted(glob.glob("kernels/*.pyx"))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": DEBUG,
+            "wraparound": DEBUG,
+            "initializedcheck": DEBUG,
+            "cdivision": True,
+        },
+    ),
+)

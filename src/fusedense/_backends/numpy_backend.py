@@ -1,0 +1,54 @@
+"""The numpy backend: the reference equations behind the common kernel interface."""
+from __future__ import annotations
+
+from .. import reference
+from ..activations import BY_ID, activation_vjp
+
+NAME = "numpy"
+
+
+def activation_forward(z, act_id, alpha, y):
+    y[...] = BY_ID[act_id].forward(z, alpha)
+
+
+def activation_backward(dy, z, y, act_id, alpha, dz):
+    dz[...] = activation_vjp(BY_ID[act_id], dy, z, y, alpha)
+
+
+def dense_forward(x, W, b, act_id, alpha, y, z=None):
+    y_ref, z_ref = reference.dense_forward(x, W, b, BY_ID[act_id], alpha)
+    y[...] = y_ref
+    if z is not None:
+        z[...] = z_ref
+
+
+def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
+    dx_ref, dW[...], db[...] = reference.dense_backward(dy, x, W, z, y, BY_ID[act_id], alpha,
+                                                        need_dx=dx is not None)
+    if dx is not None:
+        dx[...] = dx_ref
+
+
+def mlp_forward(x, params, layout, alphas, out):
+    out[...] = reference.mlp_forward(x, params, layout, alphas)
+
+
+def softmax_xent(logits, labels, dlogits):
+    loss, grad = reference.softmax_cross_entropy(logits, labels)
+    if dlogits is not None:
+        dlogits[...] = grad
+    return float(loss)
+
+
+def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    reference.sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay)
+
+
+def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    reference.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
+    loss, grads[...] = reference.mlp_train_step(x, targets, params, layout, alphas, opt_state,
+                                                loss_id, hyper)
+    return float(loss)

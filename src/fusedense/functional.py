@@ -1,0 +1,279 @@
+"""The public functional API: validate once, allocate outputs, make one backend call."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backends
+from . import reference
+from .activations import get_activation, resolve_alpha
+from .validation import (as_float_array, as_labels, check_float_dtype, check_nonempty, check_out,
+                         check_shape, common_float_dtype)
+
+__all__ = ["dense", "dense_grad", "activate", "activation_grad", "mlp_forward",
+           "softmax_cross_entropy", "binary_cross_entropy", "mean_squared_error",
+           "sgd_step", "adam_step"]
+
+
+def _rows(name, a, n_features_name, n_features):
+    """(B, n) view of an array whose last axis has n_features (leading axes are the batch)."""
+    if a.ndim == 0:
+        raise ValueError(f"{name}: expected an array with at least 1 dimension, got a 0-d array")
+    if a.shape[-1] != n_features:
+        raise ValueError(f"{name}: last dimension must equal {n_features_name} = {n_features}, "
+                         f"got shape {a.shape}")
+    check_nonempty(name, a)
+    return a.reshape(-1, n_features)
+
+
+def _output(out, shape, dtype, *inputs):
+    """The array a kernel writes to: ``out`` itself, or a scratch array when ``out`` is
+    not C-contiguous or overlaps an input (the kernel would read what it already wrote)."""
+    if out is None:
+        return np.empty(shape, dtype), None
+    check_out(out, shape, dtype)
+    if out.flags.c_contiguous and not any(np.may_share_memory(out, a) for a in inputs if a is not None):
+        return out, None
+    return np.empty(shape, dtype), out
+
+
+def _finish(result, out):
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def dense(x, W, b=None, activation="relu", alpha=None, backend=None, out=None,
+          return_preactivation=False):
+    """``y = activation(x @ W + b)`` in one fused pass.
+
+    x: (..., in_features); W: (in_features, out_features); b: (out_features,) or None.
+    With ``return_preactivation=True`` returns ``(y, z)`` where ``z = x @ W + b`` (for training).
+    """
+    act = get_activation(activation)
+    alpha = resolve_alpha(act, alpha)
+    dtype = common_float_dtype(x=x, W=W, b=b)
+    W = as_float_array("W", W, dtype, ndim=2)
+    check_nonempty("W", W)
+    n_in, n_out = W.shape
+    x = as_float_array("x", x, dtype)
+    lead = x.shape[:-1]
+    x2 = _rows("x", x, "W.shape[0] (in_features)", n_in)
+    if b is None:
+        b = np.zeros(n_out, dtype)
+    else:
+        b = as_float_array("b", b, dtype, ndim=1)
+        check_shape("b", b, (n_out,), "out_features = W.shape[1]")
+    y, user_out = _output(out, lead + (n_out,), dtype, x, W, b)
+    z = np.empty_like(y) if return_preactivation else None
+    _backends.load(backend).dense_forward(x2, W, b, act.id, alpha, y.reshape(-1, n_out),
+                                          None if z is None else z.reshape(-1, n_out))
+    y = _finish(y, user_out)
+    return (y, z) if return_preactivation else y
+
+
+def dense_grad(dy, x, W, z=None, y=None, activation="relu", alpha=None, need_dx=True, backend=None):
+    """Gradients of a dense layer: returns ``(dx, dW, db)`` (dx is None when need_dx=False).
+
+    dz = dy · act'(z), dW = xᵀ dz, db = Σ dz, dx = dz Wᵀ. Pass ``z`` (the pre-activation) or,
+    for activations whose derivative follows from the output (relu, sigmoid, tanh, ...), ``y``.
+    """
+    act = get_activation(activation)
+    alpha = resolve_alpha(act, alpha)
+    dtype = common_float_dtype(dy=dy, x=x, W=W, z=z, y=y)
+    W = as_float_array("W", W, dtype, ndim=2)
+    check_nonempty("W", W)
+    n_in, n_out = W.shape
+    x = as_float_array("x", x, dtype)
+    x2 = _rows("x", x, "W.shape[0] (in_features)", n_in)
+    batch_shape = x.shape[:-1] + (n_out,)
+    dy = as_float_array("dy", dy, dtype)
+    check_shape("dy", dy, batch_shape, "x.shape[:-1] + (out_features,)")
+    if z is not None:
+        z = as_float_array("z", z, dtype)
+        check_shape("z", z, batch_shape, "the pre-activation of this layer")
+    if y is not None:
+        y = as_float_array("y", y, dtype)
+        check_shape("y", y, batch_shape, "the output of this layer")
+    if z is None and (y is None or not act.from_output):
+        needs = "z" if not act.from_output else "z or y"
+        raise ValueError(f"{needs}: activation {act.name!r} needs {needs} to compute its derivative, got none")
+    dx = np.empty_like(x) if need_dx else None
+    dW = np.empty_like(W)
+    db = np.empty(n_out, dtype)
+    flat = lambda a: None if a is None else a.reshape(-1, n_out)  # noqa: E731
+    _backends.load(backend).dense_backward(flat(dy), x2, W, flat(z), flat(y), act.id, alpha,
+                                           None if dx is None else dx.reshape(-1, n_in), dW, db)
+    return dx, dW, db
+
+
+def activate(z, activation, alpha=None, backend=None, out=None):
+    """``activation(z)`` element-wise (row-wise over the last axis for softmax/log_softmax)."""
+    act = get_activation(activation)
+    alpha = resolve_alpha(act, alpha)
+    z = as_float_array("z", z, common_float_dtype(z=z), min_ndim=1)
+    check_nonempty("z", z)
+    y, user_out = _output(out, z.shape, z.dtype, z)
+    two_d = (-1, z.shape[-1])
+    _backends.load(backend).activation_forward(z.reshape(two_d), act.id, alpha, y.reshape(two_d))
+    return _finish(y, user_out)
+
+
+def activation_grad(dy, z=None, y=None, activation="relu", alpha=None, backend=None):
+    """``dz = dy · ∂activation/∂z``; pass z, or y where the derivative follows from the output."""
+    act = get_activation(activation)
+    alpha = resolve_alpha(act, alpha)
+    dtype = common_float_dtype(dy=dy, z=z, y=y)
+    dy = as_float_array("dy", dy, dtype, min_ndim=1)
+    check_nonempty("dy", dy)
+    if z is not None:
+        z = as_float_array("z", z, dtype)
+        check_shape("z", z, dy.shape, "same as dy")
+    if y is not None:
+        y = as_float_array("y", y, dtype)
+        check_shape("y", y, dy.shape, "same as dy")
+    if z is None and (y is None or not act.from_output):
+        needs = "z" if not act.from_output else "z or y"
+        raise ValueError(f"{needs}: activation {act.name!r} needs {needs} to compute its derivative, got none")
+    dz = np.empty_like(dy)
+    two_d = (-1, dy.shape[-1])
+    flat = lambda a: None if a is None else a.reshape(two_d)  # noqa: E731
+    _backends.load(backend).activation_backward(flat(dy), flat(z), flat(y), act.id, alpha, flat(dz))
+    return dz
+
+
+def mlp_forward(x, params, layout, alphas=None, backend=None, out=None):
+    """Runs a whole network over a flat parameter buffer in one call (see fusedense.layout)."""
+    layout = np.ascontiguousarray(layout, dtype=np.int64)
+    if layout.ndim != 2 or layout.shape[1] != 4 or layout.shape[0] < 1:
+        raise ValueError(f"layout: expected shape (n_layers, 4), got shape {layout.shape}")
+    dtype = common_float_dtype(x=x, params=params)
+    params = as_float_array("params", params, dtype, ndim=1)
+    _check_layout(layout, params.size)
+    alphas = np.zeros(len(layout)) if alphas is None else np.ascontiguousarray(alphas, dtype=np.float64)
+    check_shape("alphas", alphas, (len(layout),), "one per layer")
+    x = as_float_array("x", x, dtype, ndim=2)
+    _rows("x", x, "layout[0, 1] (fan_in of the first layer)", int(layout[0, 1]))
+    y, user_out = _output(out, (x.shape[0], int(layout[-1, 2])), dtype, x, params)
+    _backends.load(backend).mlp_forward(x, params, layout, alphas, y)
+    return _finish(y, user_out)
+
+
+def _check_layout(layout, n_params):
+    from .activations import BY_ID
+    for l, (offset, fan_in, fan_out, act_id) in enumerate(layout):
+        if fan_in < 1 or fan_out < 1 or offset < 0 or not 0 <= act_id < len(BY_ID):
+            raise ValueError(f"layout[{l}]: invalid row (offset, fan_in, fan_out, act_id) = "
+                             f"{tuple(int(v) for v in layout[l])}")
+        if offset + fan_in * fan_out + fan_out > n_params:
+            raise ValueError(f"layout[{l}]: layer needs params[{offset}:{offset + fan_in * fan_out + fan_out}]"
+                             f" but params has {n_params} elements")
+        if l and fan_in != layout[l - 1][2]:
+            raise ValueError(f"layout[{l}]: fan_in {fan_in} does not match the previous layer's fan_out {layout[l - 1][2]}")
+        if BY_ID[act_id].rowwise and l != len(layout) - 1:
+            raise ValueError(f"layout[{l}]: row-wise activation {BY_ID[act_id].name!r} only allowed on the last layer")
+
+
+def softmax_cross_entropy(logits, labels, backend=None):
+    """Mean softmax cross-entropy and its gradient ``(softmax − onehot)/B``.
+
+    labels: integer class ids of shape (B,), or probability targets of shape (B, C).
+    """
+    logits = as_float_array("logits", logits, common_float_dtype(logits=logits), ndim=2)
+    check_nonempty("logits", logits)
+    B, C = logits.shape
+    if isinstance(labels, np.ndarray) and labels.dtype.kind == "f" or (
+            not isinstance(labels, np.ndarray) and np.asarray(labels).ndim == 2):
+        targets = as_float_array("labels", labels, logits.dtype, ndim=2)
+        check_shape("labels", targets, (B, C), "probability targets like logits")
+        loss, grad = reference.softmax_cross_entropy_probs(logits, targets)
+        return float(loss), grad
+    labels = as_labels("labels", labels, B, C)
+    dlogits = np.empty_like(logits)
+    loss = _backends.load(backend).softmax_xent(logits, labels, dlogits)
+    return loss, dlogits
+
+
+def _targets_like(name, pred, targets):
+    targets = as_float_array("targets", targets, pred.dtype)
+    check_shape("targets", targets, pred.shape, f"same as {name}")
+    return targets
+
+
+def binary_cross_entropy(logits, targets):
+    """Mean sigmoid cross-entropy from logits and its gradient ``(σ(logits) − t)/size``."""
+    logits = as_float_array("logits", logits, common_float_dtype(logits=logits, targets=targets), min_ndim=1)
+    check_nonempty("logits", logits)
+    loss, grad = reference.binary_cross_entropy_with_logits(logits, _targets_like("logits", logits, targets))
+    return float(loss), grad
+
+
+def mean_squared_error(y, targets):
+    """Mean squared error over all elements and its gradient ``2 (y − t)/size``."""
+    y = as_float_array("y", y, common_float_dtype(y=y, targets=targets), min_ndim=1)
+    check_nonempty("y", y)
+    loss, grad = reference.mean_squared_error(y, _targets_like("y", y, targets))
+    return float(loss), grad
+
+
+def _inplace_buffer(name, a, dtype, shape=None):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array (updated in place), got {type(a).__name__}")
+    check_float_dtype(name, a)
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} like params, got dtype {a.dtype}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} like params, got shape {a.shape}")
+    if not a.flags.c_contiguous or not a.flags.writeable:
+        raise ValueError(f"{name}: must be a writeable C-contiguous array to be updated in place")
+    return a.reshape(-1)
+
+
+def _hyper(name, value, low=0.0, high=None, low_inclusive=True):
+    value = float(value)
+    ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
+    if not np.isfinite(value) or not ok:
+        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+    return value
+
+
+def sgd_step(params, grads, velocity=None, lr=0.01, momentum=0.0, nesterov=False,
+             weight_decay=0.0, backend=None):
+    """SGD in place on a flat buffer (PyTorch semantics; ``velocity`` needed when momentum > 0)."""
+    params = _inplace_buffer("params", params, params.dtype if isinstance(params, np.ndarray) else None)
+    grads = _grads_like(grads, params)
+    lr, momentum = _hyper("lr", lr, 0, low_inclusive=False), _hyper("momentum", momentum, 0, 1)
+    weight_decay = _hyper("weight_decay", weight_decay)
+    if velocity is None:
+        if momentum:
+            raise ValueError("velocity: momentum > 0 needs a velocity buffer (np.zeros_like(params))")
+        velocity = np.empty(0, params.dtype)  # never read without momentum
+    else:
+        velocity = _inplace_buffer("velocity", velocity, params.dtype, params.shape)
+    _backends.load(backend).sgd_step(params, grads, velocity, lr, momentum, bool(nesterov), weight_decay)
+
+
+def adam_step(params, grads, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, decoupled=False, backend=None):
+    """Adam (or AdamW with ``decoupled=True``) in place on a flat buffer; ``step`` counts from 1."""
+    params = _inplace_buffer("params", params, params.dtype if isinstance(params, np.ndarray) else None)
+    grads = _grads_like(grads, params)
+    m = _inplace_buffer("m", m, params.dtype, params.shape)
+    v = _inplace_buffer("v", v, params.dtype, params.shape)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step: expected an integer >= 1 (the 1-based step count), got {step!r}")
+    lr = _hyper("lr", lr, 0, low_inclusive=False)
+    beta1, beta2 = _hyper("beta1", beta1, 0, 1), _hyper("beta2", beta2, 0, 1)
+    eps, weight_decay = _hyper("eps", eps, 0, low_inclusive=False), _hyper("weight_decay", weight_decay)
+    _backends.load(backend).adam_step(params, grads, m, v, int(step), lr, beta1, beta2, eps,
+                                      weight_decay, bool(decoupled))
+
+
+def _grads_like(grads, params):
+    grads = as_float_array("grads", grads, params.dtype)
+    if grads.dtype != params.dtype:
+        raise TypeError(f"grads: expected dtype {params.dtype} like params, got dtype {grads.dtype}")
+    if grads.size != params.size:
+        raise ValueError(f"grads: expected {params.size} elements like params, got shape {grads.shape}")
+    return grads.reshape(-1)

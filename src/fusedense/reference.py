@@ -1,0 +1,178 @@
+"""The NumPy reference: readable, straight from the equations. Every test uses it as the oracle.
+
+Speed does not matter here; clarity does. Functions take validated arrays and return new ones.
+Shapes: x (B, n_in), W (n_in, n_out), b (n_out,), z = x @ W + b, y = act(z).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import abi
+from .activations import BY_ID, activation_vjp, get_activation
+from .layout import layer_views
+
+_SIGMOID = get_activation("sigmoid")  # the registry's overflow-free form
+
+# --- one dense layer ----------------------------------------------------------------------
+
+
+def dense_forward(x, W, b, act, alpha):
+    """Returns (y, z) with z = x @ W + b and y = act(z)."""
+    z = x @ W + b
+    return act.forward(z, alpha), z
+
+
+def dense_backward(dy, x, W, z, y, act, alpha, need_dx=True):
+    """Returns (dx, dW, db): dz = dy · act'(z), dW = xᵀ dz, db = Σ_rows dz, dx = dz Wᵀ."""
+    dz = activation_vjp(act, dy, z, y, alpha)
+    dW = x.T @ dz
+    db = dz.sum(axis=0)
+    dx = dz @ W.T if need_dx else None
+    return dx, dW, db
+
+
+# --- losses: each returns (mean loss, gradient w.r.t. its first argument) ------------------
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, labels):
+    """Integer labels. loss = mean_i −log softmax(logits_i)[labels_i]; grad = (softmax − onehot)/B."""
+    B = logits.shape[0]
+    logp = _log_softmax(logits)
+    rows = np.arange(B)
+    loss = -logp[rows, labels].mean()
+    grad = np.exp(logp)
+    grad[rows, labels] -= 1
+    return loss, grad / B
+
+
+def softmax_cross_entropy_probs(logits, targets):
+    """Probability targets. loss = mean_i −Σ_j t_ij log softmax_ij; grad = (softmax·Σ_j t_ij − t)/B."""
+    B = logits.shape[0]
+    logp = _log_softmax(logits)
+    loss = -(targets * logp).sum(axis=1).mean()
+    grad = np.exp(logp) * targets.sum(axis=1, keepdims=True) - targets
+    return loss, grad / B
+
+
+def binary_cross_entropy_with_logits(logits, targets):
+    """Element-wise sigmoid cross-entropy, mean over all elements; grad = (σ(z) − t)/size."""
+    # log(1 + e^z) − z·t, written so that exp never overflows
+    per_element = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+    return per_element.mean(), (_SIGMOID.forward(logits, 0.0) - targets) / logits.size
+
+
+def mean_squared_error(y, targets):
+    """loss = mean((y − t)²) over all elements; grad = 2 (y − t)/size."""
+    diff = y - targets
+    return (diff * diff).mean(), 2 * diff / y.size
+
+
+# --- optimizers: update params (and state) in place ---------------------------------------
+
+
+def sgd_step(params, grads, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """PyTorch's SGD: g += wd·p; v = μ v + g; p −= lr · (g + μ v if nesterov else v)."""
+    g = grads + weight_decay * params
+    if momentum == 0:
+        params -= lr * g
+        return
+    velocity *= momentum
+    velocity += g
+    params -= lr * (g + momentum * velocity if nesterov else velocity)
+
+
+def adam_step(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, decoupled=False):
+    """Adam (decoupled=False: L2 added to the gradient) or AdamW (decoupled=True), step ≥ 1.
+
+    m = β1 m + (1−β1) g;  v = β2 v + (1−β2) g²;  p −= lr · m̂ / (√v̂ + ε),
+    m̂ = m / (1 − β1^step),  v̂ = v / (1 − β2^step).  AdamW first does p −= lr·wd·p.
+    """
+    if decoupled:
+        params -= lr * weight_decay * params
+        g = grads
+    else:
+        g = grads + weight_decay * params
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    params -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+# --- whole network over a flat parameter buffer -------------------------------------------
+
+
+def mlp_forward(x, params, layout, alphas, keep=False):
+    """Runs every layer. Returns the output, or (output, [(z, y) per layer]) when keep=True."""
+    cache = []
+    h = x
+    for (W, b), (_, _, _, act_id), alpha in zip(layer_views(params, layout), layout, alphas):
+        h, z = dense_forward(h, W, b, BY_ID[act_id], alpha)
+        cache.append((z, h))
+    return (h, cache) if keep else h
+
+
+def mlp_backward(d_out, x, params, layout, alphas, cache, d_last_z=None):
+    """Gradient of the loss w.r.t. the flat buffer, given dLoss/d(output) (or d_last_z, the
+    gradient w.r.t. the last layer's pre-activation, when a fused loss supplies it)."""
+    grads = np.zeros_like(params)
+    views = layer_views(params, layout)
+    grad_views = layer_views(grads, layout)
+    dy = d_out
+    for l in reversed(range(len(layout))):
+        W, _ = views[l]
+        z, y = cache[l]
+        inp = x if l == 0 else cache[l - 1][1]
+        act = BY_ID[layout[l][3]]
+        if l == len(layout) - 1 and d_last_z is not None:
+            act, dy = BY_ID[0], d_last_z  # the loss already folded in the last activation
+        dx, dW, db = dense_backward(dy, inp, W, z, y, act, alphas[l], need_dx=l > 0)
+        grad_views[l][0][...] = dW
+        grad_views[l][1][...] = db
+        dy = dx
+    return grads
+
+
+def mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id):
+    """Forward, loss and backward. Cross-entropy losses read the last layer's pre-activation
+    (the logits), so the last activation (softmax/sigmoid/identity) is folded into the loss."""
+    out, cache = mlp_forward(x, params, layout, alphas, keep=True)
+    logits = cache[-1][0]
+    if loss_id == abi.LOSS_SPARSE_XENT:
+        loss, dz = softmax_cross_entropy(logits, targets)
+    elif loss_id == abi.LOSS_CATEGORICAL_XENT:
+        loss, dz = softmax_cross_entropy_probs(logits, targets)
+    elif loss_id == abi.LOSS_BINARY_XENT:
+        loss, dz = binary_cross_entropy_with_logits(logits, targets)
+    elif loss_id == abi.LOSS_MSE:
+        loss, dy = mean_squared_error(out, targets)
+        return loss, mlp_backward(dy, x, params, layout, alphas, cache)
+    else:
+        raise ValueError(f"loss_id: unknown loss code {loss_id!r}")
+    return loss, mlp_backward(None, x, params, layout, alphas, cache, d_last_z=dz)
+
+
+def optimizer_step(params, grads, opt_state, hyper):
+    """Applies the optimizer that ``hyper`` (see abi.H_*) describes to the flat buffer."""
+    if hyper[abi.H_OPTIMIZER] == abi.OPT_SGD:
+        sgd_step(params, grads, opt_state[0], hyper[abi.H_LR], hyper[abi.H_BETA1],
+                 bool(hyper[abi.H_NESTEROV]), hyper[abi.H_WEIGHT_DECAY])
+    else:
+        adam_step(params, grads, opt_state[0], opt_state[1], hyper[abi.H_STEP], hyper[abi.H_LR],
+                  hyper[abi.H_BETA1], hyper[abi.H_BETA2], hyper[abi.H_EPS],
+                  hyper[abi.H_WEIGHT_DECAY], bool(hyper[abi.H_DECOUPLED]))
+
+
+def mlp_train_step(x, targets, params, layout, alphas, opt_state, loss_id, hyper):
+    """One minibatch: forward, loss, backward, optimizer update (in place). Returns (loss, grads)."""
+    loss, grads = mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id)
+    optimizer_step(params, grads, opt_state, hyper)
+    return loss, grads

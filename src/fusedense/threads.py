@@ -1,0 +1,49 @@
+"""One thread count for every pool fusedense drives: OpenMP (cython), numba, and BLAS."""
+from __future__ import annotations
+
+import os
+
+_num_threads = None  # None: not set, use the machine's cores
+_listeners = []  # backends register a callback to apply a new count to their own pool
+
+
+def _default_threads() -> int:
+    env = os.environ.get("FUSEDENSE_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"FUSEDENSE_NUM_THREADS: expected a positive integer, got {env!r}") from None
+        if n >= 1:
+            return n
+        raise ValueError(f"FUSEDENSE_NUM_THREADS: expected a positive integer, got {env!r}")
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def get_num_threads() -> int:
+    """The number of threads fusedense kernels use."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _default_threads()
+    return _num_threads
+
+
+def set_num_threads(n: int) -> int:
+    """Sets the thread count for fusedense kernels; returns the previous count (to restore it)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"n: expected a positive integer, got {type(n).__name__} {n!r}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n}")
+    previous = get_num_threads()
+    _num_threads = n
+    for apply in _listeners:
+        apply(n)
+    return previous
+
+
+def on_num_threads_change(apply) -> None:
+    """Registers ``apply(n)``, called now and whenever the count changes."""
+    _listeners.append(apply)
+    apply(get_num_threads())

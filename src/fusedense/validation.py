@@ -1,0 +1,105 @@
+"""Input checks, done once in Python before any compiled code runs.
+
+Every error names the argument, what it got and what was expected.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(a) -> str:
+    return f"array of shape {a.shape} and dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+
+
+def common_float_dtype(**arrays) -> np.dtype:
+    """The float dtype shared by the ndarray arguments (float64 if none is an ndarray).
+
+    Mixed float32/float64 is an error: fusedense never converts silently.
+    """
+    found = {}
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        if isinstance(a, np.ndarray):
+            check_float_dtype(name, a)
+            found.setdefault(a.dtype, name)
+    if len(found) > 1:
+        (d1, n1), (d2, n2) = list(found.items())[:2]
+        raise TypeError(
+            f"{n2}: dtype {d2} does not match {n1} ({d1}); pass arrays of one float dtype "
+            f"(convert with .astype(np.float32) or .astype(np.float64))"
+        )
+    return next(iter(found), np.dtype(np.float64))
+
+
+def check_float_dtype(name, a: np.ndarray) -> None:
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {a.dtype}")
+
+
+def as_float_array(name, a, dtype: np.dtype, ndim=None, min_ndim=None) -> np.ndarray:
+    """``a`` as a C-contiguous array of ``dtype`` (array-likes are converted; ndarrays must
+    already have it). Non-contiguous arrays are copied once."""
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:
+            raise TypeError(f"{name}: expected an array-like of numbers, got {type(a).__name__}: {exc}") from None
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected numbers, got values of dtype {a.dtype}")
+        a = a.astype(dtype)
+    else:
+        check_float_dtype(name, a)
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got {_describe(a)}")
+    if min_ndim is not None and a.ndim < min_ndim:
+        raise ValueError(f"{name}: expected an array with at least {min_ndim} dimension(s), got {_describe(a)}")
+    return np.ascontiguousarray(a)
+
+
+def as_labels(name, labels, n_rows: int, n_classes: int) -> np.ndarray:
+    """Integer class labels of shape (n_rows,) in [0, n_classes), as int64."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class labels, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise ValueError(f"{name}: expected shape ({n_rows},) (one label per row), got shape {arr.shape}")
+    if n_rows:
+        lo, hi = arr.min(), arr.max()
+        if lo < 0 or hi >= n_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}: labels must lie in [0, {n_classes}), got {bad}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_nonempty(name, a: np.ndarray) -> None:
+    if a.size == 0:
+        raise ValueError(f"{name}: expected a non-empty array, got {_describe(a)}")
+
+
+def check_shape(name, a: np.ndarray, expected: tuple, meaning: str = "") -> None:
+    if a.shape != tuple(expected):
+        extra = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{name}: expected shape {tuple(expected)}{extra}, got shape {a.shape}")
+
+
+def check_out(out, shape: tuple, dtype: np.dtype) -> None:
+    """``out`` must be a writeable ndarray of exactly the result's shape and dtype."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out: expected dtype {dtype}, got dtype {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out: expected shape {tuple(shape)}, got shape {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out: the array is read-only; pass a writeable array")
+
+
+def check_positive_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return int(value)
