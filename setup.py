@@ -39,6 +39,7 @@ extensions = [
 setup(
     ext_modules=cythonize(
         extensions,
+        build_dir="build/cython",  # generated C stays out of kernels/
         compiler_directives={
             "language_level": 3,
             "boundscheck": DEBUG,
