@@ -185,10 +185,9 @@ def get_activation(name) -> Activation:
     """Look up an activation by name (or alias, e.g. ``"linear"``); ValueError names the choices."""
     if isinstance(name, Activation):
         return name
-    key = _ALIASES.get(name, name)
     try:
-        return _BY_NAME[key]
-    except (KeyError, TypeError):
+        return _BY_NAME[_ALIASES.get(name, name)]
+    except (KeyError, TypeError):  # TypeError: an unhashable name such as a list
         raise ValueError(
             f"activation: unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}"
         ) from None
@@ -203,7 +202,10 @@ def resolve_alpha(act: Activation, alpha) -> float:
             f"alpha: activation {act.name!r} takes no alpha, got alpha={alpha!r}; "
             f"alpha applies to {', '.join(a.name for a in BY_ID if a.has_alpha)}"
         )
-    alpha = float(alpha)
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise TypeError(f"alpha: expected a number for {act.name!r}, got {type(alpha).__name__} {alpha!r}") from None
     if not (math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"alpha: expected a finite number >= 0 for {act.name!r}, got {alpha!r}")
     return alpha

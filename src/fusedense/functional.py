@@ -144,14 +144,10 @@ def activation_grad(dy, z=None, y=None, activation="relu", alpha=None, backend=N
 
 def mlp_forward(x, params, layout, alphas=None, backend=None, out=None):
     """Runs a whole network over a flat parameter buffer in one call (see fusedense.layout)."""
-    layout = np.ascontiguousarray(layout, dtype=np.int64)
-    if layout.ndim != 2 or layout.shape[1] != 4 or layout.shape[0] < 1:
-        raise ValueError(f"layout: expected shape (n_layers, 4), got shape {layout.shape}")
     dtype = common_float_dtype(x=x, params=params)
     params = as_float_array("params", params, dtype, ndim=1)
-    _check_layout(layout, params.size)
-    alphas = np.zeros(len(layout)) if alphas is None else np.ascontiguousarray(alphas, dtype=np.float64)
-    check_shape("alphas", alphas, (len(layout),), "one per layer")
+    layout = _checked_layout(layout, params.size)
+    alphas = _checked_alphas(alphas, layout)
     x = as_float_array("x", x, dtype, ndim=2)
     _rows("x", x, "layout[0, 1] (fan_in of the first layer)", int(layout[0, 1]))
     y, user_out = _output(out, (x.shape[0], int(layout[-1, 2])), dtype, x, params)
@@ -159,19 +155,41 @@ def mlp_forward(x, params, layout, alphas=None, backend=None, out=None):
     return _finish(y, user_out)
 
 
-def _check_layout(layout, n_params):
+def _checked_layout(layout, n_params):
+    """The layout as int64 (n_layers, 4), every layer inside params. Checked with Python ints:
+    int64 arithmetic would wrap for huge fan_in × fan_out and let a kernel read out of bounds."""
     from .activations import BY_ID
-    for l, (offset, fan_in, fan_out, act_id) in enumerate(layout):
+    arr = np.asarray(layout)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"layout: expected an integer array, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] < 1:
+        raise ValueError(f"layout: expected shape (n_layers, 4), got shape {arr.shape}")
+    rows = arr.tolist()
+    for l, (offset, fan_in, fan_out, act_id) in enumerate(rows):
         if fan_in < 1 or fan_out < 1 or offset < 0 or not 0 <= act_id < len(BY_ID):
             raise ValueError(f"layout[{l}]: invalid row (offset, fan_in, fan_out, act_id) = "
-                             f"{tuple(int(v) for v in layout[l])}")
-        if offset + fan_in * fan_out + fan_out > n_params:
-            raise ValueError(f"layout[{l}]: layer needs params[{offset}:{offset + fan_in * fan_out + fan_out}]"
-                             f" but params has {n_params} elements")
-        if l and fan_in != layout[l - 1][2]:
-            raise ValueError(f"layout[{l}]: fan_in {fan_in} does not match the previous layer's fan_out {layout[l - 1][2]}")
-        if BY_ID[act_id].rowwise and l != len(layout) - 1:
+                             f"{(offset, fan_in, fan_out, act_id)}")
+        end = offset + fan_in * fan_out + fan_out
+        if end > n_params:
+            raise ValueError(f"layout[{l}]: layer needs params[{offset}:{end}] but params has {n_params} elements")
+        if l and fan_in != rows[l - 1][2]:
+            raise ValueError(f"layout[{l}]: fan_in {fan_in} does not match the previous layer's fan_out {rows[l - 1][2]}")
+        if BY_ID[act_id].rowwise and l != len(rows) - 1:
             raise ValueError(f"layout[{l}]: row-wise activation {BY_ID[act_id].name!r} only allowed on the last layer")
+    return np.array(rows, dtype=np.int64)  # every value is now <= n_params: no overflow
+
+
+def _checked_alphas(alphas, layout):
+    if alphas is None:
+        return np.zeros(len(layout))
+    alphas = np.asarray(alphas)
+    if alphas.dtype.kind not in "iuf":
+        raise TypeError(f"alphas: expected real numbers (one per layer), got dtype {alphas.dtype}")
+    alphas = np.ascontiguousarray(alphas, dtype=np.float64)  # kernels read alphas as float64
+    check_shape("alphas", alphas, (len(layout),), "one per layer")
+    if not (np.isfinite(alphas) & (alphas >= 0)).all():
+        raise ValueError(f"alphas: expected finite numbers >= 0 (one per layer), got {alphas.tolist()}")
+    return alphas
 
 
 def softmax_cross_entropy(logits, labels, backend=None):
@@ -229,7 +247,10 @@ def _inplace_buffer(name, a, dtype, shape=None):
 
 
 def _hyper(name, value, low=0.0, high=None, low_inclusive=True):
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}") from None
     ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
     if not np.isfinite(value) or not ok:
         bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
@@ -250,6 +271,7 @@ def sgd_step(params, grads, velocity=None, lr=0.01, momentum=0.0, nesterov=False
         velocity = np.empty(0, params.dtype)  # never read without momentum
     else:
         velocity = _inplace_buffer("velocity", velocity, params.dtype, params.shape)
+    _check_separate(params=params, grads=grads, velocity=velocity)
     _backends.load(backend).sgd_step(params, grads, velocity, lr, momentum, bool(nesterov), weight_decay)
 
 
@@ -260,6 +282,7 @@ def adam_step(params, grads, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1
     grads = _grads_like(grads, params)
     m = _inplace_buffer("m", m, params.dtype, params.shape)
     v = _inplace_buffer("v", v, params.dtype, params.shape)
+    _check_separate(params=params, grads=grads, m=m, v=v)
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step: expected an integer >= 1 (the 1-based step count), got {step!r}")
     lr = _hyper("lr", lr, 0, low_inclusive=False)
@@ -276,3 +299,13 @@ def _grads_like(grads, params):
     if grads.size != params.size:
         raise ValueError(f"grads: expected {params.size} elements like params, got shape {grads.shape}")
     return grads.reshape(-1)
+
+
+def _check_separate(**buffers):
+    """Optimizer buffers are updated in place element by element; if two of them share memory
+    the result depends on the order of the updates, so it would differ between backends."""
+    names = list(buffers)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.may_share_memory(buffers[a], buffers[b]):
+                raise ValueError(f"{b}: shares memory with {a}; pass separate arrays")

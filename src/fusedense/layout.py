@@ -32,6 +32,9 @@ def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | 
         raise ValueError(f"activations: expected {n_layers} (one per layer), got {len(activations)}")
     if alphas is None:
         alphas = [None] * n_layers
+    n_params = sum(sizes[l] * sizes[l + 1] + sizes[l + 1] for l in range(n_layers))
+    if n_params > np.iinfo(np.int64).max:  # (Python ints: the sum itself cannot wrap)
+        raise ValueError(f"sizes: {sizes!r} need {n_params} parameters, more than an int64 can index")
     layout = np.empty((n_layers, 4), dtype=np.int64)
     alpha_arr = np.empty(n_layers, dtype=np.float64)
     offset = 0

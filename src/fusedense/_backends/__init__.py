@@ -54,7 +54,7 @@ def backends() -> list:
 
 
 def _check_name(name):
-    if name not in _MODULES and name != "auto":
+    if not isinstance(name, str) or name not in _MODULES and name != "auto":
         raise ValueError(f"backend: unknown backend {name!r}; expected 'auto' or one of {', '.join(PREFERENCE)}")
 
 
@@ -63,8 +63,8 @@ def load(name: str):
     to load degrades to the next one with a single warning."""
     if name is None:
         name = getattr(_state, "backend", None) or _default
+    _check_name(name.lower() if isinstance(name, str) else name)
     name = name.lower()
-    _check_name(name)
     candidates = PREFERENCE if name == "auto" else PREFERENCE[PREFERENCE.index(name):]
     for candidate in candidates:
         module = _loaded.get(candidate)
