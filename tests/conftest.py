@@ -1,3 +1,7 @@
+import gc
+import os
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -42,3 +46,37 @@ def dtype(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def run_in_threads(jobs):
+    """Runs each job in its own thread, all released at once; returns their results in order
+    (re-raising the first exception a job raised)."""
+    barrier = threading.Barrier(len(jobs))
+    results, errors = [None] * len(jobs), []
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = jobs[i]()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MB = 1 << 20
+
+
+def rss() -> int:
+    """Current resident set size in bytes (Linux /proc; the CI platform)."""
+    gc.collect()
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE

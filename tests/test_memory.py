@@ -4,9 +4,6 @@ A leak of one output array per call would grow RSS by (calls × output size); th
 call counts below make that at least 5× the allowed growth, while the allowance stays generous
 enough for allocator caches and arenas (which settle during the warm-up calls).
 """
-import gc
-import os
-
 import numpy as np
 import pytest
 
@@ -14,15 +11,7 @@ import fusedense as fd
 from fusedense import _backends
 from fusedense.layout import make_layout
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-MB = 1 << 20
-
-
-def rss() -> int:
-    """Current resident set size in bytes (Linux /proc; the CI platform)."""
-    gc.collect()
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
+from conftest import MB, rss
 
 
 def every_op(backend, B, n):

@@ -11,33 +11,10 @@ from fusedense import _backends
 from fusedense.activations import get_activation
 from fusedense.layout import make_layout
 
-from conftest import assert_close
+from conftest import assert_close, run_in_threads
 
 COMPILED = [name for name in fd.backends() if name != "numpy"]
 N_THREADS = 4
-
-
-def run_in_threads(jobs):
-    """Runs each job in its own thread, all released at once; returns their results in order
-    (re-raising the first exception a job raised)."""
-    barrier = threading.Barrier(len(jobs))
-    results, errors = [None] * len(jobs), []
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = jobs[i]()
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def workload(seed, backend):
@@ -96,16 +73,12 @@ def kernel_calls(backend, dtype=np.float32):
     }
 
 
-@pytest.mark.parametrize("kernel", ["dense_forward", "dense_backward", "mlp_forward", "mlp_train_step",
-                                    "activation_forward"])
-@pytest.mark.parametrize("compiled_backend", COMPILED)
-def test_compiled_kernels_release_the_gil(compiled_backend, kernel):
-    """Not a timing test. With a switch interval of 1000 s the interpreter never takes the GIL
-    from a running thread, so the main thread (blocked starting the worker) can only run again
-    when the worker gives the GIL up: inside the kernel if it releases the GIL, otherwise only
-    when the worker has finished. The main thread then checks which of the two happened."""
-    call = kernel_calls(compiled_backend)[kernel]
-    call()  # warm up (numba compiles on the first call, holding the GIL, legitimately)
+def gil_released_during(call) -> bool:
+    """Whether ``call`` gives up the GIL while it runs. Not a timing test: with a switch interval
+    of 1000 s the interpreter never takes the GIL from a running thread, so the main thread
+    (blocked starting the worker) runs again only when the worker gives the GIL up: inside the
+    call if it releases the GIL, otherwise once the worker has finished. The main thread then
+    looks at which of the two happened."""
     state = {"entered": False, "done": False}
 
     def worker():
@@ -122,8 +95,22 @@ def test_compiled_kernels_release_the_gil(compiled_backend, kernel):
         thread.join()
     finally:
         sys.setswitchinterval(interval)
-    assert seen == {"entered": True, "done": False}, f"{kernel} held the GIL for the whole call"
-    assert state["done"]
+    assert seen["entered"] and state["done"]
+    return not seen["done"]
+
+
+def test_gil_probe_tells_a_call_that_holds_the_gil():
+    assert not gil_released_during(lambda: sum(range(3_000_000)))
+    assert gil_released_during(lambda: threading.Event().wait(0.05))
+
+
+@pytest.mark.parametrize("kernel", ["dense_forward", "dense_backward", "mlp_forward", "mlp_train_step",
+                                    "activation_forward"])
+@pytest.mark.parametrize("compiled_backend", COMPILED)
+def test_compiled_kernels_release_the_gil(compiled_backend, kernel):
+    call = kernel_calls(compiled_backend)[kernel]
+    call()  # warm up (numba compiles on the first call, holding the GIL, legitimately)
+    assert gil_released_during(call), f"{compiled_backend} {kernel} held the GIL for the whole call"
 
 
 def pool_size(backend):
