@@ -30,12 +30,22 @@ def assert_close(actual, expected, dtype, scale=1.0):
     np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
 
 
-@pytest.fixture(params=fd.backends())
-def backend(request):
-    name = request.param
+def checked_backend(name):
     # a backend that fails to load degrades silently to the next one: make that a failure here
     assert _backends.load(name).NAME == name, f"backend {name!r} is listed but did not load"
     return name
+
+
+@pytest.fixture(params=fd.backends())
+def backend(request):
+    return checked_backend(request.param)
+
+
+@pytest.fixture(params=[name for name in fd.backends() if name != "numpy"])
+def compiled_backend(request):
+    """The compiled backends only: for properties the NumPy oracle does not have (it releases
+    the GIL only inside NumPy calls, and allocates temporaries freely)."""
+    return checked_backend(request.param)
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
