@@ -92,8 +92,8 @@ def f64(*arrays):
 def output_bound(act, z, y, dtype):
     """Rounding allowed in y = act(z) given z: a few ulps of |y| + |z| (the |z| term covers
     formulas that cancel, like 0.5·z·(1 + tanh(…)) near tanh = −1); a row-wise activation's
-    error follows the largest |z| of its row."""
-    scale = np.abs(z).max(axis=-1, keepdims=True) + 1 if act.rowwise else np.abs(y) + np.abs(z)
+    error follows the largest |z| of its row (log_softmax: also |y| ≈ log(n) for flat rows)."""
+    scale = np.abs(y) + (np.abs(z).max(axis=-1, keepdims=True) + 1 if act.rowwise else np.abs(z))
     return EVAL[dtype] * scale + tiny(dtype)
 
 
