@@ -62,8 +62,9 @@ def arranged(a, how):
         big = np.zeros(tuple(2 * n for n in a.shape), a.dtype)
         big[tuple(slice(None, None, 2) for _ in a.shape)] = a
         return big[tuple(slice(None, None, 2) for _ in a.shape)]
-    if how == "reversed":
-        return np.flip(a.copy()[tuple(slice(None, None, -1) for _ in a.shape)])  # negative strides
+    if how == "reversed":  # negative strides: a reversed view of a reversed copy
+        flip = tuple(slice(None, None, -1) for _ in a.shape)
+        return a[flip].copy()[flip]
     return a
 
 
