@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import fusedense as fd
-from fusedense import _backends
+from fusedense import _backends, abi
 
 # Property-based tests: "ci" (the default) is small, derandomized and bounded so CI stays fast and
 # repeatable; `pytest --hypothesis-profile=long` explores many random examples for manual runs.
@@ -90,3 +90,15 @@ def rss() -> int:
     gc.collect()
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
+
+
+def make_hyper(optimizer="adam", lr=1e-3, step=1, momentum=0.0, weight_decay=0.0):
+    """The float64 ``hyper`` vector of mlp_train_step (see fusedense.abi) for a named optimizer."""
+    hyper = np.zeros(abi.N_HYPER)
+    hyper[abi.H_LR], hyper[abi.H_WEIGHT_DECAY], hyper[abi.H_STEP] = lr, weight_decay, step
+    if optimizer in ("sgd", "nesterov"):
+        hyper[abi.H_OPTIMIZER], hyper[abi.H_BETA1], hyper[abi.H_NESTEROV] = abi.OPT_SGD, momentum, optimizer == "nesterov"
+    else:
+        hyper[[abi.H_OPTIMIZER, abi.H_BETA1, abi.H_BETA2, abi.H_EPS, abi.H_DECOUPLED]] = \
+            abi.OPT_ADAM, 0.9, 0.999, 1e-8, optimizer == "adamw"
+    return hyper

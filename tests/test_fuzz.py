@@ -28,6 +28,8 @@ from fusedense import _backends, abi, reference
 from fusedense.activations import BY_ID, activation_vjp, resolve_alpha
 from fusedense.layout import make_layout
 
+from conftest import make_hyper
+
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 #: Evaluating one activation or derivative: about 20 ulps (2·10 for libm and the formula's own steps).
 EVAL = {np.float32: 20 * 2**-24, np.float64: 20 * 2**-53}
@@ -226,17 +228,6 @@ def make_targets(rng, loss_id, B, C, dtype):
     if loss_id == abi.LOSS_BINARY_XENT:
         return (rng.uniform(size=(B, C)) > 0.5).astype(dtype)
     return rng.normal(size=(B, C)).astype(dtype)
-
-
-def make_hyper(optimizer, lr, step, momentum, weight_decay):
-    hyper = np.zeros(abi.N_HYPER)
-    hyper[abi.H_LR], hyper[abi.H_WEIGHT_DECAY], hyper[abi.H_STEP] = lr, weight_decay, step
-    if optimizer in ("sgd", "nesterov"):
-        hyper[abi.H_OPTIMIZER], hyper[abi.H_BETA1], hyper[abi.H_NESTEROV] = abi.OPT_SGD, momentum, optimizer == "nesterov"
-    else:
-        hyper[[abi.H_OPTIMIZER, abi.H_BETA1, abi.H_BETA2, abi.H_EPS, abi.H_DECOUPLED]] = \
-            abi.OPT_ADAM, 0.9, 0.999, 1e-8, optimizer == "adamw"
-    return hyper
 
 
 @given(dtype=dtypes, net=networks(max_layers=3, max_width=24), loss_id=st.sampled_from(sorted(LOSS_LAST_ACTIVATION)),

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import fusedense as fd
-from fusedense import _backends
+from fusedense import _backends, abi
 from fusedense.layout import make_layout
 
-from conftest import MB, rss
+from conftest import MB, make_hyper, rss
 
 
 def every_op(backend, B, n):
@@ -24,7 +24,7 @@ def every_op(backend, B, n):
     layout, alphas, n_params = make_layout([n, n, n], ["gelu", "softmax"])
     params, grads = rng.normal(size=n_params) * 0.1, np.zeros(n_params)
     m, v, state = np.zeros(n_params), np.zeros(n_params), np.zeros((2, n_params))
-    hyper = np.array([1, 1e-4, 0.9, 0.999, 1e-8, 0, 0, 0, 1], np.float64)
+    hyper = make_hyper("adam", lr=1e-4)
     kernels = _backends.load(backend)
 
     def once():
@@ -35,7 +35,7 @@ def every_op(backend, B, n):
         fd.softmax_cross_entropy(z, labels, backend=backend)
         fd.sgd_step(params, grads, m, lr=1e-6, momentum=0.5, backend=backend)
         fd.adam_step(params, grads, m, v, 1, lr=1e-6, backend=backend)
-        kernels.mlp_train_step(x, labels, params, grads, state, layout, alphas, 0, hyper)
+        kernels.mlp_train_step(x, labels, params, grads, state, layout, alphas, abi.LOSS_SPARSE_XENT, hyper)
     return once
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import fusedense as fd
-from fusedense import _backends
+from fusedense import _backends, abi
 from fusedense.activations import get_activation
 from fusedense.layout import make_layout
 
-from conftest import assert_close, run_in_threads
+from conftest import assert_close, make_hyper, run_in_threads
 
 N_THREADS = 4
 
@@ -60,14 +60,14 @@ def kernel_calls(backend, dtype=np.float32):
     params, grads = (rng.normal(size=n) * 0.05).astype(dtype), np.zeros(n, dtype)
     state = np.zeros((2, n), dtype)
     labels = rng.integers(0, 512, 1024)
-    hyper = np.array([1, 1e-3, 0.9, 0.999, 1e-8, 0, 0, 0, 1], np.float64)
+    hyper = make_hyper("adam", lr=1e-3)
     gelu = get_activation("gelu").id
     big = rng.normal(size=(4096, 1024)).astype(dtype)
     return {
         "dense_forward": lambda: kernels.dense_forward(x, W, b, gelu, 0.0, y, z),
         "dense_backward": lambda: kernels.dense_backward(y, x, W, z, None, gelu, 0.0, dx, dW, db),
         "mlp_forward": lambda: kernels.mlp_forward(x, params, layout, alphas, y),
-        "mlp_train_step": lambda: kernels.mlp_train_step(x, labels, params, grads, state, layout, alphas, 0, hyper),
+        "mlp_train_step": lambda: kernels.mlp_train_step(x, labels, params, grads, state, layout, alphas, abi.LOSS_SPARSE_XENT, hyper),
         "activation_forward": lambda: kernels.activation_forward(big, gelu, 0.0, big.copy()),
     }
 
