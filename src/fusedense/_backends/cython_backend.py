@@ -1,0 +1,30 @@
+"""The cython backend: the compiled kernels of fusedense._kernels (built from kernels/*.pyx).
+
+Thin on purpose: each function forwards to one compiled function. The only logic here is
+the thread count, which this module applies to the kernels' OpenMP regions and to the BLAS
+that SciPy ships (the one scipy.linalg.cython_blas calls; NumPy's own BLAS is left alone).
+"""
+from __future__ import annotations
+
+from .. import threads
+from .._kernels import activations as _activations
+
+NAME = "cython"
+
+_MODULES = (_activations,)
+
+
+def activation_forward(z, act_id, alpha, y):
+    _activations.activation_forward(z, act_id, alpha, y)
+
+
+def activation_backward(dy, z, y, act_id, alpha, dz):
+    _activations.activation_backward(dy, z, y, act_id, alpha, dz)
+
+
+def _apply_num_threads(n):
+    for module in _MODULES:
+        module.set_num_threads(n)
+
+
+threads.on_num_threads_change(_apply_num_threads)
