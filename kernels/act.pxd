@@ -2,7 +2,7 @@
 # One switch on the activation id per row, then a plain loop per activation so that the cheap
 # ones (identity, relu, leaky_relu) vectorize. Stable forms are the registry's: exp() only of
 # non-positive numbers, expm1/log1p near zero. No fast-math anywhere: NaN propagates.
-from libc.math cimport (erf, erff, exp, expf, expm1, expm1f, log, logf, log1p, log1pf, sqrt,
+from libc.math cimport (erf, erff, exp, expf, expm1, expm1f, log, logf, log1p, log1pf, sqrt, sqrtf,
                         tanh, tanhf)
 from libc.string cimport memcpy
 
@@ -36,6 +36,9 @@ cdef inline real r_tanh(real x) noexcept nogil:
 
 cdef inline real r_erf(real x) noexcept nogil:
     return erff(x) if real is float else erf(x)
+
+cdef inline real r_sqrt(real x) noexcept nogil:
+    return sqrtf(x) if real is float else sqrt(x)
 
 
 # --- element-wise forms ------------------------------------------------------------------
@@ -194,3 +197,8 @@ cdef inline void act_backward_row(int act, real alpha, const real* dy, const rea
             y = dz
         for j in range(n):
             dz[j] = dy[j] - r_exp(y[j]) * t
+
+
+cdef inline bint needs_z(int act) noexcept nogil:
+    """True when the derivative cannot be computed from y alone (the registry's from_output)."""
+    return act == ACT_GELU or act == ACT_GELU_ERF or act == ACT_SILU or act == ACT_SOFTPLUS

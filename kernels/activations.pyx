@@ -5,7 +5,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 
 from abi cimport *
-from act cimport act_backward_row, act_forward_row
+from act cimport act_backward_row, act_forward_row, needs_z
 from arrays cimport buffer, is_float32, optional_buffer, typenum
 from real cimport real
 
@@ -66,7 +66,7 @@ cdef int _backward(real tag, dy, z, y, int act, double alpha, dz) except -1:
     cdef const real* yp = <real*>optional_buffer(y, "y", typenum(tag), rows, cols)
     cdef real* dzp = <real*>buffer(dz, "dz", typenum(tag), rows, cols, True)
     cdef Py_ssize_t pieces = split(act, rows, cols, &width)
-    if zp == NULL and (yp == NULL or act in (ACT_GELU, ACT_GELU_ERF, ACT_SILU, ACT_SOFTPLUS)):
+    if zp == NULL and (yp == NULL or needs_z(act)):
         raise ValueError(f"z: activation id {act} needs z to compute its derivative")
     for p in prange(pieces, nogil=True, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1 and total >= PARALLEL_MIN_ELEMENTS):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .. import threads
 from .._kernels import activations as _activations
+from .._kernels import layers as _layers
 
 NAME = "cython"
 
-_MODULES = (_activations,)
+_MODULES = (_activations, _layers)
 
 
 def activation_forward(z, act_id, alpha, y):
@@ -20,6 +21,14 @@ def activation_forward(z, act_id, alpha, y):
 
 def activation_backward(dy, z, y, act_id, alpha, dz):
     _activations.activation_backward(dy, z, y, act_id, alpha, dz)
+
+
+def dense_forward(x, W, b, act_id, alpha, y, z=None):
+    _layers.dense_forward(x, W, b, act_id, alpha, y, z)
+
+
+def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
+    _layers.dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
 
 
 def _apply_num_threads(n):
