@@ -9,10 +9,11 @@ from __future__ import annotations
 from .. import threads
 from .._kernels import activations as _activations
 from .._kernels import layers as _layers
+from .._kernels import optim as _optim
 
 NAME = "cython"
 
-_MODULES = (_activations, _layers)
+_MODULES = (_activations, _layers, _optim)
 
 
 def activation_forward(z, act_id, alpha, y):
@@ -29,6 +30,26 @@ def dense_forward(x, W, b, act_id, alpha, y, z=None):
 
 def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     _layers.dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
+
+
+def mlp_forward(x, params, layout, alphas, out):
+    _layers.mlp_forward(x, params, layout, alphas, out)
+
+
+def softmax_xent(logits, labels, dlogits):
+    return _layers.softmax_xent(logits, labels, dlogits)
+
+
+def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    _optim.sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay)
+
+
+def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    _optim.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
+    return _layers.mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
 
 
 def _apply_num_threads(n):
