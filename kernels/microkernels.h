@@ -1,36 +1,111 @@
 /* Small-matrix products for shapes where a BLAS call costs more than the arithmetic
- * (batch 1-64, widths up to ~1024): register-blocked loops written so that GCC vectorizes
- * them without fast-math (each accumulator lane is its own variable, so no reassociation).
+ * (batch 1-64, widths up to ~1024): register-blocked tiles written with GCC vector
+ * extensions, so no fast-math or auto-vectorizer luck is needed.
  *
- * The body is written once in microkernels_body.h and instantiated here for float (_f) and
- * double (_d). target_clones compiles each function for Haswell (AVX2 + FMA) and for any
- * x86-64; the loader picks the best one for the CPU at run time.
+ * microkernels_body.h holds the one body. It is instantiated for float (_f) and double (_d)
+ * and, on x86-64, twice per type: with 16-byte vectors for any x86-64 (SSE2) and with
+ * 32-byte vectors compiled for AVX2 + FMA. The public functions (gemm_nb_f, ...) pick the
+ * AVX2 build at run time when the CPU has it, so a plain source build is portable and fast;
+ * FUSEDENSE_NATIVE=1 (-march=native) is not needed for this.
+ * (GCC's target_clones("arch=haswell") is not used: its dispatcher checks the CPU *model*,
+ * so newer CPUs with AVX2 would get the generic clone.)
  */
 #ifndef FUSEDENSE_MICROKERNELS_H
 #define FUSEDENSE_MICROKERNELS_H
 
 #include <stddef.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FUSEDENSE_NO_CLONES)
-#define FD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define FD_CAT3_(a, b, c) a##_##b##_##c
+#define FD_CAT3(a, b, c) FD_CAT3_(a, b, c)
+#define FD_CAT2_(a, b) a##_##b
+#define FD_CAT2(a, b) FD_CAT2_(a, b)
+
+#if defined(__GNUC__) && !defined(__clang__)
+/* the auto-vectorizer would re-vectorize the k loop of the explicit tiles across the wrong axis */
+#define FD_NO_AUTOVEC __attribute__((optimize("no-tree-vectorize")))
 #else
-#define FD_CLONES
+#define FD_NO_AUTOVEC
 #endif
 
-#define FD_REAL float
-#define FD_NAME(name) name##_f
-#define FD_LANES 16  /* a register tile is 2 AVX2 vectors wide */
-#include "microkernels_body.h"
-#undef FD_REAL
-#undef FD_NAME
-#undef FD_LANES
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX2__)
+#define FD_RUNTIME_DISPATCH 1
+static int fd_has_avx2_fma(void)
+{
+    static int has = -1;
+    if (has < 0) {
+        __builtin_cpu_init();
+        has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return has;
+}
+#endif
 
-#define FD_REAL double
-#define FD_NAME(name) name##_d
-#define FD_LANES 8
+/* instantiate the body: FD_REAL, FD_T (type suffix), FD_ISA (build suffix), FD_VBYTES, FD_TARGET */
+#define FD_NAME(name) FD_CAT3(name, FD_T, FD_ISA)
+
+#define FD_ISA generic
+#define FD_TARGET FD_NO_AUTOVEC
+#ifdef __AVX2__
+#define FD_VBYTES 32
+#else
+#define FD_VBYTES 16
+#endif
+#define FD_REAL float
+#define FD_T f
 #include "microkernels_body.h"
 #undef FD_REAL
+#undef FD_T
+#define FD_REAL double
+#define FD_T d
+#include "microkernels_body.h"
+#undef FD_REAL
+#undef FD_T
+#undef FD_ISA
+#undef FD_TARGET
+#undef FD_VBYTES
+
+#ifdef FD_RUNTIME_DISPATCH
+#define FD_ISA avx2
+#define FD_TARGET __attribute__((target("avx2,fma"))) FD_NO_AUTOVEC
+#define FD_VBYTES 32
+#define FD_REAL float
+#define FD_T f
+#include "microkernels_body.h"
+#undef FD_REAL
+#undef FD_T
+#define FD_REAL double
+#define FD_T d
+#include "microkernels_body.h"
+#undef FD_REAL
+#undef FD_T
+#undef FD_ISA
+#undef FD_TARGET
+#undef FD_VBYTES
+#endif
+
 #undef FD_NAME
-#undef FD_LANES
+
+/* the entry points: the AVX2 build when the CPU has it, else the generic one */
+#ifdef FD_RUNTIME_DISPATCH
+#define FD_PICK(name, t) (fd_has_avx2_fma() ? FD_CAT3(name, t, avx2) : FD_CAT3(name, t, generic))
+#else
+#define FD_PICK(name, t) FD_CAT3(name, t, generic)
+#endif
+
+#define FD_ENTRY_POINTS(T, t)                                                                  \
+    static void FD_CAT2(gemm_nb, t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A,            \
+                                    ptrdiff_t a_rs, ptrdiff_t a_cs, const T *B, ptrdiff_t ldb,   \
+                                    const T *bias, T *C, ptrdiff_t ldc, int accumulate)          \
+    {                                                                                          \
+        FD_PICK(gemm_nb, t)(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate);         \
+    }                                                                                          \
+    static void FD_CAT2(gemm_nt, t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A,            \
+                                    ptrdiff_t lda, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc) \
+    {                                                                                          \
+        FD_PICK(gemm_nt, t)(m, n, k, A, lda, B, ldb, C, ldc);                                  \
+    }
+FD_ENTRY_POINTS(float, f)
+FD_ENTRY_POINTS(double, d)
+#undef FD_ENTRY_POINTS
 
 #endif
