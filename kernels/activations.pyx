@@ -37,6 +37,10 @@ def set_num_threads(int n):
     n_threads = max(n, 1)
 
 
+def get_num_threads():
+    return n_threads
+
+
 cdef inline Py_ssize_t split(int act, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t* width) noexcept nogil:
     """How the batch is cut into independent pieces: whole rows for the row-wise activations,
     flat chunks otherwise. Returns the piece count; *width is the piece length."""

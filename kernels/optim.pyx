@@ -21,6 +21,10 @@ def set_num_threads(int n):
     n_threads = max(n, 1)
 
 
+def get_num_threads():
+    return n_threads
+
+
 cdef int _sgd(real tag, params, grads, velocity, double lr, double momentum, bint nesterov,
               double weight_decay) except -1:
     cdef Py_ssize_t n = dim(params, 0, "params"), c, start

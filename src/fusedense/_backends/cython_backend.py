@@ -6,6 +6,10 @@ that SciPy ships (the one scipy.linalg.cython_blas calls; NumPy's own BLAS is le
 """
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
+
 from .. import threads
 from .._kernels import activations as _activations
 from .._kernels import layers as _layers
@@ -52,9 +56,40 @@ def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id
     return _layers.mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
 
 
+def _scipy_blas_threads():
+    """(set, get) for the thread count of SciPy's bundled OpenBLAS (scipy.libs/), the library
+    the kernels' BLAS calls go to; None when SciPy links another BLAS (then its own
+    environment variables govern it)."""
+    import scipy
+
+    pattern = os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "*openblas*")
+    for path in sorted(glob.glob(pattern)):
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by the kernels: this returns the same copy
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            setter = getattr(lib, prefix + "_set_num_threads", None)
+            getter = getattr(lib, prefix + "_get_num_threads", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                return setter, getter
+    return None
+
+
+_blas_threads = _scipy_blas_threads()
+
+
+def blas_num_threads():
+    """Threads the kernels' BLAS uses now (None if unknown); for tests and diagnostics."""
+    return None if _blas_threads is None else _blas_threads[1]()
+
+
 def _apply_num_threads(n):
     for module in _MODULES:
         module.set_num_threads(n)
+    if _blas_threads is not None:
+        _blas_threads[0](n)
 
 
 threads.on_num_threads_change(_apply_num_threads)
