@@ -1,6 +1,7 @@
 # Matrix products for the layer kernels, row-major throughout: BLAS (the one SciPy ships,
 # through scipy.linalg.cython_blas) for large shapes, the register-blocked micro-kernels of
 # microkernels.h for small ones where a BLAS call costs more than the arithmetic.
+from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from real cimport real
@@ -64,6 +65,25 @@ cdef inline void micro_gemm_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const r
         gemm_nt_d(m, n, k, A, lda, B, ldb, C, ldc)
 
 
+cdef inline void micro_gemm_abt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,
+                                Py_ssize_t lda, const real* B, Py_ssize_t ldb, real* C,
+                                Py_ssize_t ldc) noexcept nogil:
+    """C := A @ Bᵀ. From 4 rows on, Bᵀ is copied out once (n·k moves against m·n·k
+    multiply-adds) so the register-tiled kernel runs; fewer rows take the dot-product kernel."""
+    cdef real* Bt = NULL
+    cdef Py_ssize_t i, j
+    if m >= 4:
+        Bt = <real*>malloc(n * k * sizeof(real))
+    if Bt == NULL:
+        micro_gemm_nt(m, n, k, A, lda, B, ldb, C, ldc)
+        return
+    for j in range(n):
+        for i in range(k):
+            Bt[i * n + j] = B[j * ldb + i]
+    micro_gemm_nb(m, n, k, A, lda, 1, Bt, n, NULL, C, ldc, False)
+    free(Bt)
+
+
 cdef inline void matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         const real* A, Py_ssize_t lda, const real* B, Py_ssize_t ldb,
                         real* C, Py_ssize_t ldc) noexcept nogil:
@@ -72,7 +92,7 @@ cdef inline void matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, 
     if worth_blas(m, n, k):
         blas_gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, 0, C, ldc)
     elif trans_b:
-        micro_gemm_nt(m, n, k, A, lda, B, ldb, C, ldc)
+        micro_gemm_abt(m, n, k, A, lda, B, ldb, C, ldc)
     elif trans_a:
         micro_gemm_nb(m, n, k, A, 1, lda, B, ldb, NULL, C, ldc, False)
     else:

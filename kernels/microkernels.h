@@ -3,10 +3,10 @@
  * extensions, so no fast-math or auto-vectorizer luck is needed.
  *
  * microkernels_body.h holds the one body. It is instantiated for float (_f) and double (_d)
- * and, on x86-64, twice per type: with 16-byte vectors for any x86-64 (SSE2) and with
- * 32-byte vectors compiled for AVX2 + FMA. The public functions (gemm_nb_f, ...) pick the
- * AVX2 build at run time when the CPU has it, so a plain source build is portable and fast;
- * FUSEDENSE_NATIVE=1 (-march=native) is not needed for this.
+ * and, on x86-64, three times per type: 16-byte vectors for any x86-64 (SSE2), 32-byte
+ * vectors compiled for AVX2 + FMA, 64-byte vectors for AVX-512F. The public functions
+ * (gemm_nb_f, ...) pick the widest build the CPU runs, once, at the first call; so a plain
+ * source build is portable and fast, and FUSEDENSE_NATIVE=1 (-march=native) is not needed.
  * (GCC's target_clones("arch=haswell") is not used: its dispatcher checks the CPU *model*,
  * so newer CPUs with AVX2 would get the generic clone.)
  */
@@ -29,14 +29,16 @@
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX2__)
 #define FD_RUNTIME_DISPATCH 1
-static int fd_has_avx2_fma(void)
+/* 2: AVX-512F, 1: AVX2 + FMA, 0: neither (checked once) */
+static int fd_simd_level(void)
 {
-    static int has = -1;
-    if (has < 0) {
+    static int level = -1;
+    if (level < 0) {
         __builtin_cpu_init();
-        has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        level = __builtin_cpu_supports("avx512f") ? 2
+              : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
     }
-    return has;
+    return level;
 }
 #endif
 
@@ -81,13 +83,31 @@ static int fd_has_avx2_fma(void)
 #undef FD_ISA
 #undef FD_TARGET
 #undef FD_VBYTES
+
+#define FD_ISA avx512
+#define FD_TARGET __attribute__((target("avx512f,avx2,fma"))) FD_NO_AUTOVEC
+#define FD_VBYTES 64
+#define FD_REAL float
+#define FD_T f
+#include "microkernels_body.h"
+#undef FD_REAL
+#undef FD_T
+#define FD_REAL double
+#define FD_T d
+#include "microkernels_body.h"
+#undef FD_REAL
+#undef FD_T
+#undef FD_ISA
+#undef FD_TARGET
+#undef FD_VBYTES
 #endif
 
 #undef FD_NAME
 
-/* the entry points: the AVX2 build when the CPU has it, else the generic one */
+/* the entry points: the widest build the CPU supports */
 #ifdef FD_RUNTIME_DISPATCH
-#define FD_PICK(name, t) (fd_has_avx2_fma() ? FD_CAT3(name, t, avx2) : FD_CAT3(name, t, generic))
+#define FD_PICK(name, t) (fd_simd_level() == 2 ? FD_CAT3(name, t, avx512)                     \
+                          : fd_simd_level() == 1 ? FD_CAT3(name, t, avx2) : FD_CAT3(name, t, generic))
 #else
 #define FD_PICK(name, t) FD_CAT3(name, t, generic)
 #endif
