@@ -21,7 +21,7 @@ cdef extern from "microkernels.h" nogil:
 # BLAS pays off once a product has this many multiply-adds and enough rows to share out:
 # below, its call, packing and thread wake-up cost more than the micro-kernels' whole run.
 cdef enum:
-    BLAS_MIN_WORK = 1 << 20
+    BLAS_MIN_WORK = 1 << 23
     BLAS_MIN_ROWS = 8
 
 
