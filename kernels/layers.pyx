@@ -2,12 +2,15 @@
 softmax_xent and the fused training step mlp_train_step.
 
 Every product goes through gemm.matmul-style dispatch: BLAS for large shapes (its own
-threads), register-blocked micro-kernels for small ones (one thread, no temporaries). The
-epilogue (bias, activation) runs on row blocks right after the product wrote them, while
-they are still in cache. No OpenMP region is ever open while BLAS runs: the two thread pools
-would spin against each other (a batch-1 call once took 17 ms instead of 20 µs that way).
+threads), register-blocked micro-kernels for small ones (no temporaries). The epilogue
+(bias, activation) runs on row blocks right after the product wrote them, while they are
+still in cache. One thread pool at a time: mlp_forward over small weights splits the batch
+across OpenMP threads, each running the micro-kernels on its own row blocks, and never calls
+BLAS inside that region; everything else leaves threading to BLAS. Two pools spinning
+against each other once made a batch-1 call take 17 ms instead of 20 µs.
 """
 cimport numpy as cnp
+from cython.parallel cimport prange, threadid
 from libc.math cimport pow
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -30,12 +33,25 @@ cnp.import_array()
 cdef enum:
     BLAS_BLOCK_BYTES = 1 << 24
     MICRO_BLOCK_BYTES = 1 << 15
-    # mlp_forward carries this many rows through every layer before starting the next rows
-    NETWORK_BLOCK_ROWS = 256
+    # mlp_forward carries a block of rows through every layer before starting the next:
+    # 256 rows when BLAS does the products, 32 on the micro-kernel path, where each thread
+    # takes blocks in turn (dynamic schedule: a thread slowed by a busy core takes fewer)
+    NETWORK_BLAS_ROWS = 256
+    NETWORK_MICRO_ROWS = 32
+    # weights up to this size stay in a core's L2 across row blocks: the micro-kernel path
+    MICRO_MAX_WEIGHT_BYTES = 1 << 20
+
+cdef int n_threads = 1
 
 
 def set_num_threads(int n):
-    """No OpenMP here (see the module docstring); BLAS threads are set by the backend."""
+    """OpenMP threads of mlp_forward's micro-kernel path (BLAS threads: set by the backend)."""
+    global n_threads
+    n_threads = max(n, 1)
+
+
+def get_num_threads():
+    return n_threads
 
 
 # --- one layer ------------------------------------------------------------------------------
@@ -57,10 +73,11 @@ cdef void finish_rows(real* y, real* z, Py_ssize_t rows, Py_ssize_t n, const rea
 
 
 cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x, const real* W,
-                        const real* b, int act, real alpha, real* y, real* z) noexcept nogil:
+                        const real* b, int act, real alpha, real* y, real* z,
+                        bint allow_blas=True) noexcept nogil:
     """y = act(x @ W + b) for m rows (x m x k, W k x n); z = x @ W + b too unless z is NULL.
-    y must not overlap x."""
-    cdef bint blas = worth_blas(m, n, k)
+    y must not overlap x. allow_blas=False inside OpenMP regions."""
+    cdef bint blas = allow_blas and worth_blas(m, n, k)
     cdef Py_ssize_t block = max(1, (BLAS_BLOCK_BYTES if blas else MICRO_BLOCK_BYTES) // (n * sizeof(real)))
     cdef Py_ssize_t r0 = 0, rows
     while r0 < m:
@@ -183,28 +200,33 @@ cdef Py_ssize_t widest(const int64_t* lay, Py_ssize_t L) noexcept nogil:
 
 cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
                           const double* alphas, Py_ssize_t L, real* out, real* scratch,
-                          Py_ssize_t block) noexcept nogil:
-    """Every layer for `block` rows at a time, so a small batch's activations stay in cache
-    from one layer to the next; hidden layers ping-pong between two halves of scratch
-    (2 x block x widest), the last layer writes to out."""
-    cdef Py_ssize_t r0 = 0, rows, l, half = block * widest(lay, L)
+                          Py_ssize_t block, bint micro, int threads) noexcept nogil:
+    """Every layer for `block` rows at a time, so activations stay in cache from one layer
+    to the next; hidden layers ping-pong between two halves of the thread's scratch
+    (2 x block x widest each), the last layer writes to out. micro: the micro-kernel path,
+    row blocks shared out over `threads` OpenMP threads."""
+    cdef Py_ssize_t half = block * widest(lay, L), n_blocks = (B + block - 1) // block
+    cdef Py_ssize_t i, r0, rows, l
     cdef const real* src
     cdef real* dst
-    while r0 < B:
+    cdef real* mine
+    for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
+                    use_threads_if=micro and threads > 1 and n_blocks > 1):
+        r0 = i * block
         rows = min(block, B - r0)
+        mine = scratch + 2 * half * threadid()
         src = x + r0 * lay[1]
         for l in range(L):
-            dst = out + r0 * lay[4 * l + 2] if l == L - 1 else scratch + (l % 2) * half
+            dst = out + r0 * lay[4 * l + 2] if l == L - 1 else mine + (l % 2) * half
             layer_forward(rows, lay[4 * l + 1], lay[4 * l + 2], src, params + lay[4 * l],
                           params + lay[4 * l] + lay[4 * l + 1] * lay[4 * l + 2],
-                          <int>lay[4 * l + 3], <real>alphas[l], dst, NULL)
+                          <int>lay[4 * l + 3], <real>alphas[l], dst, NULL, not micro)
             src = dst
-        r0 += block
 
 
 cdef int _mlp_forward(real tag, x, params, layout, alphas, out) except -1:
     cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), n_out = dim(out, 1, "out")
-    cdef Py_ssize_t L = dim(layout, 0, "layout"), block = min(B, NETWORK_BLOCK_ROWS)
+    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, biggest = 0
     cdef int t = typenum(tag)
     check_network(params, layout, alphas, n_in, n_out)
     cdef const real* xp = <real*>buffer(x, "x", t, B, n_in)
@@ -212,11 +234,16 @@ cdef int _mlp_forward(real tag, x, params, layout, alphas, out) except -1:
     cdef real* outp = <real*>buffer(out, "out", t, B, n_out, True)
     cdef const int64_t* lay = <int64_t*>cnp.PyArray_DATA(layout)
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
-    cdef real* scratch = <real*>malloc(2 * block * widest(lay, L) * sizeof(real))
+    for l in range(L):
+        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
+    cdef bint micro = biggest * sizeof(real) <= MICRO_MAX_WEIGHT_BYTES
+    cdef Py_ssize_t block = min(B, NETWORK_MICRO_ROWS if micro else NETWORK_BLAS_ROWS)
+    cdef int threads = n_threads if micro else 1
+    cdef real* scratch = <real*>malloc(threads * 2 * block * widest(lay, L) * sizeof(real))
     if scratch == NULL:
         raise MemoryError()
     with nogil:
-        network_forward(B, xp, pp, lay, al, L, outp, scratch, block)
+        network_forward(B, xp, pp, lay, al, L, outp, scratch, block, micro, threads)
     free(scratch)
     return 0
 

@@ -53,13 +53,21 @@ def test_dense_forward_and_backward_match_reference_across_thresholds(dtype, sha
         np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
+# weights under 1 MB: micro-kernel path, 32-row blocks over OpenMP threads; above: BLAS path,
+# 256-row blocks
+NETWORKS = {"small_weights": [129, 1000, 17, 3], "large_weights": [300, 1000, 3]}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", [1, 3, 17, 255, 256, 257, 1000])
-def test_mlp_forward_matches_reference_across_row_blocks(dtype, batch):
+@pytest.mark.parametrize("batch", [1, 3, 17, 31, 32, 33, 255, 256, 257, 1000])
+@pytest.mark.parametrize("network", NETWORKS)
+def test_mlp_forward_matches_reference_across_row_blocks(dtype, batch, network):
     rng = _rng()
-    layout, alphas, n = fd.make_layout([129, 1000, 17, 3], ["elu", "leaky_relu", "log_softmax"])
+    sizes = NETWORKS[network]
+    acts = ["elu", "leaky_relu", "log_softmax"][-(len(sizes) - 1):]
+    layout, alphas, n = fd.make_layout(sizes, acts)
     params = (rng.standard_normal(n) * 0.1).astype(dtype)
-    x = rng.standard_normal((batch, 129)).astype(dtype)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
     out = fd.mlp_forward(x, params, layout, alphas, backend="cython")
     np.testing.assert_allclose(out, reference.mlp_forward(x, params, layout, alphas), **TOL[dtype])
 
@@ -144,6 +152,7 @@ def test_set_num_threads_reaches_openmp_and_blas():
     try:
         assert cython_backend._activations.get_num_threads() == 1
         assert cython_backend._optim.get_num_threads() == 1
+        assert cython_backend._layers.get_num_threads() == 1
         assert cython_backend.blas_num_threads() in (1, None)
         fd.set_num_threads(2)
         assert cython_backend._activations.get_num_threads() == 2
@@ -168,6 +177,23 @@ def test_elementwise_results_do_not_depend_on_the_thread_count(activation):
         fd.set_num_threads(previous)
     for y, dz in results[1:]:
         assert np.array_equal(y, results[0][0]) and np.array_equal(dz, results[0][1])
+
+
+def test_mlp_forward_results_do_not_depend_on_the_thread_count():
+    rng = _rng()
+    layout, alphas, n = fd.make_layout([100, 64, 10], ["gelu", "softmax"])
+    params = rng.standard_normal(n).astype(np.float32) * 0.1
+    x = rng.standard_normal((1000, 100)).astype(np.float32)  # 32 row blocks
+    results = []
+    previous = fd.set_num_threads(1)
+    try:
+        for n_threads in (1, 2, 3):
+            fd.set_num_threads(n_threads)
+            results.append(fd.mlp_forward(x, params, layout, alphas, backend="cython"))
+    finally:
+        fd.set_num_threads(previous)
+    for out in results[1:]:
+        assert np.array_equal(out, results[0])
 
 
 def test_optimizer_results_do_not_depend_on_the_thread_count():
