@@ -40,6 +40,8 @@ cdef enum:
     NETWORK_MICRO_ROWS = 32
     # weights up to this size stay in a core's L2 across row blocks: the micro-kernel path
     MICRO_MAX_WEIGHT_BYTES = 1 << 20
+    # parameters per optimizer task in mlp_train_step
+    OPT_CHUNK = 1 << 13
 
 cdef int n_threads = 1
 
@@ -91,20 +93,25 @@ cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x,
         r0 += block
 
 
+cdef void column_sums(const real* a, Py_ssize_t rows, Py_ssize_t n, real* out) noexcept nogil:
+    """out = Σ_rows a, rows added in order (deterministic)."""
+    cdef Py_ssize_t r, j
+    memset(out, 0, n * sizeof(real))
+    for r in range(rows):
+        for j in range(n):
+            out[j] += a[r * n + j]
+
+
 cdef void layer_backward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* dy, const real* x,
                          const real* W, const real* z, const real* y, int act, real alpha,
                          real* dz, real* dx, real* dW, real* db) noexcept nogil:
     """dz = dy · act'(z or y), db = Σ_rows dz, dW = xᵀ dz, dx = dz Wᵀ (skipped when dx is NULL).
     dz (m x n scratch) may be dy. db sums rows in order: deterministic."""
-    cdef Py_ssize_t r, j
-    cdef real* dz_row
-    memset(db, 0, n * sizeof(real))
+    cdef Py_ssize_t r
     for r in range(m):
-        dz_row = dz + r * n
         act_backward_row(act, alpha, dy + r * n, NULL if z == NULL else z + r * n,
-                         NULL if y == NULL else y + r * n, dz_row, n)
-        for j in range(n):
-            db[j] += dz_row[j]
+                         NULL if y == NULL else y + r * n, dz + r * n, n)
+    column_sums(dz, m, n, db)
     matmul(True, False, k, n, m, x, k, dz, n, dW, n)
     if dx != NULL:
         matmul(False, True, m, k, n, dz, n, W, n, dx, k)
@@ -399,55 +406,133 @@ cdef bint packed(const int64_t* lay, Py_ssize_t L, Py_ssize_t n_params) noexcept
     return end == n_params
 
 
+cdef bint small_weights(const int64_t* lay, Py_ssize_t L, size_t itemsize) noexcept nogil:
+    """Every W fits the micro-kernel path (stays in a core's L2 across row blocks)."""
+    cdef Py_ssize_t l
+    for l in range(L):
+        if lay[4 * l + 1] * lay[4 * l + 2] * itemsize > MICRO_MAX_WEIGHT_BYTES:
+            return False
+    return True
+
+
+cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
+                       const double* alphas, Py_ssize_t L, real** z_of, real** y_of,
+                       bint micro, int threads) noexcept nogil:
+    """Forward keeping every layer's z and y. micro: 32-row blocks through all layers,
+    shared over OpenMP threads; else the whole batch per layer with BLAS."""
+    cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
+    cdef Py_ssize_t n_blocks = (B + block - 1) // block, i, r0, rows, l, k, n
+    for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
+                    use_threads_if=micro and threads > 1 and n_blocks > 1):
+        r0 = i * block
+        rows = min(block, B - r0)
+        for l in range(L):
+            k, n = lay[4 * l + 1], lay[4 * l + 2]
+            layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
+                          params + lay[4 * l], params + lay[4 * l] + k * n, <int>lay[4 * l + 3],
+                          <real>alphas[l], y_of[l] + r0 * n, z_of[l] + r0 * n, not micro)
+
+
+cdef enum:
+    DW_ROWS = 16  # rows of dW per task
+    DX_ROWS = 32  # batch rows of dx per task
+
+
+cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
+                         const real* inp, const real* Wt, real* dW, real* db, real* dx,
+                         int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
+                         int threads) noexcept nogil:
+    """One layer's backward on the micro-kernel path as independent tasks over OpenMP
+    threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz), and unless dx is NULL,
+    row blocks of dx = dz Wᵀ (Wt holds Wᵀ, n x k), each turned at once into the previous
+    layer's dz. Every output element has one writer: no races, no reductions, and the same
+    result for any thread count."""
+    cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS
+    cdef Py_ssize_t n_dx = (B + DX_ROWS - 1) // DX_ROWS if dx != NULL else 0
+    cdef Py_ssize_t task, i0, rows, r
+    for task in prange(n_dW + 1 + n_dx, nogil=True, schedule="dynamic", num_threads=threads,
+                       use_threads_if=threads > 1):
+        if task < n_dW:
+            i0 = task * DW_ROWS
+            rows = min(DW_ROWS, k - i0)
+            micro_gemm_nb(rows, n, B, inp + i0, 1, k, dz, n, NULL, dW + i0 * n, n, False)
+        elif task == n_dW:
+            column_sums(dz, B, n, db)
+        else:
+            i0 = (task - n_dW - 1) * DX_ROWS
+            rows = min(DX_ROWS, B - i0)
+            micro_gemm_nb(rows, k, n, dz + i0 * n, n, 1, Wt, k, NULL, dx + i0 * k, k, False)
+            for r in range(i0, i0 + rows):
+                act_backward_row(prev_act, prev_alpha, dx + r * k, prev_z + r * k,
+                                 prev_y + r * k, dx + r * k, k)
+
+
 cdef double train_step(Py_ssize_t B, const real* x, const int64_t* labels, const real* targets,
                        real* params, real* grads, real* state, Py_ssize_t n_params,
                        const int64_t* lay, const double* alphas, Py_ssize_t L, int loss_id,
-                       Optimizer* opt, real* work) noexcept nogil:
-    """Forward keeping z and y of every layer, the loss, then backward from the last layer
-    down; each layer's parameters are updated as soon as its gradient is complete (while it
-    is in cache) and after its dx used the old W. work holds z and y per layer, then two
-    gradient buffers of B x widest."""
-    cdef Py_ssize_t l, k, n, offset, width = widest(lay, L), used = 0
-    cdef bint update_per_layer = packed(lay, L, n_params)
+                       Optimizer* opt, real* work, int threads) noexcept nogil:
+    """Forward keeping z and y of every layer, the loss, backward from the last layer down
+    (dz of each layer is made as soon as its dy is), then one optimizer pass over params.
+    Small weights: micro-kernels over OpenMP threads; large: BLAS with its own threads.
+    work: z and y per layer, two gradient buffers of B x widest, then room for one Wᵀ."""
+    cdef Py_ssize_t l, r, c, k, n, offset, width = widest(lay, L), used = 0
+    cdef bint micro = small_weights(lay, L, sizeof(real))
     cdef real* z_of[64]
     cdef real* y_of[64]
-    cdef const real* inp
     cdef real* dcur
     cdef real* dnext
-    cdef int act
+    cdef real* Wt
+    cdef real* dW
     cdef double loss
+    if not micro:
+        threads = 1  # BLAS brings its own threads; never two pools at once
     for l in range(L):
         z_of[l] = work + used
         y_of[l] = work + used + B * lay[4 * l + 2]
         used += 2 * B * lay[4 * l + 2]
-        layer_forward(B, lay[4 * l + 1], lay[4 * l + 2], x if l == 0 else y_of[l - 1],
-                      params + lay[4 * l], params + lay[4 * l] + lay[4 * l + 1] * lay[4 * l + 2],
-                      <int>lay[4 * l + 3], <real>alphas[l], y_of[l], z_of[l])
     dcur = work + used
     dnext = dcur + B * width
+    Wt = dnext + B * width
+    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, micro, threads)
     n = lay[4 * (L - 1) + 2]
+    # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
     loss = output_loss(loss_id, B, n, z_of[L - 1], y_of[L - 1], labels, targets, dcur)
-    if not update_per_layer:  # gaps in params get a zero gradient, as in the reference
+    if loss_id == LOSS_MSE:
+        for r in range(B):
+            act_backward_row(<int>lay[4 * (L - 1) + 3], <real>alphas[L - 1], dcur + r * n,
+                             z_of[L - 1] + r * n, y_of[L - 1] + r * n, dcur + r * n, n)
+    if not packed(lay, L, n_params):  # gaps in params get a zero gradient, as in the reference
         memset(grads, 0, n_params * sizeof(real))
-    for l in range(L - 1, -1, -1):
+    for l in range(L - 1, -1, -1):  # dcur holds this layer's dz
         offset, k, n = lay[4 * l], lay[4 * l + 1], lay[4 * l + 2]
-        # the cross-entropies gave dLoss/dlogits: the last activation is already folded in
-        act = ACT_IDENTITY if l == L - 1 and loss_id != LOSS_MSE else <int>lay[4 * l + 3]
-        layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, z_of[l],
-                       y_of[l], act, <real>alphas[l], dcur, dnext if l > 0 else NULL,
-                       grads + offset, grads + offset + k * n)
-        if update_per_layer:
-            optimizer_update(opt, params, grads, state, n_params, offset, k * n + n)
+        dW = grads + offset
+        if micro:
+            if l > 0:
+                for r in range(k):
+                    for c in range(n):
+                        Wt[c * k + r] = params[offset + r * n + c]
+            backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, dW + k * n,
+                           dnext if l > 0 else NULL, <int>lay[4 * (l - 1) + 3] if l > 0 else 0,
+                           <real>alphas[l - 1] if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
+                           y_of[l - 1] if l > 0 else NULL, threads)
+        else:
+            layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
+                           NULL, ACT_IDENTITY, 0, dcur, dnext if l > 0 else NULL, dW, dW + k * n)
+            for r in range(B if l > 0 else 0):
+                act_backward_row(<int>lay[4 * (l - 1) + 3], <real>alphas[l - 1], dnext + r * k,
+                                 z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)
         dcur, dnext = dnext, dcur
-    if not update_per_layer:
-        optimizer_update(opt, params, grads, state, n_params, 0, n_params)
+    for c in prange((n_params + OPT_CHUNK - 1) // OPT_CHUNK, nogil=True, schedule="static",
+                    num_threads=threads, use_threads_if=threads > 1 and n_params >= 2 * OPT_CHUNK):
+        optimizer_update(opt, params, grads, state, n_params, c * OPT_CHUNK,
+                         min(OPT_CHUNK, n_params - c * OPT_CHUNK))
     return loss
 
 
 cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layout, alphas,
                             int loss_id, hyper) except? -1:
     cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), P = dim(params, 0, "params")
-    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, n_work = 0
+    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, n_work = 0, biggest = 0
     cdef int t = typenum(tag)
     if not 1 <= L <= 64:
         raise ValueError(f"layout: expected 1 to 64 layers, got {L}")
@@ -476,15 +561,16 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
     else:
         tp = <real*>buffer(targets, "targets", t, B, C)
     for l in range(L):
-        n_work += 2 * B * lay[4 * l + 2]
-    n_work += 2 * B * widest(lay, L)
+        n_work += 2 * B * lay[4 * l + 2]  # z and y
+        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
+    n_work += 2 * B * widest(lay, L) + biggest  # two gradient buffers, one Wᵀ
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
     cdef double loss
     cdef real* work = <real*>malloc(n_work * sizeof(real))
     if work == NULL:
         raise MemoryError()
     with nogil:
-        loss = train_step(B, xp, lab, tp, pp, gp, sp, P, lay, al, L, loss_id, &opt, work)
+        loss = train_step(B, xp, lab, tp, pp, gp, sp, P, lay, al, L, loss_id, &opt, work, n_threads)
     free(work)
     return loss
 

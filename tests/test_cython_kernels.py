@@ -95,17 +95,30 @@ def _hyper(optimizer):
     return hyper
 
 
+# micro-kernel path over OpenMP threads (every W under 1 MB) and BLAS path
+TRAIN_NETWORKS = {"small_weights": ([100, 200, 17, 5], ["gelu", "tanh"]),
+                  "large_weights": ([600, 500, 5], ["silu"])}
+
+
+def _train_case(network, loss_id, optimizer, dtype, batch, rng):
+    sizes, hidden = TRAIN_NETWORKS[network]
+    last = "softmax" if loss_id < abi.LOSS_BINARY_XENT else "sigmoid"
+    layout, alphas, n = fd.make_layout(sizes, hidden + [last])
+    params = (rng.standard_normal(n) * 0.1).astype(dtype)
+    state = rng.random((1 if optimizer.startswith("sgd") else 2, n)).astype(dtype)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    targets = _targets(loss_id, batch, sizes[-1], dtype, rng)
+    return x, targets, params, state, layout, alphas
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", [1, 33, 300])
 @pytest.mark.parametrize("loss_id", sorted(abi.LOSSES.values()))
 @pytest.mark.parametrize("optimizer", ["sgd_nesterov", "adamw"])
-def test_mlp_train_step_matches_reference_across_thresholds(dtype, batch, loss_id, optimizer):
+@pytest.mark.parametrize("network", TRAIN_NETWORKS)
+def test_mlp_train_step_matches_reference_across_thresholds(dtype, batch, loss_id, optimizer, network):
     rng = _rng()
-    last = "softmax" if loss_id < abi.LOSS_BINARY_XENT else "sigmoid"
-    layout, alphas, n = fd.make_layout([100, 200, 17, 5], ["gelu", "tanh", last])
-    params = (rng.standard_normal(n) * 0.1).astype(dtype)
-    state = rng.random((1 if optimizer.startswith("sgd") else 2, n)).astype(dtype)
-    x = rng.standard_normal((batch, 100)).astype(dtype)
+    x, targets, params, state, layout, alphas = _train_case(network, loss_id, optimizer, dtype, batch, rng)
     targets = _targets(loss_id, batch, 5, dtype, rng)
     hyper = _hyper(optimizer)
     p_ref, s_ref = params.copy(), state.copy()
@@ -194,6 +207,28 @@ def test_mlp_forward_results_do_not_depend_on_the_thread_count():
         fd.set_num_threads(previous)
     for out in results[1:]:
         assert np.array_equal(out, results[0])
+
+
+def test_mlp_train_step_results_do_not_depend_on_the_thread_count():
+    """On the micro-kernel path (the BLAS path is deterministic only for a fixed thread
+    count: OpenBLAS splits its sums by thread)."""
+    network = "small_weights"
+    results = []
+    previous = fd.set_num_threads(1)
+    try:
+        for n_threads in (1, 2, 3):
+            fd.set_num_threads(n_threads)
+            x, targets, params, state, layout, alphas = _train_case(
+                network, abi.LOSS_SPARSE_XENT, "adamw", np.float32, 200, _rng())
+            grads = np.empty_like(params)
+            loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layout, alphas,
+                                                 abi.LOSS_SPARSE_XENT, _hyper("adamw"))
+            results.append((loss, grads, params, state))
+    finally:
+        fd.set_num_threads(previous)
+    for loss, *arrays in results[1:]:
+        assert loss == results[0][0]
+        assert all(np.array_equal(a, b) for a, b in zip(arrays, results[0][1:]))
 
 
 def test_optimizer_results_do_not_depend_on_the_thread_count():
