@@ -196,7 +196,7 @@ def test_mlp_forward_results_do_not_depend_on_the_thread_count():
     rng = _rng()
     layout, alphas, n = fd.make_layout([100, 64, 10], ["gelu", "softmax"])
     params = rng.standard_normal(n).astype(np.float32) * 0.1
-    x = rng.standard_normal((1000, 100)).astype(np.float32)  # 32 row blocks
+    x = rng.standard_normal((3000, 100)).astype(np.float32)  # 94 row blocks, enough work for threads
     results = []
     previous = fd.set_num_threads(1)
     try:
@@ -219,7 +219,7 @@ def test_mlp_train_step_results_do_not_depend_on_the_thread_count():
         for n_threads in (1, 2, 3):
             fd.set_num_threads(n_threads)
             x, targets, params, state, layout, alphas = _train_case(
-                network, abi.LOSS_SPARSE_XENT, "adamw", np.float32, 200, _rng())
+                network, abi.LOSS_SPARSE_XENT, "adamw", np.float32, 1000, _rng())  # enough work for threads
             grads = np.empty_like(params)
             loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layout, alphas,
                                                  abi.LOSS_SPARSE_XENT, _hyper("adamw"))
