@@ -1,4 +1,4 @@
-/* Instantiated by microkernels.h with FD_REAL (float/double), FD_NAME, FD_VBYTES (vector
+/* Instantiated by simd_instantiate.h with FD_REAL (float/double), FD_NAME, FD_VBYTES (vector
  * size in bytes) and FD_TARGET (function attributes of this build). */
 
 #define FD_ROWS 4  /* rows per tile of a batch: 4 rows x 2 vectors = 8 accumulators */
