@@ -1,0 +1,170 @@
+"""``fusedense bench``: fusedense against NumPy and its peers on the same workloads, same threads.
+
+    fusedense bench --quick                               # < 1 min, prints the table
+    fusedense bench --plot docs/bench.png --json docs/bench.json   # the README figure
+    python -m fusedense.bench --workload mlp --batch 1,32 --threads 1
+
+Every system's output is checked against the NumPy reference before it is timed; a wrong answer
+is reported, never timed. Peers that are not installed are listed, not errors.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import nullcontext
+
+import numpy as np
+
+from . import threads as fd_threads
+from .benchmarking import report, timing
+from .benchmarking.systems import NotSupported, all_systems
+from .benchmarking.workloads import NAMES, workloads
+
+#: Relative tolerance of the pre-timing check, per dtype (scaled by the largest expected value).
+#: Peers sum in a different order; training also passes through Adam's first step, whose size
+#: is lr·sign(g), so a tiny gradient may flip: allow that on a few elements' worth of lr.
+CHECK_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("bench", help="compare fusedense with NumPy, PyTorch, ONNX Runtime, JAX",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _batches(text):
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes like 1,32,1024, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return values
+
+
+def _shape(text):
+    try:
+        n_in, n_out = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected IN x OUT like 1024x1024, got {text!r}") from None
+    return n_in, n_out
+
+
+def add_arguments(parser):
+    parser.add_argument("--workload", action="append", choices=NAMES,
+                        help="repeatable; default: all of " + ", ".join(NAMES))
+    parser.add_argument("--batch", type=_batches, help="batch sizes for every workload (default: per workload)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for every system (default: fusedense's count, i.e. the usable cores)")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (< 1 minute)")
+    parser.add_argument("--dense-shape", type=_shape, default=(1024, 1024), metavar="INxOUT",
+                        help="shape of the 'dense' workload (default 1024x1024)")
+    parser.add_argument("--activation", default="relu", help="activation of the 'dense' workload")
+    parser.add_argument("--systems", help="comma-separated system names to run (default: all installed)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="also plot latency and GFLOP/s (needs matplotlib)")
+
+
+def _thread_limit(n):
+    """Caps the BLAS/OpenMP pools NumPy and others already loaded (threadpoolctl, if present)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(n)
+
+
+def _check(system, result, expected, dtype) -> str:
+    actual = np.asarray(result, dtype=np.float64)
+    scale = max(1.0, float(np.abs(expected).max()))
+    error = float(np.abs(actual - expected).max()) / scale if actual.shape == expected.shape else np.inf
+    return "ok" if error <= CHECK_RTOL[dtype] else f"wrong answer (max error {error:.2e} of scale)"
+
+
+def _measure(problem, systems, threads, method):
+    """Prepares and checks every system on one problem, then times the good ones interleaved."""
+    workload, batch = problem.workload, problem.x.shape[0]
+    rows, runs, first = {}, {}, {}
+    expected = problem.expected()
+    for system in systems:
+        row = {"workload": workload.name, "title": workload.title, "batch": batch, "system": system.name}
+        rows[system.name] = row
+        try:
+            run, result, first[system.name] = timing.first_call(lambda: system.prepare(problem, threads))
+        except NotSupported as why:
+            row["status"] = f"n/a: {why}"
+            continue
+        except Exception as exc:  # a peer's own failure is reported, the other systems still run
+            row["status"] = f"error: {type(exc).__name__}: {exc}"
+            continue
+        row["status"] = _check(system, result(), expected, problem.x.dtype)
+        if row["status"] == "ok":
+            runs[system.name] = run
+    reps = {name: timing.calibrate(run, method.block_seconds) for name, run in runs.items()}
+    samples = timing.interleaved(runs, reps, method.samples)
+    flops = workload.flops(batch)
+    for name, seconds in samples.items():
+        row = rows[name]
+        row.update(timing.summarize(seconds, samples.get("numpy")))
+        row["gflops"] = flops / (row["median_us"] * 1e-6) / 1e9
+        row["first_call_ms"] = first[name] * 1e3
+    return list(rows.values())
+
+
+def run(args) -> int:
+    dtype = np.dtype(args.dtype)
+    threads = args.threads or fd_threads.get_num_threads()
+    if threads < 1:
+        raise SystemExit("--threads: expected a positive integer")
+    method = timing.QUICK if args.quick else timing.FULL
+    chosen = [w for w in NAMES if w in (args.workload or NAMES)]
+    work = workloads(chosen, args.dense_shape, args.activation)
+    systems, missing = [], {}
+    wanted = None if args.systems is None else {s.strip() for s in args.systems.split(",")}
+    for system in all_systems():
+        if wanted is not None and system.name not in wanted:
+            continue
+        why = system.missing()
+        if why:
+            missing[system.name] = why
+        else:
+            systems.append(system)
+    fd_threads.set_num_threads(threads)
+    results = []
+    with _thread_limit(threads):
+        machine = timing.machine(threads, dtype)
+        for workload in work:
+            for batch in args.batch or workload.batches:
+                problem = workload.problem(batch, dtype)
+                results += _measure(problem, systems, threads, method)
+                print(f"  done: {workload.name} batch {batch}", file=sys.stderr, flush=True)
+        machine["blas"] = timing.blas_info()  # now that every system has loaded its libraries
+        # the best of two peak measurements, one before and one after: noise only ever slows down
+        machine["peak_gflops"] = max(machine["peak_gflops"], timing.gemm_peak(dtype))
+    for row in results:
+        if row["status"] == "ok":
+            row["peak_fraction"] = row["gflops"] / machine["peak_gflops"]
+    result = {"machine": machine, "missing": missing,
+              "settings": {"dtype": dtype.name, "threads": threads, "quick": args.quick,
+                           "block_seconds": method.block_seconds, "samples": method.samples},
+              "results": results}
+    print(report.markdown(result))
+    if args.json:
+        report.write_json(result, args.json)
+    if args.plot:
+        report.plot(result, args.plot)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fusedense bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""What we show: a markdown table per workload, the JSON record, and the plot (matplotlib,
+imported only when a plot is asked for)."""
+from __future__ import annotations
+
+import json
+
+
+def _fmt(value, spec, missing="–"):
+    return missing if value is None else format(value, spec)
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads)" for b in m["blas"]) \
+        or "unknown (install threadpoolctl)"
+    lines = [f"**Machine**: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} CPUs, "
+             f"{m['threads']} thread(s) for every system; {m['peak_dtype']} GEMM peak measured "
+             f"{m['peak_gflops']:.1f} GFLOP/s. BLAS: {blas}.",
+             f"**Software**: Python {m['python']}, fusedense {m['fusedense']} "
+             f"(backends: {', '.join(m['fusedense_backends'])}); {libs}."]
+    missing = report["missing"]
+    if missing:
+        lines.append("**Not installed**: " + ", ".join(f"{name} ({why})" for name, why in missing.items()) + ".")
+    lines.append("Median of interleaved samples; spread = half the interquartile range; "
+                 "speed-up = NumPy time / system time, median over rounds (> 1 is faster than NumPy); "
+                 "first call = building the system + its first call (JIT, sessions, imports).")
+    by_workload = {}
+    for r in report["results"]:
+        by_workload.setdefault(r["title"], []).append(r)
+    for title, rows in by_workload.items():
+        lines += ["", f"### {title} ({report['settings']['dtype']})", "",
+                  "| batch | system | median µs | spread | speed-up vs NumPy | GFLOP/s | % of peak | first call ms |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        not_applicable = {}
+        for r in rows:
+            if r["status"].startswith("n/a"):
+                not_applicable[r["system"]] = r["status"]
+                continue
+            if r["status"] != "ok":
+                lines.append(f"| {r['batch']} | {r['system']} | **{r['status']}** | | | | | |")
+                continue
+            lines.append(
+                f"| {r['batch']} | {r['system']} | {r['median_us']:.1f} | ±{100 * r['spread']:.0f}% | "
+                f"{_fmt(r.get('speedup_vs_numpy'), '.2f')}× | {r['gflops']:.2f} | "
+                f"{100 * r['peak_fraction']:.1f} | {r['first_call_ms']:.1f} |")
+        lines += [f"\n{name}: {why}" for name, why in not_applicable.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(report: dict, path) -> None:
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+
+
+def plot(report: dict, path) -> None:
+    """Per workload: latency vs batch size per system (log axes), and achieved GFLOP/s against
+    the measured GEMM peak."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    titles = list(dict.fromkeys(r["title"] for r in ok))
+    systems = list(dict.fromkeys(r["system"] for r in ok))
+    markers = dict(zip(systems, "os^vD<>phx*+"))
+    fig, axes = plt.subplots(2, max(1, len(titles)), figsize=(max(7.0, 4.2 * len(titles)), 7.5),
+                             squeeze=False, constrained_layout=True)
+    peak = report["machine"]["peak_gflops"]
+    for col, title in enumerate(titles):
+        latency, gflops = axes[0][col], axes[1][col]
+        for system in systems:
+            rows = sorted((r for r in ok if r["title"] == title and r["system"] == system), key=lambda r: r["batch"])
+            if not rows:
+                continue
+            batches = [r["batch"] for r in rows]
+            style = dict(marker=markers.get(system, "o"), label=system)
+            latency.plot(batches, [r["median_us"] for r in rows], **style)
+            gflops.plot(batches, [r["gflops"] for r in rows], **style)
+        gflops.axhline(peak, color="k", linestyle="--", linewidth=1, label=f"GEMM peak {peak:.0f}")
+        latency.set_title(title, fontsize=9)
+        latency.set_ylabel("median latency (µs)")
+        gflops.set_ylabel("achieved GFLOP/s")
+        for ax in (latency, gflops):
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 32, not 2⁵
+            ax.set_yscale("log")
+            ax.set_xlabel("batch size")
+            ax.grid(True, which="both", alpha=0.3)
+    legend = {}  # label → handle, over every panel (training has fewer systems than inference)
+    for ax in axes[1]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    labels, handles = list(legend), list(legend.values())
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(6, len(labels)), fontsize=8)
+    m = report["machine"]
+    fig.suptitle(f"fusedense bench — {m['cpu']}, {m['threads']} thread(s), {report['settings']['dtype']}",
+                 fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
