@@ -21,6 +21,7 @@ import pytest
 import fusedense as fd
 from fusedense import _backends
 from fusedense.benchmarking.systems import FusedenseKernel, NumpyUser
+from fusedense.benchmarking.workloads import CHECK_TOLERANCE, check_error
 
 SYSTEMS = [*fd.backends(), "numpy_user"]
 
@@ -34,10 +35,6 @@ DEFAULT_GRID = {
     "dtype": ([np.float32], [np.float32, np.float64]),
     "shape": ([(1, 64, 64), (32, 784, 128), (256, 512, 512)], _FULL_SHAPES),
 }
-
-#: Per-dtype tolerances of the pre-timing check, relative to the largest expected magnitude:
-#: kernels sum in their own order (blocking, FMA) over up to 4096 terms.
-TOLERANCES = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 
 def pytest_addoption(parser):
@@ -70,8 +67,8 @@ def pytest_generate_tests(metafunc):
 def assert_matches(actual, expected):
     """The pre-timing check: ``actual`` equals the reference within the dtype's tolerance."""
     expected = np.asarray(expected)
-    scale = max(1.0, float(np.abs(expected).max()))
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCES[expected.dtype] * scale)
+    error, tolerance = check_error(actual, expected), CHECK_TOLERANCE[expected.dtype]
+    assert error <= tolerance, f"max error {error:.2e} of the largest expected value exceeds {tolerance:.0e}"
 
 
 @pytest.fixture

@@ -18,12 +18,8 @@ import numpy as np
 from . import threads as fd_threads
 from .benchmarking import report, timing
 from .benchmarking.systems import NotSupported, all_systems
-from .benchmarking.workloads import NAMES, workloads
+from .benchmarking.workloads import CHECK_TOLERANCE, NAMES, check_error, workloads
 
-#: Relative tolerance of the pre-timing check, per dtype (scaled by the largest expected value).
-#: Peers sum in a different order; training also passes through Adam's first step, whose size
-#: is lr·sign(g), so a tiny gradient may flip: allow that on a few elements' worth of lr.
-CHECK_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 
 def add_parser(subparsers):
@@ -77,11 +73,9 @@ def _thread_limit(n):
     return threadpool_limits(n)
 
 
-def _check(system, result, expected, dtype) -> str:
-    actual = np.asarray(result, dtype=np.float64)
-    scale = max(1.0, float(np.abs(expected).max()))
-    error = float(np.abs(actual - expected).max()) / scale if actual.shape == expected.shape else np.inf
-    return "ok" if error <= CHECK_RTOL[dtype] else f"wrong answer (max error {error:.2e} of scale)"
+def _check(result, expected) -> str:
+    error = check_error(result, expected)
+    return "ok" if error <= CHECK_TOLERANCE[expected.dtype] else f"wrong answer (max error {error:.2e} of scale)"
 
 
 def _measure(problem, systems, threads, method):
@@ -100,7 +94,7 @@ def _measure(problem, systems, threads, method):
         except Exception as exc:  # a peer's own failure is reported, the other systems still run
             row["status"] = f"error: {type(exc).__name__}: {exc}"
             continue
-        row["status"] = _check(system, result(), expected, problem.x.dtype)
+        row["status"] = _check(result(), expected)
         if row["status"] == "ok":
             runs[system.name] = run
     reps = {name: timing.calibrate(run, method.block_seconds) for name, run in runs.items()}
@@ -135,7 +129,7 @@ def run(args) -> int:
     fd_threads.set_num_threads(threads)
     results = []
     with _thread_limit(threads):
-        machine = timing.machine(threads, dtype)
+        machine = timing.machine(threads, dtype, method.peak_n)
         for workload in work:
             for batch in args.batch or workload.batches:
                 problem = workload.problem(batch, dtype)
@@ -143,7 +137,7 @@ def run(args) -> int:
                 print(f"  done: {workload.name} batch {batch}", file=sys.stderr, flush=True)
         machine["blas"] = timing.blas_info()  # now that every system has loaded its libraries
         # the best of two peak measurements, one before and one after: noise only ever slows down
-        machine["peak_gflops"] = max(machine["peak_gflops"], timing.gemm_peak(dtype))
+        machine["peak_gflops"] = max(machine["peak_gflops"], timing.gemm_peak(dtype, method.peak_n))
     for row in results:
         if row["status"] == "ok":
             row["peak_fraction"] = row["gflops"] / machine["peak_gflops"]

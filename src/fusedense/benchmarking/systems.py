@@ -76,7 +76,7 @@ class FusedenseAPI(System):
 
     def __init__(self, backend):
         self.backend = backend
-        self.name = f"fd API ({backend})"
+        self.name = f"fusedense-{backend}-api"
 
     def prepare(self, problem, threads):
         if problem.workload.train:

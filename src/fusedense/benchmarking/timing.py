@@ -18,10 +18,11 @@ import numpy as np
 class Method:
     block_seconds: float  # each sample times repetitions of one call lasting about this long
     samples: int  # samples per system (the median and spread come from these)
+    peak_n: int  # size of the square GEMM that measures the practical peak
 
 
-QUICK = Method(block_seconds=0.004, samples=5)
-FULL = Method(block_seconds=0.02, samples=15)
+QUICK = Method(block_seconds=0.004, samples=5, peak_n=1024)
+FULL = Method(block_seconds=0.02, samples=15, peak_n=2048)
 
 
 def first_call(prepare):
@@ -123,7 +124,7 @@ def gemm_peak(dtype, n=2048, repeats=5) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def machine(threads: int, dtype) -> dict:
+def machine(threads: int, dtype, peak_n: int) -> dict:
     import fusedense
 
     return {
@@ -131,5 +132,5 @@ def machine(threads: int, dtype) -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": threads, "python": platform.python_version(), "fusedense": fusedense.__version__,
         "fusedense_backends": fusedense.backends(), "versions": versions(), "blas": blas_info(),
-        "peak_gflops": gemm_peak(dtype), "peak_dtype": np.dtype(dtype).name,
+        "peak_gflops": gemm_peak(dtype, peak_n), "peak_dtype": np.dtype(dtype).name,
     }

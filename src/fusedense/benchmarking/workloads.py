@@ -14,6 +14,22 @@ import numpy as np
 from .. import abi, reference
 from ..layout import layer_views, make_layout
 
+#: Tolerance of every pre-timing check, per dtype, relative to the largest expected magnitude:
+#: implementations sum in their own order (blocking, FMA, other BLAS) over up to 4096 terms, and
+#: ONNX Runtime's float64 Gelu is only good to ~3e-9. Tight enough to catch any real mistake
+#: (a transposed weight, a lost bias); the unit tests hold the backends to much tighter bounds.
+CHECK_TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-7}
+
+
+def check_error(actual, expected) -> float:
+    """Largest absolute difference over the largest expected magnitude (at least 1); inf when
+    the shapes differ. Compare with :data:`CHECK_TOLERANCE` of the dtype."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        return np.inf
+    return float(np.abs(actual - expected).max()) / max(1.0, float(np.abs(expected).max()))
+
+
 #: Optimizer settings of the training workload (Adam, as ``torch.optim.Adam`` defaults but lr).
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
 
