@@ -16,6 +16,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from . import threads as fd_threads
+from .activations import ACTIVATIONS
 from .benchmarking import report, timing
 from .benchmarking.systems import NotSupported, all_systems
 from .benchmarking.workloads import CHECK_TOLERANCE, NAMES, check_error, workloads
@@ -40,6 +41,16 @@ def _batches(text):
     return values
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _shape(text):
     try:
         n_in, n_out = (int(v) for v in text.lower().split("x"))
@@ -53,12 +64,13 @@ def add_arguments(parser):
                         help="repeatable; default: all of " + ", ".join(NAMES))
     parser.add_argument("--batch", type=_batches, help="batch sizes for every workload (default: per workload)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=_positive_int, default=None,
                         help="threads for every system (default: fusedense's count, i.e. the usable cores)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (< 1 minute)")
     parser.add_argument("--dense-shape", type=_shape, default=(1024, 1024), metavar="INxOUT",
                         help="shape of the 'dense' workload (default 1024x1024)")
-    parser.add_argument("--activation", default="relu", help="activation of the 'dense' workload")
+    parser.add_argument("--activation", default="relu", choices=ACTIVATIONS, metavar="NAME",
+                        help="activation of the 'dense' workload (default relu; any of fd.ACTIVATIONS)")
     parser.add_argument("--systems", help="comma-separated system names to run (default: all installed)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="also plot latency and GFLOP/s (needs matplotlib)")
@@ -108,25 +120,28 @@ def _measure(problem, systems, threads, method):
     return list(rows.values())
 
 
+def _select_systems(names):
+    """``(systems to run, {name: why not})`` for a comma-separated list of names (None: all)."""
+    known = all_systems()
+    if names is not None:
+        wanted = {name.strip() for name in names.split(",")}
+        unknown = wanted - {system.name for system in known}
+        if unknown:
+            raise SystemExit(f"--systems: unknown {', '.join(sorted(unknown))}; "
+                             f"expected some of {', '.join(system.name for system in known)}")
+        known = [system for system in known if system.name in wanted]
+    missing = {system.name: system.missing() for system in known if system.missing()}
+    return [system for system in known if system.name not in missing], missing
+
+
 def run(args) -> int:
     dtype = np.dtype(args.dtype)
     threads = args.threads or fd_threads.get_num_threads()
-    if threads < 1:
-        raise SystemExit("--threads: expected a positive integer")
     method = timing.QUICK if args.quick else timing.FULL
     chosen = [w for w in NAMES if w in (args.workload or NAMES)]
     work = workloads(chosen, args.dense_shape, args.activation)
-    systems, missing = [], {}
-    wanted = None if args.systems is None else {s.strip() for s in args.systems.split(",")}
-    for system in all_systems():
-        if wanted is not None and system.name not in wanted:
-            continue
-        why = system.missing()
-        if why:
-            missing[system.name] = why
-        else:
-            systems.append(system)
-    fd_threads.set_num_threads(threads)
+    systems, missing = _select_systems(args.systems)
+    previous_threads = fd_threads.set_num_threads(threads)
     results = []
     with _thread_limit(threads):
         machine = timing.machine(threads, dtype, method.peak_n)
@@ -138,6 +153,7 @@ def run(args) -> int:
         machine["blas"] = timing.blas_info()  # now that every system has loaded its libraries
         # the best of two peak measurements, one before and one after: noise only ever slows down
         machine["peak_gflops"] = max(machine["peak_gflops"], timing.gemm_peak(dtype, method.peak_n))
+    fd_threads.set_num_threads(previous_threads)
     for row in results:
         if row["status"] == "ok":
             row["peak_fraction"] = row["gflops"] / machine["peak_gflops"]

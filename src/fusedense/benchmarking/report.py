@@ -3,6 +3,7 @@ imported only when a plot is asked for)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def _fmt(value, spec, missing="–"):
@@ -49,6 +50,7 @@ def markdown(report: dict) -> str:
 
 
 def write_json(report: dict, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
         f.write("\n")
@@ -98,5 +100,6 @@ def plot(report: dict, path) -> None:
     m = report["machine"]
     fig.suptitle(f"fusedense bench — {m['cpu']}, {m['threads']} thread(s), {report['settings']['dtype']}",
                  fontsize=10)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -5,6 +5,8 @@ Also: the machine's description and its practical peak (a large GEMM through Num
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib.metadata
 import os
 import platform
@@ -47,17 +49,30 @@ def calibrate(run, block_seconds) -> int:
         reps *= 4
 
 
+@contextlib.contextmanager
+def _garbage_collector_off():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def interleaved(runs: dict, reps: dict, samples: int) -> dict:
-    """Seconds per call, ``samples`` of them per system, measured in alternating blocks."""
+    """Seconds per call, ``samples`` of them per system, measured in alternating blocks (with the
+    garbage collector off, as timeit does, so that no system pays for another's garbage)."""
     names = list(runs)
     times = {name: [] for name in names}
-    for i in range(samples):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            run, n = runs[name], reps[name]
-            start = time.perf_counter()
-            for _ in range(n):
-                run()
-            times[name].append((time.perf_counter() - start) / n)
+    with _garbage_collector_off():
+        for i in range(samples):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                run, n = runs[name], reps[name]
+                start = time.perf_counter()
+                for _ in range(n):
+                    run()
+                times[name].append((time.perf_counter() - start) / n)
     return times
 
 
