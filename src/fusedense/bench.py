@@ -21,11 +21,13 @@ from .benchmarking import report, timing
 from .benchmarking.systems import NotSupported, all_systems
 from .benchmarking.workloads import CHECK_TOLERANCE, NAMES, check_error, workloads
 
+#: one line for ``fusedense --help``
+HELP = "compare fusedense with NumPy, PyTorch, ONNX Runtime and JAX: latency, speed-up, GFLOP/s"
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("bench", help="compare fusedense with NumPy, PyTorch, ONNX Runtime, JAX",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser("bench", help=HELP, description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.set_defaults(run=run)
     return parser

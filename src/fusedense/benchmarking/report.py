@@ -13,13 +13,17 @@ def _fmt(value, spec, missing="–"):
 def markdown(report: dict) -> str:
     m = report["machine"]
     libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['num_threads']} threads)" for b in m["blas"]) \
+    blas = "; ".join(f"{b['internal_api']} {b['version'] or ''} ({b['num_threads']} threads)" for b in m["blas"]) \
         or "unknown (install threadpoolctl)"
     lines = [f"**Machine**: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} CPUs, "
              f"{m['threads']} thread(s) for every system; {m['peak_dtype']} GEMM peak measured "
              f"{m['peak_gflops']:.1f} GFLOP/s. BLAS: {blas}.",
              f"**Software**: Python {m['python']}, fusedense {m['fusedense']} "
              f"(backends: {', '.join(m['fusedense_backends'])}); {libs}."]
+    if m["load_average"] is not None and m["load_average"] + m["threads"] > m["usable_cpus"] + 0.5:
+        lines.append(f"**Warning**: the machine was busy (load average {m['load_average']:.1f} on "
+                     f"{m['usable_cpus']} CPUs before the run): {m['threads']}-thread timings compete with "
+                     "other processes; compare with `--threads 1` or rerun on an idle machine.")
     missing = report["missing"]
     if missing:
         lines.append("**Not installed**: " + ", ".join(f"{name} ({why})" for name, why in missing.items()) + ".")
@@ -68,7 +72,9 @@ def plot(report: dict, path) -> None:
     ok = [r for r in report["results"] if r["status"] == "ok"]
     titles = list(dict.fromkeys(r["title"] for r in ok))
     systems = list(dict.fromkeys(r["system"] for r in ok))
-    markers = dict(zip(systems, "os^vD<>phx*+"))
+    # one colour and marker per system in every panel (training has fewer systems than inference)
+    styles = {system: dict(marker="os^vD<>ph*"[i % 10], color=plt.cm.tab10(i % 10), label=system)
+              for i, system in enumerate(systems)}
     fig, axes = plt.subplots(2, max(1, len(titles)), figsize=(max(7.0, 4.2 * len(titles)), 7.5),
                              squeeze=False, constrained_layout=True)
     peak = report["machine"]["peak_gflops"]
@@ -79,24 +85,25 @@ def plot(report: dict, path) -> None:
             if not rows:
                 continue
             batches = [r["batch"] for r in rows]
-            style = dict(marker=markers.get(system, "o"), label=system)
-            latency.plot(batches, [r["median_us"] for r in rows], **style)
-            gflops.plot(batches, [r["gflops"] for r in rows], **style)
+            latency.plot(batches, [r["median_us"] for r in rows], **styles[system])
+            gflops.plot(batches, [r["gflops"] for r in rows], **styles[system])
         gflops.axhline(peak, color="k", linestyle="--", linewidth=1, label=f"GEMM peak {peak:.0f}")
         latency.set_title(title, fontsize=9)
         latency.set_ylabel("median latency (µs)")
         gflops.set_ylabel("achieved GFLOP/s")
         for ax in (latency, gflops):
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 32, not 2⁵
+            ax.set_xticks(sorted({r["batch"] for r in ok if r["title"] == title}))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 32, not 2⁵
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_yscale("log")
             ax.set_xlabel("batch size")
             ax.grid(True, which="both", alpha=0.3)
-    legend = {}  # label → handle, over every panel (training has fewer systems than inference)
+    legend = {}  # label → handle, over every panel
     for ax in axes[1]:
         legend.update(zip(*reversed(ax.get_legend_handles_labels())))
-    labels, handles = list(legend), list(legend.values())
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(6, len(labels)), fontsize=8)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=min(6, len(legend)),
+               fontsize=8)
     m = report["machine"]
     fig.suptitle(f"fusedense bench — {m['cpu']}, {m['threads']} thread(s), {report['settings']['dtype']}",
                  fontsize=10)

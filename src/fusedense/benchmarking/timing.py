@@ -140,12 +140,15 @@ def gemm_peak(dtype, n=2048, repeats=5) -> float:
 
 
 def machine(threads: int, dtype, peak_n: int) -> dict:
+    """The machine as this run found it; call it first, so that the load average is other
+    processes' (a busy machine ruins multi-threaded timings: threads wait for a time slice)."""
     import fusedense
 
     return {
         "cpu": cpu_model(), "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "threads": threads, "python": platform.python_version(), "fusedense": fusedense.__version__,
+        "threads": threads, "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(), "fusedense": fusedense.__version__,
         "fusedense_backends": fusedense.backends(), "versions": versions(), "blas": blas_info(),
         "peak_gflops": gemm_peak(dtype, peak_n), "peak_dtype": np.dtype(dtype).name,
     }

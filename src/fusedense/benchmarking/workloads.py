@@ -111,11 +111,11 @@ def dense_workload(n_in: int, n_out: int, activation: str) -> Workload:
                     batches=(1, 64, 1024))
 
 
-MLP = Workload("mlp", "MLP 784→128 relu→64 relu→10 softmax, inference", (784, 128, 64, 10),
+MLP = Workload("mlp", "MLP 784→128→64→10 (relu, softmax out)", (784, 128, 64, 10),
                ("relu", "relu", "softmax"), batches=(1, 32, 1024))
-FFN = Workload("ffn", "transformer FFN 1024→4096 gelu→1024, inference", (1024, 4096, 1024),
+FFN = Workload("ffn", "transformer FFN 1024→4096 gelu→1024", (1024, 4096, 1024),
                ("gelu", "identity"), batches=(1, 64))
-TRAIN = Workload("train", "training step of the 784-128-64-10 MLP (sparse softmax xent + Adam)",
+TRAIN = Workload("train", "train step 784-128-64-10 (xent + Adam)",
                  (784, 128, 64, 10), ("relu", "relu", "softmax"), batches=(32, 256), train=True)
 
 #: Workload names the CLI accepts, in report order ("dense" is built from --dense-shape/--activation).
