@@ -10,6 +10,7 @@ is reported, never timed. Peers that are not installed are listed, not errors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from contextlib import nullcontext
 
@@ -68,7 +69,7 @@ def add_arguments(parser):
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="threads for every system (default: fusedense's count, i.e. the usable cores)")
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (< 1 minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (about a minute at most)")
     parser.add_argument("--dense-shape", type=_shape, default=(1024, 1024), metavar="INxOUT",
                         help="shape of the 'dense' workload (default 1024x1024)")
     parser.add_argument("--activation", default="relu", choices=ACTIVATIONS, metavar="NAME",
@@ -111,12 +112,11 @@ def _measure(problem, systems, threads, method):
         row["status"] = _check(result(), expected)
         if row["status"] == "ok":
             runs[system.name] = run
-    reps = {name: timing.calibrate(run, method.block_seconds) for name, run in runs.items()}
-    samples = timing.interleaved(runs, reps, method.samples)
+    times = timing.interleaved(runs, *timing.plan(runs, method))
     flops = workload.flops(batch)
-    for name, seconds in samples.items():
+    for name, seconds in times.items():
         row = rows[name]
-        row.update(timing.summarize(seconds, samples.get("numpy")))
+        row.update(timing.summarize(seconds, times.get("numpy")))
         row["gflops"] = flops / (row["median_us"] * 1e-6) / 1e9
         row["first_call_ms"] = first[name] * 1e3
     return list(rows.values())
@@ -161,7 +161,7 @@ def run(args) -> int:
             row["peak_fraction"] = row["gflops"] / machine["peak_gflops"]
     result = {"machine": machine, "missing": missing,
               "settings": {"dtype": dtype.name, "threads": threads, "quick": args.quick,
-                           "block_seconds": method.block_seconds, "samples": method.samples},
+                           "method": dataclasses.asdict(method)},
               "results": results}
     print(report.markdown(result))
     if args.json:

@@ -19,12 +19,15 @@ import numpy as np
 @dataclass(frozen=True)
 class Method:
     block_seconds: float  # each sample times repetitions of one call lasting about this long
-    samples: int  # samples per system (the median and spread come from these)
+    samples: int  # samples per system (the median and spread come from these)...
+    cell_seconds: float  # ...unless they would take longer than this per workload and batch size
     peak_n: int  # size of the square GEMM that measures the practical peak
 
 
-QUICK = Method(block_seconds=0.004, samples=5, peak_n=1024)
-FULL = Method(block_seconds=0.02, samples=15, peak_n=2048)
+#: Fewest samples a median and spread are taken from, whatever the time budget.
+MIN_SAMPLES = 3
+QUICK = Method(block_seconds=0.004, samples=5, cell_seconds=1.0, peak_n=1024)
+FULL = Method(block_seconds=0.02, samples=15, cell_seconds=15.0, peak_n=2048)
 
 
 def first_call(prepare):
@@ -36,8 +39,9 @@ def first_call(prepare):
     return run, result, time.perf_counter() - start
 
 
-def calibrate(run, block_seconds) -> int:
-    """Repetitions of ``run`` that last about ``block_seconds`` (at least 1); warms up on the way."""
+def calibrate(run, block_seconds):
+    """``(repetitions, seconds per call)``: repetitions of ``run`` lasting about ``block_seconds``
+    (at least 1); warms up on the way."""
     reps = 1
     while True:
         start = time.perf_counter()
@@ -45,8 +49,19 @@ def calibrate(run, block_seconds) -> int:
             run()
         elapsed = time.perf_counter() - start
         if elapsed >= block_seconds / 4 or reps >= 1 << 20:
-            return max(1, round(reps * block_seconds / elapsed))
+            return max(1, round(reps * block_seconds / elapsed)), elapsed / reps
         reps *= 4
+
+
+def plan(runs: dict, method: Method):
+    """``(repetitions per system, samples)``: each system's block, and as many rounds as fit
+    the method's time per cell (slow calls on a busy machine get fewer, never below MIN_SAMPLES)."""
+    reps, round_seconds = {}, 0.0
+    for name, run in runs.items():
+        reps[name], per_call = calibrate(run, method.block_seconds)
+        round_seconds += reps[name] * per_call
+    affordable = int(method.cell_seconds / round_seconds) if round_seconds else method.samples
+    return reps, min(method.samples, max(MIN_SAMPLES, affordable))
 
 
 @contextlib.contextmanager
