@@ -6,15 +6,21 @@ import json
 from pathlib import Path
 
 
-def _fmt(value, spec, missing="–"):
-    return missing if value is None else format(value, spec)
-
-
 def markdown(report: dict) -> str:
-    m = report["machine"]
+    """The machine, then one table per workload (rows: batch size × system)."""
+    lines = _header(report["machine"], report["missing"])
+    by_workload = {}
+    for row in report["results"]:
+        by_workload.setdefault(row["title"], []).append(row)
+    for title, rows in by_workload.items():
+        lines += ["", f"### {title} ({report['settings']['dtype']})", ""] + _table(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _header(m, missing):
     libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    blas = "; ".join(f"{b['internal_api']} {b['version'] or ''} ({b['num_threads']} threads)" for b in m["blas"]) \
-        or "unknown (install threadpoolctl)"
+    blas = "; ".join(" ".join(filter(None, (b["internal_api"], b["version"]))) + f" ({b['num_threads']} threads)"
+                     for b in m["blas"]) or "unknown (install threadpoolctl)"
     lines = [f"**Machine**: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} CPUs, "
              f"{m['threads']} thread(s) for every system; {m['peak_dtype']} GEMM peak measured "
              f"{m['peak_gflops']:.1f} GFLOP/s. BLAS: {blas}.",
@@ -24,33 +30,31 @@ def markdown(report: dict) -> str:
         lines.append(f"**Warning**: the machine was busy (load average {m['load_average']:.1f} on "
                      f"{m['usable_cpus']} CPUs before the run): {m['threads']}-thread timings compete with "
                      "other processes; compare with `--threads 1` or rerun on an idle machine.")
-    missing = report["missing"]
     if missing:
         lines.append("**Not installed**: " + ", ".join(f"{name} ({why})" for name, why in missing.items()) + ".")
     lines.append("Median of interleaved samples; spread = half the interquartile range; "
                  "speed-up = NumPy time / system time, median over rounds (> 1 is faster than NumPy); "
                  "first call = building the system + its first call (JIT, sessions, imports).")
-    by_workload = {}
-    for r in report["results"]:
-        by_workload.setdefault(r["title"], []).append(r)
-    for title, rows in by_workload.items():
-        lines += ["", f"### {title} ({report['settings']['dtype']})", "",
-                  "| batch | system | median µs | spread | speed-up vs NumPy | GFLOP/s | % of peak | first call ms |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|"]
-        not_applicable = {}
-        for r in rows:
-            if r["status"].startswith("n/a"):
-                not_applicable[r["system"]] = r["status"]
-                continue
-            if r["status"] != "ok":
-                lines.append(f"| {r['batch']} | {r['system']} | **{r['status']}** | | | | | |")
-                continue
-            lines.append(
-                f"| {r['batch']} | {r['system']} | {r['median_us']:.1f} | ±{100 * r['spread']:.0f}% | "
-                f"{_fmt(r.get('speedup_vs_numpy'), '.2f')}× | {r['gflops']:.2f} | "
-                f"{100 * r['peak_fraction']:.1f} | {r['first_call_ms']:.1f} |")
-        lines += [f"\n{name}: {why}" for name, why in not_applicable.items()]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _table(rows):
+    lines = ["| batch | system | median µs | spread | speed-up vs NumPy | GFLOP/s | % of peak | first call ms |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    not_applicable = {}
+    for r in rows:
+        if r["status"].startswith("n/a"):
+            not_applicable[r["system"]] = r["status"]  # the same reason at every batch size: say it once
+        elif r["status"] != "ok":
+            lines.append(f"| {r['batch']} | {r['system']} | **{r['status']}** | | | | | |")
+        else:
+            speedup = f"{r['speedup_vs_numpy']:.2f}×" if "speedup_vs_numpy" in r else "–"
+            lines.append(f"| {r['batch']} | {r['system']} | {r['median_us']:.1f} | ±{100 * r['spread']:.0f}% | "
+                         f"{speedup} | {r['gflops']:.2f} | {100 * r['peak_fraction']:.1f} | "
+                         f"{r['first_call_ms']:.1f} |")
+    if not_applicable:
+        lines += [""] + [f"- {name}: {why}" for name, why in not_applicable.items()]
+    return lines
 
 
 def write_json(report: dict, path) -> None:
