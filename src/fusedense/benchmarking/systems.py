@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 
@@ -154,29 +155,30 @@ class Torch(System):
             modules += [linear, TORCH_ACTIVATIONS[activation](nn)]
         x = torch.from_numpy(problem.x)
         if problem.workload.train:
-            model = nn.Sequential(*modules[:-1])  # the loss reads the logits
-            labels = torch.from_numpy(problem.labels)
-            loss_fn = nn.CrossEntropyLoss()
-            optimizer = torch.optim.Adam(model.parameters(), lr=ADAM["lr"], betas=(ADAM["beta1"], ADAM["beta2"]),
-                                         eps=ADAM["eps"])
-
-            def run():
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), labels)
-                loss.backward()
-                optimizer.step()
-
-            def result():
-                linears = [m for m in model if isinstance(m, nn.Linear)]
-                return flatten_layers([(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears])
-            return run, result
-        model = nn.Sequential(*modules)
-        outcome = {}
+            return self._train(torch, nn.Sequential(*modules[:-1]), x, torch.from_numpy(problem.labels))
+        model, outcome = nn.Sequential(*modules), {}
 
         @torch.inference_mode()
         def run():
             outcome["y"] = model(x)
         return run, lambda: outcome["y"].numpy()
+
+    @staticmethod
+    def _train(torch, model, x, labels):
+        """The usual eager loop: cross-entropy of the logits (the model ends before softmax), Adam."""
+        loss_fn = torch.nn.CrossEntropyLoss()
+        optimizer = torch.optim.Adam(model.parameters(), lr=ADAM["lr"], betas=(ADAM["beta1"], ADAM["beta2"]),
+                                     eps=ADAM["eps"])
+
+        def run():
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), labels).backward()
+            optimizer.step()
+
+        def result():
+            linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+            return flatten_layers([(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears])
+        return run, result
 
 
 def _onnx_activation(helper, name, inp, out):
@@ -242,29 +244,31 @@ class OnnxRuntime(System):
         return run, lambda: outcome["y"]
 
 
+def _jax_activations(jax):
+    """activation name → jax function"""
+    return {"identity": lambda z: z, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jax.numpy.tanh,
+            "leaky_relu": lambda z: jax.nn.leaky_relu(z, _alpha("leaky_relu")),
+            "elu": lambda z: jax.nn.elu(z, _alpha("elu")),
+            "gelu": lambda z: jax.nn.gelu(z, approximate=True),
+            "gelu_erf": lambda z: jax.nn.gelu(z, approximate=False), "silu": jax.nn.silu,
+            "softplus": jax.nn.softplus, "softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax}
+
+
 class Jax(System):
     name = "jax"
     module = "jax"
 
     def prepare(self, problem, threads):
-        if threads == 1 and "jax" not in __import__("sys").modules:
-            # XLA reads its thread settings once, at import
+        if threads == 1 and "jax" not in sys.modules:
+            # XLA reads its thread settings once, at import; above 1 thread it uses its own pool
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
         import jax
-        import jax.numpy as jnp
 
         if problem.x.dtype == np.float64:
             jax.config.update("jax_enable_x64", True)
-        act = {"identity": lambda z: z, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
-               "leaky_relu": lambda z: jax.nn.leaky_relu(z, _alpha("leaky_relu")),
-               "elu": lambda z: jax.nn.elu(z, _alpha("elu")),
-               "gelu": lambda z: jax.nn.gelu(z, approximate=True),
-               "gelu_erf": lambda z: jax.nn.gelu(z, approximate=False), "silu": jax.nn.silu,
-               "softplus": jax.nn.softplus, "softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax}
-        acts = [act[a] for a in problem.workload.activations]
-        layers = [(jnp.asarray(W), jnp.asarray(b)) for W, b in problem.layers()]
-        x = jnp.asarray(problem.x)
+        table = _jax_activations(jax)
+        acts = [table[a] for a in problem.workload.activations]
 
         def forward(layers, x, last_activation=True):
             h = x
@@ -274,39 +278,44 @@ class Jax(System):
                     h = f(h)
             return h
 
-        state = {"layers": layers}
+        layers = [(jax.numpy.asarray(W), jax.numpy.asarray(b)) for W, b in problem.layers()]
+        x = jax.numpy.asarray(problem.x)
         if problem.workload.train:
-            labels = jnp.asarray(problem.labels)
-
-            def loss(layers, x, labels):
-                logp = jax.nn.log_softmax(forward(layers, x, last_activation=False))
-                return -jnp.take_along_axis(logp, labels[:, None], axis=1).mean()
-
-            @jax.jit
-            def step(layers, m, v, t, x, labels):
-                grads = jax.grad(loss)(layers, x, labels)
-                m = jax.tree.map(lambda m, g: ADAM["beta1"] * m + (1 - ADAM["beta1"]) * g, m, grads)
-                v = jax.tree.map(lambda v, g: ADAM["beta2"] * v + (1 - ADAM["beta2"]) * g * g, v, grads)
-                step_size = ADAM["lr"] / (1 - ADAM["beta1"] ** t)
-                correction = 1 - ADAM["beta2"] ** t
-                layers = jax.tree.map(lambda p, m, v: p - step_size * m / (jnp.sqrt(v / correction) + ADAM["eps"]),
-                                      layers, m, v)
-                return layers, m, v
-
-            zeros = jax.tree.map(jnp.zeros_like, layers)
-            state.update(m=zeros, v=zeros, t=0)
-
-            def run():
-                state["t"] += 1
-                state["layers"], state["m"], state["v"] = step(state["layers"], state["m"], state["v"],
-                                                               float(state["t"]), x, labels)
-                jax.block_until_ready(state["layers"])
-            return run, lambda: flatten_layers([(np.asarray(W), np.asarray(b)) for W, b in state["layers"]])
-        compiled = jax.jit(forward)
+            return self._train(jax, forward, layers, x, jax.numpy.asarray(problem.labels))
+        compiled, outcome = jax.jit(forward), {}
 
         def run():
-            state["y"] = compiled(layers, x).block_until_ready()
-        return run, lambda: np.asarray(state["y"])
+            outcome["y"] = compiled(layers, x).block_until_ready()
+        return run, lambda: np.asarray(outcome["y"])
+
+    @staticmethod
+    def _train(jax, forward, layers, x, labels):
+        """A jitted step: grad of the sparse softmax cross-entropy of the logits, then Adam."""
+        jnp = jax.numpy
+        beta1, beta2, eps, lr = ADAM["beta1"], ADAM["beta2"], ADAM["eps"], ADAM["lr"]
+
+        def loss(layers, x, labels):
+            logp = jax.nn.log_softmax(forward(layers, x, last_activation=False))
+            return -jnp.take_along_axis(logp, labels[:, None], axis=1).mean()
+
+        @jax.jit
+        def step(layers, m, v, t, x, labels):
+            grads = jax.grad(loss)(layers, x, labels)
+            m = jax.tree.map(lambda m, g: beta1 * m + (1 - beta1) * g, m, grads)
+            v = jax.tree.map(lambda v, g: beta2 * v + (1 - beta2) * g * g, v, grads)
+            step_size, correction = lr / (1 - beta1**t), 1 - beta2**t
+            layers = jax.tree.map(lambda p, m, v: p - step_size * m / (jnp.sqrt(v / correction) + eps), layers, m, v)
+            return layers, m, v
+
+        zeros = jax.tree.map(jnp.zeros_like, layers)
+        state = {"layers": layers, "m": zeros, "v": zeros, "t": 0}
+
+        def run():
+            state["t"] += 1
+            state["layers"], state["m"], state["v"] = step(state["layers"], state["m"], state["v"],
+                                                           float(state["t"]), x, labels)
+            jax.block_until_ready(state["layers"])
+        return run, lambda: flatten_layers([(np.asarray(W), np.asarray(b)) for W, b in state["layers"]])
 
 
 def all_systems():
