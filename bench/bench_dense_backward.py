@@ -6,7 +6,7 @@ from fusedense.activations import get_activation, resolve_alpha
 from fusedense.benchmarking import numpy_user
 from fusedense.benchmarking.workloads import dense_workload
 
-GRID = {"activation": (["relu", "gelu"], ["relu", "sigmoid", "tanh", "gelu", "silu"])}
+GRID = {"activation": (["relu", "gelu"], ["relu", "gelu", "sigmoid"])}
 
 
 def test_dense_backward(benchmark, kernels, check, system, shape, activation, dtype):

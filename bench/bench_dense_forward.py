@@ -1,7 +1,8 @@
 """Dense forward ``y = act(x @ W + b)`` per activation and shape (shapes: conftest's grid)."""
 from fusedense.benchmarking.workloads import dense_workload
 
-GRID = {"activation": (["relu", "gelu"], ["identity", "relu", "sigmoid", "tanh", "gelu", "silu", "softmax"])}
+# full grid: a cheap, a transcendental, a from-output and a row-wise activation
+GRID = {"activation": (["relu", "gelu"], ["relu", "gelu", "sigmoid", "softmax"])}
 
 
 def test_dense_forward(benchmark, prepared, system, shape, activation, dtype):
