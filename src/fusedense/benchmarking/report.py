@@ -29,7 +29,8 @@ def _header(m, missing):
     if m["load_average"] is not None and m["load_average"] + m["threads"] > m["usable_cpus"] + 0.5:
         lines.append(f"**Warning**: the machine was busy (load average {m['load_average']:.1f} on "
                      f"{m['usable_cpus']} CPUs before the run): {m['threads']}-thread timings compete with "
-                     "other processes; compare with `--threads 1` or rerun on an idle machine.")
+                     f"other processes; {'compare with `--threads 1` or ' if m['threads'] > 1 else ''}"
+                     "rerun on an idle machine.")
     if missing:
         lines.append("**Not installed**: " + ", ".join(f"{name} ({why})" for name, why in missing.items()) + ".")
     lines.append("Median of interleaved samples; spread = half the interquartile range; "
