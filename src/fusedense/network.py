@@ -207,7 +207,12 @@ class MLP:
         """Targets in the form the fused loss reads: int64 labels (sparse losses) or a float array
         of shape (n, n_outputs) in the model's dtype (a 1-D array is one output column)."""
         if loss.sparse:
-            return as_labels(name, targets, n_rows, self.sizes[-1])
+            labels = np.asarray(targets)
+            if labels.ndim == 2 and labels.shape[1] == 1:  # Keras accepts (n, 1) label columns
+                labels = labels[:, 0]
+            if labels.dtype.kind == "f" and np.array_equal(labels, np.round(labels)):
+                labels = labels.astype(np.int64)  # whole-number float labels, as Keras accepts
+            return as_labels(name, labels, n_rows, self.sizes[-1])
         arr = np.asarray(targets)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{name}: expected numeric targets, got dtype {arr.dtype}")
@@ -251,7 +256,8 @@ class MLP:
     def architecture(self) -> dict:
         """The JSON-serialisable record from which ``MLP.from_architecture`` rebuilds this network."""
         return {"sizes": list(self.sizes), "activations": list(self.activations),
-                "alphas": [float(a) for a in self.alphas], "dtype": self.dtype.name}
+                "alphas": [float(a) if get_activation(name).has_alpha else None
+                           for a, name in zip(self.alphas, self.activations)], "dtype": self.dtype.name}
 
     @classmethod
     def from_architecture(cls, record: dict, backend=None) -> "MLP":
