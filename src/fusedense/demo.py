@@ -22,6 +22,8 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     parser.add_argument("--backend", default=None, help="backend to train with (default: the fastest available)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, initial weights and shuffling")
+    parser.add_argument("--limit", type=int, default=None, help="use only this many names (a quicker look)")
+    parser.add_argument("--blocks", type=int, default=7, help="timing blocks per candidate (the median is shown)")
 
 
 def run(args) -> int:
@@ -33,6 +35,7 @@ def run(args) -> int:
     except fd.datasets.DatasetNotFoundError as exc:
         print(f"fusedense demo needs the first-name list: {exc}")
         return 1
+    names, labels = names[:args.limit], labels[:args.limit]
     vectorizer = HashingVectorizer(n_features=N_FEATURES, analyzer="char", ngram_range=(1, 3))
     x = vectorizer.transform(names)
     x_train, x_test, y_train, y_test = fd.datasets.train_test_split(x, labels, test_size=0.2, seed=args.seed)
@@ -56,7 +59,7 @@ def run(args) -> int:
     print("examples: " + ", ".join(f"{n} → {classes[p.argmax()]} {p.max():.2f}" for n, p in zip(EXAMPLE_NAMES, proba)))
 
     print("\ninference speed of the trained model (median time per call; speed-up over NumPy):")
-    print_speed_table(model.network, x_test)
+    print_speed_table(model.network, x_test, blocks=args.blocks)
     return 0
 
 
@@ -143,7 +146,7 @@ def speed_candidates(network):
     return candidates
 
 
-def print_speed_table(network, x_pool, batch_sizes=BATCH_SIZES):
+def print_speed_table(network, x_pool, batch_sizes=BATCH_SIZES, blocks=7):
     from .timing import compare
 
     candidates = speed_candidates(network)
@@ -155,7 +158,7 @@ def print_speed_table(network, x_pool, batch_sizes=BATCH_SIZES):
         expected = candidates["NumPy"](x)
         for label, fn in candidates.items():  # check the answers before timing anything
             np.testing.assert_allclose(fn(x), expected, rtol=1e-4, atol=1e-5, err_msg=label)
-        results[batch] = compare({label: (lambda fn=fn: fn(x)) for label, fn in candidates.items()})
+        results[batch] = compare({label: (lambda fn=fn: fn(x)) for label, fn in candidates.items()}, blocks=blocks)
     for label in candidates:
         cells = "".join(f"{_format_seconds(results[b][label]):>13} {results[b]['NumPy'] / results[b][label]:6.2f}× "
                         for b in batch_sizes)
