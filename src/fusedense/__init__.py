@@ -8,6 +8,7 @@ from .activations import ACTIVATIONS
 from ._backends import backends, get_backend, set_backend, use_backend
 from .functional import (activate, activation_grad, adam_step, binary_cross_entropy, dense, dense_grad,
                          mean_squared_error, mlp_forward, sgd_step, softmax_cross_entropy)
+from .hashing import HashingVectorizer
 from .io import load_model
 from .layout import layer_views, make_layout
 from .models import Dense, Input, Sequential
@@ -29,8 +30,11 @@ def __getattr__(name):
 
 
 __all__ = [
-    "ACTIVATIONS", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Input", "Sequential", "callbacks",
-    "datasets", "load_model", "optimizers", "activate", "activation_grad", "adam_step", "backends", "binary_cross_entropy",
+    # the model fronts
+    "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Input", "Sequential",
+    "callbacks", "datasets", "load_model", "optimizers",
+    # the functional API and backend control
+    "ACTIVATIONS", "activate", "activation_grad", "adam_step", "backends", "binary_cross_entropy",
     "dense", "dense_grad", "get_backend", "get_num_threads", "layer_views", "make_layout",
     "mean_squared_error", "mlp_forward", "set_backend", "set_num_threads", "sgd_step",
     "softmax_cross_entropy", "use_backend",
