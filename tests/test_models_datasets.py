@@ -75,22 +75,22 @@ def test_fortune_entries_are_split_on_percent_lines(tmp_path):
     assert datasets._read_fortunes(path) == ["first\nline two", "second – ünïcode", "third"]
 
 
-def test_fortunes_loader_balances_languages():
-    if datasets.shutil.which("dpkg") is None:
-        pytest.skip("fortunes are Debian packages")
+def _load_or_skip(loader, **kwargs):
+    """The data set, or a skip naming the package to install (apt data sets are Debian-only)."""
     try:
-        texts, labels, languages = datasets.load_fortunes(max_per_language=50)
+        return loader(**kwargs)
     except datasets.DatasetNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+def test_fortunes_loader_balances_languages():
+    texts, labels, languages = _load_or_skip(datasets.load_fortunes, max_per_language=50)
     assert languages == tuple(datasets.FORTUNE_PACKAGES) and np.bincount(labels).tolist() == [50] * 8
     assert all(len(t) >= 20 for t in texts)
 
 
-def test_fashion_mnist_has_keras_shapes(tmp_path):
-    try:
-        (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
-    except datasets.DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
+def test_fashion_mnist_has_keras_shapes():
+    (x_train, y_train), (x_test, y_test) = _load_or_skip(datasets.load_fashion_mnist)
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28) and x_train.dtype == np.uint8
     assert sorted(np.unique(y_train)) == list(range(10)) and y_test.dtype == np.int64
 
@@ -105,12 +105,7 @@ def test_truncated_idx_file_is_rejected(tmp_path):
 
 
 def test_fortunes_language_id_reaches_98_percent():
-    if datasets.shutil.which("dpkg") is None:
-        pytest.skip("fortunes are Debian packages")
-    try:
-        texts, y, languages = datasets.load_fortunes(max_per_language=400)
-    except datasets.DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
+    texts, y, languages = _load_or_skip(datasets.load_fortunes, max_per_language=400)
     X = HashingVectorizer(2048, ngram_range=(1, 4)).transform(texts)
     x_train, x_test, y_train, y_test = datasets.train_test_split(X, y, 0.25, seed=0)
     model = fd.Sequential([fd.Dense(32, activation="relu", input_shape=(2048,)),
@@ -131,10 +126,7 @@ def _compiled_backend_available():
 @pytest.mark.skipif(not _compiled_backend_available(),
                     reason="60k-sample training: runs when a compiled backend (cython or numba) is built")
 def test_fashion_mnist_keras_example_reaches_87_percent():
-    try:
-        (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
-    except datasets.DatasetNotFoundError as exc:
-        pytest.skip(str(exc))
+    (x_train, y_train), (x_test, y_test) = _load_or_skip(datasets.load_fashion_mnist)
     x_train = x_train.reshape(-1, 784).astype(np.float32) / 255
     x_test = x_test.reshape(-1, 784).astype(np.float32) / 255
     model = fd.Sequential([fd.Dense(128, activation="relu", input_shape=(784,)), fd.Dense(64, activation="relu"),
