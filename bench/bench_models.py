@@ -7,6 +7,8 @@ Every side is checked before it is timed (it must learn / give the same outputs)
   batch 32) with fd.Sequential on each backend vs a straightforward NumPy loop vs a PyTorch eager loop.
 - ``mlpclassifier-digits``: fd.MLPClassifier vs sklearn's MLPClassifier, same hyperparameters.
 - ``predict-batch{1,32,1024}``: the trained network's predict on each backend vs NumPy vs PyTorch.
+- ``fashion-mnist``: the Keras example trained 10 epochs on all of Fashion-MNIST; asserts test
+  accuracy >= 0.87 (a bar too slow for the test suite: ~70 s on the numpy backend).
 """
 import warnings
 
@@ -191,3 +193,25 @@ def test_predict(benchmark, trained, side, batch):
     np.testing.assert_allclose(candidates[side](xb), candidates["NumPy"](xb), rtol=1e-4, atol=1e-5)
     benchmark.group = f"predict-batch{batch}"
     benchmark(candidates[side], xb)
+
+
+# --- the Fashion-MNIST accuracy bar ---------------------------------------------------------------
+
+@pytest.mark.benchmark(group="fashion-mnist")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fashion_mnist_keras_example_reaches_87_percent(benchmark, backend):
+    try:
+        (x_train, y_train), (x_test, y_test) = fd.datasets.load_fashion_mnist()
+    except fd.datasets.DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+    x_train = x_train.reshape(-1, 784).astype(np.float32) / 255
+    x_test = x_test.reshape(-1, 784).astype(np.float32) / 255
+
+    def train():
+        model = _keras_model(backend)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x_train, y_train, epochs=10, batch_size=32, validation_split=0.2, verbose=0)
+        return model
+
+    model = benchmark.pedantic(train, rounds=1, iterations=1)
+    assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.87

@@ -113,24 +113,3 @@ def test_fortunes_language_id_reaches_98_percent():
     model.compile(optimizer=fd.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=8, batch_size=64, verbose=0)
     assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.98
-
-
-def _compiled_backend_available():
-    import warnings
-    from fusedense import _backends
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return any(_backends.load(name).NAME == name for name in _backends.backends() if name != "numpy")
-
-
-@pytest.mark.skipif(not _compiled_backend_available(),
-                    reason="60k-sample training: runs when a compiled backend (cython or numba) is built")
-def test_fashion_mnist_keras_example_reaches_87_percent():
-    (x_train, y_train), (x_test, y_test) = _load_or_skip(datasets.load_fashion_mnist)
-    x_train = x_train.reshape(-1, 784).astype(np.float32) / 255
-    x_test = x_test.reshape(-1, 784).astype(np.float32) / 255
-    model = fd.Sequential([fd.Dense(128, activation="relu", input_shape=(784,)), fd.Dense(64, activation="relu"),
-                           fd.Dense(10, activation="softmax")], seed=0)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=10, batch_size=32, validation_split=0.2, verbose=0)
-    assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.87
