@@ -2,7 +2,7 @@
 
     fusedense bench --quick                               # < 1 min, prints the table
     fusedense bench --plot docs/bench.png --json docs/bench.json   # the README figure
-    python -m fusedense.bench --workload mlp --batch 1,32 --threads 1
+    fusedense bench --workload mlp --batch 1,32 --threads 1
 
 Every system's output is checked against the NumPy reference before it is timed; a wrong answer
 is reported, never timed. Peers that are not installed are listed, not errors.
@@ -24,14 +24,6 @@ from .benchmarking.workloads import CHECK_TOLERANCE, NAMES, check_error, workloa
 
 #: one line for ``fusedense --help``
 HELP = "compare fusedense with NumPy, PyTorch, ONNX Runtime and JAX: latency, speed-up, GFLOP/s"
-
-
-def add_parser(subparsers):
-    parser = subparsers.add_parser("bench", help=HELP, description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.set_defaults(run=run)
-    return parser
 
 
 def _batches(text):
@@ -169,14 +161,3 @@ def run(args) -> int:
     if args.plot:
         report.plot(result, args.plot)
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fusedense bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
