@@ -14,10 +14,7 @@ import pytest
 
 import fusedense as fd
 
-if not hasattr(fd, "MLP"):  # TEMPORARY until the models branch is merged: then delete this guard
-    pytest.skip("fd.MLP is not in this build yet (models branch not merged)", allow_module_level=True)
-
-from conftest import MB, rss, run_in_threads  # noqa: E402
+from conftest import MB, rss, run_in_threads
 
 CLASSIFIER = dict(sizes=[6, 16, 8, 3], activations="relu", output_activation="softmax")
 LOSS = "sparse_categorical_crossentropy"

@@ -16,6 +16,8 @@ import tempfile
 
 import numpy as np
 
+from .layout import make_layout
+
 __all__ = ["save_model", "load_model", "FORMAT", "VERSION"]
 
 FORMAT = "fusedense-model"
@@ -108,7 +110,13 @@ def load_model(path, backend=None):
 
     record, params = _read(path)
     try:
-        net = MLP.from_architecture(record["architecture"], backend=backend)
+        architecture = record["architecture"]
+        # the sizes come from the file: check them against the stored parameters before
+        # allocating anything (a tampered record could ask for terabytes)
+        n_params = make_layout(architecture["sizes"], architecture["activations"], architecture["alphas"])[2]
+        if params.shape != (n_params,):
+            raise ValueError(f"the parameters (shape {params.shape}) do not match the architecture ({n_params} values)")
+        net = MLP.from_architecture(architecture, backend=backend)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"path: {path!r}: invalid architecture record: {exc}") from None
     if record.get("n_params") != net.n_params or params.shape != (net.n_params,) or params.dtype != net.dtype:
