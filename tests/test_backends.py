@@ -7,7 +7,7 @@ from fusedense import _backends, abi, reference
 from fusedense.activations import BY_ID, activation_vjp, get_activation, resolve_alpha
 from fusedense.layout import make_layout
 
-from conftest import TOLERANCES, assert_close
+from support import TOLERANCES, assert_close, make_hyper
 
 ACTIVATIONS = [a.name for a in BY_ID]
 # (batch, in, out): batch 1, odd sizes, tall and wide, one large enough for blocked/BLAS paths
@@ -154,17 +154,6 @@ def test_adam_step_matches_reference(backend, dtype, weight_decay, decoupled, rn
         assert_close(got, want, dtype)
 
 
-def _hyper(optimizer, step=1):
-    hyper = np.zeros(abi.N_HYPER)
-    if optimizer == "sgd":
-        hyper[[abi.H_OPTIMIZER, abi.H_LR, abi.H_BETA1, abi.H_NESTEROV, abi.H_WEIGHT_DECAY]] = abi.OPT_SGD, 0.1, 0.9, 1, 1e-3
-    else:
-        hyper[[abi.H_OPTIMIZER, abi.H_LR, abi.H_BETA1, abi.H_BETA2, abi.H_EPS, abi.H_WEIGHT_DECAY,
-               abi.H_DECOUPLED]] = abi.OPT_ADAM, 0.01, 0.9, 0.999, 1e-8, 1e-2, optimizer == "adamw"
-    hyper[abi.H_STEP] = step
-    return hyper
-
-
 LOSS_SETUPS = {  # loss → (last activation, targets)
     abi.LOSS_SPARSE_XENT: ("softmax", lambda rng, B, C: rng.integers(0, C, B)),
     abi.LOSS_CATEGORICAL_XENT: ("softmax", lambda rng, B, C: rng.dirichlet(np.ones(C), size=B)),
@@ -187,7 +176,9 @@ def test_mlp_train_step_matches_reference(backend, dtype, loss_id, optimizer, ba
     n_state = 1 if optimizer == "sgd" else 2
     state = (rng.uniform(size=(n_state, n)) * 0.01).astype(dtype)
     expected_params, expected_state = params.astype(np.float64), state.astype(np.float64)
-    hyper = _hyper(optimizer, step=3)
+    hyper = make_hyper("nesterov" if optimizer == "sgd" else optimizer, step=3,
+                       lr=0.1 if optimizer == "sgd" else 0.01, momentum=0.9,
+                       weight_decay=1e-3 if optimizer == "sgd" else 1e-2)
     targets64 = targets if loss_id == abi.LOSS_SPARSE_XENT else targets.astype(np.float64)
     loss_ref, grads_ref = reference.mlp_train_step(x.astype(np.float64), targets64, expected_params, layout,
                                                    alphas, expected_state, loss_id, hyper)

@@ -20,7 +20,6 @@ normal range, and a kernel may flush denormals to zero): at most n of them, each
 normal number.
 """
 import numpy as np
-import pytest
 from hypothesis import given, strategies as st
 
 import fusedense as fd
@@ -28,7 +27,7 @@ from fusedense import _backends, abi, reference
 from fusedense.activations import BY_ID, activation_vjp, resolve_alpha
 from fusedense.layout import make_layout
 
-from conftest import make_hyper
+from support import make_hyper
 
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 #: Evaluating one activation or derivative: about 20 ulps (2·10 for libm and the formula's own steps).

@@ -13,7 +13,7 @@ from fusedense import reference
 from fusedense.activations import BY_ID, activation_vjp
 from fusedense.layout import make_layout
 
-from conftest import assert_close
+from support import assert_close
 
 NAN, INF = np.nan, np.inf
 RNG = np.random.default_rng(7)

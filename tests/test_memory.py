@@ -11,7 +11,7 @@ import fusedense as fd
 from fusedense import _backends, abi
 from fusedense.layout import make_layout
 
-from conftest import MB, make_hyper, rss
+from support import MB, make_hyper, rss
 
 
 def every_op(backend, B, n):

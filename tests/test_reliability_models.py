@@ -14,7 +14,7 @@ import pytest
 
 import fusedense as fd
 
-from conftest import MB, rss, run_in_threads
+from support import MB, rss, run_in_threads
 
 CLASSIFIER = dict(sizes=[6, 16, 8, 3], activations="relu", output_activation="softmax")
 LOSS = "sparse_categorical_crossentropy"

@@ -11,7 +11,7 @@ from fusedense import _backends, abi
 from fusedense.activations import get_activation
 from fusedense.layout import make_layout
 
-from conftest import assert_close, make_hyper, run_in_threads
+from support import assert_close, make_hyper, run_in_threads
 
 N_THREADS = 4
 

@@ -1,0 +1,67 @@
+"""Helpers shared by the test modules (``from support import ...``).
+
+They live here rather than in conftest.py because bench/ has a conftest.py of its own and
+``from conftest import`` would find whichever directory pytest put first on sys.path.
+"""
+import gc
+import os
+import threading
+
+import numpy as np
+
+from fusedense import abi
+
+#: Per-dtype tolerances for comparing a backend with the reference. float32 kernels reorder
+#: sums (blocking, FMA), so a few ulps of the accumulated magnitude; float64 is near exact.
+TOLERANCES = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def assert_close(actual, expected, dtype, scale=1.0):
+    tol = TOLERANCES[np.dtype(dtype).type]
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def run_in_threads(jobs):
+    """Runs each job in its own thread, all released at once; returns their results in order
+    (re-raising the first exception a job raised)."""
+    barrier = threading.Barrier(len(jobs))
+    results, errors = [None] * len(jobs), []
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = jobs[i]()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MB = 1 << 20
+
+
+def rss() -> int:
+    """Current resident set size in bytes (Linux /proc; the CI platform)."""
+    gc.collect()
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def make_hyper(optimizer="adam", lr=1e-3, step=1, momentum=0.0, weight_decay=0.0):
+    """The float64 ``hyper`` vector of mlp_train_step (see fusedense.abi) for a named optimizer."""
+    hyper = np.zeros(abi.N_HYPER)
+    hyper[abi.H_LR], hyper[abi.H_WEIGHT_DECAY], hyper[abi.H_STEP] = lr, weight_decay, step
+    if optimizer in ("sgd", "nesterov"):
+        hyper[abi.H_OPTIMIZER], hyper[abi.H_BETA1], hyper[abi.H_NESTEROV] = abi.OPT_SGD, momentum, optimizer == "nesterov"
+    else:
+        hyper[[abi.H_OPTIMIZER, abi.H_BETA1, abi.H_BETA2, abi.H_EPS, abi.H_DECOUPLED]] = \
+            abi.OPT_ADAM, 0.9, 0.999, 1e-8, optimizer == "adamw"
+    return hyper
