@@ -182,8 +182,7 @@ def softmax_cross_entropy(logits, labels, backend=None):
     logits = as_float_array("logits", logits, common_float_dtype(logits=logits), ndim=2)
     check_nonempty("logits", logits)
     B, C = logits.shape
-    if isinstance(labels, np.ndarray) and labels.dtype.kind == "f" or (
-            not isinstance(labels, np.ndarray) and np.asarray(labels).ndim == 2):
+    if np.ndim(labels) == 2:
         targets = as_float_array("labels", labels, logits.dtype, ndim=2)
         check_shape("labels", targets, (B, C), "probability targets like logits")
         loss, grad = reference.softmax_cross_entropy_probs(logits, targets)

@@ -56,7 +56,7 @@ def as_float_array(name, a, dtype: np.dtype, ndim=None, min_ndim=None) -> np.nda
         raise ValueError(f"{name}: expected a {ndim}-D array, got {_describe(a)}")
     if min_ndim is not None and a.ndim < min_ndim:
         raise ValueError(f"{name}: expected an array with at least {min_ndim} dimension(s), got {_describe(a)}")
-    return np.ascontiguousarray(a)
+    return np.asarray(a, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
 
 
 def as_labels(name, labels, n_rows: int, n_classes: int) -> np.ndarray:

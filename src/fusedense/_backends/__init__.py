@@ -41,10 +41,8 @@ _default = os.environ.get("FUSEDENSE_BACKEND", "auto").strip().lower() or "auto"
 
 def _is_installed(name: str) -> bool:
     """Cheap availability check that does not import heavy modules (numba stays unimported)."""
-    if name in _failed:
+    if name in _failed or importlib.util.find_spec(_MODULES[name]) is None:
         return False
-    if name == "cython":
-        return importlib.util.find_spec("fusedense._kernels") is not None
     if name == "numba":
         return importlib.util.find_spec("numba") is not None
     return True
