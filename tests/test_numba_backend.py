@@ -13,7 +13,7 @@ import pytest
 import fusedense as fd
 from fusedense import abi, reference
 from fusedense._backends import numba_backend as nb
-from fusedense._numba_kernels import activations, dense, optimizers
+from fusedense._numba_kernels import dense, jit, optimizers
 from fusedense.activations import BY_ID, activation_vjp, get_activation
 from fusedense.layout import make_layout
 
@@ -24,7 +24,7 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 # Batch sizes on each side of the switch from one serial block to several parallel blocks
 # (elementwise passes over rows of N_COLS), and of the forward GEMM row block.
 N_COLS = 128
-ROWS_PER_PARALLEL_BLOCK = activations.PARALLEL_MIN_ELEMENTS // N_COLS
+ROWS_PER_PARALLEL_BLOCK = jit.PARALLEL_MIN_ELEMENTS // N_COLS
 PARALLEL_EDGE = [ROWS_PER_PARALLEL_BLOCK, ROWS_PER_PARALLEL_BLOCK + 1]
 GEMM_EDGE = [dense.ROWS_PER_GEMM, dense.ROWS_PER_GEMM + 1]
 
@@ -188,10 +188,11 @@ def test_kernels_run_as_plain_python_match_reference():
             nb.dense_backward(dy, x, W, z, None, act.id, alpha, dx, dW, db)
             for got, want in zip((dx, dW, db), reference.dense_backward(dy, x, W, z_ref, y_ref, act, alpha)):
                 check(got, want)
-            wide = rng.normal(size=(130, 128))  # two parallel blocks
+        wide = rng.normal(size=(2, 40000))  # one row per block: two parallel blocks
+        for act in (BY_ID[1], BY_ID[10]):  # relu, softmax
             out = np.empty_like(wide)
-            nb.activation_forward(wide, act.id, alpha, out)
-            check(out, act.forward(wide, alpha))
+            nb.activation_forward(wide, act.id, 0.0, out)
+            check(out, act.forward(wide, 0.0))
         layout, alphas, n = make_layout([5, 6, 4], ["tanh", "softmax"])
         params = rng.normal(size=n)
         out = np.empty((3, 4))

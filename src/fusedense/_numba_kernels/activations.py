@@ -11,7 +11,7 @@ import math
 from numba import prange
 
 from ..activations import get_activation
-from .jit import kernel, parallel_kernel
+from .jit import kernel, parallel_kernel, rows_per_block
 
 IDENTITY = get_activation("identity").id
 RELU = get_activation("relu").id
@@ -30,18 +30,6 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-#: Below this many elements, waking the thread pool costs more than it saves.
-PARALLEL_MIN_ELEMENTS = 16384
-
-
-@kernel
-def rows_per_block(n_rows, n_cols):
-    """Rows per parallel block: at least PARALLEL_MIN_ELEMENTS elements each, so a small
-    array is one block and runs serially (no thread-pool wake-up at batch 1)."""
-    rows = max(1, PARALLEL_MIN_ELEMENTS // max(1, n_cols))
-    return min(rows, n_rows)
-
 
 @kernel
 def sigmoid(z):

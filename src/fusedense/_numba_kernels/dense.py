@@ -9,8 +9,8 @@ either way) and much faster from batch 4 on, so there is a single path for every
 import numpy as np
 from numba import prange
 
-from .activations import IDENTITY, activation_row, activation_vjp_row, row_or_empty, rows_per_block
-from .jit import kernel, parallel_kernel
+from .activations import IDENTITY, activation_row, activation_vjp_row, row_or_empty
+from .jit import kernel, parallel_kernel, rows_per_block
 
 #: Forward row block: the block's output (ROWS_PER_GEMM × fan_out) is still in L2 when the
 #: epilogue (bias + activation) runs over it right after its GEMM.

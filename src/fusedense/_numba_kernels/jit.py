@@ -22,3 +22,18 @@ _PRANGE_ONLY = {"prange": True, "comprehension": False, "reduction": False, "set
 
 kernel = numba.njit(**_COMMON)
 parallel_kernel = numba.njit(parallel=_PRANGE_ONLY, **_COMMON)
+
+#: The parallel policy. A block of fewer elements runs on one thread: on an idle machine waking
+#: the pool costs a few µs, but when the cores are shared every parallel region waits for all
+#: its threads to be scheduled, so parallel blocks must carry enough work (2^16 elements is
+#: tens of µs even for relu) to pay for that. Inference of small and medium batches stays
+#: serial, apart from the BLAS inside the GEMMs.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+@kernel
+def rows_per_block(n_rows, n_cols):
+    """Rows per parallel block of an (n_rows, n_cols) pass: at least PARALLEL_MIN_ELEMENTS
+    elements each, so a small array is one block and runs serially (no pool wake-up)."""
+    rows = max(1, PARALLEL_MIN_ELEMENTS // max(1, n_cols))
+    return min(rows, n_rows)

@@ -11,8 +11,8 @@ import numpy as np
 from numba import prange
 
 from .. import abi
-from .activations import row_max, rows_per_block, sigmoid
-from .jit import kernel, parallel_kernel
+from .activations import row_max, sigmoid
+from .jit import kernel, parallel_kernel, rows_per_block
 
 SPARSE_XENT = abi.LOSS_SPARSE_XENT
 CATEGORICAL_XENT = abi.LOSS_CATEGORICAL_XENT

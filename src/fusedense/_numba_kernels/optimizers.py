@@ -4,10 +4,8 @@ import math
 
 from numba import prange
 
+from .jit import PARALLEL_MIN_ELEMENTS as BLOCK
 from .jit import kernel, parallel_kernel
-
-#: Below this many parameters one thread does the whole buffer (no thread-pool wake-up).
-BLOCK = 16384
 
 
 @kernel
