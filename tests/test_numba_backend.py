@@ -22,11 +22,18 @@ from conftest import assert_close
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 # Batch sizes on each side of the switch from one serial block to several parallel blocks
-# (elementwise passes over rows of N_COLS), and of the forward GEMM row block.
+# (elementwise passes over rows of N_COLS), and of the first forward GEMM row block.
 N_COLS = 128
 ROWS_PER_PARALLEL_BLOCK = jit.PARALLEL_MIN_ELEMENTS // N_COLS
 PARALLEL_EDGE = [ROWS_PER_PARALLEL_BLOCK, ROWS_PER_PARALLEL_BLOCK + 1]
-GEMM_EDGE = [dense.ROWS_PER_GEMM, dense.ROWS_PER_GEMM + 1]
+GEMM_EDGE = ["gemm_rows", "gemm_rows+1"]
+
+
+def batch_size(batch, dtype):
+    """A batch size, or the GEMM row block (+1) for N_COLS outputs of this dtype."""
+    if isinstance(batch, int):
+        return batch
+    return dense.gemm_rows(N_COLS, np.dtype(dtype).itemsize) + batch.endswith("+1")
 
 
 def _run(code, **env):
@@ -40,6 +47,7 @@ def _run(code, **env):
 @pytest.mark.parametrize("batch", PARALLEL_EDGE + GEMM_EDGE)
 def test_dense_layer_matches_reference_on_both_sides_of_the_thresholds(dtype, activation, batch, rng):
     act = get_activation(activation)
+    batch = batch_size(batch, dtype)
     x = rng.normal(size=(batch, 9)).astype(dtype)
     W = (rng.normal(size=(9, N_COLS)) / 3).astype(dtype)
     b = rng.normal(size=N_COLS).astype(dtype)
@@ -91,6 +99,7 @@ def test_optimizers_match_reference_on_both_sides_of_the_threshold(dtype, size, 
 
 @pytest.mark.parametrize("batch", [1] + GEMM_EDGE)
 def test_mlp_forward_matches_reference_across_gemm_row_blocks(dtype, batch, rng):
+    batch = batch_size(batch, dtype)
     layout, alphas, n = make_layout([13, N_COLS, 7, 5], ["elu", "relu", "log_softmax"])
     params = (rng.normal(size=n) * 0.3).astype(dtype)
     x = rng.normal(size=(batch, 13)).astype(dtype)
@@ -111,7 +120,7 @@ def _train_step(x, labels, params, layout, alphas):
 
 def test_parallel_results_do_not_depend_on_repeats_or_thread_count(rng):
     """Partial sums (bias gradient, loss) are per fixed-size block, added in block order."""
-    batch = 4 * ROWS_PER_PARALLEL_BLOCK + 3
+    batch = 3 * ROWS_PER_PARALLEL_BLOCK + 3
     layout, alphas, n = make_layout([20, N_COLS, N_COLS, 10], ["silu", "tanh", "softmax"])
     params = (rng.normal(size=n) * 0.2).astype(np.float32)
     x = rng.normal(size=(batch, 20)).astype(np.float32)
@@ -188,7 +197,7 @@ def test_kernels_run_as_plain_python_match_reference():
             nb.dense_backward(dy, x, W, z, None, act.id, alpha, dx, dW, db)
             for got, want in zip((dx, dW, db), reference.dense_backward(dy, x, W, z_ref, y_ref, act, alpha)):
                 check(got, want)
-        wide = rng.normal(size=(2, 40000))  # one row per block: two parallel blocks
+        wide = rng.normal(size=(2, 70000))  # one row per block: two parallel blocks
         for act in (BY_ID[1], BY_ID[10]):  # relu, softmax
             out = np.empty_like(wide)
             nb.activation_forward(wide, act.id, 0.0, out)

@@ -12,9 +12,17 @@ from numba import prange
 from .activations import IDENTITY, activation_row, activation_vjp_row, row_or_empty
 from .jit import kernel, parallel_kernel, rows_per_block
 
-#: Forward row block: the block's output (ROWS_PER_GEMM × fan_out) is still in L2 when the
-#: epilogue (bias + activation) runs over it right after its GEMM.
-ROWS_PER_GEMM = 256
+#: Forward row blocks hold about this many bytes of output: still in L2 when the epilogue
+#: (bias + activation) runs over a block right after its GEMM, yet large, because each BLAS
+#: call re-packs W and, on shared cores, waits for its threads to be scheduled (256-row
+#: blocks made the seed MLP at batch 1024 several times slower than one call per layer).
+GEMM_BLOCK_BYTES = 1 << 21
+
+
+@kernel
+def gemm_rows(n_cols, itemsize):
+    """Rows per forward GEMM block for outputs of n_cols columns."""
+    return max(1, GEMM_BLOCK_BYTES // (n_cols * itemsize))
 
 
 @kernel
@@ -44,8 +52,9 @@ def dense_rows(x, W, b, act_id, alpha, z, y):
 def dense_forward(x, W, b, act_id, alpha, y, z):
     """The kernel-interface dense_forward; ``z`` is ``y`` when the caller does not keep z."""
     n_rows = x.shape[0]
-    for start in range(0, n_rows, ROWS_PER_GEMM):
-        stop = min(n_rows, start + ROWS_PER_GEMM)
+    block = gemm_rows(y.shape[1], y.itemsize)
+    for start in range(0, n_rows, block):
+        stop = min(n_rows, start + block)
         dense_rows(x[start:stop], W, b, act_id, alpha, z[start:stop], y[start:stop])
 
 

@@ -23,12 +23,13 @@ _PRANGE_ONLY = {"prange": True, "comprehension": False, "reduction": False, "set
 kernel = numba.njit(**_COMMON)
 parallel_kernel = numba.njit(parallel=_PRANGE_ONLY, **_COMMON)
 
-#: The parallel policy. A block of fewer elements runs on one thread: on an idle machine waking
-#: the pool costs a few µs, but when the cores are shared every parallel region waits for all
-#: its threads to be scheduled, so parallel blocks must carry enough work (2^16 elements is
-#: tens of µs even for relu) to pay for that. Inference of small and medium batches stays
-#: serial, apart from the BLAS inside the GEMMs.
-PARALLEL_MIN_ELEMENTS = 1 << 16
+#: The parallel policy. A block of fewer elements runs on one thread. On an idle machine waking
+#: the pool costs a few µs, but when the cores are shared (measured here: load 8 on 2 cores)
+#: a parallel region waits until all its threads are scheduled, and the pool's threads compete
+#: with the BLAS threads of the GEMMs around it: a 2-thread Adam over the seed MLP's 109k
+#: parameters made its training step 10x slower than a serial one. So parallel blocks carry
+#: at least 2^17 elements (~100 µs of Adam or softmax work).
+PARALLEL_MIN_ELEMENTS = 1 << 17
 
 
 @kernel

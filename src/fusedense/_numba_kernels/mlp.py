@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import abi
 from .activations import IDENTITY
-from .dense import ROWS_PER_GEMM, dense_backward, dense_rows
+from .dense import dense_backward, dense_rows, gemm_rows
 from .jit import kernel
 from .losses import BINARY_XENT, CATEGORICAL_XENT, SPARSE_XENT, loss_and_gradient
 from .optimizers import adam_step, sgd_step
@@ -21,23 +21,24 @@ def layer_params(params, layout, layer):
 
 
 @kernel
-def _widest_hidden(layout):
+def _widest(layout, n_layers):
+    """The widest output among the first n_layers layers (at least 1)."""
     width = 1
-    for layer in range(layout.shape[0] - 1):
+    for layer in range(n_layers):
         width = max(width, layout[layer, FAN_OUT])
     return width
 
 
 @kernel
 def mlp_forward(x, params, layout, alphas, out):
-    """Every layer, one block of rows at a time: a block's activations (ROWS_PER_GEMM rows ×
-    the widest layer) stay in cache from one layer to the next. Keeps no pre-activations."""
+    """Every layer, one block of rows at a time: a block's activations (GEMM_BLOCK_BYTES at the
+    widest layer) stay in cache from one layer to the next. Keeps no pre-activations."""
     n_rows = x.shape[0]
     n_layers = layout.shape[0]
-    block_rows = min(n_rows, ROWS_PER_GEMM)
-    hidden = np.empty((2, block_rows * _widest_hidden(layout)), dtype=out.dtype)  # ping-pong
-    for start in range(0, n_rows, ROWS_PER_GEMM):
-        stop = min(n_rows, start + ROWS_PER_GEMM)
+    block = min(n_rows, gemm_rows(_widest(layout, n_layers), out.itemsize))
+    hidden = np.empty((2, block * _widest(layout, n_layers - 1)), dtype=out.dtype)  # ping-pong
+    for start in range(0, n_rows, block):
+        stop = min(n_rows, start + block)
         h = out[start:stop]  # typed like the layer outputs below; overwritten before it is read
         for layer in range(n_layers):
             W, b = layer_params(params, layout, layer)
@@ -93,8 +94,7 @@ def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
 
     if n_covered != params.size:  # gaps between layers get a zero gradient, as in the reference
         grads[:] = 0.0
-    width = max(1, _widest_hidden(layout))
-    d_hidden = np.empty((2, n_rows * width), dtype=params.dtype)  # ping-pong dx buffers
+    d_hidden = np.empty((2, n_rows * _widest(layout, last)), dtype=params.dtype)  # ping-pong dx
     dy = d_out
     for layer in range(last, -1, -1):
         W, b = layer_params(params, layout, layer)
