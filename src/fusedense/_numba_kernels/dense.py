@@ -1,16 +1,62 @@
 """One dense layer: ``z = x @ W + b``, ``y = act(z)``, and its fused backward.
 
-The GEMMs go through ``np.dot`` (numba calls the BLAS that SciPy ships, which runs its own
-threads); everything around them — bias, activation, its derivative, the bias gradient — is
-one pass over each row while that row is still in cache. On this kind of machine BLAS was as
-fast as hand-written numba loops even at batch 1 (the 784×128 weights are streamed from L2
-either way) and much faster from batch 4 on, so there is a single path for every batch size.
+Products go through :func:`matmul`: BLAS (``np.dot``, the BLAS SciPy ships, with its own
+threads) for large ones, loops LLVM vectorises for small ones. A BLAS call wakes BLAS's thread
+pool, and on shared cores waiting for those threads cost milliseconds per call (the seed MLP's
+batch-32 training step spent most of its time there), so shapes below BLAS_MIN_WORK never
+call it. Everything around the products — bias, activation, its derivative, the bias
+gradient — is one pass over each row while the row is still in cache.
 """
 import numpy as np
 from numba import prange
 
 from .activations import IDENTITY, activation_row, activation_vjp_row, row_or_empty
 from .jit import kernel, parallel_kernel, rows_per_block
+
+#: Products of fewer multiply-adds (or with fewer than BLAS_MIN_ROWS rows or columns) use
+#: the loops (the same thresholds as the Cython kernels).
+BLAS_MIN_WORK = 1 << 23
+BLAS_MIN_ROWS = 8
+
+
+@kernel
+def worth_blas(m, n, k):
+    return m >= BLAS_MIN_ROWS and n >= BLAS_MIN_ROWS and m * n * k >= BLAS_MIN_WORK
+
+
+@kernel
+def _loop_matmul(a, b, out):
+    """out = a @ b for C-contiguous b and out (a may be any layout: its elements are read one
+    at a time). The loop over a row of out vectorises; taking four k at a time does one
+    load/store of out per four multiply-adds, and sums in a fixed order (no reassociation)."""
+    m, depth = a.shape
+    for i in range(m):
+        out_i = out[i]
+        out_i[:] = 0.0
+        k = 0
+        while k + 4 <= depth:
+            a0, a1, a2, a3 = a[i, k], a[i, k + 1], a[i, k + 2], a[i, k + 3]
+            b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
+            for j in range(out_i.size):
+                out_i[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
+            k += 4
+        while k < depth:
+            a0, b0 = a[i, k], b[k]
+            for j in range(out_i.size):
+                out_i[j] += a0 * b0[j]
+            k += 1
+
+
+@kernel
+def matmul(a, b, out):
+    """out = a @ b (a, b C- or F-contiguous, out C-contiguous): BLAS when the product is
+    large, else the loops (on a C-ordered copy of b if b is transposed)."""
+    m, depth = a.shape
+    if worth_blas(m, b.shape[1], depth):
+        np.dot(a, b, out)
+    else:
+        _loop_matmul(a, np.ascontiguousarray(b), out)
+
 
 #: Forward row blocks hold about this many bytes of output: still in L2 when the epilogue
 #: (bias + activation) runs over a block right after its GEMM, yet large, because each BLAS
@@ -37,7 +83,7 @@ def _epilogue_rows(z, b, act_id, alpha, y, start, stop):
 @parallel_kernel
 def dense_rows(x, W, b, act_id, alpha, z, y):
     """z = x @ W + b, y = act(z) for all rows of x (y may be z: activation in place)."""
-    np.dot(x, W, z)
+    matmul(x, W, z)
     n_rows = z.shape[0]
     rows = rows_per_block(n_rows, z.shape[1])
     n_blocks = (n_rows + rows - 1) // rows
@@ -80,7 +126,7 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
 
     The bias gradient is summed race-free and deterministically: each row block writes its
     own partial column sums, which are then added in block order. dW and dx are BLAS GEMMs
-    (each output element is written by one thread).
+    (each output element is written once).
     """
     n_rows, n_out = dy.shape
     dz = dy if act_id == IDENTITY else np.empty_like(dy)
@@ -96,7 +142,7 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     db[:] = db_partials[0]
     for block in range(1, n_blocks):
         db += db_partials[block]
-    np.dot(x.T, dz, dW)
+    matmul(x.T, dz, dW)
     if dx.shape[0] > 0:
-        np.dot(dz, W.T, dx)
+        matmul(dz, W.T, dx)
 
