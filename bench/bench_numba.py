@@ -106,7 +106,9 @@ class Workload:
             per_layer = zip(layer_views(state[0], layout), layer_views(state[1], layout))
             moments = [mv for pair in reversed(list(per_layer)) for mv in zip(*pair)]  # W3, b3, W2, ...
             loss = [None]
-            run = lambda: loss.__setitem__(0, numpy_user_train_step(x, labels, layers, moments, 1))  # noqa: E731
+
+            def run():
+                loss[0] = numpy_user_train_step(x, labels, layers, moments, 1)
             return run, lambda: (loss[0], params)
         backend = _backends.load(implementation[len("fd-"):])
         if not self.train:

@@ -5,7 +5,8 @@ This module is imported only when the numba backend is first used, so numba's im
 loading of its compiled (cached) kernels never slow down ``import fusedense``. It only adapts
 arguments so that each kernel sees one type signature per dtype — every extra signature is
 extra compile time and extra cache to load: an absent array becomes an empty (0, 0) array of
-the same dtype, ints and floats become Python ints and floats, flags Python bools.
+the same dtype, ints and floats become Python ints and floats, flags Python bools — and
+chooses between a kernel and its parallel variant by size (``_numba_kernels.jit``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from .. import abi, threads
 from .._numba_kernels import activations, dense, losses, mlp, optimizers
+from .._numba_kernels.jit import use_parallel
 
 NAME = "numba"
 
@@ -35,12 +37,15 @@ threads.on_num_threads_change(_apply_num_threads)
 
 
 def activation_forward(z, act_id, alpha, y):
-    activations.activation_forward(z, int(act_id), float(alpha), y)
+    kernel = (activations.activation_forward_parallel if use_parallel(z.size)
+              else activations.activation_forward)
+    kernel(z, int(act_id), float(alpha), y)
 
 
 def activation_backward(dy, z, y, act_id, alpha, dz):
-    activations.activation_backward(dy, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype),
-                                    int(act_id), float(alpha), dz)
+    kernel = (activations.activation_backward_parallel if use_parallel(dy.size)
+              else activations.activation_backward)
+    kernel(dy, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype), int(act_id), float(alpha), dz)
 
 
 def dense_forward(x, W, b, act_id, alpha, y, z=None):
@@ -59,18 +64,21 @@ def mlp_forward(x, params, layout, alphas, out):
 
 
 def softmax_xent(logits, labels, dlogits):
-    return losses.loss_and_gradient(losses.SPARSE_XENT, logits, logits, labels,
-                                    _ABSENT[logits.dtype], _or_absent(dlogits, logits.dtype))
+    kernel = (losses.loss_and_gradient_parallel if use_parallel(logits.size)
+              else losses.loss_and_gradient)
+    return kernel(losses.SPARSE_XENT, logits, logits, labels, _ABSENT[logits.dtype],
+                  _or_absent(dlogits, logits.dtype))
 
 
 def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
-    optimizers.sgd_step(params, grads, velocity, float(lr), float(momentum), bool(nesterov),
-                        float(weight_decay))
+    kernel = optimizers.sgd_step_parallel if use_parallel(params.size) else optimizers.sgd_step
+    kernel(params, grads, velocity, float(lr), float(momentum), bool(nesterov), float(weight_decay))
 
 
 def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    optimizers.adam_step(params, grads, m, v, float(step), float(lr), float(beta1), float(beta2),
-                         float(eps), float(weight_decay), bool(decoupled))
+    kernel = optimizers.adam_step_parallel if use_parallel(params.size) else optimizers.adam_step
+    kernel(params, grads, m, v, float(step), float(lr), float(beta1), float(beta2), float(eps),
+           float(weight_decay), bool(decoupled))
 
 
 def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):

@@ -193,34 +193,45 @@ def row_or_empty(a, i):
     return a[i] if a.shape[0] > 0 else a.reshape(-1)
 
 
-# --- the kernel-interface entry points ----------------------------------------------------
+# --- the kernel-interface entry points: serial, and a parallel variant for large arrays -----
+
+@kernel
+def _forward_rows(z, act_id, alpha, y, start, stop):
+    for i in range(start, stop):
+        activation_row(z[i], act_id, alpha, y[i])
+
+
+@kernel
+def _backward_rows(dy, z, y, act_id, alpha, dz, start, stop):
+    for i in range(start, stop):
+        activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha, dz[i])
+
+
+@kernel
+def activation_forward(z, act_id, alpha, y):
+    """y = act(z), row by row."""
+    _forward_rows(z, act_id, alpha, y, 0, z.shape[0])
+
 
 @parallel_kernel
-def activation_forward(z, act_id, alpha, y):
-    """y = act(z), row by row; rows in parallel blocks when the array is large."""
+def activation_forward_parallel(z, act_id, alpha, y):
+    """activation_forward in parallel blocks of rows."""
     n_rows = z.shape[0]
     rows = rows_per_block(n_rows, z.shape[1])
-    n_blocks = (n_rows + rows - 1) // rows
-    if n_blocks == 1:
-        for i in range(n_rows):
-            activation_row(z[i], act_id, alpha, y[i])
-    else:
-        for block in prange(n_blocks):
-            for i in range(block * rows, min(n_rows, (block + 1) * rows)):
-                activation_row(z[i], act_id, alpha, y[i])
+    for block in prange((n_rows + rows - 1) // rows):
+        _forward_rows(z, act_id, alpha, y, block * rows, min(n_rows, (block + 1) * rows))
+
+
+@kernel
+def activation_backward(dy, z, y, act_id, alpha, dz):
+    """dz = dy · act'(z); ``z`` or ``y`` may be a (0, 0) array when absent."""
+    _backward_rows(dy, z, y, act_id, alpha, dz, 0, dy.shape[0])
 
 
 @parallel_kernel
-def activation_backward(dy, z, y, act_id, alpha, dz):
-    """dz = dy · act'(z); ``z`` or ``y`` may be a (0, 0) array when absent."""
+def activation_backward_parallel(dy, z, y, act_id, alpha, dz):
+    """activation_backward in parallel blocks of rows."""
     n_rows = dy.shape[0]
     rows = rows_per_block(n_rows, dy.shape[1])
-    n_blocks = (n_rows + rows - 1) // rows
-    if n_blocks == 1:
-        for i in range(n_rows):
-            activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha, dz[i])
-    else:
-        for block in prange(n_blocks):
-            for i in range(block * rows, min(n_rows, (block + 1) * rows)):
-                activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha,
-                                   dz[i])
+    for block in prange((n_rows + rows - 1) // rows):
+        _backward_rows(dy, z, y, act_id, alpha, dz, block * rows, min(n_rows, (block + 1) * rows))

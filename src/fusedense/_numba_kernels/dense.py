@@ -8,10 +8,9 @@ call it. Everything around the products — bias, activation, its derivative, th
 gradient — is one pass over each row while the row is still in cache.
 """
 import numpy as np
-from numba import prange
 
 from .activations import IDENTITY, activation_row, activation_vjp_row, row_or_empty
-from .jit import kernel, parallel_kernel, rows_per_block
+from .jit import kernel
 
 #: Products of fewer multiply-adds (or with fewer than BLAS_MIN_ROWS rows or columns) use
 #: the loops (the same thresholds as the Cython kernels).
@@ -80,18 +79,11 @@ def _epilogue_rows(z, b, act_id, alpha, y, start, stop):
         activation_row(z_i, act_id, alpha, y[i])
 
 
-@parallel_kernel
+@kernel
 def dense_rows(x, W, b, act_id, alpha, z, y):
     """z = x @ W + b, y = act(z) for all rows of x (y may be z: activation in place)."""
     matmul(x, W, z)
-    n_rows = z.shape[0]
-    rows = rows_per_block(n_rows, z.shape[1])
-    n_blocks = (n_rows + rows - 1) // rows
-    if n_blocks == 1:
-        _epilogue_rows(z, b, act_id, alpha, y, 0, n_rows)
-    else:
-        for block in prange(n_blocks):
-            _epilogue_rows(z, b, act_id, alpha, y, block * rows, min(n_rows, (block + 1) * rows))
+    _epilogue_rows(z, b, act_id, alpha, y, 0, z.shape[0])
 
 
 @kernel
@@ -105,44 +97,23 @@ def dense_forward(x, W, b, act_id, alpha, y, z):
 
 
 @kernel
-def _vjp_rows(dy, z, y, act_id, alpha, dz, db_partial, start, stop):
-    """dz = dy · act'(z) for rows [start, stop), and their column sums into db_partial."""
-    for j in range(db_partial.size):
-        db_partial[j] = 0.0
-    for i in range(start, stop):
-        dz_i = dz[i]
-        if act_id == IDENTITY:
-            dz_i = dy[i]  # dz is dy: no copy
-        else:
-            activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha, dz_i)
-        for j in range(dz_i.size):
-            db_partial[j] += dz_i[j]
-
-
-@parallel_kernel
 def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     """dz = dy · act'(z); dW = xᵀ dz; db = Σ_rows dz; dx = dz Wᵀ (skipped when dx is (0, 0)).
     ``z`` or ``y`` may be (0, 0) when absent.
 
-    The bias gradient is summed race-free and deterministically: each row block writes its
-    own partial column sums, which are then added in block order. dW and dx are BLAS GEMMs
-    (each output element is written once).
+    Serial apart from the BLAS inside large products: the element-wise part is B × fan_out
+    against the products' B × fan_in × fan_out. (Compiled with parallel=True this kernel ran
+    several times slower even on its serial path, measured at the seed MLP's batch-32 shapes.)
+    Each output element is written once, so no reduction races; db adds rows in order.
     """
-    n_rows, n_out = dy.shape
     dz = dy if act_id == IDENTITY else np.empty_like(dy)
-    rows = rows_per_block(n_rows, n_out)
-    n_blocks = (n_rows + rows - 1) // rows
-    db_partials = np.empty((n_blocks, n_out), dtype=db.dtype)
-    if n_blocks == 1:
-        _vjp_rows(dy, z, y, act_id, alpha, dz, db_partials[0], 0, n_rows)
-    else:
-        for block in prange(n_blocks):
-            _vjp_rows(dy, z, y, act_id, alpha, dz, db_partials[block], block * rows,
-                      min(n_rows, (block + 1) * rows))
-    db[:] = db_partials[0]
-    for block in range(1, n_blocks):
-        db += db_partials[block]
+    db[:] = 0.0
+    for i in range(dy.shape[0]):
+        if act_id != IDENTITY:
+            activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha, dz[i])
+        dz_i = dz[i]
+        for j in range(dz_i.size):
+            db[j] += dz_i[j]
     matmul(x.T, dz, dW)
     if dx.shape[0] > 0:
         matmul(dz, W.T, dx)
-

@@ -4,9 +4,9 @@
 - ``cache=True``: compiled code is written to numba's cache, so a second process loads it
   instead of recompiling (NUMBA_CACHE_DIR chooses where). Numba checks only the entry point's
   own source file for staleness: after editing a helper in another file, clear the cache.
-- ``parallel``: only explicit ``prange`` loops run in parallel. Numba's automatic
-  parallelisation of array expressions and allocations is off, so a kernel launches threads
-  exactly where its code says so — and never on the small-shape serial paths.
+- ``parallel`` (parallel_kernel only): only explicit ``prange`` loops run in parallel. Numba's
+  automatic parallelisation of array expressions and allocations is off, so a kernel launches
+  threads exactly where its code says so.
 - ``fastmath={"contract"}``: lets LLVM fuse a*b+c into one FMA (one rounding instead of two,
   so results are at least as accurate as NumPy's). Deliberately NOT ``nnan``/``ninf`` (NaN and
   inf must propagate as in NumPy), nor ``reassoc``: the hot loops are written so that they
@@ -23,18 +23,27 @@ _PRANGE_ONLY = {"prange": True, "comprehension": False, "reduction": False, "set
 kernel = numba.njit(**_COMMON)
 parallel_kernel = numba.njit(parallel=_PRANGE_ONLY, **_COMMON)
 
-#: The parallel policy. A block of fewer elements runs on one thread. On an idle machine waking
-#: the pool costs a few µs, but when the cores are shared (measured here: load 8 on 2 cores)
-#: a parallel region waits until all its threads are scheduled, and the pool's threads compete
-#: with the BLAS threads of the GEMMs around it: a 2-thread Adam over the seed MLP's 109k
-#: parameters made its training step 10x slower than a serial one. So parallel blocks carry
-#: at least 2^17 elements (~100 µs of Adam or softmax work).
+#: The parallel policy. The element-wise kernels (activations, losses, optimizers) have a
+#: ``*_parallel`` variant that splits the work into blocks of at least PARALLEL_MIN_ELEMENTS;
+#: the backend calls it only for two blocks or more (:func:`use_parallel`). Everything else —
+#: one layer, a network, a training step — is compiled serial and gets its parallelism from
+#: the BLAS inside large products. Why, measured on this 2-core machine shared with other
+#: jobs (load 5-8): a function compiled with parallel=True ran several times slower than its
+#: serial twin even on a path with no parallel loop (Adam over 100k parameters: 3-6 ms against
+#: 0.2-0.45 ms; the seed MLP's batch-32 training step: ~100 ms against ~2.5 ms), and a
+#: parallel region waits until all its threads are scheduled. So small and medium work never
+#: enters parallel-compiled code.
 PARALLEL_MIN_ELEMENTS = 1 << 17
+
+
+def use_parallel(n_elements):
+    """Whether the backend should call a kernel's parallel variant (two blocks or more)."""
+    return n_elements >= 2 * PARALLEL_MIN_ELEMENTS
 
 
 @kernel
 def rows_per_block(n_rows, n_cols):
     """Rows per parallel block of an (n_rows, n_cols) pass: at least PARALLEL_MIN_ELEMENTS
-    elements each, so a small array is one block and runs serially (no pool wake-up)."""
+    elements each."""
     rows = max(1, PARALLEL_MIN_ELEMENTS // max(1, n_cols))
     return min(rows, n_rows)

@@ -80,23 +80,35 @@ def _loss_rows(loss_id, logits, out, labels, targets, grad, scale, start, stop):
     return total
 
 
-@parallel_kernel
+@kernel
+def _count(loss_id, logits):
+    """What the loss is averaged over: rows (cross-entropies) or all elements (binary, MSE)."""
+    if loss_id == SPARSE_XENT or loss_id == CATEGORICAL_XENT:
+        return logits.shape[0]
+    return logits.size
+
+
+@kernel
 def loss_and_gradient(loss_id, logits, out, labels, targets, grad):
-    """Mean loss over the batch (cross-entropies) or over all elements (binary, MSE), and its
-    gradient into ``grad`` unless it is (0, 0). Absent ``labels``/``targets`` are empty."""
-    n_rows, n_cols = logits.shape
-    per_row = loss_id == SPARSE_XENT or loss_id == CATEGORICAL_XENT
-    count = n_rows if per_row else n_rows * n_cols
-    scale = 1.0 / count
-    rows = rows_per_block(n_rows, n_cols)
+    """The mean loss, and its gradient into ``grad`` unless it is (0, 0). Absent
+    ``labels``/``targets`` are empty."""
+    count = _count(loss_id, logits)
+    return _loss_rows(loss_id, logits, out, labels, targets, grad, 1.0 / count, 0,
+                      logits.shape[0]) / count
+
+
+@parallel_kernel
+def loss_and_gradient_parallel(loss_id, logits, out, labels, targets, grad):
+    """loss_and_gradient in parallel blocks of rows; each block's partial sum is kept apart
+    and they are added in block order, so the loss does not depend on the thread count."""
+    n_rows = logits.shape[0]
+    count = _count(loss_id, logits)
+    rows = rows_per_block(n_rows, logits.shape[1])
     n_blocks = (n_rows + rows - 1) // rows
     partial = np.empty(n_blocks)
-    if n_blocks == 1:
-        partial[0] = _loss_rows(loss_id, logits, out, labels, targets, grad, scale, 0, n_rows)
-    else:
-        for block in prange(n_blocks):
-            partial[block] = _loss_rows(loss_id, logits, out, labels, targets, grad, scale,
-                                        block * rows, min(n_rows, (block + 1) * rows))
+    for block in prange(n_blocks):
+        partial[block] = _loss_rows(loss_id, logits, out, labels, targets, grad, 1.0 / count,
+                                    block * rows, min(n_rows, (block + 1) * rows))
     total = 0.0
     for block in range(n_blocks):
         total += partial[block]

@@ -1,5 +1,5 @@
 """SGD and Adam/AdamW: one fused pass over a flat parameter buffer (equations in
-``fusedense.reference``). Element-wise, so blocks of the buffer run in parallel when large."""
+``fusedense.reference``). Element-wise: the parallel variants split the buffer into blocks."""
 import math
 
 from numba import prange
@@ -20,17 +20,19 @@ def _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay, st
             params[i] -= lr * (g + momentum * v if nesterov else v)
 
 
-@parallel_kernel
+@kernel
 def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
     """PyTorch's SGD: g += wd·p; v = μ v + g; p −= lr · (g + μ v if nesterov else v)."""
+    _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay, 0, params.size)
+
+
+@parallel_kernel
+def sgd_step_parallel(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    """sgd_step in parallel blocks of the buffer."""
     n = params.size
-    n_blocks = (n + BLOCK - 1) // BLOCK
-    if n_blocks == 1:
-        _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay, 0, n)
-    else:
-        for block in prange(n_blocks):
-            _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay,
-                       block * BLOCK, min(n, (block + 1) * BLOCK))
+    for block in prange((n + BLOCK - 1) // BLOCK):
+        _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay,
+                   block * BLOCK, min(n, (block + 1) * BLOCK))
 
 
 @kernel
@@ -50,18 +52,19 @@ def _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
         params[i] = p - lr * (m_i * m_scale) / (math.sqrt(v_i * v_scale) + eps)
 
 
-@parallel_kernel
+@kernel
 def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     """Adam (L2 added to the gradient) or AdamW (decoupled=True: p −= lr·wd·p first);
     m̂ = m / (1 − β1^step), v̂ = v / (1 − β2^step), p −= lr · m̂ / (√v̂ + ε)."""
-    m_scale = 1.0 / (1.0 - beta1 ** step)
-    v_scale = 1.0 / (1.0 - beta2 ** step)
+    _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
+                1.0 / (1.0 - beta1 ** step), 1.0 / (1.0 - beta2 ** step), 0, params.size)
+
+
+@parallel_kernel
+def adam_step_parallel(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """adam_step in parallel blocks of the buffer."""
+    m_scale, v_scale = 1.0 / (1.0 - beta1 ** step), 1.0 / (1.0 - beta2 ** step)
     n = params.size
-    n_blocks = (n + BLOCK - 1) // BLOCK
-    if n_blocks == 1:
+    for block in prange((n + BLOCK - 1) // BLOCK):
         _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
-                    m_scale, v_scale, 0, n)
-    else:
-        for block in prange(n_blocks):
-            _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
-                        m_scale, v_scale, block * BLOCK, min(n, (block + 1) * BLOCK))
+                    m_scale, v_scale, block * BLOCK, min(n, (block + 1) * BLOCK))
