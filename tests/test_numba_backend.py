@@ -178,7 +178,8 @@ def test_kernels_run_as_plain_python_match_reference():
         from fusedense import abi, reference
         from fusedense.activations import BY_ID, activation_vjp
         from fusedense.layout import make_layout
-                assert numba.config.DISABLE_JIT and not hasattr(nb.dense.dense_rows, "signatures")
+        from fusedense._backends import numba_backend as nb
+        assert numba.config.DISABLE_JIT and not hasattr(nb.dense.dense_rows, "signatures")
         rng = np.random.default_rng(7)
         def check(got, want):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
