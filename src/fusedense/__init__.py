@@ -3,16 +3,37 @@
     >>> import fusedense as fd
     >>> y = fd.dense(x, W, b, activation="relu")          # act(x @ W + b) in one pass
 """
+from . import callbacks, datasets, optimizers
 from .activations import ACTIVATIONS
 from ._backends import backends, get_backend, set_backend, use_backend
 from .functional import (activate, activation_grad, adam_step, binary_cross_entropy, dense, dense_grad,
                          mean_squared_error, mlp_forward, sgd_step, softmax_cross_entropy)
+from .hashing import HashingVectorizer
+from .io import load_model
 from .layout import layer_views, make_layout
+from .models import Dense, Input, Sequential
+from .network import MLP
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
+_LAZY = {"MLPClassifier": "fusedense.sklearn", "MLPRegressor": "fusedense.sklearn"}
+
+
+def __getattr__(name):
+    """The scikit-learn-style estimators load on first use: they import scikit-learn if present,
+    which `import fusedense` must not do."""
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fusedense' has no attribute {name!r}")
+
+
 __all__ = [
+    # the model fronts
+    "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Input", "Sequential",
+    "callbacks", "datasets", "load_model", "optimizers",
+    # the functional API and backend control
     "ACTIVATIONS", "activate", "activation_grad", "adam_step", "backends", "binary_cross_entropy",
     "dense", "dense_grad", "get_backend", "get_num_threads", "layer_views", "make_layout",
     "mean_squared_error", "mlp_forward", "set_backend", "set_num_threads", "sgd_step",

@@ -1,34 +1,30 @@
-"""Command line: ``fusedense demo``."""
+"""The ``fusedense`` command: ``fusedense <subcommand> [options]`` (also ``python -m fusedense``).
+
+Each subcommand is a module with ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args)``
+returning the exit code; add one by listing it in ``COMMANDS``.
+"""
+from __future__ import annotations
+
 import argparse
+import importlib
 import sys
 
-
-def demo(args):
-    import time
-
-    import numpy as np
-
-    import fusedense as fd
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(32, 784)).astype(np.float32)
-    W = (rng.normal(size=(784, 128)) / 28).astype(np.float32)
-    b = np.zeros(128, np.float32)
-    print(f"fusedense {fd.__version__}; backends: {', '.join(fd.backends())}")
-    for backend in fd.backends():
-        y = fd.dense(x, W, b, activation="relu", backend=backend)
-        start = time.perf_counter()
-        for _ in range(100):
-            fd.dense(x, W, b, activation="relu", backend=backend, out=y)
-        print(f"  dense 32x784 -> 128 relu on {backend:6s}: {(time.perf_counter() - start) * 1e4:8.1f} µs/call")
+#: subcommand → module implementing it
+COMMANDS = {
+    "demo": "fusedense.demo",
+    "bench": "fusedense.bench",
+}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fusedense", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the demo").set_defaults(run=demo)
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fusedense", description="fused CPU kernels for dense neural networks")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        module = modules[name] = importlib.import_module(module_name)
+        module.add_arguments(subcommands.add_parser(name, help=module.HELP, description=module.HELP))
     args = parser.parse_args(argv)
-    args.run(args)
+    return modules[args.command].run(args)
 
 
 if __name__ == "__main__":

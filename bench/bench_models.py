@@ -1,0 +1,217 @@
+"""Model-level benchmarks: training throughput and inference latency of the fronts.
+
+    python -m pytest bench/bench_models.py --benchmark-group-by=group
+
+Every side is checked before it is timed (it must learn / give the same outputs). Groups:
+- ``fit-batch32``: one epoch of the Keras example (784 → 128 relu → 64 relu → 10 softmax, Adam,
+  batch 32) with fd.Sequential on each backend vs a straightforward NumPy loop vs a PyTorch eager loop.
+- ``mlpclassifier-digits``: fd.MLPClassifier vs sklearn's MLPClassifier, same hyperparameters.
+- ``predict-batch{1,32,1024}``: the trained network's predict on each backend vs NumPy vs PyTorch.
+- ``fashion-mnist``: the Keras example trained 10 epochs on all of Fashion-MNIST; asserts test
+  accuracy >= 0.87 (a bar too slow for the test suite: ~70 s on the numpy backend).
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import fusedense as fd
+from fusedense import _backends, demo
+
+N_TRAIN, N_IN, HIDDEN, N_CLASSES, BATCH = 4096, 784, (128, 64), 10, 32
+
+
+def _loaded_backends():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [name for name in _backends.backends() if _backends.load(name).NAME == name]
+
+
+BACKENDS = _loaded_backends()
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Fashion-MNIST images when installed (else random images with a learnable rule)."""
+    try:
+        (x, y), _ = fd.datasets.load_fashion_mnist()
+        x = x[:N_TRAIN].reshape(N_TRAIN, -1).astype(np.float32) / 255
+        return x, y[:N_TRAIN]
+    except fd.datasets.DatasetNotFoundError:
+        rng = np.random.default_rng(0)
+        x = rng.random((N_TRAIN, N_IN), dtype=np.float32)
+        return x, (x[:, :N_CLASSES] * np.arange(1, N_CLASSES + 1)).argmax(axis=1)
+
+
+def _keras_model(backend):
+    model = fd.Sequential([fd.Dense(HIDDEN[0], activation="relu", input_shape=(N_IN,)),
+                           fd.Dense(HIDDEN[1], activation="relu"),
+                           fd.Dense(N_CLASSES, activation="softmax")], seed=0, backend=backend)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _numpy_training_epoch(x, y):
+    """One epoch of the same network trained the way a NumPy user writes it; returns the mean loss."""
+    rng = np.random.default_rng(0)
+    sizes = (N_IN, *HIDDEN, N_CLASSES)
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        limit = np.sqrt(6 / (fan_in + fan_out))
+        params += [rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32), np.zeros(fan_out, np.float32)]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    total, step = 0.0, 0
+    for start in range(0, len(x), BATCH):
+        xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+        W1, b1, W2, b2, W3, b3 = params
+        h1 = np.maximum(xb @ W1 + b1, 0)
+        h2 = np.maximum(h1 @ W2 + b2, 0)
+        z = h2 @ W3 + b3
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        total += -np.log(p[np.arange(len(yb)), yb]).sum()
+        dz = p
+        dz[np.arange(len(yb)), yb] -= 1
+        dz /= len(yb)
+        dh2 = (dz @ W3.T) * (h2 > 0)
+        dh1 = (dh2 @ W2.T) * (h1 > 0)
+        grads = [xb.T @ dh1, dh1.sum(0), h1.T @ dh2, dh2.sum(0), h2.T @ dz, dz.sum(0)]
+        step += 1
+        for p_, g, m_, v_ in zip(params, grads, m, v):
+            m_ *= 0.9
+            m_ += 0.1 * g
+            v_ *= 0.999
+            v_ += 0.001 * g * g
+            p_ -= 0.001 * (m_ / (1 - 0.9**step)) / (np.sqrt(v_ / (1 - 0.999**step)) + 1e-7)
+    return total / len(x)
+
+
+def _torch_training_epoch(torch, x, y):
+    """One epoch of the same network in a PyTorch eager loop; returns the mean loss."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(N_IN, HIDDEN[0]), nn.ReLU(), nn.Linear(HIDDEN[0], HIDDEN[1]), nn.ReLU(),
+                          nn.Linear(HIDDEN[1], N_CLASSES))
+    opt = torch.optim.Adam(model.parameters(), lr=0.001, eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    total = 0.0
+    for start in range(0, len(x), BATCH):
+        opt.zero_grad()
+        loss = loss_fn(model(xt[start:start + BATCH]), yt[start:start + BATCH])
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(yt[start:start + BATCH])
+    return total / len(x)
+
+
+FIRST_EPOCH_LOSS_BELOW = 1.2  # ln(10) ≈ 2.3 at the start: every side must learn in one epoch
+
+
+@pytest.mark.benchmark(group="fit-batch32")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fit_sequential(benchmark, data, backend):
+    x, y = data
+    loss = _keras_model(backend).fit(x, y, epochs=1, batch_size=BATCH, verbose=0).history["loss"][0]
+    assert loss < FIRST_EPOCH_LOSS_BELOW
+    benchmark.pedantic(lambda: _keras_model(backend).fit(x, y, epochs=1, batch_size=BATCH, verbose=0),
+                       rounds=3, iterations=1)
+
+
+@pytest.mark.benchmark(group="fit-batch32")
+def test_fit_numpy_loop(benchmark, data):
+    x, y = data
+    assert _numpy_training_epoch(x, y) < FIRST_EPOCH_LOSS_BELOW
+    benchmark.pedantic(_numpy_training_epoch, args=(x, y), rounds=3, iterations=1)
+
+
+@pytest.mark.benchmark(group="fit-batch32")
+def test_fit_torch_loop(benchmark, data):
+    torch = pytest.importorskip("torch")
+    x, y = data
+    assert _torch_training_epoch(torch, x, y) < FIRST_EPOCH_LOSS_BELOW
+    benchmark.pedantic(_torch_training_epoch, args=(torch, x, y), rounds=3, iterations=1)
+
+
+# --- MLPClassifier vs scikit-learn ---------------------------------------------------------------
+
+CLASSIFIER_PARAMS = dict(hidden_layer_sizes=(100,), max_iter=100, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16, y, test_size=0.25, random_state=0)
+
+
+def _fit(cls, Xtr, ytr):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls(**CLASSIFIER_PARAMS).fit(Xtr, ytr)
+
+
+@pytest.mark.benchmark(group="mlpclassifier-digits")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mlpclassifier_fit_fusedense(benchmark, digits, backend):
+    from sklearn.neural_network import MLPClassifier
+    Xtr, Xte, ytr, yte = digits
+    cls = lambda **kw: fd.MLPClassifier(backend=backend, **kw)  # noqa: E731
+    assert abs(_fit(cls, Xtr, ytr).score(Xte, yte) - _fit(MLPClassifier, Xtr, ytr).score(Xte, yte)) <= 0.02
+    benchmark.pedantic(_fit, args=(cls, Xtr, ytr), rounds=3, iterations=1)
+
+
+@pytest.mark.benchmark(group="mlpclassifier-digits")
+def test_mlpclassifier_fit_sklearn(benchmark, digits):
+    from sklearn.neural_network import MLPClassifier
+    Xtr, Xte, ytr, yte = digits
+    assert _fit(MLPClassifier, Xtr, ytr).score(Xte, yte) > 0.95
+    benchmark.pedantic(_fit, args=(MLPClassifier, Xtr, ytr), rounds=3, iterations=1)
+
+
+# --- predict latency ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(data):
+    x, y = data
+    model = _keras_model("numpy")
+    model.fit(x[:512], y[:512], epochs=1, verbose=0)
+    return model.network, x
+
+
+@pytest.mark.parametrize("batch", [1, 32, 1024])
+@pytest.mark.parametrize("side", ["NumPy", "PyTorch", *(f"fusedense[{b}]" for b in BACKENDS)])
+def test_predict(benchmark, trained, side, batch):
+    network, x = trained
+    candidates = demo.speed_candidates(network)
+    if side not in candidates:
+        pytest.skip(f"{side} is not installed")
+    xb = np.ascontiguousarray(x[:batch])
+    np.testing.assert_allclose(candidates[side](xb), candidates["NumPy"](xb), rtol=1e-4, atol=1e-5)
+    benchmark.group = f"predict-batch{batch}"
+    benchmark(candidates[side], xb)
+
+
+# --- the Fashion-MNIST accuracy bar ---------------------------------------------------------------
+
+@pytest.mark.benchmark(group="fashion-mnist")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fashion_mnist_keras_example_reaches_87_percent(benchmark, backend):
+    try:
+        (x_train, y_train), (x_test, y_test) = fd.datasets.load_fashion_mnist()
+    except fd.datasets.DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+    x_train = x_train.reshape(-1, 784).astype(np.float32) / 255
+    x_test = x_test.reshape(-1, 784).astype(np.float32) / 255
+
+    def train():
+        model = _keras_model(backend)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x_train, y_train, epochs=10, batch_size=32, validation_split=0.2, verbose=0)
+        return model
+
+    model = benchmark.pedantic(train, rounds=1, iterations=1)
+    assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.87

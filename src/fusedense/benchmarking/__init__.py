@@ -1,0 +1,1 @@
+"""The machinery behind ``fusedense bench``: workloads and systems, the timing method, the report."""

@@ -1,0 +1,278 @@
+"""``fd.MLP``: a multilayer perceptron over one flat parameter buffer.
+
+The model owns the arrays the kernel interface works on — ``params`` (every W and b, see
+:mod:`fusedense.layout`), ``grads`` (same layout), ``opt_state`` (the optimizer's rows) — and
+runs inference and training through ONE backend call each (``mlp_forward``, ``mlp_train_step``).
+The Keras- and scikit-learn-shaped fronts are thin layers over this class.
+
+    >>> net = fd.MLP([64, 128, 10], ["relu", "softmax"], random_state=0)
+    >>> net.set_optimizer("adam")
+    >>> loss = net.train_step(x_batch, y_batch, loss="sparse_categorical_crossentropy")
+    >>> proba = net.predict(x)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _backends, abi
+from . import optimizers as _optimizers
+from .activations import get_activation
+from .layout import layer_views, make_layout
+from .losses import get_loss
+from .validation import as_labels
+
+__all__ = ["MLP", "INITIALIZERS"]
+
+
+def _glorot_uniform(rng, fan_in, fan_out):
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, (fan_in, fan_out))
+
+
+def _glorot_normal(rng, fan_in, fan_out):
+    return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), (fan_in, fan_out))
+
+
+def _he_uniform(rng, fan_in, fan_out):
+    limit = math.sqrt(6.0 / fan_in)
+    return rng.uniform(-limit, limit, (fan_in, fan_out))
+
+
+def _he_normal(rng, fan_in, fan_out):
+    return rng.normal(0.0, math.sqrt(2.0 / fan_in), (fan_in, fan_out))
+
+
+#: Weight initializers by Keras name (biases start at zero, as in Keras and PyTorch-style MLPs).
+INITIALIZERS = {"glorot_uniform": _glorot_uniform, "glorot_normal": _glorot_normal,
+                "he_uniform": _he_uniform, "he_normal": _he_normal}
+
+
+def _check_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return dtype
+
+
+class MLP:
+    """A dense network ``sizes[0] → … → sizes[-1]``.
+
+    activations: one name per layer, or one name for every hidden layer plus ``output_activation``.
+    init: a name from ``INITIALIZERS`` (``"he_uniform"`` suits relu) or one per layer.
+    random_state: seed (int) or ``numpy.random.Generator`` for the initial weights.
+    backend: backend name ('auto' by default); resolved once, here.
+    """
+
+    def __init__(self, sizes, activations="relu", output_activation="identity", alphas=None,
+                 dtype=np.float32, init="glorot_uniform", random_state=None, backend=None):
+        sizes = [int(s) for s in sizes]
+        n_layers = len(sizes) - 1
+        if isinstance(activations, str) or activations is None:
+            activations = [activations] * (n_layers - 1) + [output_activation]
+        self.activations = tuple(get_activation(a).name for a in activations)
+        self.layout, self.alphas, self.n_params = make_layout(sizes, self.activations, alphas)
+        self.sizes = tuple(sizes)
+        self.dtype = _check_dtype(dtype)
+        self.params = np.zeros(self.n_params, self.dtype)
+        self.grads = None  # allocated by the first training step
+        self.optimizer = None
+        self.opt_state = None
+        self.step = 0  # optimizer updates done (Adam's bias correction counts from 1)
+        self._hyper = None
+        self.set_backend(backend)
+        self.initialize(init, random_state)
+
+    # --- structure ------------------------------------------------------------------------
+
+    @property
+    def n_inputs(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.sizes[-1]
+
+    @property
+    def output_activation(self) -> str:
+        return self.activations[-1]
+
+    @property
+    def weights(self):
+        """``[(W, b), ...]`` per layer: views into ``params`` (W is fan_in × fan_out)."""
+        return layer_views(self.params, self.layout)
+
+    def get_weights(self):
+        """Copies ``[W1, b1, W2, b2, ...]`` (Keras order)."""
+        return [a.copy() for pair in self.weights for a in pair]
+
+    def set_weights(self, arrays):
+        """Writes ``[W1, b1, W2, b2, ...]`` into the flat buffer (shapes must match exactly)."""
+        targets = [a for pair in self.weights for a in pair]
+        if len(arrays) != len(targets):
+            raise ValueError(f"weights: expected {len(targets)} arrays (W and b per layer), got {len(arrays)}")
+        for i, (target, value) in enumerate(zip(targets, arrays)):
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise ValueError(f"weights[{i}]: expected shape {target.shape}, got shape {value.shape}")
+            target[...] = value
+
+    def initialize(self, init="glorot_uniform", random_state=None):
+        """Fresh weights (biases zero) and a fresh optimizer state."""
+        rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+        inits = [init] * len(self.layout) if isinstance(init, str) else list(init)
+        if len(inits) != len(self.layout):
+            raise ValueError(f"init: expected one initializer per layer ({len(self.layout)}), got {len(inits)}")
+        for name in inits:
+            if name not in INITIALIZERS:
+                raise ValueError(f"init: unknown initializer {name!r}; expected one of {', '.join(INITIALIZERS)}")
+        for (W, b), name in zip(self.weights, inits):
+            W[...] = INITIALIZERS[name](rng, *W.shape)
+            b[...] = 0
+        self.reset_optimizer()
+
+    def set_backend(self, backend=None):
+        """Selects the backend module (by name; None/'auto' = the fastest available) for this model."""
+        self._kernels = _backends.load(backend)
+
+    @property
+    def backend(self) -> str:
+        return self._kernels.NAME
+
+    def __repr__(self):
+        layers = " → ".join(str(s) for s in self.sizes)
+        return f"MLP({layers}, activations={list(self.activations)}, dtype={self.dtype}, backend={self.backend!r})"
+
+    # --- inference -------------------------------------------------------------------------
+
+    def as_inputs(self, x, name="x") -> np.ndarray:
+        """``x`` as the C-contiguous (n, n_inputs) array of the model's dtype that kernels take.
+
+        Other float/int dtypes are converted (as Keras and scikit-learn do); shapes are checked.
+        """
+        if (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
+                and x.shape[1] == self.sizes[0] and x.shape[0] and x.flags.c_contiguous):
+            return x  # the fast path: nothing to check or copy
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:
+            raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__}: {exc}") from None
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected numbers, got values of dtype {arr.dtype}")
+        if arr.ndim != 2 or arr.shape[1] != self.sizes[0]:
+            raise ValueError(f"{name}: expected shape (n_samples, {self.sizes[0]}) for a network with "
+                             f"{self.sizes[0]} inputs, got shape {arr.shape}")
+        if arr.shape[0] == 0:
+            raise ValueError(f"{name}: expected at least one sample, got shape {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def predict(self, x, batch_size=None) -> np.ndarray:
+        """The network's outputs for ``x`` (n, n_inputs): one fused ``mlp_forward`` call per batch
+        (the whole input at once when ``batch_size`` is None)."""
+        x = self.as_inputs(x)
+        out = np.empty((x.shape[0], self.sizes[-1]), self.dtype)
+        n = x.shape[0]
+        if batch_size is None or batch_size >= n:
+            self._kernels.mlp_forward(x, self.params, self.layout, self.alphas, out)
+            return out
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
+        for start in range(0, n, batch_size):  # row slices of C-contiguous arrays stay contiguous
+            stop = start + batch_size
+            self._kernels.mlp_forward(x[start:stop], self.params, self.layout, self.alphas, out[start:stop])
+        return out
+
+    __call__ = predict
+
+    # --- training ----------------------------------------------------------------------------
+
+    def set_optimizer(self, optimizer="adam"):
+        """Uses ``optimizer`` (a name or a fusedense.optimizers object) from now on, with fresh state."""
+        self.optimizer = _optimizers.get(optimizer)
+        self.reset_optimizer()
+
+    def reset_optimizer(self):
+        """Zeroes the optimizer's state (velocity / Adam moments) and its step count."""
+        self.step = 0
+        self.opt_state = None if self.optimizer is None else np.zeros(
+            (self.optimizer.state_rows, self.n_params), self.dtype)
+        self.refresh_hyperparameters()
+
+    def refresh_hyperparameters(self):
+        """Re-reads the optimizer's hyperparameters (call after changing e.g. its learning_rate)."""
+        self._hyper = None if self.optimizer is None else self.optimizer.hyper(self.step)
+
+    def as_targets(self, targets, n_rows, loss, name="y") -> np.ndarray:
+        """Targets in the form the fused loss reads: int64 labels (sparse losses) or a float array
+        of shape (n, n_outputs) in the model's dtype (a 1-D array is one output column)."""
+        if loss.sparse:
+            labels = np.asarray(targets)
+            if labels.ndim == 2 and labels.shape[1] == 1:  # Keras accepts (n, 1) label columns
+                labels = labels[:, 0]
+            if labels.dtype.kind == "f" and np.array_equal(labels, np.round(labels)):
+                labels = labels.astype(np.int64)  # whole-number float labels, as Keras accepts
+            return as_labels(name, labels, n_rows, self.sizes[-1])
+        arr = np.asarray(targets)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected numeric targets, got dtype {arr.dtype}")
+        if arr.ndim == 1 and self.sizes[-1] == 1:
+            arr = arr.reshape(-1, 1)
+        if arr.shape != (n_rows, self.sizes[-1]):
+            raise ValueError(f"{name}: expected shape ({n_rows}, {self.sizes[-1]}) (one row of "
+                             f"{self.sizes[-1]} target(s) per sample) for loss {loss.name!r}, got shape {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def train_step(self, x, targets, loss="mean_squared_error") -> float:
+        """One minibatch update (forward, loss, backward, optimizer) in one backend call; returns
+        the loss before the update. Uses Adam with Keras defaults if no optimizer was set."""
+        loss = get_loss(loss, self.output_activation)
+        x = self.as_inputs(x)
+        return self.fused_step(x, self.as_targets(targets, x.shape[0], loss), loss.id)
+
+    def fused_step(self, x, targets, loss_id) -> float:
+        """train_step without the checks, for loops that validated their data once."""
+        if self.optimizer is None:
+            self.set_optimizer("adam")
+        if self.grads is None:
+            self.grads = np.zeros(self.n_params, self.dtype)
+        self.step += 1
+        self._hyper[abi.H_STEP] = self.step
+        loss = self._kernels.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
+                                            self.layout, self.alphas, loss_id, self._hyper)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged: the loss became {loss} at optimizer step {self.step}; lower the "
+                f"learning rate, scale the inputs, or check them for NaN/inf")
+        return loss
+
+    # --- saving and importing ------------------------------------------------------------------
+
+    def save(self, path):
+        """Writes the architecture and weights to one .npz file (see fusedense.io)."""
+        from .io import save_model
+        save_model(self, path)
+
+    def architecture(self) -> dict:
+        """The JSON-serialisable record from which ``MLP.from_architecture`` rebuilds this network."""
+        return {"sizes": list(self.sizes), "activations": list(self.activations),
+                "alphas": [float(a) if get_activation(name).has_alpha else None
+                           for a, name in zip(self.alphas, self.activations)], "dtype": self.dtype.name}
+
+    @classmethod
+    def from_architecture(cls, record: dict, backend=None) -> "MLP":
+        """A network with the architecture of ``record`` (weights zero, to be filled by the caller)."""
+        return cls(record["sizes"], record["activations"], alphas=record["alphas"],
+                   dtype=record["dtype"], backend=backend)
+
+    @classmethod
+    def from_torch(cls, module, dtype=np.float32, backend=None) -> "MLP":
+        """From a ``torch.nn.Sequential`` of Linear layers and activation modules (see fusedense.importers)."""
+        from .importers import from_torch
+        return from_torch(module, dtype=dtype, backend=backend)
+
+    @classmethod
+    def from_sklearn(cls, estimator, dtype=np.float32, backend=None) -> "MLP":
+        """From a fitted scikit-learn MLPClassifier / MLPRegressor (see fusedense.importers)."""
+        from .importers import from_sklearn
+        return from_sklearn(estimator, dtype=dtype, backend=backend)

@@ -1,0 +1,189 @@
+"""The Keras-shaped front: Sequential / Dense with compile, fit, evaluate, predict, callbacks."""
+import numpy as np
+import pytest
+
+import fusedense as fd
+
+
+def _blobs(n=120, n_in=6, n_classes=3, seed=0):
+    """Separable Gaussian blobs: a task a small network learns in a few epochs."""
+    centers = np.random.default_rng(1234).normal(scale=3.0, size=(n_classes, n_in))
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    return (centers[y] + rng.normal(size=(n, n_in))).astype(np.float32), y
+
+
+def _model(n_in=6, n_out=3, out="softmax", seed=0):
+    return fd.Sequential([fd.Dense(16, activation="relu", input_shape=(n_in,)),
+                          fd.Dense(n_out, activation=out)], seed=seed)
+
+
+def test_the_readme_snippet_runs_and_learns():
+    x_train, y_train = _blobs(200)
+    x_test, y_test = _blobs(60, seed=1)
+    input_dim, num_classes = x_train.shape[1], 3
+    model = fd.Sequential([
+        fd.Dense(128, activation="relu", input_shape=(input_dim,)),
+        fd.Dense(64, activation="relu"),
+        fd.Dense(num_classes, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x_train, y_train, epochs=10, batch_size=32, validation_split=0.2, verbose=0)
+    loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    proba = model.predict(x_test)
+    assert proba.shape == (60, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert accuracy > 0.9 and loss < history.history["loss"][0]
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(history.history["loss"]) == 10
+
+
+def test_fit_decreases_the_loss_with_every_loss_and_optimizer():
+    x, y = _blobs()
+    onehot = np.eye(3, dtype=np.float32)[y]
+    cases = [("sparse_categorical_crossentropy", y, "softmax", 3), ("categorical_crossentropy", onehot, "softmax", 3),
+             ("binary_crossentropy", (y == 0).astype(np.float32), "sigmoid", 1), ("mse", onehot, None, 3),
+             ("sparse_categorical_crossentropy", y, "linear", 3)]
+    for loss, targets, out, n_out in cases:
+        for opt in ("adam", fd.optimizers.SGD(0.05, momentum=0.9), fd.optimizers.AdamW(0.01)):
+            model = _model(n_out=n_out, out=out)
+            model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+            h = model.fit(x, targets, epochs=5, batch_size=16, verbose=0).history
+            assert h["loss"][-1] < h["loss"][0], (loss, opt)
+
+
+def test_validation_split_takes_the_last_fraction_like_keras():
+    x, y = _blobs(100)
+    model = _model()
+    model.compile(loss="sparse_categorical_crossentropy")
+    h = model.fit(x, y, epochs=1, validation_split=0.25, verbose=0, shuffle=False).history
+    assert h["val_loss"][0] == pytest.approx(model.evaluate(x[75:], y[75:], verbose=0))
+
+
+def test_validation_data_and_metrics_are_reported():
+    x, y = _blobs(90)
+    model = _model()
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = model.fit(x[:60], y[:60], validation_data=(x[60:], y[60:]), epochs=2, verbose=0).history
+    loss, acc = model.evaluate(x[60:], y[60:], verbose=0)
+    assert h["val_loss"][-1] == pytest.approx(loss) and h["val_accuracy"][-1] == pytest.approx(acc)
+
+
+def test_verbose_fit_prints_one_keras_like_line_per_epoch(capsys):
+    x, y = _blobs(64)
+    model = _model()
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=2, batch_size=32, validation_split=0.25)
+    out = capsys.readouterr().out
+    assert "Epoch 2/2" in out and "2/2 - " in out and "ms/step - loss: " in out and "val_accuracy: " in out
+
+
+def test_early_stopping_restores_the_best_weights():
+    x, y = _blobs(80)
+
+    class Recorder(fd.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append(self.model.get_weights())
+
+    model = _model()
+    model.compile(optimizer=fd.optimizers.SGD(2.0), loss="sparse_categorical_crossentropy")
+    stopper = fd.callbacks.EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
+    recorder = Recorder()
+    history = model.fit(x, y, epochs=30, verbose=0, callbacks=[recorder, stopper])
+    losses = history.history["loss"]
+    assert len(losses) < 30 and stopper.stopped_epoch == len(losses) - 1
+    best = int(np.argmin(losses))
+    for got, expected in zip(model.get_weights(), recorder.weights[best]):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_callback_can_stop_training():
+    class StopAfterTwo(fd.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    x, y = _blobs(40)
+    model = _model()
+    model.compile(loss="sparse_categorical_crossentropy")
+    assert len(model.fit(x, y, epochs=10, verbose=0, callbacks=[StopAfterTwo()]).history["loss"]) == 2
+
+
+def test_model_builds_from_the_data_when_no_input_shape_is_given():
+    x, y = _blobs(40)
+    model = fd.Sequential([fd.Dense(8, activation="tanh"), fd.Dense(3, activation="softmax")], seed=1)
+    model.compile(loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model.layers[0].kernel.shape == (6, 8) and model.count_params() == 6 * 8 + 8 + 8 * 3 + 3
+
+
+def test_input_dim_and_fd_input_are_accepted():
+    a = fd.Sequential([fd.Dense(4, input_dim=3), fd.Dense(2)], seed=0)
+    b = fd.Sequential([fd.Input(shape=(3,)), fd.Dense(4), fd.Dense(2)], seed=0)
+    a.build()
+    b.build()
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_predict_in_batches_equals_one_call():
+    x, _ = _blobs(50)
+    model = _model()
+    np.testing.assert_array_equal(model.predict(x), model.predict(x, batch_size=7))
+
+
+def test_summary_lists_layers_and_parameter_count(capsys):
+    _model().summary()
+    out = capsys.readouterr().out
+    assert "dense_0 (Dense, relu)" in out and "(None, 16)" in out and "Total params: 163" in out
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.array([0, 1, 3] * 10), r"y: labels must lie in \[0, 3\)"),
+    (np.array([0, 1] * 10), r"y: expected shape \(30,\)"),
+    (np.array([-1, 0, 1] * 10), r"y: labels must lie"),
+])
+def test_fit_rejects_bad_labels_naming_the_argument(labels, match):
+    x, _ = _blobs(30)
+    model = _model()
+    model.compile(loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=match):
+        model.fit(x, labels, verbose=0)
+
+
+def test_configuration_errors_are_clear():
+    model = _model(out="relu")
+    with pytest.raises(ValueError, match="loss: 'sparse_categorical_crossentropy' needs an output layer"):
+        model.compile(loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="optimizer"):
+        _model().compile(optimizer="rmsprop", loss="mse")
+    with pytest.raises(ValueError, match="metrics"):
+        _model().compile(loss="mse", metrics=["f1"])
+    with pytest.raises(RuntimeError, match="compile"):
+        _model().fit(*_blobs(10))
+    with pytest.raises(ValueError, match="validation_split"):
+        m = _model()
+        m.compile(loss="sparse_categorical_crossentropy")
+        m.fit(*_blobs(10), validation_split=1.5)
+    with pytest.raises(ValueError, match=r"x: expected shape \(n_samples, 6\)"):
+        _model().predict(np.zeros((2, 5)))
+
+
+def test_fit_accepts_float_labels_and_label_columns_like_keras():
+    x, y = _blobs(40)
+    model = _model()
+    model.compile(loss="sparse_categorical_crossentropy")
+    model.fit(x, y.astype(np.float64).reshape(-1, 1), epochs=1, verbose=0)
+
+
+def test_digits_test_accuracy_reaches_95_percent():
+    pytest.importorskip("sklearn")
+    X, y = fd.datasets.load_digits()
+    x_train, x_test, y_train, y_test = fd.datasets.train_test_split(X, y, 0.2, seed=0)
+    model = fd.Sequential([fd.Dense(128, activation="relu", input_shape=(64,)), fd.Dense(64, activation="relu"),
+                           fd.Dense(10, activation="softmax")], seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=10, batch_size=32, validation_split=0.2, verbose=0)
+    assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.95

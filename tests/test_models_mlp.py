@@ -1,0 +1,106 @@
+"""fd.MLP: the flat-buffer network that every model front runs on."""
+import numpy as np
+import pytest
+
+import fusedense as fd
+from fusedense import abi, reference
+from fusedense.network import MLP
+
+
+def _data(rng, n=24, n_in=5, n_classes=3, dtype=np.float64):
+    return rng.normal(size=(n, n_in)).astype(dtype), rng.integers(0, n_classes, n)
+
+
+@pytest.mark.parametrize("optimizer", [fd.optimizers.Adam(0.01), fd.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+                                       fd.optimizers.AdamW(0.01, weight_decay=0.1)])
+def test_train_step_matches_reference(optimizer):
+    rng = np.random.default_rng(0)
+    x, y = _data(rng)
+    net = MLP([5, 7, 3], "tanh", "softmax", dtype=np.float64, random_state=1)
+    net.set_optimizer(optimizer)
+    params = net.params.copy()
+    state = np.zeros((optimizer.state_rows, net.n_params))
+    for step in range(1, 4):
+        loss = net.train_step(x, y, loss="sparse_categorical_crossentropy")
+        ref_loss, ref_grads = reference.mlp_train_step(x, y, params, net.layout, net.alphas, state,
+                                                       abi.LOSS_SPARSE_XENT, optimizer.hyper(step))
+        assert loss == pytest.approx(ref_loss, rel=1e-12)
+        np.testing.assert_allclose(net.grads, ref_grads, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(net.params, params, rtol=1e-10, atol=1e-12)
+
+
+def test_predict_matches_reference_forward_in_any_batch_size():
+    rng = np.random.default_rng(1)
+    x, _ = _data(rng, n=37, dtype=np.float32)
+    net = MLP([5, 16, 8, 3], ["relu", "gelu", "softmax"], random_state=0)
+    expected = reference.mlp_forward(x, net.params, net.layout, net.alphas)
+    np.testing.assert_allclose(net.predict(x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.predict(x, batch_size=8), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_converts_float64_and_lists_to_model_dtype():
+    net = MLP([3, 2], [None], random_state=0)
+    out = net.predict([[1.0, 2.0, 3.0]])
+    assert out.dtype == np.float32 and out.shape == (1, 2)
+    np.testing.assert_allclose(out, net.predict(np.array([[1, 2, 3]], dtype=np.float64)))
+
+
+def test_training_decreases_the_loss():
+    rng = np.random.default_rng(2)
+    x, y = _data(rng, n=64, dtype=np.float32)
+    net = MLP([5, 32, 3], "relu", "softmax", random_state=0)
+    net.set_optimizer(fd.optimizers.Adam(0.01))
+    losses = [net.train_step(x, y, "sparse_categorical_crossentropy") for _ in range(200)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_same_seed_gives_same_weights_and_glorot_bounds():
+    a = MLP([100, 50, 10], random_state=7)
+    b = MLP([100, 50, 10], random_state=7)
+    np.testing.assert_array_equal(a.params, b.params)
+    W, bias = a.weights[0]
+    assert np.abs(W).max() <= np.sqrt(6 / 150) and not bias.any()
+    assert np.abs(W).max() > 0.9 * np.sqrt(6 / 150)
+
+
+def test_weights_are_views_into_the_flat_buffer():
+    net = MLP([3, 4, 2], random_state=0)
+    net.weights[1][1][:] = 5.0
+    assert (net.params[-2:] == 5.0).all()
+
+
+def test_diverging_training_raises_a_clear_error():
+    net = MLP([2, 4, 1], "relu", random_state=0)
+    net.set_optimizer(fd.optimizers.SGD(learning_rate=1e30))
+    x = np.array([[1e10, 1e10]], np.float32)
+    with pytest.raises(FloatingPointError, match="diverged"), np.errstate(all="ignore"):
+        for _ in range(5):
+            net.train_step(x, np.array([[1.0]]), "mse")
+
+
+@pytest.mark.parametrize("x, match", [(np.zeros((2, 4)), r"shape \(n_samples, 3\)"), (np.zeros(3), "shape"),
+                                      (np.zeros((0, 3)), "at least one sample"), (np.array([["a", "b", "c"]]), "numbers")])
+def test_predict_rejects_bad_inputs_naming_the_argument(x, match):
+    net = MLP([3, 2], random_state=0)
+    with pytest.raises((ValueError, TypeError), match=match) as info:
+        net.predict(x)
+    assert str(info.value).startswith("x:")
+
+
+def test_train_step_rejects_labels_out_of_range():
+    net = MLP([3, 2], [None], output_activation="softmax", random_state=0)
+    with pytest.raises(ValueError, match=r"y: labels must lie in \[0, 2\)"):
+        net.train_step(np.zeros((2, 3)), np.array([0, 2]), "sparse_categorical_crossentropy")
+
+
+def test_cross_entropy_needs_a_matching_output_activation():
+    net = MLP([3, 2], "relu", output_activation="relu", random_state=0)
+    with pytest.raises(ValueError, match="softmax"):
+        net.train_step(np.zeros((2, 3)), np.array([0, 1]), "sparse_categorical_crossentropy")
+
+
+def test_unknown_dtype_and_initializer_are_rejected():
+    with pytest.raises(TypeError, match="dtype"):
+        MLP([3, 2], dtype=np.int32)
+    with pytest.raises(ValueError, match="init"):
+        MLP([3, 2], init="zeros")
