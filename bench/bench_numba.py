@@ -132,10 +132,10 @@ class Workload:
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])  # not "dtype": conftest's grid owns that
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_seed_mlp(benchmark, workload, dtype, implementation):
-    run = Workload(workload, dtype).checked_runner(implementation)
+def test_seed_mlp(benchmark, workload, precision, implementation):
+    run = Workload(workload, precision).checked_runner(implementation)
     benchmark(run)
 
 
