@@ -43,6 +43,8 @@ def _is_installed(name: str) -> bool:
     """Cheap availability check that does not import heavy modules (numba stays unimported)."""
     if name in _failed or importlib.util.find_spec(_MODULES[name]) is None:
         return False
+    if name == "cython":  # fusedense._kernels always exists (a package); look for a built module
+        return importlib.util.find_spec("fusedense._kernels.activations") is not None
     if name == "numba":
         return importlib.util.find_spec("numba") is not None
     return True

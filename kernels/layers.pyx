@@ -1,0 +1,595 @@
+"""Dense layers and whole networks: dense_forward, dense_backward, mlp_forward,
+softmax_xent and the fused training step mlp_train_step.
+
+Every product goes through gemm.matmul-style dispatch: BLAS for large shapes (its own
+threads), register-blocked micro-kernels for small ones (no temporaries). The epilogue
+(bias, activation) runs on row blocks right after the product wrote them, while they are
+still in cache. One thread pool at a time: mlp_forward over small weights splits the batch
+across OpenMP threads, each running the micro-kernels on its own row blocks, and never calls
+BLAS inside that region; everything else leaves threading to BLAS. Two pools spinning
+against each other once made a batch-1 call take 17 ms instead of 20 µs.
+"""
+cimport numpy as cnp
+from cython.parallel cimport prange, threadid
+from libc.math cimport pow
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+from abi cimport *
+from act cimport act_backward_row, act_forward_row, exp_nonpos, needs_z, r_log, r_log1p, relu, sigmoid
+from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
+from gemm cimport blas_gemm, matmul, micro_gemm_nb, worth_blas
+from optim cimport adam_update, sgd_update
+from real cimport real
+
+cnp.import_array()
+
+# Rows per block between a product and its epilogue. Micro-kernel blocks stay in L1. BLAS
+# blocks are large: every BLAS call re-packs all of W (measured: 512-row blocks of a
+# 2048x1024x1024 product cost +14%, 256-row blocks +33%), while an epilogue pass over a
+# 16 MB block still runs from L3 (the relu pass over 8 MB takes ~0.85 ms against ~31 ms
+# for the product, single-threaded).
+cdef enum:
+    BLAS_BLOCK_BYTES = 1 << 24
+    MICRO_BLOCK_BYTES = 1 << 15
+    # mlp_forward carries a block of rows through every layer before starting the next:
+    # 256 rows when BLAS does the products, 32 on the micro-kernel path, where each thread
+    # takes blocks in turn (dynamic schedule: a thread slowed by a busy core takes fewer)
+    NETWORK_BLAS_ROWS = 256
+    NETWORK_MICRO_ROWS = 32
+    # weights up to this size stay in a core's L2 across row blocks: the micro-kernel path
+    MICRO_MAX_WEIGHT_BYTES = 1 << 20
+    # parameters per optimizer task in mlp_train_step
+    OPT_CHUNK = 1 << 13
+    # OpenMP threads only for calls with at least this many multiply-adds (batch x Σ W sizes):
+    # each parallel region ends in a barrier, and on a busy machine a descheduled thread
+    # holds it for a scheduler time slice (measured: a batch-32 training step at 72 ms
+    # instead of 0.3 ms). The seed MLP at batch 32 (3.5 M) stays on one thread, at 256 not.
+    PARALLEL_MIN_WORK = 1 << 24
+
+cdef int n_threads = 1
+
+
+cdef int threads_for(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) noexcept nogil:
+    """OpenMP threads for a micro-kernel network call of batch B."""
+    cdef Py_ssize_t l, work = 0
+    for l in range(L):
+        work += B * lay[4 * l + 1] * lay[4 * l + 2]
+    return n_threads if work >= PARALLEL_MIN_WORK else 1
+
+def set_num_threads(int n):
+    """OpenMP threads of mlp_forward's micro-kernel path (BLAS threads: set by the backend)."""
+    global n_threads
+    n_threads = max(n, 1)
+
+
+def get_num_threads():
+    return n_threads
+
+
+# --- one layer ------------------------------------------------------------------------------
+
+cdef void finish_rows(real* y, real* z, Py_ssize_t rows, Py_ssize_t n, const real* bias,
+                      int act, real alpha) noexcept nogil:
+    """The epilogue on a block that holds x@W (+ b when bias is NULL): adds bias, keeps z when
+    asked, applies the activation in place."""
+    cdef Py_ssize_t r, j
+    cdef real* row
+    for r in range(rows):
+        row = y + r * n
+        if bias != NULL:
+            for j in range(n):
+                row[j] += bias[j]
+        if z != NULL:
+            memcpy(z + r * n, row, n * sizeof(real))
+        act_forward_row(act, alpha, row, row, n)
+
+
+cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x, const real* W,
+                        const real* b, int act, real alpha, real* y, real* z,
+                        bint allow_blas=True) noexcept nogil:
+    """y = act(x @ W + b) for m rows (x m x k, W k x n); z = x @ W + b too unless z is NULL.
+    y must not overlap x. allow_blas=False inside OpenMP regions."""
+    cdef bint blas = allow_blas and worth_blas(m, n, k)
+    cdef Py_ssize_t block = max(1, (BLAS_BLOCK_BYTES if blas else MICRO_BLOCK_BYTES) // (n * sizeof(real)))
+    cdef Py_ssize_t r0 = 0, rows
+    while r0 < m:
+        rows = min(block, m - r0)
+        if blas:
+            blas_gemm(False, False, rows, n, k, x + r0 * k, k, W, n, 0, y + r0 * n, n)
+        else:  # the micro-kernel starts its accumulators at b: the bias costs nothing
+            micro_gemm_nb(rows, n, k, x + r0 * k, k, 1, W, n, b, y + r0 * n, n, False)
+        finish_rows(y + r0 * n, NULL if z == NULL else z + r0 * n, rows, n,
+                    b if blas else NULL, act, alpha)
+        r0 += block
+
+
+cdef void column_sums(const real* a, Py_ssize_t rows, Py_ssize_t n, real* out) noexcept nogil:
+    """out = Σ_rows a, rows added in order (deterministic)."""
+    cdef Py_ssize_t r, j
+    memset(out, 0, n * sizeof(real))
+    for r in range(rows):
+        for j in range(n):
+            out[j] += a[r * n + j]
+
+
+cdef void layer_backward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* dy, const real* x,
+                         const real* W, const real* z, const real* y, int act, real alpha,
+                         real* dz, real* dx, real* dW, real* db) noexcept nogil:
+    """dz = dy · act'(z or y), db = Σ_rows dz, dW = xᵀ dz, dx = dz Wᵀ (skipped when dx is NULL).
+    dz (m x n scratch) may be dy. db sums rows in order: deterministic."""
+    cdef Py_ssize_t r
+    for r in range(m):
+        act_backward_row(act, alpha, dy + r * n, NULL if z == NULL else z + r * n,
+                         NULL if y == NULL else y + r * n, dz + r * n, n)
+    column_sums(dz, m, n, db)
+    matmul(True, False, k, n, m, x, k, dz, n, dW, n)
+    if dx != NULL:
+        matmul(False, True, m, k, n, dz, n, W, n, dx, k)
+
+
+cdef int _dense_forward(real tag, x, W, b, int act, double alpha, y, z) except -1:
+    cdef Py_ssize_t m = dim(x, 0, "x"), k = dim(W, 0, "W"), n = dim(W, 1, "W")
+    cdef int t = typenum(tag)
+    cdef const real* xp = <real*>buffer(x, "x", t, m, k)
+    cdef const real* Wp = <real*>buffer(W, "W", t, k, n)
+    cdef const real* bp = <real*>buffer(b, "b", t, -1, n)
+    cdef real* yp = <real*>buffer(y, "y", t, m, n, True)
+    cdef real* zp = <real*>optional_buffer(z, "z", t, m, n, True)
+    with nogil:
+        layer_forward(m, k, n, xp, Wp, bp, act, <real>alpha, yp, zp)
+    return 0
+
+
+cdef int _dense_backward(real tag, dy, x, W, z, y, int act, double alpha, dx, dW, db) except -1:
+    cdef Py_ssize_t m = dim(x, 0, "x"), k = dim(W, 0, "W"), n = dim(W, 1, "W")
+    cdef int t = typenum(tag)
+    cdef const real* dyp = <real*>buffer(dy, "dy", t, m, n)
+    cdef const real* xp = <real*>buffer(x, "x", t, m, k)
+    cdef const real* Wp = <real*>buffer(W, "W", t, k, n)
+    cdef const real* zp = <real*>optional_buffer(z, "z", t, m, n)
+    cdef const real* yp = <real*>optional_buffer(y, "y", t, m, n)
+    cdef real* dxp = <real*>optional_buffer(dx, "dx", t, m, k, True)
+    cdef real* dWp = <real*>buffer(dW, "dW", t, k, n, True)
+    cdef real* dbp = <real*>buffer(db, "db", t, -1, n, True)
+    if zp == NULL and (yp == NULL or needs_z(act)):
+        raise ValueError(f"z: activation id {act} needs z to compute its derivative")
+    cdef real* dz = <real*>malloc(m * n * sizeof(real))
+    if dz == NULL:
+        raise MemoryError()
+    with nogil:
+        layer_backward(m, k, n, dyp, xp, Wp, zp, yp, act, <real>alpha, dz, dxp, dWp, dbp)
+    free(dz)
+    return 0
+
+
+cdef int check_act(int act) except -1:
+    if not 0 <= act < N_ACTIVATIONS:
+        raise ValueError(f"act_id: unknown activation id {act}")
+    return 0
+
+
+def dense_forward(x, W, b, int act_id, double alpha, y, z=None):
+    """y = act(x @ W + b); z = x @ W + b as well unless z is None."""
+    check_act(act_id)
+    if is_float32(x):
+        _dense_forward(<float>0, x, W, b, act_id, alpha, y, z)
+    else:
+        _dense_forward(<double>0, x, W, b, act_id, alpha, y, z)
+
+
+def dense_backward(dy, x, W, z, y, int act_id, double alpha, dx, dW, db):
+    """dW = xᵀ dz, db = Σ dz, dx = dz Wᵀ (dx None: skipped) with dz = dy · act'(z or y)."""
+    check_act(act_id)
+    if is_float32(x):
+        _dense_backward(<float>0, dy, x, W, z, y, act_id, alpha, dx, dW, db)
+    else:
+        _dense_backward(<double>0, dy, x, W, z, y, act_id, alpha, dx, dW, db)
+
+
+# --- whole networks over the flat parameter buffer --------------------------------------------
+
+cdef int check_network(params, layout, alphas, Py_ssize_t n_in, Py_ssize_t n_out) except -1:
+    """The layout must describe layers inside params, chained n_in → … → n_out."""
+    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, n_params = dim(params, 0, "params")
+    cdef const int64_t* lay = <int64_t*>buffer(layout, "layout", cnp.NPY_INT64, L, 4)
+    buffer(alphas, "alphas", cnp.NPY_FLOAT64, -1, L)
+    cdef int64_t offset, fan_in, fan_out, act, previous = n_in
+    if L < 1:
+        raise ValueError("layout: expected at least one layer")
+    for l in range(L):
+        offset, fan_in, fan_out, act = lay[4 * l], lay[4 * l + 1], lay[4 * l + 2], lay[4 * l + 3]
+        if (offset < 0 or fan_in != previous or fan_out < 1 or not 0 <= act < N_ACTIVATIONS
+                or offset + fan_in * fan_out + fan_out > n_params):
+            raise ValueError(f"layout[{l}]: invalid row {(offset, fan_in, fan_out, act)} "
+                             f"for {n_params} parameters and fan_in {previous}")
+        previous = fan_out
+    if previous != n_out:
+        raise ValueError(f"layout: the last layer has fan_out {previous}, the output has {n_out} columns")
+    return 0
+
+
+cdef Py_ssize_t widest(const int64_t* lay, Py_ssize_t L) noexcept nogil:
+    cdef Py_ssize_t l, width = 0
+    for l in range(L):
+        width = max(width, lay[4 * l + 2])
+    return width
+
+
+cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
+                          const double* alphas, Py_ssize_t L, real* out, real* scratch,
+                          Py_ssize_t block, bint micro, int threads) noexcept nogil:
+    """Every layer for `block` rows at a time, so activations stay in cache from one layer
+    to the next; hidden layers ping-pong between two halves of the thread's scratch
+    (2 x block x widest each), the last layer writes to out. micro: the micro-kernel path,
+    row blocks shared out over `threads` OpenMP threads."""
+    cdef Py_ssize_t half = block * widest(lay, L), n_blocks = (B + block - 1) // block
+    cdef Py_ssize_t i, r0, rows, l
+    cdef const real* src
+    cdef real* dst
+    cdef real* mine
+    for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
+                    use_threads_if=micro and threads > 1 and n_blocks > 1):
+        r0 = i * block
+        rows = min(block, B - r0)
+        mine = scratch + 2 * half * threadid()
+        src = x + r0 * lay[1]
+        for l in range(L):
+            dst = out + r0 * lay[4 * l + 2] if l == L - 1 else mine + (l % 2) * half
+            layer_forward(rows, lay[4 * l + 1], lay[4 * l + 2], src, params + lay[4 * l],
+                          params + lay[4 * l] + lay[4 * l + 1] * lay[4 * l + 2],
+                          <int>lay[4 * l + 3], <real>alphas[l], dst, NULL, not micro)
+            src = dst
+
+
+cdef int _mlp_forward(real tag, x, params, layout, alphas, out) except -1:
+    cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), n_out = dim(out, 1, "out")
+    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, biggest = 0
+    cdef int t = typenum(tag)
+    check_network(params, layout, alphas, n_in, n_out)
+    cdef const real* xp = <real*>buffer(x, "x", t, B, n_in)
+    cdef const real* pp = <real*>buffer(params, "params", t, -1, dim(params, 0, "params"))
+    cdef real* outp = <real*>buffer(out, "out", t, B, n_out, True)
+    cdef const int64_t* lay = <int64_t*>cnp.PyArray_DATA(layout)
+    cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
+    for l in range(L):
+        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
+    cdef bint micro = biggest * sizeof(real) <= MICRO_MAX_WEIGHT_BYTES
+    cdef Py_ssize_t block = min(B, NETWORK_MICRO_ROWS if micro else NETWORK_BLAS_ROWS)
+    cdef int threads = threads_for(B, lay, L) if micro else 1
+    cdef real* scratch = <real*>malloc(threads * 2 * block * widest(lay, L) * sizeof(real))
+    if scratch == NULL:
+        raise MemoryError()
+    with nogil:
+        network_forward(B, xp, pp, lay, al, L, outp, scratch, block, micro, threads)
+    free(scratch)
+    return 0
+
+
+def mlp_forward(x, params, layout, alphas, out):
+    """out = the network's output for x: every layer in one call (see fusedense.layout)."""
+    if is_float32(x):
+        _mlp_forward(<float>0, x, params, layout, alphas, out)
+    else:
+        _mlp_forward(<double>0, x, params, layout, alphas, out)
+
+
+# --- losses on one row of logits: return the row's loss, write its gradient (scaled by 1/B) ---
+
+cdef double xent_row(const real* z, int64_t label, real* dz, Py_ssize_t n, real scale) noexcept nogil:
+    """−log softmax(z)[label]; dz = (softmax(z) − onehot(label))·scale unless dz is NULL."""
+    cdef Py_ssize_t j
+    cdef real top = z[0], total = 0
+    for j in range(1, n):
+        if z[j] > top:
+            top = z[j]
+    for j in range(n):
+        total += exp_nonpos(z[j] - top)
+    if dz != NULL:
+        for j in range(n):
+            dz[j] = exp_nonpos(z[j] - top) / total * scale
+        dz[label] -= scale
+    return r_log(total) - (z[label] - top)
+
+
+cdef double xent_probs_row(const real* z, const real* t, real* dz, Py_ssize_t n,
+                           real scale) noexcept nogil:
+    """−Σ t log softmax(z); dz = (softmax(z)·Σt − t)·scale."""
+    cdef Py_ssize_t j
+    cdef real top = z[0], total = 0, t_sum = 0
+    cdef double loss = 0
+    for j in range(1, n):
+        if z[j] > top:
+            top = z[j]
+    for j in range(n):
+        total += exp_nonpos(z[j] - top)
+        t_sum += t[j]
+    cdef real log_total = r_log(total)
+    for j in range(n):
+        loss -= t[j] * (z[j] - top - log_total)
+        dz[j] = (exp_nonpos(z[j] - top) / total * t_sum - t[j]) * scale
+    return loss
+
+
+cdef double binary_xent_row(const real* z, const real* t, real* dz, Py_ssize_t n,
+                            real scale) noexcept nogil:
+    """Σ log(1 + e^z) − z·t written without overflow; dz = (σ(z) − t)·scale."""
+    cdef Py_ssize_t j
+    cdef double loss = 0
+    for j in range(n):
+        loss += relu(z[j]) - z[j] * t[j] + r_log1p(exp_nonpos(-z[j] if z[j] >= 0 else z[j]))
+        dz[j] = (sigmoid(z[j]) - t[j]) * scale
+    return loss
+
+
+cdef double squared_error_row(const real* y, const real* t, real* dy, Py_ssize_t n,
+                              real scale) noexcept nogil:
+    """Σ (y − t)²; dy = 2 (y − t)·scale."""
+    cdef Py_ssize_t j
+    cdef double loss = 0
+    cdef real diff
+    for j in range(n):
+        diff = y[j] - t[j]
+        loss += diff * diff
+        dy[j] = 2 * diff * scale
+    return loss
+
+
+cdef int check_labels(labels, Py_ssize_t B, Py_ssize_t n_classes) except -1:
+    """Labels index rows of logits: one out of range would read outside them."""
+    cdef const int64_t* lab = <int64_t*>buffer(labels, "labels", cnp.NPY_INT64, -1, B)
+    cdef Py_ssize_t i
+    for i in range(B):
+        if not 0 <= lab[i] < n_classes:
+            raise ValueError(f"labels[{i}]: expected a class id in [0, {n_classes}), got {lab[i]}")
+    return 0
+
+
+cdef double _softmax_xent(real tag, logits, labels, dlogits) except? -1:
+    cdef Py_ssize_t B = dim(logits, 0, "logits"), C = dim(logits, 1, "logits"), i
+    cdef int t = typenum(tag)
+    cdef const real* zp = <real*>buffer(logits, "logits", t, B, C)
+    cdef real* dzp = <real*>optional_buffer(dlogits, "dlogits", t, B, C, True)
+    check_labels(labels, B, C)
+    cdef const int64_t* lab = <int64_t*>cnp.PyArray_DATA(labels)
+    cdef double loss = 0
+    with nogil:
+        for i in range(B):
+            loss += xent_row(zp + i * C, lab[i], NULL if dzp == NULL else dzp + i * C, C, <real>1 / B)
+    return loss / B
+
+
+def softmax_xent(logits, labels, dlogits):
+    """Mean softmax cross-entropy of integer labels; dlogits = (softmax − onehot)/B unless None."""
+    if is_float32(logits):
+        return _softmax_xent(<float>0, logits, labels, dlogits)
+    return _softmax_xent(<double>0, logits, labels, dlogits)
+
+
+# --- the fused training step ------------------------------------------------------------------
+
+cdef struct Optimizer:
+    int kind
+    double lr, beta1, beta2, eps, weight_decay, correction1, correction2
+    bint nesterov, decoupled
+
+
+cdef void optimizer_update(Optimizer* opt, real* params, const real* grads, real* state,
+                           Py_ssize_t n_params, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    """Applies the optimizer to params[start:start+n]; state holds 1 (SGD) or 2 (Adam) rows."""
+    if opt.kind == OPT_SGD:
+        sgd_update(params + start, grads + start, state + start, n, <real>opt.lr,
+                   <real>opt.beta1, opt.nesterov, <real>opt.weight_decay)
+    else:
+        adam_update(params + start, grads + start, state + start, state + n_params + start, n,
+                    <real>opt.lr, <real>opt.beta1, <real>opt.beta2, <real>opt.eps,
+                    <real>opt.weight_decay, opt.decoupled, <real>opt.correction1,
+                    <real>opt.correction2)
+
+
+cdef double output_loss(int loss_id, Py_ssize_t B, Py_ssize_t C, const real* logits,
+                        const real* y, const int64_t* labels, const real* targets,
+                        real* grad) noexcept nogil:
+    """Mean loss of the last layer; grad = dLoss/dlogits (cross-entropies) or dLoss/dy (MSE)."""
+    cdef Py_ssize_t i
+    cdef double total = 0
+    cdef real scale = <real>1 / (B if loss_id == LOSS_SPARSE_XENT or loss_id == LOSS_CATEGORICAL_XENT
+                                 else B * C)
+    for i in range(B):
+        if loss_id == LOSS_SPARSE_XENT:
+            total += xent_row(logits + i * C, labels[i], grad + i * C, C, scale)
+        elif loss_id == LOSS_CATEGORICAL_XENT:
+            total += xent_probs_row(logits + i * C, targets + i * C, grad + i * C, C, scale)
+        elif loss_id == LOSS_BINARY_XENT:
+            total += binary_xent_row(logits + i * C, targets + i * C, grad + i * C, C, scale)
+        else:
+            total += squared_error_row(y + i * C, targets + i * C, grad + i * C, C, scale)
+    return total * scale
+
+
+cdef bint packed(const int64_t* lay, Py_ssize_t L, Py_ssize_t n_params) noexcept nogil:
+    """True when the layers tile params exactly (as make_layout lays them out)."""
+    cdef Py_ssize_t l, end = 0
+    for l in range(L):
+        if lay[4 * l] != end:
+            return False
+        end += lay[4 * l + 1] * lay[4 * l + 2] + lay[4 * l + 2]
+    return end == n_params
+
+
+cdef bint small_weights(const int64_t* lay, Py_ssize_t L, size_t itemsize) noexcept nogil:
+    """Every W fits the micro-kernel path (stays in a core's L2 across row blocks)."""
+    cdef Py_ssize_t l
+    for l in range(L):
+        if lay[4 * l + 1] * lay[4 * l + 2] * itemsize > MICRO_MAX_WEIGHT_BYTES:
+            return False
+    return True
+
+
+cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
+                       const double* alphas, Py_ssize_t L, real** z_of, real** y_of,
+                       bint micro, int threads) noexcept nogil:
+    """Forward keeping every layer's z and y. micro: 32-row blocks through all layers,
+    shared over OpenMP threads; else the whole batch per layer with BLAS."""
+    cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
+    cdef Py_ssize_t n_blocks = (B + block - 1) // block, i, r0, rows, l, k, n
+    for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
+                    use_threads_if=micro and threads > 1 and n_blocks > 1):
+        r0 = i * block
+        rows = min(block, B - r0)
+        for l in range(L):
+            k, n = lay[4 * l + 1], lay[4 * l + 2]
+            layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
+                          params + lay[4 * l], params + lay[4 * l] + k * n, <int>lay[4 * l + 3],
+                          <real>alphas[l], y_of[l] + r0 * n, z_of[l] + r0 * n, not micro)
+
+
+cdef enum:
+    DW_ROWS = 16  # rows of dW per task
+    DX_ROWS = 32  # batch rows of dx per task
+
+
+cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
+                         const real* inp, const real* Wt, real* dW, real* db, real* dx,
+                         int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
+                         int threads) noexcept nogil:
+    """One layer's backward on the micro-kernel path as independent tasks over OpenMP
+    threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz), and unless dx is NULL,
+    row blocks of dx = dz Wᵀ (Wt holds Wᵀ, n x k), each turned at once into the previous
+    layer's dz. Every output element has one writer: no races, no reductions, and the same
+    result for any thread count."""
+    cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS
+    cdef Py_ssize_t n_dx = (B + DX_ROWS - 1) // DX_ROWS if dx != NULL else 0
+    cdef Py_ssize_t task, i0, rows, r
+    for task in prange(n_dW + 1 + n_dx, nogil=True, schedule="dynamic", num_threads=threads,
+                       use_threads_if=threads > 1):
+        if task < n_dW:
+            i0 = task * DW_ROWS
+            rows = min(DW_ROWS, k - i0)
+            micro_gemm_nb(rows, n, B, inp + i0, 1, k, dz, n, NULL, dW + i0 * n, n, False)
+        elif task == n_dW:
+            column_sums(dz, B, n, db)
+        else:
+            i0 = (task - n_dW - 1) * DX_ROWS
+            rows = min(DX_ROWS, B - i0)
+            micro_gemm_nb(rows, k, n, dz + i0 * n, n, 1, Wt, k, NULL, dx + i0 * k, k, False)
+            for r in range(i0, i0 + rows):
+                act_backward_row(prev_act, prev_alpha, dx + r * k, prev_z + r * k,
+                                 prev_y + r * k, dx + r * k, k)
+
+
+cdef double train_step(Py_ssize_t B, const real* x, const int64_t* labels, const real* targets,
+                       real* params, real* grads, real* state, Py_ssize_t n_params,
+                       const int64_t* lay, const double* alphas, Py_ssize_t L, int loss_id,
+                       Optimizer* opt, real* work, int threads) noexcept nogil:
+    """Forward keeping z and y of every layer, the loss, backward from the last layer down
+    (dz of each layer is made as soon as its dy is), then one optimizer pass over params.
+    Small weights: micro-kernels over OpenMP threads; large: BLAS with its own threads.
+    work: z and y per layer, two gradient buffers of B x widest, then room for one Wᵀ."""
+    cdef Py_ssize_t l, r, c, k, n, offset, width = widest(lay, L), used = 0
+    cdef bint micro = small_weights(lay, L, sizeof(real))
+    cdef real* z_of[64]
+    cdef real* y_of[64]
+    cdef real* dcur
+    cdef real* dnext
+    cdef real* Wt
+    cdef real* dW
+    cdef double loss
+    threads = threads if micro else 1  # BLAS brings its own threads; never two pools at once
+    for l in range(L):
+        z_of[l] = work + used
+        y_of[l] = work + used + B * lay[4 * l + 2]
+        used += 2 * B * lay[4 * l + 2]
+    dcur = work + used
+    dnext = dcur + B * width
+    Wt = dnext + B * width
+    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, micro, threads)
+    n = lay[4 * (L - 1) + 2]
+    # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
+    loss = output_loss(loss_id, B, n, z_of[L - 1], y_of[L - 1], labels, targets, dcur)
+    if loss_id == LOSS_MSE:
+        for r in range(B):
+            act_backward_row(<int>lay[4 * (L - 1) + 3], <real>alphas[L - 1], dcur + r * n,
+                             z_of[L - 1] + r * n, y_of[L - 1] + r * n, dcur + r * n, n)
+    if not packed(lay, L, n_params):  # gaps in params get a zero gradient, as in the reference
+        memset(grads, 0, n_params * sizeof(real))
+    for l in range(L - 1, -1, -1):  # dcur holds this layer's dz
+        offset, k, n = lay[4 * l], lay[4 * l + 1], lay[4 * l + 2]
+        dW = grads + offset
+        if micro:
+            if l > 0:
+                for r in range(k):
+                    for c in range(n):
+                        Wt[c * k + r] = params[offset + r * n + c]
+            backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, dW + k * n,
+                           dnext if l > 0 else NULL, <int>lay[4 * (l - 1) + 3] if l > 0 else 0,
+                           <real>alphas[l - 1] if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
+                           y_of[l - 1] if l > 0 else NULL, threads)
+        else:
+            layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
+                           NULL, ACT_IDENTITY, 0, dcur, dnext if l > 0 else NULL, dW, dW + k * n)
+            for r in range(B if l > 0 else 0):
+                act_backward_row(<int>lay[4 * (l - 1) + 3], <real>alphas[l - 1], dnext + r * k,
+                                 z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)
+        dcur, dnext = dnext, dcur
+    for c in prange((n_params + OPT_CHUNK - 1) // OPT_CHUNK, nogil=True, schedule="static",
+                    num_threads=threads, use_threads_if=threads > 1 and n_params >= 2 * OPT_CHUNK):
+        optimizer_update(opt, params, grads, state, n_params, c * OPT_CHUNK,
+                         min(OPT_CHUNK, n_params - c * OPT_CHUNK))
+    return loss
+
+
+cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layout, alphas,
+                            int loss_id, hyper) except? -1:
+    cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), P = dim(params, 0, "params")
+    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, n_work = 0, biggest = 0
+    cdef int t = typenum(tag)
+    if not 1 <= L <= 64:
+        raise ValueError(f"layout: expected 1 to 64 layers, got {L}")
+    cdef const int64_t* lay = <int64_t*>buffer(layout, "layout", cnp.NPY_INT64, L, 4)
+    cdef Py_ssize_t C = lay[4 * (L - 1) + 2]
+    check_network(params, layout, alphas, n_in, C)
+    cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER)
+    if loss_id not in (LOSS_SPARSE_XENT, LOSS_CATEGORICAL_XENT, LOSS_BINARY_XENT, LOSS_MSE):
+        raise ValueError(f"loss_id: unknown loss code {loss_id}")
+    if h[H_OPTIMIZER] not in (OPT_SGD, OPT_ADAM):
+        raise ValueError(f"hyper[{H_OPTIMIZER}]: unknown optimizer code {h[H_OPTIMIZER]}")
+    cdef Optimizer opt
+    opt.kind = <int>h[H_OPTIMIZER]
+    opt.lr, opt.beta1, opt.beta2, opt.eps = h[H_LR], h[H_BETA1], h[H_BETA2], h[H_EPS]
+    opt.weight_decay, opt.nesterov, opt.decoupled = h[H_WEIGHT_DECAY], h[H_NESTEROV] != 0, h[H_DECOUPLED] != 0
+    opt.correction1, opt.correction2 = 1 - pow(h[H_BETA1], h[H_STEP]), 1 - pow(h[H_BETA2], h[H_STEP])
+    cdef const real* xp = <real*>buffer(x, "x", t, B, n_in)
+    cdef real* pp = <real*>buffer(params, "params", t, -1, P, True)
+    cdef real* gp = <real*>buffer(grads, "grads", t, -1, P, True)
+    cdef real* sp = <real*>buffer(opt_state, "opt_state", t, 1 if opt.kind == OPT_SGD else 2, P, True)
+    cdef const int64_t* lab = NULL
+    cdef const real* tp = NULL
+    if loss_id == LOSS_SPARSE_XENT:
+        check_labels(targets, B, C)
+        lab = <int64_t*>cnp.PyArray_DATA(targets)
+    else:
+        tp = <real*>buffer(targets, "targets", t, B, C)
+    for l in range(L):
+        n_work += 2 * B * lay[4 * l + 2]  # z and y
+        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
+    n_work += 2 * B * widest(lay, L) + biggest  # two gradient buffers, one Wᵀ
+    cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
+    cdef double loss
+    cdef real* work = <real*>malloc(n_work * sizeof(real))
+    if work == NULL:
+        raise MemoryError()
+    with nogil:
+        loss = train_step(B, xp, lab, tp, pp, gp, sp, P, lay, al, L, loss_id, &opt, work,
+                          threads_for(B, lay, L))
+    free(work)
+    return loss
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, int loss_id, hyper):
+    """Forward, loss, backward and optimizer update in one call; returns the loss. grads
+    receives the gradient; params and opt_state are updated in place (see fusedense.abi)."""
+    if is_float32(x):
+        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
+    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)

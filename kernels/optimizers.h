@@ -1,0 +1,31 @@
+/* Optimizer updates over a range of the flat parameter buffer (optimizers_body.h): plain
+ * loops, auto-vectorized per ISA by simd_instantiate.h (AVX-512 does 16 floats per step). */
+#ifndef FUSEDENSE_OPTIMIZERS_H
+#define FUSEDENSE_OPTIMIZERS_H
+
+#include "simd.h"
+
+#define FD_BODY "optimizers_body.h"
+#define FD_BODY_ATTRIBUTES
+#include "simd_instantiate.h"
+#undef FD_BODY
+#undef FD_BODY_ATTRIBUTES
+
+#define FD_ENTRY_POINTS(T, t)                                                                  \
+    static void FD_CAT2(sgd_update, t)(T *p, const T *g, T *v, ptrdiff_t n, T lr, T momentum,    \
+                                       int nesterov, T weight_decay)                           \
+    {                                                                                          \
+        FD_PICK(sgd_update, t)(p, g, v, n, lr, momentum, nesterov, weight_decay);              \
+    }                                                                                          \
+    static void FD_CAT2(adam_update, t)(T *p, const T *g, T *m, T *v, ptrdiff_t n, T lr,         \
+                                        T beta1, T beta2, T eps, T weight_decay, int decoupled,  \
+                                        T correction1, T correction2)                          \
+    {                                                                                          \
+        FD_PICK(adam_update, t)(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, decoupled, \
+                                correction1, correction2);                                     \
+    }
+FD_ENTRY_POINTS(float, f)
+FD_ENTRY_POINTS(double, d)
+#undef FD_ENTRY_POINTS
+
+#endif

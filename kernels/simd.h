@@ -1,0 +1,41 @@
+/* Runtime ISA dispatch shared by the C kernels (microkernels.h, optimizers.h).
+ *
+ * A kernel header defines FD_BODY (the file holding its one body), FD_BODY_ATTRIBUTES (extra
+ * function attributes) and includes simd_instantiate.h, which compiles the body for float
+ * (_f) and double (_d) and, on x86-64 with GCC, for three ISAs: generic x86-64 (SSE2), AVX2 +
+ * FMA, AVX-512F. FD_PICK(name, t) then names the widest build the CPU runs (checked once).
+ * So a plain source build is portable and fast; -march=native (FUSEDENSE_NATIVE=1) is not
+ * needed. (GCC's target_clones("arch=haswell") is not used: its dispatcher checks the CPU
+ * *model*, so newer CPUs with AVX2 would get the generic clone.)
+ */
+#ifndef FUSEDENSE_SIMD_H
+#define FUSEDENSE_SIMD_H
+
+#include <math.h>
+#include <stddef.h>
+
+#define FD_CAT3_(a, b, c) a##_##b##_##c
+#define FD_CAT3(a, b, c) FD_CAT3_(a, b, c)
+#define FD_CAT2_(a, b) a##_##b
+#define FD_CAT2(a, b) FD_CAT2_(a, b)
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX2__)
+#define FD_RUNTIME_DISPATCH 1
+/* 2: AVX-512F, 1: AVX2 + FMA, 0: neither */
+static int fd_simd_level(void)
+{
+    static int level = -1;
+    if (level < 0) {
+        __builtin_cpu_init();
+        level = __builtin_cpu_supports("avx512f") ? 2
+              : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+    }
+    return level;
+}
+#define FD_PICK(name, t) (fd_simd_level() == 2 ? FD_CAT3(name, t, avx512)                     \
+                          : fd_simd_level() == 1 ? FD_CAT3(name, t, avx2) : FD_CAT3(name, t, generic))
+#else
+#define FD_PICK(name, t) FD_CAT3(name, t, generic)
+#endif
+
+#endif

@@ -1,0 +1,95 @@
+"""The cython backend: the compiled kernels of fusedense._kernels (built from kernels/*.pyx).
+
+Thin on purpose: each function forwards to one compiled function. The only logic here is
+the thread count, which this module applies to the kernels' OpenMP regions and to the BLAS
+that SciPy ships (the one scipy.linalg.cython_blas calls; NumPy's own BLAS is left alone).
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+from .. import threads
+from .._kernels import activations as _activations
+from .._kernels import layers as _layers
+from .._kernels import optim as _optim
+
+NAME = "cython"
+
+_MODULES = (_activations, _layers, _optim)
+
+
+def activation_forward(z, act_id, alpha, y):
+    _activations.activation_forward(z, act_id, alpha, y)
+
+
+def activation_backward(dy, z, y, act_id, alpha, dz):
+    _activations.activation_backward(dy, z, y, act_id, alpha, dz)
+
+
+def dense_forward(x, W, b, act_id, alpha, y, z=None):
+    _layers.dense_forward(x, W, b, act_id, alpha, y, z)
+
+
+def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
+    _layers.dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
+
+
+def mlp_forward(x, params, layout, alphas, out):
+    _layers.mlp_forward(x, params, layout, alphas, out)
+
+
+def softmax_xent(logits, labels, dlogits):
+    return _layers.softmax_xent(logits, labels, dlogits)
+
+
+def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    _optim.sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay)
+
+
+def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    _optim.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
+    return _layers.mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
+
+
+def _scipy_blas_threads():
+    """(set, get) for the thread count of SciPy's bundled OpenBLAS (scipy.libs/), the library
+    the kernels' BLAS calls go to; None when SciPy links another BLAS (then its own
+    environment variables govern it)."""
+    import scipy
+
+    pattern = os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "*openblas*")
+    for path in sorted(glob.glob(pattern)):
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by the kernels: this returns the same copy
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            setter = getattr(lib, prefix + "_set_num_threads", None)
+            getter = getattr(lib, prefix + "_get_num_threads", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                return setter, getter
+    return None
+
+
+_blas_threads = _scipy_blas_threads()
+
+
+def blas_num_threads():
+    """Threads the kernels' BLAS uses now (None if unknown); for tests and diagnostics."""
+    return None if _blas_threads is None else _blas_threads[1]()
+
+
+def _apply_num_threads(n):
+    for module in _MODULES:
+        module.set_num_threads(n)
+    if _blas_threads is not None:
+        _blas_threads[0](n)
+
+
+threads.on_num_threads_change(_apply_num_threads)
