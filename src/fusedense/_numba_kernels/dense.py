@@ -136,9 +136,8 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     ``z`` or ``y`` may be (0, 0) when absent.
 
     Serial apart from the BLAS inside large products: the element-wise part is B × fan_out
-    against the products' B × fan_in × fan_out. (Compiled with parallel=True this kernel ran
-    several times slower even on its serial path, measured at the seed MLP's batch-32 shapes.)
-    Each output element is written once, so no reduction races; db adds rows in order.
+    against the products' B × fan_in × fan_out (see the parallel policy in jit.py). Each
+    output element is written once, so there is no reduction race; db adds rows in order.
     """
     dz = dy if act_id == IDENTITY else np.empty_like(dy)
     db[:] = 0.0
