@@ -1,0 +1,90 @@
+"""The numba backend: the kernel interface (see ``fusedense._backends``) over the jitted
+kernels in ``fusedense._numba_kernels``.
+
+This module is imported only when the numba backend is first used, so numba's import and the
+loading of its compiled (cached) kernels never slow down ``import fusedense``. It only adapts
+arguments so that each kernel sees one type signature per dtype — every extra signature is
+extra compile time and extra cache to load: an absent array becomes an empty (0, 0) array of
+the same dtype, ints and floats become Python ints and floats, flags Python bools — and
+chooses between a kernel and its parallel variant by size (``_numba_kernels.jit``).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .. import abi, threads
+from .._numba_kernels import activations, dense, losses, mlp, optimizers
+from .._numba_kernels.jit import use_parallel
+
+NAME = "numba"
+
+_ABSENT = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
+_NO_LABELS = np.empty(0, np.int64)
+
+
+def _or_absent(a, dtype):
+    return _ABSENT[dtype] if a is None else a
+
+
+def _apply_num_threads(n):
+    # numba cannot run more threads than its pool was started with (NUMBA_NUM_THREADS).
+    # numba's count is per calling thread; this sets it for the thread that sets fusedense's.
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+threads.on_num_threads_change(_apply_num_threads)
+
+
+def activation_forward(z, act_id, alpha, y):
+    kernel = (activations.activation_forward_parallel if use_parallel(z.size)
+              else activations.activation_forward)
+    kernel(z, int(act_id), float(alpha), y)
+
+
+def activation_backward(dy, z, y, act_id, alpha, dz):
+    kernel = (activations.activation_backward_parallel if use_parallel(dy.size)
+              else activations.activation_backward)
+    kernel(dy, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype), int(act_id), float(alpha), dz)
+
+
+def dense_forward(x, W, b, act_id, alpha, y, z=None):
+    # without z to keep, the pre-activation is computed in y and activated in place
+    dense.dense_forward(x, W, b, int(act_id), float(alpha), y, y if z is None else z)
+
+
+def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
+    absent = _ABSENT[dy.dtype]
+    dense.dense_backward(dy, x, W, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype), int(act_id),
+                         float(alpha), absent if dx is None else dx, dW, db)
+
+
+def mlp_forward(x, params, layout, alphas, out):
+    mlp.mlp_forward(x, params, layout, alphas, out)
+
+
+def softmax_xent(logits, labels, dlogits):
+    kernel = (losses.loss_and_gradient_parallel if use_parallel(logits.size)
+              else losses.loss_and_gradient)
+    return kernel(losses.SPARSE_XENT, logits, logits, labels, _ABSENT[logits.dtype],
+                  _or_absent(dlogits, logits.dtype))
+
+
+def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    kernel = optimizers.sgd_step_parallel if use_parallel(params.size) else optimizers.sgd_step
+    kernel(params, grads, velocity, float(lr), float(momentum), bool(nesterov), float(weight_decay))
+
+
+def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    kernel = optimizers.adam_step_parallel if use_parallel(params.size) else optimizers.adam_step
+    kernel(params, grads, m, v, float(step), float(lr), float(beta1), float(beta2), float(eps),
+           float(weight_decay), bool(decoupled))
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
+    if loss_id == abi.LOSS_SPARSE_XENT:
+        labels, targets = targets, _ABSENT[params.dtype]
+    else:
+        labels, targets = _NO_LABELS, targets.reshape(x.shape[0], -1)
+    return mlp.mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
+                              int(loss_id), hyper)

@@ -1,0 +1,237 @@
+"""The registry's activations, dispatched on their integer ids (``fusedense.activations``).
+
+Scalar forms follow the registry's stable NumPy forms (exp only of non-positive numbers, expm1
+and log1p near 0), so results agree with the reference and NaN propagates the same way.
+Element-wise activations run one row at a time: the switch on the id sits outside the loop over
+the row, so cheap activations (identity, relu, leaky_relu) get their own loops that LLVM
+vectorises; the transcendental ones share one loop around :func:`forward_scalar`.
+"""
+import math
+
+from numba import prange
+
+from ..activations import get_activation
+from .jit import kernel, parallel_kernel, rows_per_block
+
+IDENTITY = get_activation("identity").id
+RELU = get_activation("relu").id
+LEAKY_RELU = get_activation("leaky_relu").id
+ELU = get_activation("elu").id
+SIGMOID = get_activation("sigmoid").id
+TANH = get_activation("tanh").id
+GELU = get_activation("gelu").id
+GELU_ERF = get_activation("gelu_erf").id
+SILU = get_activation("silu").id
+SOFTPLUS = get_activation("softplus").id
+SOFTMAX = get_activation("softmax").id
+LOG_SOFTMAX = get_activation("log_softmax").id
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_C = 0.044715
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+@kernel
+def sigmoid(z):
+    e = math.exp(-abs(z))  # exp of a non-positive number: never overflows
+    return 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+
+
+@kernel
+def forward_scalar(z, act_id, alpha):
+    """act(z) for an element-wise activation (NaN in, NaN out, as np.maximum & co)."""
+    if act_id == IDENTITY:
+        return z
+    if act_id == RELU:
+        return 0.0 if z <= 0 else z
+    if act_id == LEAKY_RELU:
+        return alpha * z if z <= 0 else z
+    if act_id == ELU:
+        return alpha * math.expm1(z) if z <= 0 else z
+    if act_id == SIGMOID:
+        return sigmoid(z)
+    if act_id == TANH:
+        return math.tanh(z)
+    if act_id == GELU:
+        return 0.5 * z * (1.0 + math.tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)))
+    if act_id == GELU_ERF:
+        return 0.5 * z * (1.0 + math.erf(z * _INV_SQRT_2))
+    if act_id == SILU:
+        return z * sigmoid(z)
+    # SOFTPLUS: log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
+    return (0.0 if z <= 0 else z) + math.log1p(math.exp(-abs(z)))
+
+
+@kernel
+def derivative_scalar(z, y, act_id, alpha):
+    """dy/dz for an element-wise activation, from y where the registry says y suffices
+    (``from_output``), else from z. ``y`` must be act(z) for those activations."""
+    if act_id == IDENTITY:
+        return 1.0
+    if act_id == RELU:
+        return 1.0 if y > 0 else 0.0
+    if act_id == LEAKY_RELU:
+        return 1.0 if y > 0 else alpha  # alpha >= 0: y > 0 exactly when z > 0
+    if act_id == ELU:
+        return 1.0 if y > 0 else y + alpha  # d/dz alpha (e^z - 1) = alpha e^z = y + alpha
+    if act_id == SIGMOID:
+        return y * (1.0 - y)
+    if act_id == TANH:
+        return 1.0 - y * y
+    if act_id == GELU:
+        t = math.tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z))
+        return (0.5 * (1.0 + t)
+                + 0.5 * z * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * z * z))
+    if act_id == GELU_ERF:
+        return 0.5 * (1.0 + math.erf(z * _INV_SQRT_2)) + z * _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+    if act_id == SILU:
+        s = sigmoid(z)
+        return s * (1.0 + z * (1.0 - s))
+    return sigmoid(z)  # SOFTPLUS
+
+
+# --- one row: the dense layer's epilogue and the backward's first step --------------------
+
+@kernel
+def row_max(z):
+    """max(z), NaN if any element is NaN (like np.max)."""
+    top = z[0]
+    for j in range(1, z.size):
+        if z[j] > top or z[j] != z[j]:
+            top = z[j]
+    return top
+
+
+@kernel
+def softmax_row(z, y):
+    """y = softmax(z) for one row; y may be z (in place)."""
+    n = z.size
+    top = row_max(z)  # subtracting the max: exp never overflows
+    total = 0.0
+    for j in range(n):
+        e = math.exp(z[j] - top)
+        y[j] = e
+        total += e
+    scale = 1.0 / total
+    for j in range(n):
+        y[j] *= scale
+
+
+@kernel
+def log_softmax_row(z, y):
+    """y = log_softmax(z) for one row; y may be z (in place)."""
+    n = z.size
+    top = row_max(z)
+    total = 0.0
+    for j in range(n):
+        total += math.exp(z[j] - top)
+    log_total = math.log(total)
+    for j in range(n):
+        y[j] = (z[j] - top) - log_total
+
+
+@kernel
+def activation_row(z, act_id, alpha, y):
+    """y = act(z) for one row; y may be z (in place)."""
+    n = z.size
+    if act_id == SOFTMAX:
+        softmax_row(z, y)
+    elif act_id == LOG_SOFTMAX:
+        log_softmax_row(z, y)
+    elif act_id == IDENTITY:
+        for j in range(n):
+            y[j] = z[j]
+    elif act_id == RELU:
+        for j in range(n):
+            y[j] = 0.0 if z[j] <= 0 else z[j]
+    else:
+        for j in range(n):
+            y[j] = forward_scalar(z[j], act_id, alpha)
+
+
+@kernel
+def activation_vjp_row(dy, z, y, act_id, alpha, dz):
+    """dz = dy · ∂y/∂z for one row. ``y`` (the output) or ``z`` (the pre-activation) may be an
+    empty row when absent; activations whose derivative follows from y use y when present."""
+    n = dy.size
+    have_y = y.size == n
+    if act_id == SOFTMAX or act_id == LOG_SOFTMAX:
+        if have_y:
+            for j in range(n):
+                dz[j] = y[j]
+        else:
+            activation_row(z, act_id, alpha, dz)  # dz holds y until overwritten below
+        total = 0.0
+        if act_id == SOFTMAX:  # y (dy - Σ dy·y)
+            for j in range(n):
+                total += dy[j] * dz[j]
+            for j in range(n):
+                dz[j] = dz[j] * (dy[j] - total)
+        else:  # dy - e^y Σ dy
+            for j in range(n):
+                total += dy[j]
+            for j in range(n):
+                dz[j] = dy[j] - math.exp(dz[j]) * total
+    elif act_id == IDENTITY:
+        for j in range(n):
+            dz[j] = dy[j]
+    elif act_id == RELU and have_y:
+        for j in range(n):
+            dz[j] = dy[j] * (1.0 if y[j] > 0 else 0.0)
+    elif act_id <= TANH:  # registry order: these derivatives follow from y alone
+        for j in range(n):
+            out = y[j] if have_y else forward_scalar(z[j], act_id, alpha)
+            dz[j] = dy[j] * derivative_scalar(out, out, act_id, alpha)
+    else:
+        for j in range(n):
+            dz[j] = dy[j] * derivative_scalar(z[j], z[j], act_id, alpha)
+
+
+@kernel
+def row_or_empty(a, i):
+    """Row i of ``a``, or an empty row when ``a`` is absent (passed as a (0, 0) array)."""
+    return a[i] if a.shape[0] > 0 else a.reshape(-1)
+
+
+# --- the kernel-interface entry points: serial, and a parallel variant for large arrays -----
+
+@kernel
+def _forward_rows(z, act_id, alpha, y, start, stop):
+    for i in range(start, stop):
+        activation_row(z[i], act_id, alpha, y[i])
+
+
+@kernel
+def _backward_rows(dy, z, y, act_id, alpha, dz, start, stop):
+    for i in range(start, stop):
+        activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha, dz[i])
+
+
+@kernel
+def activation_forward(z, act_id, alpha, y):
+    """y = act(z), row by row."""
+    _forward_rows(z, act_id, alpha, y, 0, z.shape[0])
+
+
+@parallel_kernel
+def activation_forward_parallel(z, act_id, alpha, y):
+    """activation_forward in parallel blocks of rows."""
+    n_rows = z.shape[0]
+    rows = rows_per_block(n_rows, z.shape[1])
+    for block in prange((n_rows + rows - 1) // rows):
+        _forward_rows(z, act_id, alpha, y, block * rows, min(n_rows, (block + 1) * rows))
+
+
+@kernel
+def activation_backward(dy, z, y, act_id, alpha, dz):
+    """dz = dy · act'(z); ``z`` or ``y`` may be a (0, 0) array when absent."""
+    _backward_rows(dy, z, y, act_id, alpha, dz, 0, dy.shape[0])
+
+
+@parallel_kernel
+def activation_backward_parallel(dy, z, y, act_id, alpha, dz):
+    """activation_backward in parallel blocks of rows."""
+    n_rows = dy.shape[0]
+    rows = rows_per_block(n_rows, dy.shape[1])
+    for block in prange((n_rows + rows - 1) // rows):
+        _backward_rows(dy, z, y, act_id, alpha, dz, block * rows, min(n_rows, (block + 1) * rows))

@@ -1,0 +1,48 @@
+"""The njit options, defined once: every function is decorated with :data:`kernel`, or with
+:data:`parallel_kernel` when it has ``prange`` loops.
+
+- ``cache=True``: compiled code is written to numba's cache, so a second process loads it
+  instead of recompiling (NUMBA_CACHE_DIR chooses where). Numba checks only the entry point's
+  own source file for staleness: after editing a helper in another file, clear the cache.
+- ``parallel`` (parallel_kernel only): only explicit ``prange`` loops run in parallel. Numba's
+  automatic parallelisation of array expressions and allocations is off, so a kernel launches
+  threads exactly where its code says so.
+- ``fastmath={"contract"}``: lets LLVM fuse a*b+c into one FMA (one rounding instead of two,
+  so results are at least as accurate as NumPy's). Deliberately NOT ``nnan``/``ninf`` (NaN and
+  inf must propagate as in NumPy), nor ``reassoc``: the hot loops are written so that they
+  vectorise without reordering sums (they accumulate across rows into a vector of columns).
+- ``error_model="numpy"``: division by zero gives inf/NaN like NumPy instead of raising.
+- ``nogil=True``: kernels release the GIL.
+"""
+import numba
+
+_COMMON = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+_PRANGE_ONLY = {"prange": True, "comprehension": False, "reduction": False, "setitem": False,
+                "inplace_binop": False, "numpy": False, "stencil": False, "fusion": False}
+
+kernel = numba.njit(**_COMMON)
+parallel_kernel = numba.njit(parallel=_PRANGE_ONLY, **_COMMON)
+
+#: The parallel policy. The element-wise kernels (activations, losses, optimizers) have a
+#: ``*_parallel`` variant that splits the work into blocks of at least PARALLEL_MIN_ELEMENTS;
+#: the backend calls it only for two blocks or more (:func:`use_parallel`). Everything else —
+#: one layer, a network, a training step — is compiled serial and gets its parallelism from
+#: the BLAS inside large products. Why, measured on this 2-core machine shared with other
+#: jobs (load 5-8): a parallel region waits until all its threads are scheduled, which cost
+#: milliseconds per region; the seed MLP's batch-32 training step took ~100 ms with a 2-thread
+#: Adam and parallel row blocks inside, ~2-3 ms with everything serial. Small and medium work
+#: therefore never starts a parallel region, and a parallel block carries ~100 µs of work.
+PARALLEL_MIN_ELEMENTS = 1 << 17
+
+
+def use_parallel(n_elements):
+    """Whether the backend should call a kernel's parallel variant (two blocks or more)."""
+    return n_elements >= 2 * PARALLEL_MIN_ELEMENTS
+
+
+@kernel
+def rows_per_block(n_rows, n_cols):
+    """Rows per parallel block of an (n_rows, n_cols) pass: at least PARALLEL_MIN_ELEMENTS
+    elements each."""
+    rows = max(1, PARALLEL_MIN_ELEMENTS // max(1, n_cols))
+    return min(rows, n_rows)

@@ -1,0 +1,122 @@
+"""A whole network over a flat parameter buffer (``fusedense.layout``): forward, and a fused
+training step (forward, loss, backward, optimizer update) — one call, no Python in between."""
+import numpy as np
+
+from .. import abi
+from .activations import IDENTITY
+from .dense import dense_backward, dense_rows, gemm_rows
+from .jit import kernel
+from .losses import BINARY_XENT, CATEGORICAL_XENT, SPARSE_XENT, loss_and_gradient
+from .optimizers import adam_step, sgd_step
+
+OFFSET, FAN_IN, FAN_OUT, ACT_ID = 0, 1, 2, 3  # layout columns (fusedense.layout)
+
+
+@kernel
+def layer_params(params, layout, layer):
+    """Views (W, b) of one layer in the flat buffer: W (fan_in × fan_out, C order), then b."""
+    offset, fan_in, fan_out = layout[layer, OFFSET], layout[layer, FAN_IN], layout[layer, FAN_OUT]
+    w_end = offset + fan_in * fan_out
+    return params[offset:w_end].reshape((fan_in, fan_out)), params[w_end:w_end + fan_out]
+
+
+@kernel
+def _widest(layout, n_layers):
+    """The widest output among the first n_layers layers (at least 1)."""
+    width = 1
+    for layer in range(n_layers):
+        width = max(width, layout[layer, FAN_OUT])
+    return width
+
+
+@kernel
+def mlp_forward(x, params, layout, alphas, out):
+    """Every layer, one block of rows at a time: a block's activations (GEMM_BLOCK_BYTES at the
+    widest layer) stay in cache from one layer to the next. Keeps no pre-activations."""
+    n_rows = x.shape[0]
+    n_layers = layout.shape[0]
+    block = min(n_rows, gemm_rows(_widest(layout, n_layers), out.itemsize))
+    hidden = np.empty((2, block * _widest(layout, n_layers - 1)), dtype=out.dtype)  # ping-pong
+    for start in range(0, n_rows, block):
+        stop = min(n_rows, start + block)
+        h = out[start:stop]  # typed like the layer outputs below; overwritten before it is read
+        for layer in range(n_layers):
+            W, b = layer_params(params, layout, layer)
+            if layer == n_layers - 1:
+                dst = out[start:stop]
+            else:
+                dst = hidden[layer % 2, :(stop - start) * W.shape[1]].reshape((stop - start, W.shape[1]))
+            act_id, alpha = layout[layer, ACT_ID], alphas[layer]
+            if layer == 0:  # x is kept out of h's type: x may be read-only, h never is
+                dense_rows(x[start:stop], W, b, act_id, alpha, dst, dst)
+            else:
+                dense_rows(h, W, b, act_id, alpha, dst, dst)
+            h = dst
+
+
+@kernel
+def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
+    """One minibatch: forward (keeping every z and y), fused loss, backward into ``grads``,
+    optimizer update of ``params`` in place. Returns the loss.
+
+    ``labels`` (int64) is used by the sparse cross-entropy, ``targets`` by the other losses;
+    the unused one is empty. Cross-entropy losses fold the last activation in: their gradient
+    is w.r.t. the last pre-activation, so the last layer backpropagates as identity.
+    """
+    n_rows = x.shape[0]
+    n_layers = layout.shape[0]
+    starts = np.empty(n_layers + 1, dtype=np.int64)  # layer l's z/y rows in the workspaces
+    starts[0] = 0
+    n_covered = 0
+    for layer in range(n_layers):
+        starts[layer + 1] = starts[layer] + n_rows * layout[layer, FAN_OUT]
+        n_covered += (layout[layer, FAN_IN] + 1) * layout[layer, FAN_OUT]
+    zs = np.empty(starts[n_layers], dtype=params.dtype)
+    ys = np.empty(starts[n_layers], dtype=params.dtype)
+
+    h = ys[:0].reshape((0, 0))
+    for layer in range(n_layers):
+        W, b = layer_params(params, layout, layer)
+        shape = (n_rows, W.shape[1])
+        z = zs[starts[layer]:starts[layer + 1]].reshape(shape)
+        y = ys[starts[layer]:starts[layer + 1]].reshape(shape)
+        if layer == 0:
+            dense_rows(x, W, b, layout[layer, ACT_ID], alphas[layer], z, y)
+        else:
+            dense_rows(h, W, b, layout[layer, ACT_ID], alphas[layer], z, y)
+        h = y
+
+    last = n_layers - 1
+    logits = zs[starts[last]:].reshape((n_rows, layout[last, FAN_OUT]))
+    d_out = np.empty_like(logits)
+    loss = loss_and_gradient(loss_id, logits, h, labels, targets, d_out)
+    folds_activation = loss_id == SPARSE_XENT or loss_id == CATEGORICAL_XENT or loss_id == BINARY_XENT
+
+    if n_covered != params.size:  # gaps between layers get a zero gradient, as in the reference
+        grads[:] = 0.0
+    d_hidden = np.empty((2, n_rows * _widest(layout, last)), dtype=params.dtype)  # ping-pong dx
+    dy = d_out
+    for layer in range(last, -1, -1):
+        W, b = layer_params(params, layout, layer)
+        dW, db = layer_params(grads, layout, layer)
+        fan_in, fan_out = W.shape
+        z = zs[starts[layer]:starts[layer + 1]].reshape((n_rows, fan_out))
+        y = ys[starts[layer]:starts[layer + 1]].reshape((n_rows, fan_out))
+        act_id = IDENTITY if layer == last and folds_activation else layout[layer, ACT_ID]
+        if layer == 0:
+            dense_backward(dy, x, W, z, y, act_id, alphas[layer], d_hidden[0, :0].reshape((0, 0)),
+                           dW, db)
+        else:
+            dx = d_hidden[layer % 2, :n_rows * fan_in].reshape((n_rows, fan_in))
+            x_layer = ys[starts[layer - 1]:starts[layer]].reshape((n_rows, fan_in))
+            dense_backward(dy, x_layer, W, z, y, act_id, alphas[layer], dx, dW, db)
+            dy = dx
+
+    if hyper[abi.H_OPTIMIZER] == abi.OPT_SGD:
+        sgd_step(params, grads, opt_state[0], hyper[abi.H_LR], hyper[abi.H_BETA1],
+                 hyper[abi.H_NESTEROV] != 0.0, hyper[abi.H_WEIGHT_DECAY])
+    else:
+        adam_step(params, grads, opt_state[0], opt_state[1], hyper[abi.H_STEP], hyper[abi.H_LR],
+                  hyper[abi.H_BETA1], hyper[abi.H_BETA2], hyper[abi.H_EPS],
+                  hyper[abi.H_WEIGHT_DECAY], hyper[abi.H_DECOUPLED] != 0.0)
+    return loss

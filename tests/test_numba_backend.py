@@ -1,0 +1,216 @@
+"""The numba backend's own concerns: serial/parallel size thresholds, determinism, thread counts,
+lazy import, the on-disk compile cache, and the kernels' Python logic run without the JIT.
+(tests/test_backends.py checks every op, activation and dtype against the reference.)"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+import fusedense as fd
+from fusedense import reference
+from fusedense._numba_kernels import dense, jit, optimizers
+from fusedense.activations import BY_ID, activation_vjp, get_activation
+from fusedense.layout import make_layout
+
+from conftest import assert_close
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+# Sizes on each side of the switches: from a serial kernel to its parallel variant (rows of
+# N_COLS elements), from loops to BLAS (products of N_IN x N_COLS per row), and across the
+# first forward GEMM row block.
+N_IN, N_COLS = 64, 128
+PARALLEL_ROWS = 2 * jit.PARALLEL_MIN_ELEMENTS // N_COLS
+PARALLEL_EDGE = [PARALLEL_ROWS - 1, PARALLEL_ROWS, PARALLEL_ROWS + 1]
+BLAS_ROWS = dense.BLAS_MIN_WORK // (N_IN * N_COLS)
+BLAS_EDGE = [BLAS_ROWS - 1, BLAS_ROWS]
+GEMM_EDGE = ["gemm_rows", "gemm_rows+1"]
+
+
+def batch_size(batch, dtype):
+    """A batch size, or the GEMM row block (+1) for N_COLS outputs of this dtype."""
+    if isinstance(batch, int):
+        return batch
+    return dense.gemm_rows(N_COLS, np.dtype(dtype).itemsize) + batch.endswith("+1")
+
+
+def _run(code, **env):
+    """Runs ``code`` in a fresh interpreter (with ``src`` importable); returns its stdout."""
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu_erf", "softmax"])
+@pytest.mark.parametrize("batch", BLAS_EDGE + GEMM_EDGE)
+def test_dense_layer_matches_reference_on_both_sides_of_the_thresholds(dtype, activation, batch, rng):
+    act = get_activation(activation)
+    batch = batch_size(batch, dtype)
+    x = rng.normal(size=(batch, N_IN)).astype(dtype)
+    W = (rng.normal(size=(N_IN, N_COLS)) / 8).astype(dtype)
+    b = rng.normal(size=N_COLS).astype(dtype)
+    y, z = fd.dense(x, W, b, activation=activation, backend="numba", return_preactivation=True)
+    y_ref, z_ref = reference.dense_forward(x, W, b, act, 0.0)
+    assert_close(y, y_ref, dtype, 4)
+    assert_close(z, z_ref, dtype, 4)
+    dy = rng.normal(size=y.shape).astype(dtype)
+    for got, want in zip(fd.dense_grad(dy, x, W, z=z, activation=activation, backend="numba"),
+                         reference.dense_backward(dy, x, W, z_ref, y_ref, act, 0.0)):
+        assert_close(got, want, dtype, np.sqrt(batch))
+
+
+@pytest.mark.parametrize("batch", PARALLEL_EDGE)
+def test_activation_kernels_match_reference_on_both_sides_of_the_threshold(dtype, batch, rng):
+    z = rng.normal(size=(batch, N_COLS)).astype(dtype)
+    dy = rng.normal(size=z.shape).astype(dtype)
+    for act in BY_ID:
+        alpha = act.default_alpha or 0.0
+        assert_close(fd.activate(z, act.name, backend="numba"), act.forward(z, alpha), dtype)
+        assert_close(fd.activation_grad(dy, z=z, activation=act.name, backend="numba"),
+                     activation_vjp(act, dy, z, None, alpha), dtype)
+
+
+@pytest.mark.parametrize("batch", PARALLEL_EDGE)
+def test_softmax_xent_matches_reference_on_both_sides_of_the_threshold(dtype, batch, rng):
+    logits = rng.normal(size=(batch, N_COLS)).astype(dtype)
+    labels = rng.integers(0, N_COLS, batch)
+    loss, grad = fd.softmax_cross_entropy(logits, labels, backend="numba")
+    loss_ref, grad_ref = reference.softmax_cross_entropy(logits, labels)
+    assert loss == pytest.approx(float(loss_ref), rel=1e-5 if dtype == np.float32 else 1e-12)
+    assert_close(grad, grad_ref, dtype)
+
+
+@pytest.mark.parametrize("size", [2 * optimizers.BLOCK - 1, 2 * optimizers.BLOCK, 3 * optimizers.BLOCK + 5])
+def test_optimizers_match_reference_on_both_sides_of_the_threshold(dtype, size, rng):
+    p, g, m = (rng.normal(size=size).astype(dtype) for _ in range(3))
+    v = rng.uniform(size=size).astype(dtype)
+    expected = [a.copy() for a in (p, g, m, v)]
+    reference.adam_step(*expected, 2, 0.01, 0.9, 0.999, 1e-8, 0.01, True)
+    fd.adam_step(p, g, m, v, 2, lr=0.01, weight_decay=0.01, decoupled=True, backend="numba")
+    for got, want in zip((p, m, v), (expected[0], expected[2], expected[3])):
+        assert_close(got, want, dtype)
+    reference.sgd_step(expected[0], expected[1], expected[2], 0.1, 0.9, True, 0.01)
+    fd.sgd_step(p, g, m, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01, backend="numba")
+    assert_close(p, expected[0], dtype)
+    assert_close(m, expected[2], dtype)
+
+
+@pytest.mark.parametrize("batch", [1] + GEMM_EDGE)
+def test_mlp_forward_matches_reference_across_gemm_row_blocks(dtype, batch, rng):
+    batch = batch_size(batch, dtype)
+    layout, alphas, n = make_layout([13, N_COLS, 7, 5], ["elu", "relu", "log_softmax"])
+    params = (rng.normal(size=n) * 0.3).astype(dtype)
+    x = rng.normal(size=(batch, 13)).astype(dtype)
+    assert_close(fd.mlp_forward(x, params, layout, alphas, backend="numba"),
+                 reference.mlp_forward(x, params, layout, alphas), dtype, 4)
+
+
+def _parallel_results(rng):
+    """Results of the parallel variants (two blocks or more each) on fixed inputs."""
+    z = rng.normal(size=(PARALLEL_ROWS + 5, N_COLS)).astype(np.float32)
+    labels = rng.integers(0, N_COLS, z.shape[0])
+    p, g, m = (rng.normal(size=z.size).astype(np.float32) for _ in range(3))
+    v = rng.uniform(size=z.size).astype(np.float32)
+    fd.adam_step(p, g, m, v, 1, backend="numba")
+    loss, grad = fd.softmax_cross_entropy(z, labels, backend="numba")
+    dz = fd.activation_grad(grad, z=z, activation="gelu_erf", backend="numba")
+    return [np.array(loss), grad, dz, p, m, v]
+
+
+def test_parallel_results_do_not_depend_on_repeats_or_thread_count():
+    """Partial sums (the loss) are per fixed-size block, added in block order."""
+    previous = fd.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    try:
+        first = _parallel_results(np.random.default_rng(5))
+        runs = [_parallel_results(np.random.default_rng(5))]
+        fd.set_num_threads(1)
+        runs.append(_parallel_results(np.random.default_rng(5)))
+    finally:
+        fd.set_num_threads(previous)
+    for run in runs:
+        for got, want in zip(run, first):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_set_num_threads_reaches_numba_clipped_to_its_pool():
+    previous = fd.set_num_threads(1)
+    try:
+        assert numba.get_num_threads() == 1
+        fd.set_num_threads(numba.config.NUMBA_NUM_THREADS + 5)
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+    finally:
+        fd.set_num_threads(previous)
+
+
+def test_numba_is_imported_only_when_the_numba_backend_is_first_used():
+    out = _run("""
+        import sys, numpy as np, fusedense as fd
+        fd.dense(np.ones((2, 3)), np.ones((3, 4)), backend="numpy")
+        before = "numba" in sys.modules
+        fd.dense(np.ones((2, 3)), np.ones((3, 4)), backend="numba")
+        print(before, "numba" in sys.modules)
+    """)
+    assert out == "False True"
+
+
+def test_a_second_process_loads_the_compiled_kernel_from_the_cache(tmp_path):
+    code = """
+        import numpy as np
+        from fusedense._numba_kernels import optimizers
+        p = np.ones(5)
+        optimizers.sgd_step(p, p.copy(), np.zeros(5), 0.5, 0.0, False, 0.0)
+        stats = optimizers.sgd_step.stats
+        print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()), p[0])
+    """
+    assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "0 1 0.5"  # compiled, and saved
+    assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "1 0 0.5"  # loaded, not compiled
+
+
+def test_kernels_run_as_plain_python_match_reference():
+    """NUMBA_DISABLE_JIT=1 runs the kernels' Python source: checks its logic (blocking, row
+    helpers, absent arrays, layout walking) independently of numba's compiler."""
+    out = _run("""
+        import numba, numpy as np
+        from fusedense import abi, reference
+        from fusedense.activations import BY_ID, activation_vjp
+        from fusedense.layout import make_layout
+        from fusedense._backends import numba_backend as nb
+        assert numba.config.DISABLE_JIT and not hasattr(nb.dense.dense_rows, "signatures")
+        rng = np.random.default_rng(7)
+        def check(got, want):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        x, W, b = rng.normal(size=(3, 5)), rng.normal(size=(5, 4)), rng.normal(size=4)
+        for act in BY_ID:
+            alpha = act.default_alpha or 0.0
+            y, z = np.empty((3, 4)), np.empty((3, 4))
+            nb.dense_forward(x, W, b, act.id, alpha, y, z)
+            y_ref, z_ref = reference.dense_forward(x, W, b, act, alpha)
+            check(y, y_ref); check(z, z_ref)
+            dy, dx, dW, db = rng.normal(size=(3, 4)), np.empty((3, 5)), np.empty((5, 4)), np.empty(4)
+            nb.dense_backward(dy, x, W, z, None, act.id, alpha, dx, dW, db)
+            for got, want in zip((dx, dW, db), reference.dense_backward(dy, x, W, z_ref, y_ref, act, alpha)):
+                check(got, want)
+        wide = rng.normal(size=(2, 140000))  # the parallel variant, one row per block
+        out = np.empty_like(wide)
+        nb.activation_forward(wide, 1, 0.0, out)
+        check(out, np.maximum(wide, 0))
+        layout, alphas, n = make_layout([5, 6, 4], ["tanh", "softmax"])
+        params = rng.normal(size=n)
+        out = np.empty((3, 4))
+        nb.mlp_forward(x, params, layout, alphas, out)
+        check(out, reference.mlp_forward(x, params, layout, alphas))
+        hyper = np.array([abi.OPT_SGD, 0.1, 0.9, 0, 0, 0.01, 1, 0, 1], float)
+        for loss_id, targets in [(abi.LOSS_SPARSE_XENT, np.array([0, 3, 1])),
+                                 (abi.LOSS_MSE, rng.normal(size=(3, 4)))]:
+            p1, p2, s1, s2 = params.copy(), params.copy(), np.zeros((1, n)), np.zeros((1, n))
+            grads = np.empty(n)
+            loss = nb.mlp_train_step(x, targets, p1, grads, s1, layout, alphas, loss_id, hyper)
+            loss_ref, grads_ref = reference.mlp_train_step(x, targets, p2, layout, alphas, s2, loss_id, hyper)
+            check(loss, loss_ref); check(grads, grads_ref); check(p1, p2); check(s1, s2)
+        print("ok")
+    """, NUMBA_DISABLE_JIT="1")
+    assert out == "ok"
