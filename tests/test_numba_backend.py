@@ -16,7 +16,7 @@ from fusedense._numba_kernels import dense, jit, optimizers
 from fusedense.activations import BY_ID, activation_vjp, get_activation
 from fusedense.layout import make_layout
 
-from conftest import assert_close
+from support import assert_close
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
