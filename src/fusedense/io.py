@@ -34,9 +34,7 @@ def _record(model) -> tuple:
     if isinstance(model, Sequential):
         net = model._built("save")
         extra = {"kind": "Sequential", "name": model.name, "compile": model.compile_config(),
-                 "layers": [{"units": layer.units, "activation": layer.activation, "name": layer.name,
-                             "kernel_initializer": layer.kernel_initializer, "alpha": layer.alpha}
-                            for layer in model.layers]}
+                 "layers": [_layer_record(layer) for layer in model.layers]}
     elif isinstance(model, MLP):
         net, extra = model, {"kind": "MLP"}
     else:
@@ -44,6 +42,31 @@ def _record(model) -> tuple:
     record = {"format": FORMAT, "version": VERSION, "architecture": net.architecture(),
               "n_params": int(net.n_params), "sha256": _checksum(net.params), **extra}
     return record, net.params
+
+
+def _layer_record(layer) -> dict:
+    """A Sequential layer's constructor arguments; "type" is absent for Dense (files of version 1
+    written before Embedding existed read the same)."""
+    from .models import Embedding, Flatten
+
+    if isinstance(layer, Embedding):
+        return {"type": "Embedding", "vocab_size": layer.vocab_size, "dim": layer.dim,
+                "input_length": layer.input_length, "name": layer.name}
+    if isinstance(layer, Flatten):
+        return {"type": "Flatten", "name": layer.name}
+    return {"units": layer.units, "activation": layer.activation, "name": layer.name,
+            "kernel_initializer": layer.kernel_initializer, "alpha": layer.alpha}
+
+
+def _layer_from_record(record: dict):
+    from .models import Dense, Embedding, Flatten
+
+    record = dict(record)
+    kind = record.pop("type", "Dense")
+    classes = {"Dense": Dense, "Embedding": Embedding, "Flatten": Flatten}
+    if kind not in classes:
+        raise ValueError(f"unknown layer type {kind!r}")
+    return classes[kind](**record)
 
 
 def save_model(model, path) -> None:
@@ -103,12 +126,15 @@ def _read(path):
 
 def load_model(path, backend=None):
     """The model saved at ``path``: a Sequential (compiled again if it was) or an MLP."""
-    from .models import Dense, Sequential
+    from .embedding import EmbeddingMLP
+    from .models import Sequential
     from .network import MLP
 
     record, params = _read(path)
     try:
-        net = MLP.from_architecture(record["architecture"], backend=backend)
+        architecture = record["architecture"]
+        cls = EmbeddingMLP if "embedding" in architecture else MLP
+        net = cls.from_architecture(architecture, backend=backend)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"path: {path!r}: invalid architecture record: {exc}") from None
     if record.get("n_params") != net.n_params or params.shape != (net.n_params,) or params.dtype != net.dtype:
@@ -121,8 +147,11 @@ def load_model(path, backend=None):
         return net
     if record.get("kind") != "Sequential":
         raise ValueError(f"path: {path!r}: unknown model kind {record.get('kind')!r}")
-    model = Sequential([Dense(**layer) for layer in record["layers"]], name=record.get("name"),
-                       dtype=net.dtype, backend=backend)
+    try:
+        layers = [_layer_from_record(layer) for layer in record["layers"]]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"path: {path!r}: invalid layer record: {exc}") from None
+    model = Sequential(layers, name=record.get("name"), dtype=net.dtype, backend=backend)
     model.build(net.n_inputs)
     if model.network.architecture() != net.architecture():
         raise ValueError(f"path: {path!r}: the layer list does not match the architecture record; the file was altered")
