@@ -22,7 +22,7 @@ import subprocess
 
 import numpy as np
 
-__all__ = ["DatasetNotFoundError", "load_names", "load_names_lm", "NamesLM", "NAMES_LM_VOCAB", "load_fortunes", "load_fashion_mnist", "load_digits",
+__all__ = ["DatasetNotFoundError", "load_names", "load_names_lm", "NamesLM", "NAMES_LM_VOCAB", "names_to_examples", "load_fortunes", "load_fashion_mnist", "load_digits",
            "train_test_split", "FORTUNE_PACKAGES"]
 
 

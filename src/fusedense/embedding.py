@@ -33,7 +33,7 @@ from .activations import BY_ID
 from .layout import ACT_ID, FAN_OUT, layer_views
 from .network import MLP
 
-__all__ = ["EmbeddingMLP"]
+__all__ = ["EmbeddingMLP", "sample_sequences"]
 
 _IDENTITY = 0  # activation id: dense_backward of the last layer receives dLoss/dz directly
 _EMBEDDING_LIMIT = 0.05  # Keras's default embeddings_initializer: uniform(-0.05, 0.05)
@@ -232,40 +232,53 @@ class EmbeddingMLP(MLP):
         Every sequence starts from a context of ``boundary`` tokens and ends when it samples
         ``boundary`` (not included) or reaches ``max_len`` tokens. ``temperature`` divides the
         logits (0: always the most likely token). Same seed, same weights → same sequences.
-        Returns a list of ``n`` int64 arrays.
+        Returns a list of ``n`` int64 arrays. At n=1 each token costs one batch-1 fused forward.
         """
-        if temperature < 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
         if not 0 <= boundary < self.vocab_size:
             raise ValueError(f"boundary: expected a token id in [0, {self.vocab_size}), got {boundary!r}")
-        rng = np.random.default_rng(seed)
-        out = np.full((n, max_len), boundary, np.int64)
-        lengths = np.full(n, max_len, np.int64)
-        rows = np.arange(n)  # the sequences still running
-        ctx = np.full((n, self.context), boundary, np.int64)
         scores = np.empty((n, self.vocab_size), self.dtype)
-        for t in range(max_len):
-            m = len(rows)
-            self.forward(ctx, scores[:m])
-            tokens = self._sample(scores[:m], temperature, rng)
-            out[rows, t] = tokens
-            ended = tokens == boundary
-            if ended.any():
-                lengths[rows[ended]] = t
-                keep = ~ended
-                rows, ctx, tokens = rows[keep], ctx[keep], tokens[keep]
-                if not len(rows):
-                    break
-            ctx[:, :-1] = ctx[:, 1:]
-            ctx[:, -1] = tokens
-        return [out[i, :lengths[i]] for i in range(n)]
 
-    def _sample(self, scores, temperature, rng):
-        """One token per row from the output layer's scores (logits, or probabilities after softmax)."""
-        logits = np.log(scores) if self.output_activation == "softmax" else scores
-        if temperature == 0:
-            return logits.argmax(axis=1)
-        weights = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)
-        cdf = np.cumsum(weights, axis=1)
-        u = rng.random(len(cdf)) * cdf[:, -1]
-        return np.minimum((cdf < u[:, None]).sum(axis=1), self.vocab_size - 1)
+        def next_scores(tokens):
+            out = scores[:len(tokens)]
+            self.forward(tokens, out)
+            return out
+        return sample_sequences(next_scores, n, self.context, max_len, temperature, seed, boundary,
+                                probabilities=self.output_activation == "softmax")
+
+
+def sample_sequences(next_scores, n, context, max_len, temperature, seed, boundary=0, probabilities=False):
+    """Batched autoregressive sampling around any model: ``next_scores(tokens (m, context) int64)``
+    returns (m, vocab) logits (or probabilities when ``probabilities``) for the rows still running;
+    finished rows are dropped from the batch. See :meth:`EmbeddingMLP.generate`."""
+    if not temperature >= 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    rng = np.random.default_rng(seed)
+    out = np.full((n, max_len), boundary, np.int64)
+    lengths = np.full(n, max_len, np.int64)
+    rows = np.arange(n)  # the sequences still running
+    ctx = np.full((n, context), boundary, np.int64)
+    for t in range(max_len):
+        scores = next_scores(ctx)
+        logits = np.log(scores) if probabilities else scores
+        tokens = _sample(logits, temperature, rng)
+        out[rows, t] = tokens
+        ended = tokens == boundary
+        if ended.any():
+            lengths[rows[ended]] = t
+            keep = ~ended
+            rows, ctx, tokens = rows[keep], ctx[keep], tokens[keep]
+            if not len(rows):
+                break
+        ctx[:, :-1] = ctx[:, 1:]
+        ctx[:, -1] = tokens
+    return [out[i, :lengths[i]] for i in range(n)]
+
+
+def _sample(logits, temperature, rng):
+    """One token per row of ``logits``: from softmax(logits / temperature), or the argmax at 0."""
+    if temperature == 0:
+        return logits.argmax(axis=1)
+    weights = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)
+    cdf = np.cumsum(weights, axis=1)
+    u = rng.random(len(cdf)) * cdf[:, -1]
+    return np.minimum((cdf < u[:, None]).sum(axis=1), logits.shape[1] - 1)
