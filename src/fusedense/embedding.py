@@ -56,6 +56,7 @@ class EmbeddingMLP(MLP):
         self.vocab_size, self.embedding_dim, self.context = int(vocab_size), int(embedding_dim), int(context)
         self._folded = None
         self._scratch = {}
+        self._views_of = self._views = None
         super().__init__([self.context * self.embedding_dim] + [int(s) for s in sizes], activations,
                          output_activation, alphas, dtype, init, random_state, backend,
                          prefix=self.vocab_size * self.embedding_dim)
@@ -185,7 +186,7 @@ class EmbeddingMLP(MLP):
         self._folded = None  # the folded tables would go stale
         k = self._kernels
         buf = self._buffers(tokens.shape[0])
-        weights = self.weights
+        weights = self._weight_views()
         h = self.embed(tokens, buf["x"])
         for (W, b), (_, _, _, act_id), alpha, z, y in zip(weights, self.layout, self.alphas, buf["z"], buf["y"]):
             k.dense_forward(h, W, b, int(act_id), float(alpha), y, z)
@@ -207,6 +208,12 @@ class EmbeddingMLP(MLP):
             raise FloatingPointError(f"training diverged: the loss became {loss} at optimizer step {self.step}; "
                                      f"lower the learning rate")
         return loss
+
+    def _weight_views(self):
+        """``self.weights``, built once per parameter buffer (a step must not pay for new views)."""
+        if self._views_of is not self.params:
+            self._views_of, self._views = self.params, self.weights
+        return self._views
 
     def _scatter_embedding_grad(self, tokens, d_features):
         """dE[v] = Σ over (row, position) with token v of dLoss/d(features[row, position]): a scatter-add."""
