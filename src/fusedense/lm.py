@@ -1,6 +1,6 @@
 """``fusedense lm``: a character-level MLP language model of first names (Bengio et al. 2003).
 
-    fusedense lm                                   # context 3, embedding 10, hidden 200 tanh, Adam
+    fusedense lm                                   # context 3, embedding 10, hidden 200 tanh, Adam 1e-2
     fusedense lm --context 5 --hidden 300 --epochs 12 --samples 20 --temperature 0.7
 
 Trains ``Embedding → Flatten → Dense(hidden, tanh) … → Dense(27)`` on ``fd.datasets.load_names_lm``
@@ -25,11 +25,11 @@ def add_arguments(parser):
     parser.add_argument("--hidden", type=int, nargs="+", default=[200], help="hidden layer widths (default 200)")
     parser.add_argument("--activation", default="tanh", help="hidden activation (default tanh)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (adam 3e-3, sgd 0.1)")
-    parser.add_argument("--lr-decay", type=float, default=0.75,
-                        help="learning rate multiplied by this after every epoch (default 0.75)")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (adam 1e-2, sgd 0.1)")
+    parser.add_argument("--lr-decay", type=float, default=0.85,
+                        help="learning rate multiplied by this after every epoch (default 0.85)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling, sampling")
     parser.add_argument("--samples", type=int, default=10, help="names to sample after training")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
@@ -60,7 +60,7 @@ def build_model(args):
     layers = [fd.Embedding(vocab, args.embedding, input_length=args.context), fd.Flatten()]
     layers += [fd.Dense(width, activation=args.activation) for width in args.hidden] + [fd.Dense(vocab)]
     model = fd.Sequential(layers, name="names_lm", seed=args.seed, backend=args.backend)
-    lr = args.lr if args.lr is not None else {"adam": 3e-3, "sgd": 0.1}[args.optimizer]
+    lr = args.lr if args.lr is not None else {"adam": 1e-2, "sgd": 0.1}[args.optimizer]
     optimizer = fd.optimizers.Adam(learning_rate=lr) if args.optimizer == "adam" else \
         fd.optimizers.SGD(learning_rate=lr, momentum=0.9)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
