@@ -75,6 +75,11 @@ def run(args) -> int:
             raise SystemExit(f"fusedense lm: --{name.replace('_', '-')} must be >= 1")
     if args.threads is not None:
         fd.set_num_threads(args.threads)
+        try:  # NumPy's BLAS too (the numpy backend's GEMMs): a busy 2-core machine punishes extra threads
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(args.threads)
+        except ImportError:
+            pass
     data = fd.datasets.load_names_lm(context=args.context, seed=args.seed)
     model = build_model(args)
     print(f"names: {len(data.names_train)} train / {len(data.names_val)} validation / {len(data.names_test)} test "
