@@ -1,7 +1,7 @@
 """The character language model (``fusedense lm``): training throughput and generation speed of
 fusedense vs a straightforward NumPy implementation vs PyTorch eager, same model, same batch.
 
-    python bench/bench_lm.py [--batch 64] [--threads 1] [--seconds 20]   # alternating-block table
+    python bench/bench_lm.py [--batch 64] [--threads 1] [--seconds 20] [--activation relu]   # alternating blocks
     python -m pytest bench/bench_lm.py --benchmark-group-by=group        # pytest-benchmark groups
 
 Model: Embedding(27, 10) of 3 characters → Dense(200, tanh) → Dense(27) logits, softmax
@@ -23,6 +23,9 @@ from fusedense.benchmarking.numpy_user import Adam, softmax_cross_entropy
 from fusedense.embedding import EmbeddingMLP, sample_sequences
 
 VOCAB, DIM, CONTEXT, HIDDEN, LR = 27, 10, 3, 200, 1e-3
+#: hidden activation → (NumPy forward, its derivative from the output); main() may switch to relu
+NUMPY_ACTIVATIONS = {"tanh": (np.tanh, lambda h: 1 - h * h), "relu": (lambda z: np.maximum(z, 0), lambda h: h > 0)}
+ACTIVATION = "tanh"
 N_EXAMPLES = 8192  # a fixed slice of the names (random tokens if gender-guesser is missing)
 MAX_LEN = 20
 
@@ -38,7 +41,7 @@ def examples():
 
 
 def new_net(backend=None):
-    return EmbeddingMLP(VOCAB, DIM, CONTEXT, [HIDDEN, VOCAB], "tanh", random_state=0, backend=backend)
+    return EmbeddingMLP(VOCAB, DIM, CONTEXT, [HIDDEN, VOCAB], ACTIVATION, random_state=0, backend=backend)
 
 
 # --- the NumPy implementation a user would write ---------------------------------------------
@@ -49,19 +52,20 @@ class NumpyLM:
         E = net.embeddings.copy()
         (W1, b1), (W2, b2) = [(W.copy(), b.copy()) for W, b in net.weights]
         self.arrays = [E, W1, b1, W2, b2]
+        self.act, self.act_grad = NUMPY_ACTIVATIONS[ACTIVATION]
         self.adam = Adam(self.arrays, lr=LR, eps=1e-7)
 
     def forward(self, tokens):
         E, W1, b1, W2, b2 = self.arrays
-        h = np.tanh(E[tokens].reshape(len(tokens), -1) @ W1 + b1)
+        h = self.act(E[tokens].reshape(len(tokens), -1) @ W1 + b1)
         return h @ W2 + b2
 
     def step(self, tokens, labels):
         E, W1, b1, W2, b2 = self.arrays
         x = E[tokens].reshape(len(tokens), -1)
-        h = np.tanh(x @ W1 + b1)
+        h = self.act(x @ W1 + b1)
         loss, dlogits = softmax_cross_entropy(h @ W2 + b2, labels)
-        dh = (dlogits @ W2.T) * (1 - h * h)
+        dh = (dlogits @ W2.T) * self.act_grad(h)
         dE = np.zeros_like(E)
         np.add.at(dE, tokens.ravel(), (dh @ W1.T).reshape(-1, E.shape[1]))
         self.adam.step(self.arrays, [dE, x.T @ dh, dh.sum(axis=0), h.T @ dlogits, dlogits.sum(axis=0)])
@@ -77,7 +81,7 @@ class TorchLM:
         self.torch = torch
         nn = torch.nn
         self.model = nn.Sequential(nn.Embedding(VOCAB, DIM), nn.Flatten(), nn.Linear(CONTEXT * DIM, HIDDEN),
-                                   nn.Tanh(), nn.Linear(HIDDEN, VOCAB))
+                                   {"tanh": nn.Tanh, "relu": nn.ReLU}[ACTIVATION](), nn.Linear(HIDDEN, VOCAB))
         (W1, b1), (W2, b2) = net.weights
         with torch.no_grad():
             self.model[0].weight.copy_(torch.from_numpy(net.embeddings))
@@ -202,13 +206,17 @@ def main(argv=None):
     parser.add_argument("--gen-batch", type=int, default=256, help="parallel sequences (default 256)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget per table row")
+    parser.add_argument("--activation", choices=sorted(NUMPY_ACTIVATIONS), default="tanh", help="hidden activation")
     args = parser.parse_args(argv)
+    global ACTIVATION
+    ACTIVATION = args.activation
     from threadpoolctl import threadpool_limits
     fd.set_num_threads(args.threads)
     if have_torch():
         import torch
         torch.set_num_threads(args.threads)
-    print(f"load average before: {os.getloadavg()}; threads {args.threads}; backends {fd.backends()}")
+    print(f"load average before: {os.getloadavg()}; threads {args.threads}; backends {fd.backends()}; "
+          f"hidden {ACTIVATION}, batch {args.batch}")
     with threadpool_limits(args.threads):
         rows = []
         sides = training_sides(args.batch)
