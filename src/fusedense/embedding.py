@@ -17,10 +17,14 @@ the first layer), which that kernel does not return. The step is therefore compo
 calls — a gather, ``dense_forward`` per layer, ``softmax_xent``, ``dense_backward`` per layer
 (the first one with ``dx``), a scatter-add of ``dx`` into the embedding rows (never a one-hot
 matmul) and one optimizer pass — so every backend runs it with the interface it already has.
+(One compiled call would need a new kernel — ``mlp_train_step`` plus the gather and the
+scatter-add into the table's gradient before its optimizer pass; the interface does not have it.)
 
 Inference can fold the table into the first layer (``fold()``): for context position ``p`` the
 table ``T_p = E @ W1[p·dim:(p+1)·dim]`` (vocab × hidden) turns the first GEMM into ``context``
-row lookups and a sum.
+row lookups and a sum. Measured (bench/bench_lm.py): in Python the lookups cost more calls than
+the small GEMM they replace, so folding is slower at batch 1 and no faster at batch 256; it
+stays opt-in.
 """
 from __future__ import annotations
 
