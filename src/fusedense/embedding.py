@@ -124,9 +124,10 @@ class EmbeddingMLP(MLP):
     def embed(self, tokens, out=None) -> np.ndarray:
         """The first Dense layer's input: the embedding rows of ``tokens`` side by side (n, context·dim)."""
         n = tokens.shape[0]
-        if out is None:
-            out = np.empty((n, self.context * self.embedding_dim), self.dtype)
-        np.take(self.embeddings, tokens, axis=0, out=out.reshape(n, self.context, self.embedding_dim))
+        table = self._table_view()
+        if out is None:  # a fancy-index gather is the cheapest call at inference batch sizes
+            return table[tokens].reshape(n, self.context * self.embedding_dim)
+        np.take(table, tokens, axis=0, out=out.reshape(n, self.context, self.embedding_dim))
         return out
 
     def forward(self, tokens, out):
@@ -149,7 +150,7 @@ class EmbeddingMLP(MLP):
         self._folded = np.ascontiguousarray(np.matmul(self.embeddings, blocks))  # (context, vocab, hidden)
 
     def _forward_folded(self, tokens, out):
-        _, b1 = self.weights[0]
+        _, b1 = self._weight_views()[0]
         z1 = b1 + self._folded[0][tokens[:, 0]]
         for p in range(1, self.context):
             z1 += self._folded[p][tokens[:, p]]
@@ -216,8 +217,13 @@ class EmbeddingMLP(MLP):
     def _weight_views(self):
         """``self.weights``, built once per parameter buffer (a step must not pay for new views)."""
         if self._views_of is not self.params:
-            self._views_of, self._views = self.params, self.weights
-        return self._views
+            self._views_of, self._views = self.params, (self.embeddings, self.weights)
+        return self._views[1]
+
+    def _table_view(self):
+        """``self.embeddings``, cached like ``_weight_views``."""
+        self._weight_views()
+        return self._views[0]
 
     def _scatter_embedding_grad(self, tokens, d_features):
         """dE[v] = Σ over (row, position) with token v of dLoss/d(features[row, position]): a scatter-add."""
