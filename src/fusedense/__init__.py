@@ -11,7 +11,8 @@ from .functional import (activate, activation_grad, adam_step, binary_cross_entr
 from .hashing import HashingVectorizer
 from .io import load_model
 from .layout import layer_views, make_layout
-from .models import Dense, Input, Sequential
+from .embedding import EmbeddingMLP
+from .models import Dense, Embedding, Flatten, Input, Sequential
 from .network import MLP
 from .threads import get_num_threads, set_num_threads
 
@@ -31,7 +32,8 @@ def __getattr__(name):
 
 __all__ = [
     # the model fronts
-    "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Input", "Sequential",
+    "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Embedding", "EmbeddingMLP",
+    "Flatten", "Input", "Sequential",
     "callbacks", "datasets", "load_model", "optimizers",
     # the functional API and backend control
     "ACTIVATIONS", "activate", "activation_grad", "adam_step", "backends", "binary_cross_entropy",

@@ -13,6 +13,7 @@ import sys
 COMMANDS = {
     "demo": "fusedense.demo",
     "bench": "fusedense.bench",
+    "lm": "fusedense.lm",
 }
 
 

@@ -4,6 +4,7 @@
 loader                 data                                               comes from
 =====================  =================================================  ==========================
 load_names             ~32k first names (a–z) → gender (female / male)    pip: gender-guesser
+load_names_lm          the same names as next-character prediction        pip: gender-guesser
 load_fortunes          fortune-cookie texts → language (8 languages)      apt: fortunes, fortunes-de, …
 load_fashion_mnist     70k 28×28 clothing images → 10 classes             apt: dataset-fashion-mnist
 load_digits            1797 8×8 digit images → 10 classes                 pip: scikit-learn
@@ -21,7 +22,7 @@ import subprocess
 
 import numpy as np
 
-__all__ = ["DatasetNotFoundError", "load_names", "load_fortunes", "load_fashion_mnist", "load_digits",
+__all__ = ["DatasetNotFoundError", "load_names", "load_names_lm", "NamesLM", "NAMES_LM_VOCAB", "names_to_examples", "load_fortunes", "load_fashion_mnist", "load_digits",
            "train_test_split", "FORTUNE_PACKAGES"]
 
 
@@ -82,6 +83,64 @@ def load_names(shuffle=True, seed=0):
         order = np.random.default_rng(seed).permutation(len(names))
         names, labels = [names[i] for i in order], labels[order]
     return names, labels, NAME_CLASSES
+
+
+# --- first names as a character-level language-modelling task -------------------------------
+
+#: Token 0 is the boundary '.' (before the first and after the last letter), then a–z.
+NAMES_LM_VOCAB = ".abcdefghijklmnopqrstuvwxyz"
+
+
+class NamesLM:
+    """``load_names_lm``'s result: ``x_*`` (n, context) int64 contexts, ``y_*`` (n,) next tokens,
+    and ``names_*`` (the names each split was made from) for ``* in train, val, test``."""
+
+    vocab = NAMES_LM_VOCAB
+
+    def __init__(self, context, splits):
+        self.context = context
+        for part, names in splits.items():
+            x, y = names_to_examples(names, context)
+            setattr(self, f"names_{part}", names)
+            setattr(self, f"x_{part}", x)
+            setattr(self, f"y_{part}", y)
+
+    @staticmethod
+    def encode(name: str) -> list:
+        return [NAMES_LM_VOCAB.index(c) for c in name]
+
+    @staticmethod
+    def decode(tokens) -> str:
+        return "".join(NAMES_LM_VOCAB[t] for t in tokens)
+
+
+def names_to_examples(names, context):
+    """Every (context, next character) pair of ``names``: ``context`` boundary tokens, the letters,
+    one final boundary token; e.g. 'ana', context 2 → '..'→a, '.a'→n, 'an'→a, 'na'→'.'."""
+    rows, targets = [], []
+    for name in names:
+        tokens = [0] * context + NamesLM.encode(name) + [0]
+        for i in range(context, len(tokens)):
+            rows.append(tokens[i - context:i])
+            targets.append(tokens[i])
+    return (np.array(rows, dtype=np.int64).reshape(-1, context), np.array(targets, dtype=np.int64))
+
+
+def load_names_lm(context=3, seed=0, val_size=0.1, test_size=0.1):
+    """gender-guesser's first names (as ``load_names`` reads them) for next-character prediction.
+
+    The names are shuffled with ``seed`` and split BY NAME (no name contributes to two splits):
+    ``test_size`` and ``val_size`` fractions, the rest for training. Returns a :class:`NamesLM`.
+    """
+    if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 1:
+        raise ValueError(f"context: expected a positive integer, got {context!r}")
+    if not (0 < val_size < 1 and 0 < test_size < 1 and val_size + test_size < 1):
+        raise ValueError(f"val_size, test_size: expected fractions in (0, 1) summing below 1, "
+                         f"got {val_size!r}, {test_size!r}")
+    names, _, _ = load_names(shuffle=True, seed=seed)
+    n_test, n_val = int(round(len(names) * test_size)), int(round(len(names) * val_size))
+    return NamesLM(int(context), {"test": names[:n_test], "val": names[n_test:n_test + n_val],
+                                  "train": names[n_test + n_val:]})
 
 
 # --- fortunes → language (Debian fortune packages) ---------------------------------------------

@@ -36,9 +36,7 @@ def _record(model) -> tuple:
     if isinstance(model, Sequential):
         net = model._built("save")
         extra = {"kind": "Sequential", "name": model.name, "compile": model.compile_config(),
-                 "layers": [{"units": layer.units, "activation": layer.activation, "name": layer.name,
-                             "kernel_initializer": layer.kernel_initializer, "alpha": layer.alpha}
-                            for layer in model.layers]}
+                 "layers": [_layer_record(layer) for layer in model.layers]}
     elif isinstance(model, MLP):
         net, extra = model, {"kind": "MLP"}
     else:
@@ -46,6 +44,31 @@ def _record(model) -> tuple:
     record = {"format": FORMAT, "version": VERSION, "architecture": net.architecture(),
               "n_params": int(net.n_params), "sha256": _checksum(net.params), **extra}
     return record, net.params
+
+
+def _layer_record(layer) -> dict:
+    """A Sequential layer's constructor arguments; "type" is absent for Dense (files of version 1
+    written before Embedding existed read the same)."""
+    from .models import Embedding, Flatten
+
+    if isinstance(layer, Embedding):
+        return {"type": "Embedding", "vocab_size": layer.vocab_size, "dim": layer.dim,
+                "input_length": layer.input_length, "name": layer.name}
+    if isinstance(layer, Flatten):
+        return {"type": "Flatten", "name": layer.name}
+    return {"units": layer.units, "activation": layer.activation, "name": layer.name,
+            "kernel_initializer": layer.kernel_initializer, "alpha": layer.alpha}
+
+
+def _layer_from_record(record: dict):
+    from .models import Dense, Embedding, Flatten
+
+    record = dict(record)
+    kind = record.pop("type", "Dense")
+    classes = {"Dense": Dense, "Embedding": Embedding, "Flatten": Flatten}
+    if kind not in classes:
+        raise ValueError(f"unknown layer type {kind!r}")
+    return classes[kind](**record)
 
 
 def save_model(model, path) -> None:
@@ -103,9 +126,20 @@ def _read(path):
     return record, params
 
 
+def _n_params(architecture) -> int:
+    """The parameter count an architecture record implies, computed without allocating."""
+    sizes, start = architecture["sizes"], 0
+    if "embedding" in architecture:  # the table comes first; the dense layers read its flattened rows
+        emb = architecture["embedding"]
+        start = int(emb["vocab_size"]) * int(emb["dim"])
+        sizes = [int(emb["context"]) * int(emb["dim"]), *sizes]
+    return make_layout(sizes, architecture["activations"], architecture["alphas"], start=start)[2]
+
+
 def load_model(path, backend=None):
     """The model saved at ``path``: a Sequential (compiled again if it was) or an MLP."""
-    from .models import Dense, Sequential
+    from .embedding import EmbeddingMLP
+    from .models import Sequential
     from .network import MLP
 
     record, params = _read(path)
@@ -113,10 +147,10 @@ def load_model(path, backend=None):
         architecture = record["architecture"]
         # the sizes come from the file: check them against the stored parameters before
         # allocating anything (a tampered record could ask for terabytes)
-        n_params = make_layout(architecture["sizes"], architecture["activations"], architecture["alphas"])[2]
-        if params.shape != (n_params,):
-            raise ValueError(f"the parameters (shape {params.shape}) do not match the architecture ({n_params} values)")
-        net = MLP.from_architecture(architecture, backend=backend)
+        if params.shape != (_n_params(architecture),):
+            raise ValueError(f"the parameters (shape {params.shape}) do not match the architecture")
+        cls = EmbeddingMLP if "embedding" in architecture else MLP
+        net = cls.from_architecture(architecture, backend=backend)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"path: {path!r}: invalid architecture record: {exc}") from None
     if record.get("n_params") != net.n_params or params.shape != (net.n_params,) or params.dtype != net.dtype:
@@ -129,8 +163,11 @@ def load_model(path, backend=None):
         return net
     if record.get("kind") != "Sequential":
         raise ValueError(f"path: {path!r}: unknown model kind {record.get('kind')!r}")
-    model = Sequential([Dense(**layer) for layer in record["layers"]], name=record.get("name"),
-                       dtype=net.dtype, backend=backend)
+    try:
+        layers = [_layer_from_record(layer) for layer in record["layers"]]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"path: {path!r}: invalid layer record: {exc}") from None
+    model = Sequential(layers, name=record.get("name"), dtype=net.dtype, backend=backend)
     model.build(net.n_inputs)
     if model.network.architecture() != net.architecture():
         raise ValueError(f"path: {path!r}: the layer list does not match the architecture record; the file was altered")

@@ -17,10 +17,11 @@ from .activations import get_activation, resolve_alpha
 OFFSET, FAN_IN, FAN_OUT, ACT_ID = range(4)
 
 
-def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | None = None):
-    """Layout for layers ``sizes[0] → sizes[1] → … → sizes[-1]``.
+def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | None = None, start: int = 0):
+    """Layout for layers ``sizes[0] → sizes[1] → … → sizes[-1]``, the first starting at ``params[start]``
+    (the ``start`` entries before it hold e.g. an embedding table).
 
-    Returns ``(layout, alphas, n_params)``.
+    Returns ``(layout, alphas, n_params)``; ``n_params`` counts the ``start`` entries too.
     """
     sizes = [int(s) for s in sizes]
     n_layers = len(sizes) - 1
@@ -37,7 +38,7 @@ def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | 
         raise ValueError(f"sizes: {sizes!r} need {n_params} parameters, more than an int64 can index")
     layout = np.empty((n_layers, 4), dtype=np.int64)
     alpha_arr = np.empty(n_layers, dtype=np.float64)
-    offset = 0
+    offset = int(start)
     for l in range(n_layers):
         act = get_activation(activations[l])
         if act.rowwise and l != n_layers - 1:

@@ -9,7 +9,12 @@
     history = model.fit(x_train, y_train, epochs=10, batch_size=32, validation_split=0.2)
 
 Under it is one :class:`fusedense.MLP` (``model.network``): every minibatch is one fused
-``mlp_train_step`` call. Differences from Keras: training metrics are measured on the whole
+``mlp_train_step`` call. A model may start with ``Embedding`` + ``Flatten`` (token ids in,
+e.g. a character language model); its network is then an :class:`fusedense.embedding.EmbeddingMLP`.
+
+    model = fd.Sequential([fd.Embedding(27, 10, input_length=3), fd.Flatten(),
+                           fd.Dense(200, activation="tanh"), fd.Dense(27)])
+ Differences from Keras: training metrics are measured on the whole
 training set at the end of each epoch (Keras averages them over the epoch's batches); the
 default optimizer is Adam (Keras: RMSprop, which fusedense does not have).
 """
@@ -24,9 +29,10 @@ from .activations import get_activation
 from .callbacks import Callback, History
 from .losses import get_loss
 from .metrics import get_metric
+from .embedding import EmbeddingMLP
 from .network import INITIALIZERS, MLP
 
-__all__ = ["Dense", "Input", "Sequential"]
+__all__ = ["Dense", "Embedding", "Flatten", "Input", "Sequential"]
 
 
 class Input:
@@ -80,6 +86,34 @@ class Dense:
         return self._views
 
 
+class Embedding:
+    """Token ids (n, input_length) → their rows of a (vocab_size × dim) table; first layer only,
+    followed by ``Flatten`` (the rows side by side feed the next Dense layer)."""
+
+    def __init__(self, vocab_size, dim, input_length=None, name=None):
+        for arg, value in (("vocab_size", vocab_size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{arg}: expected a positive integer, got {value!r}")
+        self.vocab_size, self.dim = int(vocab_size), int(dim)
+        self.input_length = None if input_length is None else _positive_int("input_length", input_length)
+        self.name = name
+        self._views = None  # (table,) once built
+
+    @property
+    def embeddings(self):
+        return self._built_views()[0]
+
+    get_weights = Dense.get_weights
+    _built_views = Dense._built_views
+
+
+class Flatten:
+    """Joins the Embedding's (input_length × dim) rows into one feature vector per sample."""
+
+    def __init__(self, name=None):
+        self.name = name
+
+
 class Sequential:
     """A stack of Dense layers (see the module docstring). ``seed`` fixes initial weights and shuffling."""
 
@@ -89,6 +123,7 @@ class Sequential:
         self.dtype = np.dtype(dtype)
         self.backend = backend
         self.layers = []
+        self.embedding = None  # the Embedding layer when the model starts with one
         self.input_dim = None
         self.network = None
         self.loss = None
@@ -108,12 +143,23 @@ class Sequential:
                 raise ValueError("layer: fd.Input must come before every Dense layer")
             self.input_dim = layer.shape[0]
             return
-        if not isinstance(layer, Dense):
-            raise TypeError(f"layer: expected fd.Dense or fd.Input, got {type(layer).__name__}")
-        if not self.layers and layer.input_dim is not None:
-            self.input_dim = layer.input_dim
+        previous = self.layers[-1] if self.layers else None
+        if isinstance(layer, Embedding):
+            if self.layers or self.input_dim is not None:
+                raise ValueError("layer: fd.Embedding must be the first layer")
+            self.embedding, self.input_dim = layer, layer.input_length
+        elif isinstance(layer, Flatten):
+            if not isinstance(previous, Embedding):
+                raise ValueError("layer: fd.Flatten goes right after fd.Embedding (Dense layers take flat inputs)")
+        elif isinstance(layer, Dense):
+            if isinstance(previous, Embedding):
+                raise ValueError("layer: put fd.Flatten() between fd.Embedding and the first fd.Dense")
+            if not self.layers and layer.input_dim is not None:
+                self.input_dim = layer.input_dim
+        else:
+            raise TypeError(f"layer: expected fd.Dense, fd.Embedding, fd.Flatten or fd.Input, got {type(layer).__name__}")
         if layer.name is None:
-            layer.name = f"dense_{len(self.layers)}"
+            layer.name = f"{type(layer).__name__.lower()}_{len(self.layers)}"
         self.layers.append(layer)  # weights are created once all layers are known (compile/fit/predict)
 
     def build(self, input_dim=None):
@@ -124,18 +170,28 @@ class Sequential:
         if input_dim is None:
             raise ValueError("input_shape: the model does not know its input width yet; give "
                              "input_shape=(n,) to the first Dense layer, or call fit first")
-        if not self.layers:
-            raise ValueError("layers: a Sequential model needs at least one Dense layer")
+        dense = self._dense_layers()
         self.input_dim = int(input_dim)
-        self.network = MLP([self.input_dim] + [layer.units for layer in self.layers],
-                           [layer.activation for layer in self.layers],
-                           alphas=[layer.alpha for layer in self.layers], dtype=self.dtype,
-                           init=[layer.kernel_initializer for layer in self.layers],
-                           random_state=self._rng, backend=self.backend)
-        for layer, views in zip(self.layers, self.network.weights):
+        config = dict(alphas=[layer.alpha for layer in dense], dtype=self.dtype,
+                      init=[layer.kernel_initializer for layer in dense], random_state=self._rng,
+                      backend=self.backend)
+        units, activations = [layer.units for layer in dense], [layer.activation for layer in dense]
+        if self.embedding is None:
+            self.network = MLP([self.input_dim] + units, activations, **config)
+        else:
+            self.network = EmbeddingMLP(self.embedding.vocab_size, self.embedding.dim, self.input_dim, units, activations,
+                                        **config)
+            self.embedding._views = (self.network.embeddings,)
+        for layer, views in zip(dense, self.network.weights):
             layer._views = views
         if self.loss is not None:
             self._attach_optimizer()
+
+    def _dense_layers(self):
+        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        if not dense:
+            raise ValueError("layers: a Sequential model needs at least one Dense layer")
+        return dense
 
     def _build_for(self, x):
         """The network, built for the width of ``x`` if it was not built yet."""
@@ -156,8 +212,7 @@ class Sequential:
         name; metrics: e.g. ['accuracy']."""
         if loss is None:
             raise ValueError("loss: compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
-        if not self.layers:
-            raise ValueError("layers: a Sequential model needs at least one Dense layer")
+        self._dense_layers()
         self.optimizer = _optimizers.get(optimizer)
         self.loss = get_loss(loss, self.layers[-1].activation)
         if isinstance(metrics, str):
@@ -277,6 +332,14 @@ class Sequential:
 
     __call__ = predict
 
+    def generate(self, n=1, max_len=30, temperature=1.0, seed=None, boundary=0):
+        """Samples ``n`` token sequences (a model that starts with fd.Embedding and predicts the next
+        token); see :meth:`fusedense.embedding.EmbeddingMLP.generate`."""
+        net = self._built("generate")
+        if not isinstance(net, EmbeddingMLP):
+            raise TypeError("generate: only a model that starts with fd.Embedding generates token sequences")
+        return net.generate(n, max_len, temperature, seed, boundary)
+
     # --- weights, summary, saving ----------------------------------------------------------------
 
     def _built(self, what):
@@ -299,9 +362,12 @@ class Sequential:
     def summary(self, print_fn=print):
         """Prints the layers with their output shapes and parameter counts (like Keras)."""
         net = self._built("summary")
-        rows = [(f"{layer.name} (Dense, {layer.activation})", f"(None, {layer.units})",
-                 f"{fan_in * fan_out + fan_out:,}")
-                for layer, (_, fan_in, fan_out, _) in zip(self.layers, net.layout)]
+        rows = [(f"{e.name} (Embedding)", f"(None, {self.input_dim}, {e.dim})", f"{e.vocab_size * e.dim:,}"),
+                (f"{self.layers[1].name} (Flatten)", f"(None, {self.input_dim * e.dim})", "0")
+                ] if (e := self.embedding) is not None else []
+        rows += [(f"{layer.name} (Dense, {layer.activation})", f"(None, {layer.units})",
+                  f"{fan_in * fan_out + fan_out:,}")
+                 for layer, (_, fan_in, fan_out, _) in zip(self._dense_layers(), net.layout)]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_SUMMARY_HEADER)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
         rule = "-" * len(line(_SUMMARY_HEADER))

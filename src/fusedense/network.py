@@ -66,13 +66,15 @@ class MLP:
     """
 
     def __init__(self, sizes, activations="relu", output_activation="identity", alphas=None,
-                 dtype=np.float32, init="glorot_uniform", random_state=None, backend=None):
+                 dtype=np.float32, init="glorot_uniform", random_state=None, backend=None, prefix=0):
+        # prefix: leading entries of ``params`` reserved for a table that precedes the dense stack
+        # (EmbeddingMLP's embeddings); the layers' offsets start after it.
         sizes = [int(s) for s in sizes]
         n_layers = len(sizes) - 1
         if isinstance(activations, str) or activations is None:
             activations = [activations] * (n_layers - 1) + [output_activation]
         self.activations = tuple(get_activation(a).name for a in activations)
-        self.layout, self.alphas, self.n_params = make_layout(sizes, self.activations, alphas)
+        self.layout, self.alphas, self.n_params = make_layout(sizes, self.activations, alphas, start=prefix)
         self.sizes = tuple(sizes)
         self.dtype = _check_dtype(dtype)
         self.params = np.zeros(self.n_params, self.dtype)
@@ -103,15 +105,20 @@ class MLP:
         """``[(W, b), ...]`` per layer: views into ``params`` (W is fan_in × fan_out)."""
         return layer_views(self.params, self.layout)
 
+    def weight_arrays(self):
+        """``[W1, b1, W2, b2, ...]`` (Keras order) as views into ``params``."""
+        return [a for pair in self.weights for a in pair]
+
     def get_weights(self):
-        """Copies ``[W1, b1, W2, b2, ...]`` (Keras order)."""
-        return [a.copy() for pair in self.weights for a in pair]
+        """Copies of ``weight_arrays()``."""
+        return [a.copy() for a in self.weight_arrays()]
 
     def set_weights(self, arrays):
         """Writes ``[W1, b1, W2, b2, ...]`` into the flat buffer (shapes must match exactly)."""
-        targets = [a for pair in self.weights for a in pair]
+        targets = self.weight_arrays()
         if len(arrays) != len(targets):
-            raise ValueError(f"weights: expected {len(targets)} arrays (W and b per layer), got {len(arrays)}")
+            raise ValueError(f"weights: expected {len(targets)} arrays (one per weight_arrays() entry), "
+                             f"got {len(arrays)}")
         for i, (target, value) in enumerate(zip(targets, arrays)):
             value = np.asarray(value)
             if value.shape != target.shape:
@@ -174,14 +181,18 @@ class MLP:
         out = np.empty((x.shape[0], self.sizes[-1]), self.dtype)
         n = x.shape[0]
         if batch_size is None or batch_size >= n:
-            self._kernels.mlp_forward(x, self.params, self.layout, self.alphas, out)
+            self.forward(x, out)
             return out
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
         for start in range(0, n, batch_size):  # row slices of C-contiguous arrays stay contiguous
             stop = start + batch_size
-            self._kernels.mlp_forward(x[start:stop], self.params, self.layout, self.alphas, out[start:stop])
+            self.forward(x[start:stop], out[start:stop])
         return out
+
+    def forward(self, x, out):
+        """predict without the checks: ``x`` as ``as_inputs`` returns it, ``out`` preallocated."""
+        self._kernels.mlp_forward(x, self.params, self.layout, self.alphas, out)
 
     __call__ = predict
 

@@ -1,0 +1,115 @@
+"""``fusedense lm``: a character-level MLP language model of first names (Bengio et al. 2003).
+
+    fusedense lm                                   # context 3, embedding 10, hidden 200 tanh, Adam 1e-2
+    fusedense lm --context 5 --hidden 300 --epochs 12 --samples 20 --temperature 0.7
+
+Trains ``Embedding → Flatten → Dense(hidden, tanh) … → Dense(27)`` on ``fd.datasets.load_names_lm``
+(names split by name into train / validation / test), prints the losses in nats per character
+(every letter and the end of the name count), the test perplexity and the training speed,
+then samples names.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from .callbacks import Callback
+
+HELP = "train a character-level MLP language model on first names and sample new ones"
+
+
+def add_arguments(parser):
+    parser.add_argument("--context", type=int, default=3, help="characters of context (default 3)")
+    parser.add_argument("--embedding", type=int, default=10, help="embedding width per character (default 10)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[200], help="hidden layer widths (default 200)")
+    parser.add_argument("--activation", default="tanh", help="hidden activation (default tanh)")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (adam 1e-2, sgd 0.1)")
+    parser.add_argument("--lr-decay", type=float, default=0.85,
+                        help="learning rate multiplied by this after every epoch (default 0.85)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling, sampling")
+    parser.add_argument("--samples", type=int, default=10, help="names to sample after training")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--max-len", type=int, default=20, help="longest sampled name")
+    parser.add_argument("--backend", default=None, help="cython, numba or numpy (default: the fastest)")
+    parser.add_argument("--threads", type=int, default=None, help="threads for kernels and BLAS")
+    parser.add_argument("--save", default=None, help="write the trained model to this .npz file")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+class DecayLearningRate(Callback):
+    """Multiplies the optimizer's learning rate by ``factor`` at the start of every epoch after the
+    first (fit re-reads the hyperparameters at each epoch)."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch:
+            self.model.optimizer.learning_rate *= self.factor
+
+
+def build_model(args):
+    import fusedense as fd
+
+    vocab = len(fd.datasets.NAMES_LM_VOCAB)
+    layers = [fd.Embedding(vocab, args.embedding, input_length=args.context), fd.Flatten()]
+    layers += [fd.Dense(width, activation=args.activation) for width in args.hidden] + [fd.Dense(vocab)]
+    model = fd.Sequential(layers, name="names_lm", seed=args.seed, backend=args.backend)
+    lr = args.lr if args.lr is not None else {"adam": 1e-2, "sgd": 0.1}[args.optimizer]
+    optimizer = fd.optimizers.Adam(learning_rate=lr) if args.optimizer == "adam" else \
+        fd.optimizers.SGD(learning_rate=lr, momentum=0.9)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    return model
+
+
+def run(args) -> int:
+    import fusedense as fd
+
+    for name in ("context", "embedding", "epochs", "batch_size", "max_len"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"fusedense lm: --{name.replace('_', '-')} must be >= 1")
+    if args.threads is not None:
+        fd.set_num_threads(args.threads)
+        try:  # NumPy's BLAS too (the numpy backend's GEMMs): a busy 2-core machine punishes extra threads
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(args.threads)
+        except ImportError:
+            pass
+    data = fd.datasets.load_names_lm(context=args.context, seed=args.seed)
+    model = build_model(args)
+    print(f"names: {len(data.names_train)} train / {len(data.names_val)} validation / {len(data.names_test)} test "
+          f"({len(data.y_train)} / {len(data.y_val)} / {len(data.y_test)} characters)")
+    print(f"model: context {args.context} × embedding {args.embedding} → {' → '.join(map(str, args.hidden))} "
+          f"{args.activation} → {len(data.vocab)}, {model.count_params():,} parameters, "
+          f"{args.optimizer} lr {model.optimizer.learning_rate:g} × {args.lr_decay:g}/epoch, batch {args.batch_size}, "
+          f"backend {model.network.backend}")
+    start = time.perf_counter()
+    model.fit(data.x_train, data.y_train, batch_size=args.batch_size, epochs=args.epochs,
+              validation_data=(data.x_val, data.y_val), callbacks=[DecayLearningRate(args.lr_decay)],
+              verbose=0 if args.quiet else 1)
+    seconds = time.perf_counter() - start
+    losses = {part: model.evaluate(getattr(data, f"x_{part}"), getattr(data, f"y_{part}"), verbose=0)
+              for part in ("train", "val", "test")}
+    print(f"loss (nats/char): train {losses['train']:.4f}  validation {losses['val']:.4f}  "
+          f"test {losses['test']:.4f}  → test perplexity {math.exp(losses['test']):.3f}")
+    print(f"training: {seconds:.1f} s, {len(data.y_train) * args.epochs / seconds:,.0f} chars/s "
+          f"(including the per-epoch validation pass)")
+    if args.samples:
+        names = model.generate(args.samples, args.max_len, args.temperature, seed=args.seed)
+        print(f"samples (temperature {args.temperature:g}, seed {args.seed}):")
+        print("  " + ", ".join(data.decode(tokens) for tokens in names))
+    if args.save:
+        model.save(args.save)
+        print(f"saved to {args.save}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=HELP)
+    add_arguments(parser)
+    raise SystemExit(run(parser.parse_args()))
