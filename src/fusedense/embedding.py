@@ -33,7 +33,6 @@ import math
 import numpy as np
 
 from . import abi
-from .activations import BY_ID
 from .layout import ACT_ID, FAN_OUT, layer_views
 from .network import MLP
 

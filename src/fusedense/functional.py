@@ -155,16 +155,32 @@ def mlp_forward(x, params, layout, alphas=None, backend=None, out=None):
     return _finish(y, user_out)
 
 
+#: Layouts already checked, keyed by (layout bytes, n_params): a network calls mlp_forward with the
+#: same few layouts over and over, and the row-by-row check costs more than a batch-1 forward.
+_CHECKED_LAYOUTS: dict = {}
+
+
 def _checked_layout(layout, n_params):
-    """The layout as int64 (n_layers, 4), every layer inside params. Checked with Python ints:
-    int64 arithmetic would wrap for huge fan_in × fan_out and let a kernel read out of bounds."""
-    from .activations import BY_ID
+    """The layout as int64 (n_layers, 4), every layer inside params."""
     arr = np.asarray(layout)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"layout: expected an integer array, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] < 1:
         raise ValueError(f"layout: expected shape (n_layers, 4), got shape {arr.shape}")
-    rows = arr.tolist()
+    key = (arr.dtype.str, arr.tobytes(), n_params)
+    checked = _CHECKED_LAYOUTS.get(key)
+    if checked is None:
+        checked = _check_layout_rows(arr.tolist(), n_params)
+        if len(_CHECKED_LAYOUTS) >= 256:
+            _CHECKED_LAYOUTS.clear()
+        _CHECKED_LAYOUTS[key] = checked
+    return checked
+
+
+def _check_layout_rows(rows, n_params):
+    """Checked with Python ints: int64 arithmetic would wrap for huge fan_in × fan_out and let a
+    kernel read out of bounds."""
+    from .activations import BY_ID
     for l, (offset, fan_in, fan_out, act_id) in enumerate(rows):
         if fan_in < 1 or fan_out < 1 or offset < 0 or not 0 <= act_id < len(BY_ID):
             raise ValueError(f"layout[{l}]: invalid row (offset, fan_in, fan_out, act_id) = "
