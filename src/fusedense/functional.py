@@ -146,8 +146,7 @@ def mlp_forward(x, params, layout, alphas=None, backend=None, out=None):
     """Runs a whole network over a flat parameter buffer in one call (see fusedense.layout)."""
     dtype = common_float_dtype(x=x, params=params)
     params = as_float_array("params", params, dtype, ndim=1)
-    layout = _checked_layout(layout, params.size)
-    alphas = _checked_alphas(alphas, layout)
+    layout, alphas = _checked_network(layout, alphas, params.size)
     x = as_float_array("x", x, dtype, ndim=2)
     _rows("x", x, "layout[0, 1] (fan_in of the first layer)", int(layout[0, 1]))
     y, user_out = _output(out, (x.shape[0], int(layout[-1, 2])), dtype, x, params)
@@ -155,25 +154,28 @@ def mlp_forward(x, params, layout, alphas=None, backend=None, out=None):
     return _finish(y, user_out)
 
 
-#: Layouts already checked, keyed by (layout bytes, n_params): a network calls mlp_forward with the
-#: same few layouts over and over, and the row-by-row check costs more than a batch-1 forward.
-_CHECKED_LAYOUTS: dict = {}
+#: (layout, alphas) already checked, keyed by their bytes and n_params: a network calls mlp_forward
+#: with the same few layouts over and over, and checking them costs more than a batch-1 forward.
+_CHECKED_NETWORKS: dict = {}
 
 
-def _checked_layout(layout, n_params):
-    """The layout as int64 (n_layers, 4), every layer inside params."""
+def _checked_network(layout, alphas, n_params):
+    """The layout as int64 (n_layers, 4) with every layer inside params, and alphas as float64."""
     arr = np.asarray(layout)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"layout: expected an integer array, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] < 1:
         raise ValueError(f"layout: expected shape (n_layers, 4), got shape {arr.shape}")
-    key = (arr.dtype.str, arr.tobytes(), n_params)
-    checked = _CHECKED_LAYOUTS.get(key)
+    alpha_arr = None if alphas is None else np.asarray(alphas)
+    key = (arr.dtype.str, arr.tobytes(), n_params,
+           None if alpha_arr is None else (alpha_arr.dtype.str, alpha_arr.shape, alpha_arr.tobytes()))
+    checked = _CHECKED_NETWORKS.get(key)
     if checked is None:
-        checked = _check_layout_rows(arr.tolist(), n_params)
-        if len(_CHECKED_LAYOUTS) >= 256:
-            _CHECKED_LAYOUTS.clear()
-        _CHECKED_LAYOUTS[key] = checked
+        layout = _check_layout_rows(arr.tolist(), n_params)
+        checked = layout, _checked_alphas(alphas, layout)
+        if len(_CHECKED_NETWORKS) >= 256:
+            _CHECKED_NETWORKS.clear()
+        _CHECKED_NETWORKS[key] = checked
     return checked
 
 
