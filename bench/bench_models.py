@@ -6,7 +6,8 @@ Every side is checked before it is timed (it must learn / give the same outputs)
 - ``fit-batch32``: one epoch of the Keras example (784 → 128 relu → 64 relu → 10 softmax, Adam,
   batch 32) with fd.Sequential on each backend vs a straightforward NumPy loop vs a PyTorch eager loop.
 - ``mlpclassifier-digits``: fd.MLPClassifier vs sklearn's MLPClassifier, same hyperparameters.
-- ``predict-batch{1,32,1024}``: the trained network's predict on each backend vs NumPy vs PyTorch.
+- ``predict-batch{1,32,1024}``: the trained network's weights through fd.mlp_forward on each backend
+  vs NumPy vs PyTorch (the systems of ``fusedense bench``).
 - ``fashion-mnist``: the Keras example trained 10 epochs on all of Fashion-MNIST; asserts test
   accuracy >= 0.87 (a bar too slow for the test suite: ~70 s on the numpy backend).
 """
@@ -16,7 +17,9 @@ import numpy as np
 import pytest
 
 import fusedense as fd
-from fusedense import _backends, demo
+from fusedense import _backends
+from fusedense.benchmarking.systems import FusedenseAPI, NumpyUser, Torch
+from fusedense.benchmarking.workloads import CHECK_TOLERANCE, Problem, check_error
 
 N_TRAIN, N_IN, HIDDEN, N_CLASSES, BATCH = 4096, 784, (128, 64), 10, 32
 
@@ -182,17 +185,22 @@ def trained(data):
     return model.network, x
 
 
+SYSTEMS = {system.name: system for system in [NumpyUser(), Torch(), *(FusedenseAPI(b) for b in BACKENDS)]}
+
+
 @pytest.mark.parametrize("batch", [1, 32, 1024])
-@pytest.mark.parametrize("side", ["NumPy", "PyTorch", *(f"fusedense[{b}]" for b in BACKENDS)])
+@pytest.mark.parametrize("side", list(SYSTEMS))
 def test_predict(benchmark, trained, side, batch):
     network, x = trained
-    candidates = demo.speed_candidates(network)
-    if side not in candidates:
-        pytest.skip(f"{side} is not installed")
-    xb = np.ascontiguousarray(x[:batch])
-    np.testing.assert_allclose(candidates[side](xb), candidates["NumPy"](xb), rtol=1e-4, atol=1e-5)
+    system = SYSTEMS[side]
+    if system.missing():
+        pytest.skip(f"{side}: {system.missing()}")
+    problem = Problem.from_layers(network.weights, network.activations, x[:batch])
+    run, result = system.prepare(problem, fd.get_num_threads())
+    run()
+    assert check_error(result(), problem.expected()) <= CHECK_TOLERANCE[problem.x.dtype]
     benchmark.group = f"predict-batch{batch}"
-    benchmark(candidates[side], xb)
+    benchmark(run)
 
 
 # --- the Fashion-MNIST accuracy bar ---------------------------------------------------------------

@@ -1,18 +1,25 @@
 """The `fusedense demo` command and its inference-speed comparison."""
+import re
+
 import numpy as np
 import pytest
 
 import fusedense as fd
 from fusedense import demo
 from fusedense.__main__ import main
+from fusedense.benchmarking.workloads import Problem
 
 
 def test_demo_trains_reports_accuracy_and_compares_speed(capsys):
     pytest.importorskip("gender_guesser")
-    assert main(["demo", "--epochs", "1", "--limit", "2000", "--blocks", "1"]) == 0
+    assert main(["demo", "--epochs", "1", "--limit", "2000", "--samples", "1"]) == 0
     out = capsys.readouterr().out
     assert "Epoch 1/1" in out and "test accuracy" in out and "maria → " in out
-    assert "fusedense[numpy]" in out and "NumPy" in out and "batch 1024" in out
+    assert "batch 1 " in out and "batch 32" in out and "batch 1024" in out
+    timed = r"\s+\d+\.\d+ [µm]s\s+\d+\.\d\d×"  # one batch size's cell: median time and ratio to NumPy
+    for system in [f"fusedense-{backend}-api" for backend in fd.backends()] + ["numpy"]:
+        assert re.search(rf"^  {system}({timed}){{3}}\s*$", out, re.MULTILINE), f"no timed row for {system}"
+    assert re.search(rf"^  numpy({r'.+? 1.00× '}){{3}}", out, re.MULTILINE)  # NumPy is the baseline
 
 
 def test_demo_explains_how_to_install_the_names(monkeypatch, capsys):
@@ -24,12 +31,19 @@ def test_demo_explains_how_to_install_the_names(monkeypatch, capsys):
     assert "pip install gender-guesser" in capsys.readouterr().out
 
 
-def test_every_speed_candidate_computes_the_same_outputs():
+def test_problem_from_trained_weights_expects_the_networks_output():
     net = fd.MLP([12, 8, 6, 3], "relu", "softmax", random_state=0)
     x = np.random.default_rng(0).random((5, 12), dtype=np.float32)
-    expected = demo.numpy_forward([(W, b) for W, b in net.weights])(x)
-    for label, predict in demo.speed_candidates(net).items():
-        np.testing.assert_allclose(predict(x), expected, rtol=1e-4, atol=1e-6, err_msg=label)
+    problem = Problem.from_layers(net.weights, net.activations, x)
+    np.testing.assert_allclose(problem.expected(), net.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def test_every_speed_system_gives_the_networks_output():
+    net = fd.MLP([12, 8, 6, 3], "relu", "softmax", random_state=0)
+    x_pool = np.random.default_rng(0).random((5, 12), dtype=np.float32)
+    rows = demo.speed_rows(net, x_pool, batch_sizes=(3,), samples=1)[3]
+    assert {row["status"] for row in rows.values()} == {"ok"}
+    assert {f"fusedense-{backend}-api" for backend in fd.backends()} | {"numpy"} <= set(rows)
 
 
 def test_unknown_subcommand_exits_with_usage(capsys):

@@ -85,8 +85,9 @@ def _check(result, expected) -> str:
     return "ok" if error <= CHECK_TOLERANCE[expected.dtype] else f"wrong answer (max error {error:.2e} of scale)"
 
 
-def _measure(problem, systems, threads, method):
-    """Prepares and checks every system on one problem, then times the good ones interleaved."""
+def measure(problem, systems, threads, method):
+    """One row per system: prepares and checks every system on one problem, then times the good
+    ones interleaved (``median_us``, ``speedup_vs_numpy`` when "numpy" ran, ``status``)."""
     workload, batch = problem.workload, problem.x.shape[0]
     rows, runs, first = {}, {}, {}
     expected = problem.expected()
@@ -142,7 +143,7 @@ def run(args) -> int:
         for workload in work:
             for batch in args.batch or workload.batches:
                 problem = workload.problem(batch, dtype)
-                results += _measure(problem, systems, threads, method)
+                results += measure(problem, systems, threads, method)
                 print(f"  done: {workload.name} batch {batch}", file=sys.stderr, flush=True)
         machine["blas"] = timing.blas_info()  # now that every system has loaded its libraries
         # the best of two peak measurements, one before and one after: noise only ever slows down

@@ -7,9 +7,13 @@ categorical cross-entropy, 10 epochs, batch 32, validation split 0.2) on hashed 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
+
+from .benchmarking import timing
+from .threads import get_num_threads
 
 HELP = "train a name → gender classifier, then compare inference speed with NumPy/PyTorch/ONNX Runtime"
 
@@ -23,7 +27,8 @@ def add_arguments(parser):
     parser.add_argument("--backend", default=None, help="backend to train with (default: the fastest available)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, initial weights and shuffling")
     parser.add_argument("--limit", type=int, default=None, help="use only this many names (a quicker look)")
-    parser.add_argument("--blocks", type=int, default=7, help="timing blocks per candidate (the median is shown)")
+    parser.add_argument("--samples", type=int, default=timing.QUICK.samples,
+                        help="timed blocks per system, taken in turns (the median is shown)")
 
 
 def run(args) -> int:
@@ -58,115 +63,52 @@ def run(args) -> int:
     proba = model.predict(vectorizer.transform(EXAMPLE_NAMES))
     print("examples: " + ", ".join(f"{n} → {classes[p.argmax()]} {p.max():.2f}" for n, p in zip(EXAMPLE_NAMES, proba)))
 
-    print("\ninference speed of the trained model (median time per call; speed-up over NumPy):")
-    print_speed_table(model.network, x_test, blocks=args.blocks)
+    print("\ninference speed of the trained model (median time per call; median speed-up over NumPy):")
+    print_speed_table(model.network, x_test, samples=args.samples)
     return 0
 
 
-# --- the inference-speed comparison -------------------------------------------------------------
+# --- the inference-speed comparison (the `fusedense bench` machinery on the trained weights) ---
 
-def numpy_forward(weights):
-    """The network as a NumPy user writes it: one matmul, bias and activation per layer."""
-    (W1, b1), (W2, b2), (W3, b3) = weights
-
-    def forward(x):
-        h = np.maximum(x @ W1 + b1, 0)
-        h = np.maximum(h @ W2 + b2, 0)
-        z = h @ W3 + b3
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    return forward
-
-
-def torch_forward(weights):
-    """The same network in PyTorch (eager, inference mode), or None without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    layers = []
-    for i, (W, b) in enumerate(weights):
-        linear = torch.nn.Linear(*W.shape)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(W.T.copy()))
-            linear.bias.copy_(torch.from_numpy(b.copy()))
-        layers += [linear, torch.nn.ReLU() if i < len(weights) - 1 else torch.nn.Softmax(dim=1)]
-    module = torch.nn.Sequential(*layers).eval()
-
-    def forward(x):
-        with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
-
-    return forward
-
-
-def onnxruntime_forward(weights):
-    """The same network as an ONNX graph run by ONNX Runtime, or None without onnx/onnxruntime."""
-    try:
-        import onnx
-        import onnxruntime
-        from onnx import TensorProto, helper, numpy_helper
-    except ImportError:
-        return None
-    nodes, initializers, h = [], [], "x"
-    for i, (W, b) in enumerate(weights):
-        initializers += [numpy_helper.from_array(W, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(helper.make_node("Gemm", [h, f"W{i}", f"b{i}"], [f"z{i}"]))
-        last = i == len(weights) - 1
-        nodes.append(helper.make_node("Softmax" if last else "Relu", [f"z{i}"], ["y" if last else f"h{i}"],
-                                      **({"axis": 1} if last else {})))
-        h = f"h{i}"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, weights[0][0].shape[0]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, weights[-1][0].shape[1]])],
-                              initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = min(model.ir_version, 9)
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"x": x})[0]
-
-
-def speed_candidates(network):
-    """``{label: predict(x)}``: every available fusedense backend, NumPy, PyTorch, ONNX Runtime."""
+def speed_systems():
+    """The public call (fd.mlp_forward) on every fusedense backend, NumPy as users write it, and
+    PyTorch / ONNX Runtime when installed."""
     from . import _backends
-    from .network import MLP
+    from .benchmarking.systems import FusedenseAPI, NumpyUser, OnnxRuntime, Torch
 
-    weights = [(W.copy(), b.copy()) for W, b in network.weights]
-    candidates = {"NumPy": numpy_forward(weights)}
-    for name in _backends.backends():
-        twin = MLP.from_architecture(network.architecture(), backend=name)
-        if twin.backend != name:
-            continue  # the backend failed to load and fell back to another one
-        twin.params[...] = network.params
-        candidates[f"fusedense[{name}]"] = twin.predict
-    for label, make in (("PyTorch", torch_forward), ("ONNX Runtime", onnxruntime_forward)):
-        forward = make(weights)
-        if forward is not None:
-            candidates[label] = forward
-    return candidates
+    systems = [FusedenseAPI(name) for name in _backends.backends()] + [NumpyUser(), Torch(), OnnxRuntime()]
+    return [system for system in systems if not system.missing()]
 
 
-def print_speed_table(network, x_pool, batch_sizes=BATCH_SIZES, blocks=7):
-    from .timing import compare
+def speed_rows(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples):
+    """``{batch: {system name: bench row}}``: each system checked against the reference, then
+    timed in alternating blocks (the quick method of ``fusedense bench``)."""
+    from .bench import measure
+    from .benchmarking.workloads import Problem
 
-    candidates = speed_candidates(network)
-    width = max(len(label) for label in candidates)
-    print(f"  {'':{width}}" + "".join(f"{f'batch {b}':>22}" for b in batch_sizes))
-    results = {}
+    systems, threads = speed_systems(), get_num_threads()
+    method = dataclasses.replace(timing.QUICK, samples=samples)
+    rows = {}
     for batch in batch_sizes:
-        x = np.ascontiguousarray(np.resize(x_pool, (batch, x_pool.shape[1])))
-        expected = candidates["NumPy"](x)
-        for label, fn in candidates.items():  # check the answers before timing anything
-            np.testing.assert_allclose(fn(x), expected, rtol=1e-4, atol=1e-5, err_msg=label)
-        results[batch] = compare({label: (lambda fn=fn: fn(x)) for label, fn in candidates.items()}, blocks=blocks)
-    for label in candidates:
-        cells = "".join(f"{_format_seconds(results[b][label]):>13} {results[b]['NumPy'] / results[b][label]:6.2f}× "
-                        for b in batch_sizes)
-        print(f"  {label:{width}}{cells}")
-    return results
+        x = np.resize(x_pool.astype(network.dtype, copy=False), (batch, x_pool.shape[1]))
+        problem = Problem.from_layers(network.weights, network.activations, x, title="the trained model")
+        rows[batch] = {row["system"]: row for row in measure(problem, systems, threads, method)}
+    return rows
 
 
-def _format_seconds(seconds):
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    return f"{seconds * 1e3:.2f} ms"
+def print_speed_table(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples):
+    rows = speed_rows(network, x_pool, batch_sizes, samples)
+    names = list(rows[batch_sizes[0]])
+    width = max(len(name) for name in names)
+    print(f"  {'':{width}}" + "".join(f"{f'batch {b}':>22}" for b in batch_sizes))
+    for name in names:
+        print(f"  {name:{width}}" + "".join(_cell(rows[b][name]) for b in batch_sizes))
+    return rows
+
+
+def _cell(row):
+    if row["status"] != "ok":
+        return f"  {row['status']}"
+    micros = row["median_us"]
+    time_text = f"{micros:.1f} µs" if micros < 1e3 else f"{micros / 1e3:.2f} ms"
+    return f"{time_text:>13} {row['speedup_vs_numpy']:6.2f}× "

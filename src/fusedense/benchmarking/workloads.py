@@ -74,6 +74,17 @@ class Problem:
     alphas: np.ndarray
     _expected: object = field(default=None, repr=False)
 
+    @classmethod
+    def from_layers(cls, layers, activations, x, title="given weights") -> "Problem":
+        """Inference of given weights ``[(W, b), ...]`` (W as (fan_in, fan_out); a trained
+        model's, say) on the inputs ``x``, in the dtype of ``x``."""
+        x = np.ascontiguousarray(x)
+        sizes = (layers[0][0].shape[0], *(W.shape[1] for W, _ in layers))
+        workload = Workload("model", title, sizes, tuple(activations), batches=(len(x),))
+        layout, alphas, _ = make_layout(sizes, workload.activations)
+        params = flatten_layers(layers).astype(x.dtype)
+        return cls(workload, x, np.zeros(len(x), np.int64), params, layout, alphas)
+
     def layers(self):
         """``[(W, b), ...]`` as fresh arrays (W is (fan_in, fan_out))."""
         return [(W.copy(), b.copy()) for W, b in layer_views(self.params, self.layout)]
