@@ -66,8 +66,10 @@ cdef inline real tanh_(real z) noexcept nogil:
     return r_copysign(-m / (2 + m), z)
 
 cdef inline real elu(real z, real alpha) noexcept nogil:
-    # expm1 of min(z, 0), written so a NaN z stays NaN; the positive branch is z itself
-    return z if z > 0 else alpha * expm1_nonpos(0 if z > 0 else z)
+    # expm1 of min(z, 0) (so a NaN z stays NaN) computed unconditionally, then a select: a call
+    # inside the branch would keep GCC from vectorizing the loop
+    cdef real m = expm1_nonpos(0 if z > 0 else z)
+    return z if z > 0 else alpha * m
 
 cdef inline real gelu(real z) noexcept nogil:
     cdef real inner = <real>SQRT_2_OVER_PI * (z + <real>GELU_C * z * z * z)
