@@ -1,10 +1,10 @@
 # Activations on one row of a batch: the compiled twin of src/fusedense/activations.py.
 # One switch on the activation id per row, then a plain loop per activation so that the cheap
-# ones (identity, relu, leaky_relu) vectorize, and so do those built on exp_nonpos (sigmoid,
-# silu, gelu, softmax). Stable forms are the registry's: exp() only of non-positive numbers,
-# expm1/log1p near zero. No fast-math anywhere: NaN propagates.
-from libc.math cimport (erf, erff, expm1, expm1f, log, logf, log1p, log1pf, sqrt, sqrtf,
-                        tanh, tanhf)
+# ones (identity, relu, leaky_relu) vectorize, and so do those built on exp_nonpos/expm1_nonpos
+# (sigmoid, silu, tanh, elu, gelu, softmax); gelu_erf and softplus still call libm (erf, log1p).
+# Stable forms are the registry's: exp() only of non-positive numbers, expm1/log1p near zero.
+# No fast-math anywhere: NaN propagates.
+from libc.math cimport copysign, copysignf, erf, erff, log, logf, log1p, log1pf, sqrt, sqrtf
 from libc.string cimport memcpy
 
 from abi cimport *
@@ -13,6 +13,8 @@ from real cimport real
 cdef extern from "fastexp.h" nogil:
     float fd_exp_nonpos_f(float x)
     double fd_exp_nonpos_d(double x)
+    float fd_expm1_nonpos_f(float x)
+    double fd_expm1_nonpos_d(double x)
 
 cdef extern from *:
     # the registry's constants, in double; float kernels round them once
@@ -24,17 +26,11 @@ cdef extern from *:
 
 # --- libm in the kernel's own precision --------------------------------------------------
 
-cdef inline real r_expm1(real x) noexcept nogil:
-    return expm1f(x) if real is float else expm1(x)
-
 cdef inline real r_log(real x) noexcept nogil:
     return logf(x) if real is float else log(x)
 
 cdef inline real r_log1p(real x) noexcept nogil:
     return log1pf(x) if real is float else log1p(x)
-
-cdef inline real r_tanh(real x) noexcept nogil:
-    return tanhf(x) if real is float else tanh(x)
 
 cdef inline real r_erf(real x) noexcept nogil:
     return erff(x) if real is float else erf(x)
@@ -46,12 +42,12 @@ cdef inline real exp_nonpos(real x) noexcept nogil:
     """e^x for x <= 0 (fastexp.h): as accurate as libm, and loops calling it vectorize."""
     return fd_exp_nonpos_f(x) if real is float else fd_exp_nonpos_d(x)
 
-cdef inline real tanh_via_exp(real u) noexcept nogil:
-    """tanh(u) = ±(1 − e)/(1 + e), e = e^(−2|u|). Absolute error ~1 ulp of 1, not relative:
-    right for GELU's 1 + tanh, not for the tanh activation itself (which uses libm)."""
-    cdef real e = exp_nonpos(-2 * (-u if u < 0 else u))
-    cdef real t = (1 - e) / (1 + e)
-    return -t if u < 0 else t
+cdef inline real expm1_nonpos(real x) noexcept nogil:
+    """e^x − 1 for x <= 0 (fastexp.h): full relative precision near 0, and loops vectorize."""
+    return fd_expm1_nonpos_f(x) if real is float else fd_expm1_nonpos_d(x)
+
+cdef inline real r_copysign(real x, real sign) noexcept nogil:
+    return copysignf(x, sign) if real is float else copysign(x, sign)
 
 
 # --- element-wise forms ------------------------------------------------------------------
@@ -63,15 +59,24 @@ cdef inline real sigmoid(real z) noexcept nogil:
     cdef real e = exp_nonpos(-z if z >= 0 else z)
     return 1 / (1 + e) if z >= 0 else e / (1 + e)
 
+cdef inline real tanh_(real z) noexcept nogil:
+    """tanh(z) = sign(z) · −m/(2 + m), m = e^(−2|z|) − 1: no cancellation near 0 (m ≈ −2|z|),
+    ±inf → ±1 (m flushes to −1), NaN → NaN, −0.0 → −0.0. Trailing _: libm's name is taken."""
+    cdef real m = expm1_nonpos(-2 * (-z if z < 0 else z))
+    return r_copysign(-m / (2 + m), z)
+
 cdef inline real elu(real z, real alpha) noexcept nogil:
-    return z if z > 0 else alpha * r_expm1(z)
+    # expm1 of min(z, 0) (so a NaN z stays NaN) computed unconditionally, then a select: a call
+    # inside the branch would keep GCC from vectorizing the loop
+    cdef real m = expm1_nonpos(0 if z > 0 else z)
+    return z if z > 0 else alpha * m
 
 cdef inline real gelu(real z) noexcept nogil:
     cdef real inner = <real>SQRT_2_OVER_PI * (z + <real>GELU_C * z * z * z)
-    return <real>0.5 * z * (1 + tanh_via_exp(inner))
+    return <real>0.5 * z * (1 + tanh_(inner))
 
 cdef inline real d_gelu(real z) noexcept nogil:
-    cdef real t = tanh_via_exp(<real>SQRT_2_OVER_PI * (z + <real>GELU_C * z * z * z))
+    cdef real t = tanh_(<real>SQRT_2_OVER_PI * (z + <real>GELU_C * z * z * z))
     return (<real>0.5 * (1 + t) + <real>0.5 * z * (1 - t * t) * <real>SQRT_2_OVER_PI
             * (1 + 3 * <real>GELU_C * z * z))
 
@@ -132,7 +137,7 @@ cdef inline void act_forward_row(int act, real alpha, const real* z, real* y,
             y[j] = sigmoid(z[j])
     elif act == ACT_TANH:
         for j in range(n):
-            y[j] = r_tanh(z[j])
+            y[j] = tanh_(z[j])
     elif act == ACT_GELU:
         for j in range(n):
             y[j] = gelu(z[j])
@@ -178,7 +183,7 @@ cdef inline void act_backward_row(int act, real alpha, const real* dy, const rea
             dz[j] = dy[j] * (s * (1 - s))
     elif act == ACT_TANH:
         for j in range(n):
-            s = y[j] if y != NULL else r_tanh(z[j])
+            s = y[j] if y != NULL else tanh_(z[j])
             dz[j] = dy[j] * (1 - s * s)
     elif act == ACT_GELU:
         for j in range(n):

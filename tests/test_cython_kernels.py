@@ -249,6 +249,28 @@ def test_optimizer_results_do_not_depend_on_the_thread_count():
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["tanh", "elu", "sigmoid"])
+def test_exp_based_activations_keep_relative_precision_at_every_magnitude(dtype, activation):
+    # kernels/fastexp.h replaces libm here; a form like tanh = (1 - e)/(1 + e) would lose all
+    # relative precision near 0, which random normal inputs barely reach
+    tiny = np.finfo(dtype).tiny
+    magnitudes = np.logspace(np.log10(tiny), 3, 20001).astype(dtype)
+    z = np.concatenate([-magnitudes, magnitudes])
+    y = fd.activate(z, activation, backend="cython")
+    act = get_activation(activation)
+    expected = act.forward(z.astype(np.float64), act.default_alpha).astype(dtype)
+    normal = np.abs(expected) >= tiny  # fastexp flushes results below the normal range to 0
+    np.testing.assert_allclose(y[normal], expected[normal], rtol=8 * np.finfo(dtype).eps, atol=0)
+
+
+def test_tanh_keeps_the_sign_of_zero_and_saturates_at_infinity():
+    z = np.array([-0.0, 0.0, -np.inf, np.inf, np.nan])
+    y = fd.activate(z, "tanh", backend="cython")
+    assert np.signbit(y[0]) and not np.signbit(y[1])
+    np.testing.assert_array_equal(y[2:], [-1.0, 1.0, np.nan])
+
+
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "gelu_erf", "softmax"])
 @pytest.mark.parametrize("batch", [2, 300])
 def test_nan_in_the_input_propagates_to_its_row(activation, batch):
