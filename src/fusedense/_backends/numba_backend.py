@@ -10,6 +10,9 @@ chooses between a kernel and its parallel variant by size (``_numba_kernels.jit`
 """
 from __future__ import annotations
 
+import functools
+import threading
+
 import numba
 import numpy as np
 
@@ -23,46 +26,82 @@ _ABSENT = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
 _NO_LABELS = np.empty(0, np.int64)
 
 
+_workspaces = threading.local()  # per thread and dtype: concurrent calls never share one
+
+
+def _workspace(dtype, size):
+    """A scratch array of at least ``size`` elements, kept for this thread's next calls: its
+    size is bounded by the kernel's row blocks (mlp_forward: a few MB at most)."""
+    scratch = getattr(_workspaces, dtype.name, None)
+    if scratch is None or scratch.size < size:
+        scratch = np.empty(size, dtype)
+        setattr(_workspaces, dtype.name, scratch)
+    return scratch
+
+
 def _or_absent(a, dtype):
     return _ABSENT[dtype] if a is None else a
 
 
+_applied = threading.local()  # .n: the fusedense count this thread last gave numba
+
+
 def _apply_num_threads(n):
     # numba cannot run more threads than its pool was started with (NUMBA_NUM_THREADS).
-    # numba's count is per calling thread; this sets it for the thread that sets fusedense's.
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    _applied.n = n
 
 
 threads.on_num_threads_change(_apply_num_threads)
 
 
+def _entry_point(function):
+    """Every kernel-interface function: numba's thread count is per calling thread, so before
+    each call the calling thread gets fusedense's current count (set only when it changed:
+    a thread-local read, not a call into numba)."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        n = threads.get_num_threads()
+        if getattr(_applied, "n", None) != n:
+            _apply_num_threads(n)
+        return function(*args, **kwargs)
+    return call
+
+
+@_entry_point
 def activation_forward(z, act_id, alpha, y):
     kernel = (activations.activation_forward_parallel if use_parallel(z.size)
               else activations.activation_forward)
     kernel(z, int(act_id), float(alpha), y)
 
 
+@_entry_point
 def activation_backward(dy, z, y, act_id, alpha, dz):
     kernel = (activations.activation_backward_parallel if use_parallel(dy.size)
               else activations.activation_backward)
     kernel(dy, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype), int(act_id), float(alpha), dz)
 
 
+@_entry_point
 def dense_forward(x, W, b, act_id, alpha, y, z=None):
     # without z to keep, the pre-activation is computed in y and activated in place
     dense.dense_forward(x, W, b, int(act_id), float(alpha), y, y if z is None else z)
 
 
+@_entry_point
 def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     absent = _ABSENT[dy.dtype]
     dense.dense_backward(dy, x, W, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype), int(act_id),
                          float(alpha), absent if dx is None else dx, dW, db)
 
 
+@_entry_point
 def mlp_forward(x, params, layout, alphas, out):
-    mlp.mlp_forward(x, params, layout, alphas, out)
+    size = mlp.mlp_forward_workspace_size(x.shape[0], layout, out.itemsize)
+    mlp.mlp_forward(x, params, layout, alphas, out, _workspace(out.dtype, size))
 
 
+@_entry_point
 def softmax_xent(logits, labels, dlogits):
     kernel = (losses.loss_and_gradient_parallel if use_parallel(logits.size)
               else losses.loss_and_gradient)
@@ -70,17 +109,20 @@ def softmax_xent(logits, labels, dlogits):
                   _or_absent(dlogits, logits.dtype))
 
 
+@_entry_point
 def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
     kernel = optimizers.sgd_step_parallel if use_parallel(params.size) else optimizers.sgd_step
     kernel(params, grads, velocity, float(lr), float(momentum), bool(nesterov), float(weight_decay))
 
 
+@_entry_point
 def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     kernel = optimizers.adam_step_parallel if use_parallel(params.size) else optimizers.adam_step
     kernel(params, grads, m, v, float(step), float(lr), float(beta1), float(beta2), float(eps),
            float(weight_decay), bool(decoupled))
 
 
+@_entry_point
 def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
     if loss_id == abi.LOSS_SPARSE_XENT:
         labels, targets = targets, _ABSENT[params.dtype]

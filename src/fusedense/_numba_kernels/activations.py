@@ -8,6 +8,7 @@ vectorises; the transcendental ones share one loop around :func:`forward_scalar`
 """
 import math
 
+import numpy as np
 from numba import prange
 
 from ..activations import get_activation
@@ -31,6 +32,27 @@ _GELU_C = 0.044715
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
+# tanh near 0 (Cephes tanh.c): x + x³ P(x²)/Q(x²), within 2 ulp of tanh for |x| < 0.625
+_TANH_P = (-9.64399179425052238628E-1, -9.92877231001918586564E1, -1.61468768441708447952E3)
+_TANH_Q = (1.12811678491632931402E2, 2.23548839060100448583E3, 4.84406305325125486048E3)
+_TANH_SMALL = 0.625
+
+
+@kernel
+def tanh(z):
+    """tanh in float64 from one exp: math.tanh is glibc's, built on expm1, and measured 3x
+    slower per element than this. Within 4e-16 relative of np.tanh (float32: equal to the
+    rounded float64 np.tanh at 400k sampled points); tanh(-0) = -0 and NaN propagate."""
+    x = np.float64(z)
+    a = abs(x)
+    if a < _TANH_SMALL:  # 1 - 2/(e^2a + 1) would cancel: the rational form instead
+        s = x * x
+        p, q = _TANH_P, _TANH_Q
+        return x * (1.0 + s * (((p[0] * s + p[1]) * s + p[2]) / (((s + q[0]) * s + q[1]) * s + q[2])))
+    t = 1.0 - 2.0 / (math.exp(2.0 * a) + 1.0)  # exp overflows to inf for large a: t = 1
+    return t if x >= 0 else -t  # NaN: t is NaN either way
+
+
 @kernel
 def sigmoid(z):
     e = math.exp(-abs(z))  # exp of a non-positive number: never overflows
@@ -51,9 +73,9 @@ def forward_scalar(z, act_id, alpha):
     if act_id == SIGMOID:
         return sigmoid(z)
     if act_id == TANH:
-        return math.tanh(z)
+        return tanh(z)
     if act_id == GELU:
-        return 0.5 * z * (1.0 + math.tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)))
+        return 0.5 * z * (1.0 + tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)))
     if act_id == GELU_ERF:
         return 0.5 * z * (1.0 + math.erf(z * _INV_SQRT_2))
     if act_id == SILU:
@@ -79,7 +101,7 @@ def derivative_scalar(z, y, act_id, alpha):
     if act_id == TANH:
         return 1.0 - y * y
     if act_id == GELU:
-        t = math.tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z))
+        t = tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z))
         return (0.5 * (1.0 + t)
                 + 0.5 * z * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * z * z))
     if act_id == GELU_ERF:
@@ -144,6 +166,9 @@ def activation_row(z, act_id, alpha, y):
     elif act_id == RELU:
         for j in range(n):
             y[j] = 0.0 if z[j] <= 0 else z[j]
+    elif act_id == TANH:  # its own loop: the common hidden activation, 2x faster undispatched
+        for j in range(n):
+            y[j] = tanh(z[j])
     else:
         for j in range(n):
             y[j] = forward_scalar(z[j], act_id, alpha)

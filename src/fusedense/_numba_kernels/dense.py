@@ -25,21 +25,19 @@ def worth_blas(m, n, k):
 
 @kernel
 def _loop_matmul_row(a, b, out, i):
-    """out[i] = a[i] @ b, four k at a time: one load/store of out[i] per four multiply-adds."""
+    """out[i] = a[i] @ b, summed in exactly the order of :func:`_loop_matmul`'s four-row
+    blocks (two k at a time), so a row's result does not depend on its position in a batch."""
     out_i = out[i]
     out_i[:] = 0.0
-    k, depth = 0, a.shape[1]
-    while k + 4 <= depth:
-        a0, a1, a2, a3 = a[i, k], a[i, k + 1], a[i, k + 2], a[i, k + 3]
-        b0, b1, b2, b3 = b[k], b[k + 1], b[k + 2], b[k + 3]
+    depth = a.shape[1]
+    for k in range(0, depth - 1, 2):
+        a0, a1, b0, b1 = a[i, k], a[i, k + 1], b[k], b[k + 1]
         for j in range(out_i.size):
-            out_i[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j]
-        k += 4
-    while k < depth:
-        a0, b0 = a[i, k], b[k]
+            out_i[j] += a0 * b0[j] + a1 * b1[j]
+    if depth % 2:
+        a0, b0 = a[i, depth - 1], b[depth - 1]
         for j in range(out_i.size):
             out_i[j] += a0 * b0[j]
-        k += 1
 
 
 @kernel
@@ -131,6 +129,20 @@ def dense_forward(x, W, b, act_id, alpha, y, z):
 
 
 @kernel
+def _add_row(total, row):
+    for j in range(row.size):
+        total[j] += row[j]
+
+
+@kernel
+def _backward_products(dz, x, W, dx, dW):
+    """dW = xᵀ dz; dx = dz Wᵀ (skipped when dx is (0, 0))."""
+    matmul(x.T, dz, dW)
+    if dx.shape[0] > 0:
+        matmul(dz, W.T, dx)
+
+
+@kernel
 def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     """dz = dy · act'(z); dW = xᵀ dz; db = Σ_rows dz; dx = dz Wᵀ (skipped when dx is (0, 0)).
     ``z`` or ``y`` may be (0, 0) when absent.
@@ -139,14 +151,14 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     against the products' B × fan_in × fan_out (see the parallel policy in jit.py). Each
     output element is written once, so there is no reduction race; db adds rows in order.
     """
-    dz = dy if act_id == IDENTITY else np.empty_like(dy)
     db[:] = 0.0
-    for i in range(dy.shape[0]):
-        if act_id != IDENTITY:
-            activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha, dz[i])
-        dz_i = dz[i]
-        for j in range(dz_i.size):
-            db[j] += dz_i[j]
-    matmul(x.T, dz, dW)
-    if dx.shape[0] > 0:
-        matmul(dz, W.T, dx)
+    if act_id == IDENTITY:  # dz is dy; not one variable for both: dy may be read-only, dz not
+        for i in range(dy.shape[0]):
+            _add_row(db, dy[i])
+        _backward_products(dy, x, W, dx, dW)
+        return
+    dz = np.empty_like(dy)
+    for i in range(dy.shape[0]):  # each dz row is summed into db while still in cache
+        activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha, dz[i])
+        _add_row(db, dz[i])
+    _backward_products(dz, x, W, dx, dW)

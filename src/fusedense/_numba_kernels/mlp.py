@@ -30,13 +30,28 @@ def _widest(layout, n_layers):
 
 
 @kernel
-def mlp_forward(x, params, layout, alphas, out):
-    """Every layer, one block of rows at a time: a block's activations (GEMM_BLOCK_BYTES at the
-    widest layer) stay in cache from one layer to the next. Keeps no pre-activations."""
+def _forward_rows_per_block(n_rows, layout, itemsize):
+    """mlp_forward's row block: a block's activations (GEMM_BLOCK_BYTES at the widest layer)
+    stay in cache from one layer to the next."""
+    return min(n_rows, gemm_rows(_widest(layout, layout.shape[0]), itemsize))
+
+
+@kernel
+def mlp_forward_workspace_size(n_rows, layout, itemsize):
+    """Elements of the workspace mlp_forward needs: two blocks of hidden activations."""
+    return 2 * _forward_rows_per_block(n_rows, layout, itemsize) * _widest(layout, layout.shape[0] - 1)
+
+
+@kernel
+def mlp_forward(x, params, layout, alphas, out, workspace):
+    """Every layer, one block of rows at a time. Keeps no pre-activations; the hidden
+    activations ping-pong between the two halves of ``workspace`` (at least
+    :func:`mlp_forward_workspace_size` elements, supplied by the caller so that repeated
+    predictions allocate nothing but their output)."""
     n_rows = x.shape[0]
     n_layers = layout.shape[0]
-    block = min(n_rows, gemm_rows(_widest(layout, n_layers), out.itemsize))
-    hidden = np.empty((2, block * _widest(layout, n_layers - 1)), dtype=out.dtype)  # ping-pong
+    block = _forward_rows_per_block(n_rows, layout, out.itemsize)
+    half = workspace.size // 2
     for start in range(0, n_rows, block):
         stop = min(n_rows, start + block)
         h = out[start:stop]  # typed like the layer outputs below; overwritten before it is read
@@ -45,7 +60,8 @@ def mlp_forward(x, params, layout, alphas, out):
             if layer == n_layers - 1:
                 dst = out[start:stop]
             else:
-                dst = hidden[layer % 2, :(stop - start) * W.shape[1]].reshape((stop - start, W.shape[1]))
+                first = (layer % 2) * half
+                dst = workspace[first:first + (stop - start) * W.shape[1]].reshape((stop - start, W.shape[1]))
             act_id, alpha = layout[layer, ACT_ID], alphas[layer]
             if layer == 0:  # x is kept out of h's type: x may be read-only, h never is
                 dense_rows(x[start:stop], W, b, act_id, alpha, dst, dst)
