@@ -21,7 +21,7 @@ from . import optimizers as _optimizers
 from .activations import get_activation
 from .layout import layer_views, make_layout
 from .losses import get_loss
-from .validation import as_labels
+from .validation import as_labels, as_numeric_array
 
 __all__ = ["MLP", "INITIALIZERS"]
 
@@ -161,12 +161,7 @@ class MLP:
         if (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
                 and x.shape[1] == self.sizes[0] and x.shape[0] and x.flags.c_contiguous):
             return x  # the fast path: nothing to check or copy
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:
-            raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__}: {exc}") from None
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: expected numbers, got values of dtype {arr.dtype}")
+        arr = as_numeric_array(name, x)
         if arr.ndim != 2 or arr.shape[1] != self.sizes[0]:
             raise ValueError(f"{name}: expected shape (n_samples, {self.sizes[0]}) for a network with "
                              f"{self.sizes[0]} inputs, got shape {arr.shape}")

@@ -39,17 +39,22 @@ def check_float_dtype(name, a: np.ndarray) -> None:
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {a.dtype}")
 
 
+def as_numeric_array(name, a) -> np.ndarray:
+    """``a`` as an ndarray of real numbers (bool, integer or float values)."""
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:
+        raise TypeError(f"{name}: expected an array-like of numbers, got {type(a).__name__}: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected numbers, got values of dtype {arr.dtype}")
+    return arr
+
+
 def as_float_array(name, a, dtype: np.dtype, ndim=None, min_ndim=None) -> np.ndarray:
     """``a`` as a C-contiguous array of ``dtype`` (array-likes are converted; ndarrays must
     already have it). Non-contiguous arrays are copied once."""
     if not isinstance(a, np.ndarray):
-        try:
-            a = np.asarray(a)
-        except Exception as exc:
-            raise TypeError(f"{name}: expected an array-like of numbers, got {type(a).__name__}: {exc}") from None
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: expected numbers, got values of dtype {a.dtype}")
-        a = a.astype(dtype)
+        a = as_numeric_array(name, a).astype(dtype)
     else:
         check_float_dtype(name, a)
     if ndim is not None and a.ndim != ndim:
