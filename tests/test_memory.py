@@ -40,8 +40,8 @@ def every_op(backend, B, n):
 
 
 @pytest.mark.parametrize("size, calls, allowed", [
-    ("small", 2000, 8 * MB),  # (8, 32) float64: 2 KB per output, ≥ 2000 × 2 KB × 8 ops = 32 MB if leaked
-    ("large", 20, 24 * MB),  # (128, 384) float64: 384 KB per output, ≥ 20 × 384 KB × 8 ops = 60 MB if leaked
+    ("small", 12_500, 8 * MB),  # 10^5 calls of (8, 32) float64: 2 KB per output, ≥ 200 MB if leaked
+    ("large", 125, 24 * MB),  # 10^3 calls of (128, 384) float64: 384 KB per output, ≥ 380 MB if leaked
 ])
 def test_repeated_calls_keep_memory_flat(backend, size, calls, allowed):
     once = every_op(backend, *{"small": (8, 32), "large": (128, 384)}[size])
