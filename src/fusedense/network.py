@@ -173,13 +173,14 @@ class MLP:
         """The network's outputs for ``x`` (n, n_inputs): one fused ``mlp_forward`` call per batch
         (the whole input at once when ``batch_size`` is None)."""
         x = self.as_inputs(x)
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
         out = np.empty((x.shape[0], self.sizes[-1]), self.dtype)
         n = x.shape[0]
         if batch_size is None or batch_size >= n:
             self.forward(x, out)
             return out
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
         for start in range(0, n, batch_size):  # row slices of C-contiguous arrays stay contiguous
             stop = start + batch_size
             self.forward(x[start:stop], out[start:stop])
