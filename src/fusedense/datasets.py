@@ -4,7 +4,7 @@
 loader                 data                                               comes from
 =====================  =================================================  ==========================
 load_names             ~32k first names (a–z) → gender (female / male)    pip: gender-guesser
-load_names_lm          the same names as next-character prediction        pip: gender-guesser
+load_names_lm          ~33k first names as next-character prediction      pip: gender-guesser
 load_fortunes          fortune-cookie texts → language (8 languages)      apt: fortunes, fortunes-de, …
 load_fashion_mnist     70k 28×28 clothing images → 10 classes             apt: dataset-fashion-mnist
 load_digits            1797 8×8 digit images → 10 classes                 pip: scikit-learn
@@ -60,28 +60,44 @@ def _names_file():
     return path
 
 
-def load_names(shuffle=True, seed=0):
-    """First names → gender: ``(names, labels, classes)``; labels index ``classes = ('female', 'male')``.
+def _name_entries():
+    """``(flag, name)`` for every entry of the name list spelled a–z only (lower-cased).
 
     From Jörg Michael's name dictionary shipped in gender-guesser (GFDL): lines are
-    ``flag name ... frequencies`` with the name in columns 4–29. Kept: names spelled a–z only
-    (lower-cased), one entry per name; lines with '+' in column 30 (duplicates spelled with
-    expanded umlauts) and names whose flags disagree are dropped.
+    ``flag name ... frequencies`` with the name in columns 4–29. Skipped: comments, '='
+    (equivalent-name) lines, lines with '+' in column 30 (the file's own duplicates of umlaut
+    names, spelled expanded) and names with any other character ('+'-joined Arabic/Chinese/
+    Korean names such as 'Jun+Wei', accented letters).
     """
-    genders = {}
     with open(_names_file(), encoding="utf-8") as f:
         for line in f:
             if line[:1] in ("#", "=", "") or line[29:30] == "+":
                 continue
-            flag, name = line[:2].strip(), line[3:29].strip().lower()
-            if flag not in _NAME_FLAGS or not (name.isascii() and name.isalpha()):
-                continue
+            name = line[3:29].strip().lower()
+            if name.isascii() and name.isalpha():
+                yield line[:2].strip(), name
+
+
+def _shuffled(names, seed):
+    order = np.random.default_rng(seed).permutation(len(names))
+    return [names[i] for i in order], order
+
+
+def load_names(shuffle=True, seed=0):
+    """First names → gender: ``(names, labels, classes)``; labels index ``classes = ('female', 'male')``.
+
+    The a–z names of gender-guesser's list (see ``_name_entries``), one entry per name; unisex
+    names ('?') and names whose flags disagree are dropped.
+    """
+    genders = {}
+    for flag, name in _name_entries():
+        if flag in _NAME_FLAGS:
             genders.setdefault(name, set()).add(_NAME_FLAGS[flag])
     names = sorted(n for n, g in genders.items() if len(g) == 1)
     labels = np.array([next(iter(genders[n])) for n in names], dtype=np.int64)
     if shuffle:
-        order = np.random.default_rng(seed).permutation(len(names))
-        names, labels = [names[i] for i in order], labels[order]
+        names, order = _shuffled(names, seed)
+        labels = labels[order]
     return names, labels, NAME_CLASSES
 
 
@@ -127,7 +143,9 @@ def names_to_examples(names, context):
 
 
 def load_names_lm(context=3, seed=0, val_size=0.1, test_size=0.1):
-    """gender-guesser's first names (as ``load_names`` reads them) for next-character prediction.
+    """gender-guesser's first names for next-character prediction: every a–z name of the list once
+    (~33.4k; unlike ``load_names`` this keeps the unisex names and those whose gender flags
+    disagree — a language model has no use for the gender).
 
     The names are shuffled with ``seed`` and split BY NAME (no name contributes to two splits):
     ``test_size`` and ``val_size`` fractions, the rest for training. Returns a :class:`NamesLM`.
@@ -137,7 +155,7 @@ def load_names_lm(context=3, seed=0, val_size=0.1, test_size=0.1):
     if not (0 < val_size < 1 and 0 < test_size < 1 and val_size + test_size < 1):
         raise ValueError(f"val_size, test_size: expected fractions in (0, 1) summing below 1, "
                          f"got {val_size!r}, {test_size!r}")
-    names, _, _ = load_names(shuffle=True, seed=seed)
+    names, _ = _shuffled(sorted({name for _, name in _name_entries()}), seed)
     n_test, n_val = int(round(len(names) * test_size)), int(round(len(names) * val_size))
     return NamesLM(int(context), {"test": names[:n_test], "val": names[n_test:n_test + n_val],
                                   "train": names[n_test + n_val:]})
