@@ -42,3 +42,16 @@ def test_default_learning_rate_depends_on_the_optimizer():
 def test_min_lr_above_lr_is_rejected():
     with pytest.raises(SystemExit, match="--min-lr"):
         main(["lm", "--lr", "1e-3", "--min-lr", "1e-2"])
+
+
+def test_patience_must_be_positive():
+    with pytest.raises(SystemExit, match="--patience"):
+        main(["lm", "--patience", "0"])
+
+
+def test_run_with_patience_reports_the_epochs_trained(capsys):
+    pytest.importorskip("gender_guesser")
+    assert main(["lm", "--epochs", "2", "--patience", "1", "--hidden", "8", "--embedding", "4",
+                 "--batch-size", "1024", "--samples", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "training: 2 epochs" in out and "test perplexity" in out

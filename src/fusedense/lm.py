@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .callbacks import Callback
+from .callbacks import Callback, EarlyStopping
 
 HELP = "train a character-level MLP language model on first names and sample new ones"
 
@@ -34,6 +34,9 @@ def add_arguments(parser):
                         help="learning rate of the last epoch: cosine decay from --lr (default --lr/10)")
     parser.add_argument("--epochs", type=int, default=20, help="passes over the training names (default 20)")
     parser.add_argument("--batch-size", type=int, default=64, help="default 64")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="stop once the validation loss has not improved for this many epochs and "
+                             "keep the best epoch's weights (default: train all epochs)")
     parser.add_argument("--seed", type=int, default=0, help="data split, initial weights, shuffling, sampling")
     parser.add_argument("--samples", type=int, default=10, help="names to sample after training")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
@@ -87,8 +90,8 @@ def build_model(args):
 def run(args) -> int:
     import fusedense as fd
 
-    for name in ("context", "embedding", "epochs", "batch_size", "max_len"):
-        if getattr(args, name) < 1:
+    for name in ("context", "embedding", "epochs", "batch_size", "max_len", "patience"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SystemExit(f"fusedense lm: --{name.replace('_', '-')} must be >= 1")
     lr = initial_learning_rate(args)
     min_lr = lr / 10 if args.min_lr is None else args.min_lr
@@ -109,16 +112,19 @@ def run(args) -> int:
           f"{args.activation} → {len(data.vocab)}, {model.count_params():,} parameters, "
           f"{args.optimizer} lr {lr:g} → {min_lr:g} (cosine), batch {args.batch_size}, "
           f"backend {model.network.backend}")
+    callbacks = [CosineDecay(lr, min_lr, args.epochs)]
+    if args.patience is not None:
+        callbacks.append(EarlyStopping(patience=args.patience, restore_best_weights=True, verbose=not args.quiet))
     start = time.perf_counter()
-    model.fit(data.x_train, data.y_train, batch_size=args.batch_size, epochs=args.epochs,
-              validation_data=(data.x_val, data.y_val), callbacks=[CosineDecay(lr, min_lr, args.epochs)],
-              verbose=0 if args.quiet else 1)
+    history = model.fit(data.x_train, data.y_train, batch_size=args.batch_size, epochs=args.epochs,
+                        validation_data=(data.x_val, data.y_val), callbacks=callbacks, verbose=0 if args.quiet else 1)
     seconds = time.perf_counter() - start
     losses = {part: model.evaluate(getattr(data, f"x_{part}"), getattr(data, f"y_{part}"), verbose=0)
               for part in ("train", "val", "test")}
     print(f"loss (nats/char): train {losses['train']:.4f}  validation {losses['val']:.4f}  "
           f"test {losses['test']:.4f}  → test perplexity {math.exp(losses['test']):.3f}")
-    print(f"training: {seconds:.1f} s, {len(data.y_train) * args.epochs / seconds:,.0f} chars/s "
+    epochs = len(history.history["loss"])
+    print(f"training: {epochs} epochs, {seconds:.1f} s, {len(data.y_train) * epochs / seconds:,.0f} chars/s "
           f"(including the per-epoch validation pass)")
     if args.samples:
         names = model.generate(args.samples, args.max_len, args.temperature, seed=args.seed)
