@@ -32,10 +32,10 @@ _workspaces = threading.local()  # per thread and dtype: concurrent calls never 
 def _workspace(dtype, size):
     """A scratch array of at least ``size`` elements, kept for this thread's next calls: its
     size is bounded by the kernel's row blocks (mlp_forward: a few MB at most)."""
-    scratch = getattr(_workspaces, dtype.name, None)
+    scratch = getattr(_workspaces, dtype.char, None)  # not dtype.name: NumPy builds it in Python
     if scratch is None or scratch.size < size:
         scratch = np.empty(size, dtype)
-        setattr(_workspaces, dtype.name, scratch)
+        setattr(_workspaces, dtype.char, scratch)
     return scratch
 
 

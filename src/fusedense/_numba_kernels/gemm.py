@@ -127,7 +127,7 @@ def _tile(a, b, out, i, j0, rows, width, n_cols):
 @kernel
 def tiled_matmul(a, b, out):
     """out = a @ b without BLAS (b and out C-contiguous; a any layout, read element-wise):
-    TILE_ROWS-row tiles, then lone rows."""
+    TILE_ROWS-row tiles, then lone rows (ROW_BYTES wide, the rest of the row TILE_BYTES wide)."""
     _prefer_wide_vectors()
     m, n = out.shape
     tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
@@ -135,9 +135,12 @@ def tiled_matmul(a, b, out):
     for j0 in range(0, n, tile_cols):
         for i in range(0, m_tiled, TILE_ROWS):
             _tile(a, b, out, i, j0, TILE_ROWS, tile_cols, min(tile_cols, n - j0))
+    n_row_tiled = n - n % row_cols
     for i in range(m_tiled, m):
-        for j0 in range(0, n, row_cols):
-            _tile(a, b, out, i, j0, 1, row_cols, min(row_cols, n - j0))
+        for j0 in range(0, n_row_tiled, row_cols):
+            _tile(a, b, out, i, j0, 1, row_cols, row_cols)
+        for j0 in range(n_row_tiled, n, tile_cols):  # the rest: two vectors at a time
+            _tile(a, b, out, i, j0, 1, tile_cols, min(tile_cols, n - j0))
 
 
 @kernel
