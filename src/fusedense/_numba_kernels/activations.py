@@ -174,7 +174,7 @@ def activation_row(z, act_id, alpha, y):
             y[j] = forward_scalar(z[j], act_id, alpha)
 
 
-@kernel
+@inline_kernel
 def activation_vjp_row(dy, z, y, act_id, alpha, dz):
     """dz = dy · ∂y/∂z for one row. ``y`` (the output) or ``z`` (the pre-activation) may be an
     empty row when absent; activations whose derivative follows from y use y when present."""
