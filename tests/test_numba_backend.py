@@ -12,7 +12,7 @@ import pytest
 
 import fusedense as fd
 from fusedense import reference
-from fusedense._numba_kernels import dense, gemm, jit, optimizers
+from fusedense._numba_kernels import dense, gemm, jit, mlp, optimizers
 from fusedense.activations import BY_ID, activation_vjp, get_activation
 from fusedense.layout import make_layout
 
@@ -127,6 +127,17 @@ def test_tiled_matmul_covers_every_row_and_column_edge(dtype, n_cols, rng):
             alone = np.empty((1, n_cols), dtype)
             gemm.tiled_matmul(a[i:i + 1], b, alone)
             np.testing.assert_array_equal(alone[0], out[i])
+
+
+def test_mlp_forward_kernel_asks_for_a_larger_workspace_before_computing(rng):
+    layout, alphas, n = make_layout([13, 40, 7, 5], ["tanh", "relu", "softmax"])
+    params = (rng.normal(size=n) * 0.3).astype(np.float32)
+    x = rng.normal(size=(9, 13)).astype(np.float32)
+    out = np.full((9, 5), np.nan, np.float32)
+    needed = mlp.mlp_forward(x, params, layout, alphas, out, np.empty(0, np.float32))
+    assert needed > 0 and np.isnan(out).all()
+    assert mlp.mlp_forward(x, params, layout, alphas, out, np.empty(needed, np.float32)) == 0
+    assert_close(out, reference.mlp_forward(x, params, layout, alphas), np.float32, 4)
 
 
 def _parallel_results(rng):
