@@ -3,8 +3,8 @@
 
 Why tiles: a loop that adds ``a[i, k] * b[k, :]`` into a row of ``out`` for every k loads and
 stores that row once per k, so it runs at the speed of the cache, not of the FMA units. A tile
-keeps a block of ``out`` (TILE_ROWS rows × TILE_COLS columns) in registers for the whole k
-loop. Numba has no vector types, so the tile lives in a stack array (:func:`_stack_tile`)
+keeps a block of ``out`` (TILE_ROWS rows × two vectors of columns) in registers for the
+whole k loop. Numba has no vector types, so the tile lives in a stack array (:func:`_stack_tile`)
 indexed only by loop counters over constant ranges: LLVM unrolls those loops, turns the stack
 array into registers (SROA) and emits one vector FMA per register and k. Indices into the
 operands are unsigned, so numba emits no negative-index wraparound (which would turn the
@@ -97,7 +97,8 @@ else:
 def _tile(a, b, out, i, j0, rows, width, n_cols):
     """out[i:i+rows, j0:j0+n_cols] = a[i:i+rows] @ b[:, j0:j0+n_cols]. ``rows`` and ``width``
     are constants at every call site (inlined: the loops over them unroll); n_cols <= width
-    (fewer at the right edge of out: those loads are masked). Each element sums its k in
+    (fewer at the right edge of out, where a test per column keeps the loads in bounds and
+    the loop scalar: a few columns of the product). Each element sums its k in
     order, one FMA at a time, whatever the tile: a row's result does not depend on where it
     sits in the batch."""
     acc = _scratch(out, (rows, width))
