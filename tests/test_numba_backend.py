@@ -12,7 +12,7 @@ import pytest
 
 import fusedense as fd
 from fusedense import reference
-from fusedense._numba_kernels import dense, jit, optimizers
+from fusedense._numba_kernels import dense, gemm, jit, mlp, optimizers
 from fusedense.activations import BY_ID, activation_vjp, get_activation
 from fusedense.layout import make_layout
 
@@ -26,7 +26,7 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 N_IN, N_COLS = 64, 128
 PARALLEL_ROWS = 2 * jit.PARALLEL_MIN_ELEMENTS // N_COLS
 PARALLEL_EDGE = [PARALLEL_ROWS - 1, PARALLEL_ROWS, PARALLEL_ROWS + 1]
-BLAS_ROWS = dense.BLAS_MIN_WORK // (N_IN * N_COLS)
+BLAS_ROWS = gemm.BLAS_MIN_WORK // (N_IN * N_COLS)
 BLAS_EDGE = [BLAS_ROWS - 1, BLAS_ROWS]
 GEMM_EDGE = ["gemm_rows", "gemm_rows+1"]
 
@@ -107,6 +107,37 @@ def test_mlp_forward_matches_reference_across_gemm_row_blocks(dtype, batch, rng)
     x = rng.normal(size=(batch, 13)).astype(dtype)
     assert_close(fd.mlp_forward(x, params, layout, alphas, backend="numba"),
                  reference.mlp_forward(x, params, layout, alphas), dtype, 4)
+
+
+@pytest.mark.parametrize("n_cols", [1, 5, 16, 17, 33, 70, 130])
+def test_tiled_matmul_covers_every_row_and_column_edge(dtype, n_cols, rng):
+    """Batches 1-17 cross the row tiles (TILE_ROWS rows, then lone rows) and the widths cross
+    the column tiles; a transposed a is read element-wise; each row's sums run in one order,
+    so a row's result is bit-identical whether it sits in a tile or alone."""
+    b = rng.normal(size=(37, n_cols)).astype(dtype)
+    for batch in range(1, 18):
+        a = rng.normal(size=(batch, 37)).astype(dtype)
+        out = np.full((batch, n_cols), np.nan, dtype)
+        gemm.tiled_matmul(a, b, out)
+        assert_close(out, a.astype(np.float64) @ b, dtype, 4)
+        out_t = np.full_like(out, np.nan)
+        gemm.tiled_matmul(np.asfortranarray(a), b, out_t)
+        np.testing.assert_array_equal(out_t, out)
+        for i in (0, batch - 1):
+            alone = np.empty((1, n_cols), dtype)
+            gemm.tiled_matmul(a[i:i + 1], b, alone)
+            np.testing.assert_array_equal(alone[0], out[i])
+
+
+def test_mlp_forward_kernel_asks_for_a_larger_workspace_before_computing(rng):
+    layout, alphas, n = make_layout([13, 40, 7, 5], ["tanh", "relu", "softmax"])
+    params = (rng.normal(size=n) * 0.3).astype(np.float32)
+    x = rng.normal(size=(9, 13)).astype(np.float32)
+    out = np.full((9, 5), np.nan, np.float32)
+    needed = mlp.mlp_forward(x, params, layout, alphas, out, np.empty(0, np.float32))
+    assert needed > 0 and np.isnan(out).all()
+    assert mlp.mlp_forward(x, params, layout, alphas, out, np.empty(needed, np.float32)) == 0
+    assert_close(out, reference.mlp_forward(x, params, layout, alphas), np.float32, 4)
 
 
 def _parallel_results(rng):

@@ -29,13 +29,13 @@ _NO_LABELS = np.empty(0, np.int64)
 _workspaces = threading.local()  # per thread and dtype: concurrent calls never share one
 
 
-def _workspace(dtype, size):
-    """A scratch array of at least ``size`` elements, kept for this thread's next calls: its
-    size is bounded by the kernel's row blocks (mlp_forward: a few MB at most)."""
-    scratch = getattr(_workspaces, dtype.name, None)
+def _workspace(dtype, size=0):
+    """This thread's scratch array, grown to at least ``size`` elements and kept for the next
+    calls: its size is bounded by the kernel's row blocks (mlp_forward: a few MB at most)."""
+    scratch = getattr(_workspaces, dtype.char, None)  # not dtype.name: NumPy builds it in Python
     if scratch is None or scratch.size < size:
         scratch = np.empty(size, dtype)
-        setattr(_workspaces, dtype.name, scratch)
+        setattr(_workspaces, dtype.char, scratch)
     return scratch
 
 
@@ -97,8 +97,9 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
 
 @_entry_point
 def mlp_forward(x, params, layout, alphas, out):
-    size = mlp.mlp_forward_workspace_size(x.shape[0], layout, out.itemsize)
-    mlp.mlp_forward(x, params, layout, alphas, out, _workspace(out.dtype, size))
+    needed = mlp.mlp_forward(x, params, layout, alphas, out, _workspace(out.dtype))
+    if needed:  # the first call at this size: grow this thread's workspace and run
+        mlp.mlp_forward(x, params, layout, alphas, out, _workspace(out.dtype, needed))
 
 
 @_entry_point

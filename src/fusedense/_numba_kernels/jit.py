@@ -1,5 +1,5 @@
-"""The njit options, defined once: every function is decorated with :data:`kernel`, or with
-:data:`parallel_kernel` when it has ``prange`` loops.
+"""The njit options, defined once: every function is decorated with :data:`kernel`, with
+:data:`parallel_kernel` when it has ``prange`` loops, or with :data:`inline_kernel`.
 
 - ``cache=True``: compiled code is written to numba's cache, so a second process loads it
   instead of recompiling (NUMBA_CACHE_DIR chooses where). Numba checks only the entry point's
@@ -21,6 +21,9 @@ _PRANGE_ONLY = {"prange": True, "comprehension": False, "reduction": False, "set
                 "inplace_binop": False, "numpy": False, "stencil": False, "fusion": False}
 
 kernel = numba.njit(**_COMMON)
+#: inlined into its callers by numba, so that arguments that are constants at a call site
+#: (a tile's shape) are constants in the loops LLVM unrolls
+inline_kernel = numba.njit(inline="always", **_COMMON)
 parallel_kernel = numba.njit(parallel=_PRANGE_ONLY, **_COMMON)
 
 #: The parallel policy. The element-wise kernels (activations, losses, optimizers) have a

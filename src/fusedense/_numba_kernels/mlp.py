@@ -45,9 +45,13 @@ def mlp_forward_workspace_size(n_rows, layout, itemsize):
 @kernel
 def mlp_forward(x, params, layout, alphas, out, workspace):
     """Every layer, one block of rows at a time. Keeps no pre-activations; the hidden
-    activations ping-pong between the two halves of ``workspace`` (at least
-    :func:`mlp_forward_workspace_size` elements, supplied by the caller so that repeated
-    predictions allocate nothing but their output)."""
+    activations ping-pong between the two halves of ``workspace``, supplied by the caller so
+    that repeated predictions allocate nothing but their output. Returns 0, or, computing
+    nothing, the size it needs when ``workspace`` is smaller (one call, not two, in the
+    steady state: at batch 1 a call costs as much as the arithmetic)."""
+    needed = mlp_forward_workspace_size(x.shape[0], layout, out.itemsize)
+    if workspace.size < needed:
+        return needed
     n_rows = x.shape[0]
     n_layers = layout.shape[0]
     block = _forward_rows_per_block(n_rows, layout, out.itemsize)
@@ -68,6 +72,7 @@ def mlp_forward(x, params, layout, alphas, out, workspace):
             else:
                 dense_rows(h, W, b, act_id, alpha, dst, dst)
             h = dst
+    return 0
 
 
 @kernel

@@ -10,6 +10,8 @@ from .jit import kernel, parallel_kernel
 
 @kernel
 def _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay, start, stop):
+    real = params.dtype.type  # arithmetic in the buffer's dtype, as NumPy does with float scalars
+    lr, momentum, weight_decay = real(lr), real(momentum), real(weight_decay)
     for i in range(start, stop):
         g = grads[i] + weight_decay * params[i]
         if momentum == 0.0:
@@ -38,6 +40,11 @@ def sgd_step_parallel(params, grads, velocity, lr, momentum, nesterov, weight_de
 @kernel
 def _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
                 m_scale, v_scale, start, stop):
+    # arithmetic in the buffer's dtype (as NumPy does with float scalars): float32 square roots
+    # and divisions take half the time of float64 ones per element, and this loop is bound by them
+    real = params.dtype.type
+    lr, eps, weight_decay, m_scale, v_scale = real(lr), real(eps), real(weight_decay), real(m_scale), real(v_scale)
+    beta1, beta2, keep1, keep2 = real(beta1), real(beta2), real(1.0 - beta1), real(1.0 - beta2)
     for i in range(start, stop):
         p = params[i]
         if decoupled:
@@ -45,8 +52,8 @@ def _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
             g = grads[i]
         else:
             g = grads[i] + weight_decay * p
-        m_i = beta1 * m[i] + (1.0 - beta1) * g
-        v_i = beta2 * v[i] + (1.0 - beta2) * g * g
+        m_i = beta1 * m[i] + keep1 * g
+        v_i = beta2 * v[i] + keep2 * g * g
         m[i] = m_i
         v[i] = v_i
         params[i] = p - lr * (m_i * m_scale) / (math.sqrt(v_i * v_scale) + eps)
