@@ -222,18 +222,27 @@ def sample_tokens(logits, temperature, uniforms):
 
 
 def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary):
-    """Batched autoregressive sampling; the network's output is read as logits. Every row starts
-    from a context of ``boundary`` tokens; at step t a running row samples with uniforms[row, t],
-    and stops after sampling ``boundary`` (not kept) or after max_len = uniforms.shape[1] tokens.
-    Returns (tokens (n, max_len) int64 padded with boundary, lengths (n,) int64)."""
+    """Batched autoregressive sampling from the network (its output read as logits); see
+    :func:`generate_with`. Returns (tokens (n, max_len) int64 padded with boundary, lengths (n,))."""
+    def next_logits(ctx):
+        return embedding_forward(ctx, params, layout, alphas, vocab_size)
+    return generate_with(next_logits, context, uniforms, temperature, boundary)
+
+
+def generate_with(next_logits, context, uniforms, temperature, boundary):
+    """The sampling loop around any model: ``next_logits(ctx (m, context) int64)`` gives the
+    (m, vocab) logits of the rows still running. Every row starts from a context of
+    ``boundary`` tokens; at step t a running row samples with uniforms[row, t]
+    (:func:`sample_tokens`) and stops after sampling ``boundary`` (not kept) or after
+    max_len = uniforms.shape[1] tokens. Returns (tokens (n, max_len) int64 padded with
+    boundary, lengths (n,) int64)."""
     n, max_len = uniforms.shape
     tokens = np.full((n, max_len), boundary, np.int64)
     lengths = np.full(n, max_len, np.int64)
     rows = np.arange(n)  # the rows still running
     ctx = np.full((n, context), boundary, np.int64)
     for t in range(max_len):
-        logits = embedding_forward(ctx, params, layout, alphas, vocab_size)
-        sampled = sample_tokens(logits, temperature, uniforms[rows, t])
+        sampled = sample_tokens(next_logits(ctx), temperature, uniforms[rows, t])
         ended = sampled == boundary
         lengths[rows[ended]] = t
         tokens[rows[~ended], t] = sampled[~ended]
