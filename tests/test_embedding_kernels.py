@@ -22,9 +22,13 @@ def _tokens(rng, n, vocab=VOCAB):
     return tokens
 
 
+HIDDEN = pytest.mark.parametrize("hidden", [(), (6,), (6, 5)], ids=["no-hidden", "one-hidden", "two-hidden"])
+
+
+@HIDDEN
 @pytest.mark.parametrize("n", [1, 33, 70])
-def test_embedding_forward_matches_reference(backend, dtype, rng, n):
-    net = _net(dtype)
+def test_embedding_forward_matches_reference(backend, dtype, rng, n, hidden):
+    net = _net(dtype, hidden)
     tokens = _tokens(rng, n)
     out = np.empty((n, VOCAB), dtype)
     _backends.load(backend).embedding_forward(tokens, net.params, net.layout, net.alphas, VOCAB, out)
@@ -70,17 +74,19 @@ def _generate(backend, net, n, max_len, temperature, seed=5, boundary=0):
     return net.generate(n, max_len=max_len, temperature=temperature, seed=seed, boundary=boundary)
 
 
+@HIDDEN
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0, 3.0])
 @pytest.mark.parametrize("n", [1, 40])
-def test_generation_matches_the_numpy_backend_token_for_token(backend, dtype, n, temperature):
-    net = _net(dtype)
+def test_generation_matches_the_numpy_backend_token_for_token(backend, dtype, n, temperature, hidden):
+    net = _net(dtype, hidden)
     net.params *= 8  # confident predictions: long and varied sequences
     expected = _generate("numpy", net, n, 15, temperature, boundary=1)
     actual = _generate(backend, net, n, 15, temperature, boundary=1)
     assert len(actual) == n
     for a, e in zip(actual, expected):
         np.testing.assert_array_equal(a, e)
-    assert any(len(a) > 1 for a in actual)
+    if n > 1 and temperature > 0:  # the sampled rows do not all stop at once
+        assert any(len(a) > 1 for a in actual)
 
 
 def test_generation_is_reproducible_and_emits_only_vocabulary_tokens(backend):
