@@ -100,6 +100,14 @@ def test_generation_is_reproducible_and_emits_only_vocabulary_tokens(backend):
     assert any(len(a) != len(b) or (a != b).any() for a, b in zip(first, other))
 
 
+def test_a_generator_seed_continues_its_stream():
+    net, rng = _net(np.float32), np.random.default_rng(4)
+    first, second = net.generate(20, 8, seed=rng), net.generate(20, 8, seed=rng)
+    replay = np.random.default_rng(4)
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(net.generate(20, 8, seed=replay)))
+    np.testing.assert_array_equal(np.concatenate(second), np.concatenate(net.generate(20, 8, seed=replay)))
+
+
 def test_greedy_generation_takes_the_most_likely_token_each_step(backend):
     net = _net(np.float64)
     net.params *= 8

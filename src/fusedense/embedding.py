@@ -153,7 +153,9 @@ class EmbeddingMLP(MLP):
         ``boundary`` (not included) or reaches ``max_len`` tokens. ``temperature`` divides the
         logits (0: always the most likely token). The uniforms are drawn up front from
         ``np.random.default_rng(seed)``, one per (sequence, step): same seed, same weights → same
-        sequences on every backend. Returns a list of ``n`` int64 arrays.
+        sequences on every backend. ``seed`` may also be a ``np.random.Generator``, which then
+        advances (a loop of one-sequence calls need not build a generator per call: that costs
+        more than a few tokens). Returns a list of ``n`` int64 arrays.
         """
         for name, value in (("n", n), ("max_len", max_len)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -165,7 +167,8 @@ class EmbeddingMLP(MLP):
                              f"back as input, so it needs one unit per vocabulary token ({self.vocab_size})")
         if not isinstance(temperature, (int, float, np.integer, np.floating)) or not 0 <= temperature < math.inf:
             raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-        uniforms = np.random.default_rng(seed).random((n, max_len))
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        uniforms = rng.random((n, max_len))
         tokens = np.empty((n, max_len), np.int64)
         lengths = np.empty(n, np.int64)
         self._kernels.embedding_generate(self.params, self._logits_layout(), self.alphas, self.vocab_size,
