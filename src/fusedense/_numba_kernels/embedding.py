@@ -72,11 +72,11 @@ def sample_row(logits, temperature, u, cdf):
             best, top = j, np.float64(logits[j])
     if temperature == 0.0:
         return best
-    total = 0.0
     for j in range(n):
-        total += np.exp((np.float64(logits[j]) - top) / temperature)
-        cdf[j] = total
-    threshold = u * total
+        cdf[j] = np.exp((np.float64(logits[j]) - top) / temperature)
+    for j in range(1, n):  # the running sum in NumPy's order
+        cdf[j] += cdf[j - 1]
+    threshold = u * cdf[n - 1]
     for j in range(n):
         if not cdf[j] < threshold:
             return j
