@@ -6,9 +6,11 @@ fusedense vs a straightforward NumPy implementation vs PyTorch eager, same model
 
 Model: Embedding(27, 10) of 3 characters → Dense(200, tanh) → Dense(27) logits, softmax
 cross-entropy, Adam. Every side starts from the same weights and is checked against fusedense
-(the same losses over a few steps; the same outputs) before it is timed. Generation uses one
-sampling loop (``fusedense.embedding.sample_sequences``) for every side, so only the forward
-pass differs; ``fusedense-folded`` replaces the first GEMM by per-position table lookups.
+(the same losses over a few steps; the same outputs; the same sampled sequences) before it is
+timed. fusedense trains and generates with one backend call (``EmbeddingMLP.fused_step``,
+``EmbeddingMLP.generate``: the whole sampling loop compiled); the NumPy and PyTorch sides sample
+with the NumPy loop ``reference.generate_with`` around their own forward, from the same
+pre-drawn uniforms, so the sequences must agree token for token.
 """
 import argparse
 import os
@@ -18,9 +20,10 @@ import numpy as np
 import pytest
 
 import fusedense as fd
+from fusedense import reference
 from fusedense.benchmarking import timing
 from fusedense.benchmarking.numpy_user import Adam, softmax_cross_entropy
-from fusedense.embedding import EmbeddingMLP, sample_sequences
+from fusedense.embedding import EmbeddingMLP
 
 VOCAB, DIM, CONTEXT, HIDDEN, LR = 27, 10, 3, 200, 1e-3
 #: hidden activation → (NumPy forward, its derivative from the output); main() may switch to relu
@@ -151,20 +154,17 @@ def check_training(sides, steps=5):
 
 
 def forward_sides(batch):
-    """name → next_scores(tokens): the logits of one forward pass (used by the sampling loop)."""
+    """name → next_scores(tokens): the logits of one forward pass."""
     sides = {}
     for backend in fd.backends():
-        for folded in (False, True):
-            net = new_net(backend)
-            if folded:
-                net.fold()
-            out = np.empty((batch, VOCAB), net.dtype)
+        net = new_net(backend)
+        out = np.empty((batch, VOCAB), net.dtype)
 
-            def next_scores(tokens, net=net, out=out):
-                view = out[:len(tokens)]
-                net.forward(tokens, view)
-                return view
-            sides[f"fusedense-{backend}{'-folded' if folded else ''}"] = next_scores
+        def next_scores(tokens, net=net, out=out):
+            view = out[:len(tokens)]
+            net.forward(tokens, view)
+            return view
+        sides[f"fusedense-{backend}"] = next_scores
     sides["numpy"] = NumpyLM(new_net("numpy")).forward
     if have_torch():
         sides["torch"] = TorchLM(new_net("numpy")).forward
@@ -178,13 +178,33 @@ def check_forward(sides):
         np.testing.assert_allclose(next_scores(tokens), expected, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def generation_runs(sides, batch, seed=3):
-    """name → run() generating ``batch`` sequences, and the tokens one run emits (end tokens count)."""
-    runs, tokens = {}, {}
-    for name, next_scores in sides.items():
-        runs[name] = lambda f=next_scores: sample_sequences(f, batch, CONTEXT, MAX_LEN, 1.0, seed)
-        tokens[name] = sum(min(len(s) + 1, MAX_LEN) for s in runs[name]())
-    return runs, tokens
+def generation_runs(batch, seed=3):
+    """name → run() generating ``batch`` sequences (a list of token arrays), and the tokens one
+    run emits (the end token counts). fusedense: ``generate``; NumPy and PyTorch: their forward
+    inside the NumPy sampling loop, with the uniforms fusedense draws from the same seed."""
+    runs = {}
+    for backend in fd.backends():
+        runs[f"fusedense-{backend}"] = lambda net=new_net(backend): net.generate(batch, MAX_LEN, 1.0, seed)
+    forwards = {"numpy": NumpyLM(new_net("numpy")).forward}
+    if have_torch():
+        forwards["torch"] = TorchLM(new_net("numpy")).forward
+    for name, forward in forwards.items():
+        def run(forward=forward):
+            uniforms = np.random.default_rng(seed).random((batch, MAX_LEN))
+            tokens, lengths = reference.generate_with(forward, CONTEXT, uniforms, 1.0, 0)
+            return [tokens[i, :lengths[i]] for i in range(batch)]
+        runs[name] = run
+    return runs
+
+
+def check_generation(runs):
+    """Every side samples the same sequences as the numpy reference backend; returns the tokens
+    a run emits (the end token counts)."""
+    expected = runs["fusedense-numpy"]()
+    for name, run in runs.items():
+        for a, b in zip(run(), expected):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    return sum(min(len(s) + 1, MAX_LEN) for s in expected)
 
 
 # --- the alternating-block table ------------------------------------------------------------------
@@ -224,16 +244,17 @@ def main(argv=None):
         times = _measure(sides, args.seconds)
         rows.append((f"train step, batch {args.batch} (chars/s)", times, lambda t: args.batch / t))
         for batch, label in ((1, "generate, batch 1 (µs/token)"), (args.gen_batch, f"generate, batch {args.gen_batch} (tokens/s)")):
-            fsides = forward_sides(batch)
-            check_forward(forward_sides(64))
-            runs, tokens = generation_runs(fsides, batch)
+            runs = generation_runs(batch)
+            tokens = check_generation(runs)
             times = _measure(runs, args.seconds)
-            per_token = {name: [t / tokens[name] for t in ts] for name, ts in times.items()}
+            per_token = {name: [t / tokens for t in ts] for name, ts in times.items()}
             rows.append((label, per_token, (lambda t: t * 1e6) if batch == 1 else (lambda t: 1 / t)))
-        fsides = forward_sides(1)
-        single = np.zeros((1, CONTEXT), np.int64)
-        times = _measure({name: (lambda f=f: f(single)) for name, f in fsides.items()}, args.seconds)
-        rows.append(("forward only, batch 1 (µs)", times, lambda t: t * 1e6))
+        check_forward(forward_sides(64))
+        for batch in (1, args.gen_batch):
+            fsides = forward_sides(batch)
+            tokens = examples()[0][:batch]
+            times = _measure({name: (lambda f=f: f(tokens)) for name, f in fsides.items()}, args.seconds)
+            rows.append((f"forward only, batch {batch} (µs)", times, lambda t: t * 1e6))
     print(f"load average after: {os.getloadavg()}")
     for label, times, unit in rows:
         print(f"\n{label}")
@@ -259,12 +280,21 @@ def test_train_step_batch64(benchmark, side):
 
 
 @pytest.mark.parametrize("batch", [1, 256])
-@pytest.mark.parametrize("side", SIDES + [f"fusedense-{b}-folded" for b in fd.backends()])
+@pytest.mark.parametrize("side", SIDES)
 def test_generate(benchmark, side, batch):
     benchmark.group = f"lm-generate-batch{batch}"
-    check_forward(forward_sides(64))
-    runs, _ = generation_runs(forward_sides(batch), batch)
+    runs = generation_runs(batch)
+    check_generation(runs)
     benchmark(runs[side])
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+@pytest.mark.parametrize("side", SIDES)
+def test_forward(benchmark, side, batch):
+    benchmark.group = f"lm-forward-batch{batch}"
+    check_forward(forward_sides(64))
+    sides, tokens = forward_sides(batch), examples()[0][:batch]
+    benchmark(lambda: sides[side](tokens))
 
 
 if __name__ == "__main__":

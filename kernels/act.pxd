@@ -3,7 +3,8 @@
 # ones (identity, relu, leaky_relu) vectorize, and so do those built on exp_nonpos/expm1_nonpos
 # (sigmoid, silu, tanh, elu, gelu, softmax); gelu_erf and softplus still call libm (erf, log1p).
 # Stable forms are the registry's: exp() only of non-positive numbers, expm1/log1p near zero.
-# No fast-math anywhere: NaN propagates.
+# No fast-math anywhere: NaN propagates. Literals in float code are cast to <real>: Cython
+# writes a bare 2 as the C double 2.0, which turns the float loops into double arithmetic.
 from libc.math cimport copysign, copysignf, erf, erff, log, logf, log1p, log1pf, sqrt, sqrtf
 from libc.string cimport memcpy
 
@@ -56,14 +57,14 @@ cdef inline real relu(real z) noexcept nogil:
     return 0 if z <= 0 else z  # NaN > 0 is false, NaN <= 0 too: NaN passes through
 
 cdef inline real sigmoid(real z) noexcept nogil:
-    cdef real e = exp_nonpos(-z if z >= 0 else z)
-    return 1 / (1 + e) if z >= 0 else e / (1 + e)
+    cdef real one = 1, e = exp_nonpos(-z if z >= 0 else z)
+    return one / (one + e) if z >= 0 else e / (one + e)
 
 cdef inline real tanh_(real z) noexcept nogil:
     """tanh(z) = sign(z) · −m/(2 + m), m = e^(−2|z|) − 1: no cancellation near 0 (m ≈ −2|z|),
     ±inf → ±1 (m flushes to −1), NaN → NaN, −0.0 → −0.0. Trailing _: libm's name is taken."""
-    cdef real m = expm1_nonpos(-2 * (-z if z < 0 else z))
-    return r_copysign(-m / (2 + m), z)
+    cdef real m = expm1_nonpos(<real>-2 * (-z if z < 0 else z))
+    return r_copysign(-m / (<real>2 + m), z)
 
 cdef inline real elu(real z, real alpha) noexcept nogil:
     # expm1 of min(z, 0) (so a NaN z stays NaN) computed unconditionally, then a select: a call
@@ -180,11 +181,11 @@ cdef inline void act_backward_row(int act, real alpha, const real* dy, const rea
     elif act == ACT_SIGMOID:
         for j in range(n):
             s = y[j] if y != NULL else sigmoid(z[j])
-            dz[j] = dy[j] * (s * (1 - s))
+            dz[j] = dy[j] * (s * (<real>1 - s))
     elif act == ACT_TANH:
         for j in range(n):
             s = y[j] if y != NULL else tanh_(z[j])
-            dz[j] = dy[j] * (1 - s * s)
+            dz[j] = dy[j] * (<real>1 - s * s)
     elif act == ACT_GELU:
         for j in range(n):
             dz[j] = dy[j] * d_gelu(z[j])

@@ -243,9 +243,26 @@ cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const
             src = dst
 
 
+cdef int forward_plan(Py_ssize_t B, const int64_t* lay, Py_ssize_t L, size_t itemsize,
+                      Py_ssize_t* block, bint* micro) noexcept nogil:
+    """network_forward's row block and path for a batch of B; returns its thread count."""
+    cdef Py_ssize_t l, biggest = 0
+    for l in range(L):
+        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
+    micro[0] = biggest * itemsize <= MICRO_MAX_WEIGHT_BYTES
+    block[0] = min(B, NETWORK_MICRO_ROWS if micro[0] else NETWORK_BLAS_ROWS)
+    return threads_for(B, lay, L) if micro[0] else 1
+
+
+cdef Py_ssize_t forward_scratch_size(int threads, Py_ssize_t block, const int64_t* lay,
+                                     Py_ssize_t L) noexcept nogil:
+    """Elements of network_forward's scratch: two halves of block x widest per thread."""
+    return threads * 2 * block * widest(lay, L)
+
+
 cdef int _mlp_forward(real tag, x, params, layout, alphas, out) except -1:
     cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), n_out = dim(out, 1, "out")
-    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, biggest = 0
+    cdef Py_ssize_t L = dim(layout, 0, "layout")
     cdef int t = typenum(tag)
     check_network(params, layout, alphas, n_in, n_out)
     cdef const real* xp = <real*>buffer(x, "x", t, B, n_in)
@@ -253,12 +270,10 @@ cdef int _mlp_forward(real tag, x, params, layout, alphas, out) except -1:
     cdef real* outp = <real*>buffer(out, "out", t, B, n_out, True)
     cdef const int64_t* lay = <int64_t*>cnp.PyArray_DATA(layout)
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
-    for l in range(L):
-        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
-    cdef bint micro = biggest * sizeof(real) <= MICRO_MAX_WEIGHT_BYTES
-    cdef Py_ssize_t block = min(B, NETWORK_MICRO_ROWS if micro else NETWORK_BLAS_ROWS)
-    cdef int threads = threads_for(B, lay, L) if micro else 1
-    cdef real* scratch = <real*>malloc(threads * 2 * block * widest(lay, L) * sizeof(real))
+    cdef Py_ssize_t block
+    cdef bint micro
+    cdef int threads = forward_plan(B, lay, L, sizeof(real), &block, &micro)
+    cdef real* scratch = <real*>malloc(forward_scratch_size(threads, block, lay, L) * sizeof(real))
     if scratch == NULL:
         raise MemoryError()
     with nogil:
@@ -369,12 +384,6 @@ def softmax_xent(logits, labels, dlogits):
 
 # --- the fused training step ------------------------------------------------------------------
 
-cdef struct Optimizer:
-    int kind
-    double lr, beta1, beta2, eps, weight_decay, correction1, correction2
-    bint nesterov, decoupled
-
-
 cdef void optimizer_update(Optimizer* opt, real* params, const real* grads, real* state,
                            Py_ssize_t n_params, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
     """Applies the optimizer to params[start:start+n]; state holds 1 (SGD) or 2 (Adam) rows."""
@@ -479,24 +488,42 @@ cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* d
                                  prev_y + r * k, dx + r * k, k)
 
 
-cdef double train_step(Py_ssize_t B, const real* x, const int64_t* labels, const real* targets,
-                       real* params, real* grads, real* state, Py_ssize_t n_params,
-                       const int64_t* lay, const double* alphas, Py_ssize_t L, int loss_id,
-                       Optimizer* opt, real* work, int threads) noexcept nogil:
+cdef int training_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,
+                          size_t itemsize) noexcept nogil:
+    """OpenMP threads of a training step: only on the micro-kernel path (BLAS brings its own
+    threads; never two pools at once)."""
+    return threads_for(B, lay, L) if small_weights(lay, L, itemsize) else 1
+
+
+cdef Py_ssize_t train_work_size(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) noexcept nogil:
+    """Elements of train_gradients' work: z and y per layer, two gradient buffers, one Wᵀ."""
+    cdef Py_ssize_t l, n_work = 0, biggest = 0
+    for l in range(L):
+        n_work += 2 * B * lay[4 * l + 2]
+        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
+    return n_work + 2 * B * widest(lay, L) + biggest
+
+
+cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
+                            const real* targets, const real* params, real* grads,
+                            Py_ssize_t n_params, const int64_t* lay, const double* alphas,
+                            Py_ssize_t L, int loss_id, real* work, int threads,
+                            real* dx) noexcept nogil:
     """Forward keeping z and y of every layer, the loss, backward from the last layer down
-    (dz of each layer is made as soon as its dy is), then one optimizer pass over params.
-    Small weights: micro-kernels over OpenMP threads; large: BLAS with its own threads.
-    work: z and y per layer, two gradient buffers of B x widest, then room for one Wᵀ."""
+    (dz of each layer is made as soon as its dy is) into grads; dx = dLoss/dx too unless it
+    is NULL (an embedding in front of the network needs it). Returns the loss.
+    Small weights: micro-kernels over `threads` OpenMP threads; large: BLAS.
+    work: train_work_size elements (z and y per layer, two gradient buffers, one Wᵀ)."""
     cdef Py_ssize_t l, r, c, k, n, offset, width = widest(lay, L), used = 0
     cdef bint micro = small_weights(lay, L, sizeof(real))
     cdef real* z_of[64]
     cdef real* y_of[64]
     cdef real* dcur
     cdef real* dnext
+    cdef real* d_in
     cdef real* Wt
     cdef real* dW
     cdef double loss
-    threads = threads if micro else 1  # BLAS brings its own threads; never two pools at once
     for l in range(L):
         z_of[l] = work + used
         y_of[l] = work + used + B * lay[4 * l + 2]
@@ -517,53 +544,81 @@ cdef double train_step(Py_ssize_t B, const real* x, const int64_t* labels, const
     for l in range(L - 1, -1, -1):  # dcur holds this layer's dz
         offset, k, n = lay[4 * l], lay[4 * l + 1], lay[4 * l + 2]
         dW = grads + offset
+        d_in = dnext if l > 0 else dx  # the first layer's dx is the network's (NULL: skipped)
         if micro:
-            if l > 0:
+            if d_in != NULL:
                 for r in range(k):
                     for c in range(n):
                         Wt[c * k + r] = params[offset + r * n + c]
             backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, dW + k * n,
-                           dnext if l > 0 else NULL, <int>lay[4 * (l - 1) + 3] if l > 0 else 0,
+                           d_in, <int>lay[4 * (l - 1) + 3] if l > 0 else ACT_IDENTITY,
                            <real>alphas[l - 1] if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
                            y_of[l - 1] if l > 0 else NULL, threads)
         else:
             layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
-                           NULL, ACT_IDENTITY, 0, dcur, dnext if l > 0 else NULL, dW, dW + k * n)
+                           NULL, ACT_IDENTITY, 0, dcur, d_in, dW, dW + k * n)
             for r in range(B if l > 0 else 0):
                 act_backward_row(<int>lay[4 * (l - 1) + 3], <real>alphas[l - 1], dnext + r * k,
                                  z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)
         dcur, dnext = dnext, dcur
+    return loss
+
+
+cdef void optimizer_pass(Optimizer* opt, real* params, const real* grads, real* state,
+                         Py_ssize_t n_params, int threads) noexcept nogil:
+    """The optimizer over the whole flat buffer, in chunks shared over OpenMP threads."""
+    cdef Py_ssize_t c
     for c in prange((n_params + OPT_CHUNK - 1) // OPT_CHUNK, nogil=True, schedule="static",
                     num_threads=threads, use_threads_if=threads > 1 and n_params >= 2 * OPT_CHUNK):
         optimizer_update(opt, params, grads, state, n_params, c * OPT_CHUNK,
                          min(OPT_CHUNK, n_params - c * OPT_CHUNK))
-    return loss
+
+
+cdef int read_optimizer(hyper, Optimizer* opt) except -1:
+    """opt from the hyper vector (see fusedense.abi), with the step's bias corrections."""
+    cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER)
+    if h[H_OPTIMIZER] not in (OPT_SGD, OPT_ADAM):
+        raise ValueError(f"hyper[{H_OPTIMIZER}]: unknown optimizer code {h[H_OPTIMIZER]}")
+    opt.kind = <int>h[H_OPTIMIZER]
+    opt.lr, opt.beta1, opt.beta2, opt.eps = h[H_LR], h[H_BETA1], h[H_BETA2], h[H_EPS]
+    opt.weight_decay, opt.nesterov, opt.decoupled = h[H_WEIGHT_DECAY], h[H_NESTEROV] != 0, h[H_DECOUPLED] != 0
+    opt.correction1, opt.correction2 = 1 - pow(h[H_BETA1], h[H_STEP]), 1 - pow(h[H_BETA2], h[H_STEP])
+    return 0
+
+
+cdef int check_training(real tag, params, grads, opt_state, layout, alphas, hyper,
+                        Py_ssize_t n_in, Optimizer* opt) except -1:
+    """The arguments every training step shares: 1 to 64 layers chained from n_in inside
+    params; grads and opt_state (1 row for SGD, 2 for Adam) shaped like params, all writeable;
+    a known optimizer in hyper (read into opt)."""
+    cdef Py_ssize_t L = dim(layout, 0, "layout"), P = dim(params, 0, "params")
+    cdef int t = typenum(tag)
+    if not 1 <= L <= 64:
+        raise ValueError(f"layout: expected 1 to 64 layers, got {L}")
+    cdef const int64_t* lay = <int64_t*>buffer(layout, "layout", cnp.NPY_INT64, L, 4)
+    check_network(params, layout, alphas, n_in, lay[4 * (L - 1) + 2])
+    read_optimizer(hyper, opt)
+    buffer(params, "params", t, -1, P, True)
+    buffer(grads, "grads", t, -1, P, True)
+    buffer(opt_state, "opt_state", t, 1 if opt.kind == OPT_SGD else 2, P, True)
+    return 0
 
 
 cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layout, alphas,
                             int loss_id, hyper) except? -1:
     cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), P = dim(params, 0, "params")
-    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, n_work = 0, biggest = 0
+    cdef Py_ssize_t L = dim(layout, 0, "layout")
     cdef int t = typenum(tag)
-    if not 1 <= L <= 64:
-        raise ValueError(f"layout: expected 1 to 64 layers, got {L}")
-    cdef const int64_t* lay = <int64_t*>buffer(layout, "layout", cnp.NPY_INT64, L, 4)
-    cdef Py_ssize_t C = lay[4 * (L - 1) + 2]
-    check_network(params, layout, alphas, n_in, C)
-    cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER)
     if loss_id not in (LOSS_SPARSE_XENT, LOSS_CATEGORICAL_XENT, LOSS_BINARY_XENT, LOSS_MSE):
         raise ValueError(f"loss_id: unknown loss code {loss_id}")
-    if h[H_OPTIMIZER] not in (OPT_SGD, OPT_ADAM):
-        raise ValueError(f"hyper[{H_OPTIMIZER}]: unknown optimizer code {h[H_OPTIMIZER]}")
     cdef Optimizer opt
-    opt.kind = <int>h[H_OPTIMIZER]
-    opt.lr, opt.beta1, opt.beta2, opt.eps = h[H_LR], h[H_BETA1], h[H_BETA2], h[H_EPS]
-    opt.weight_decay, opt.nesterov, opt.decoupled = h[H_WEIGHT_DECAY], h[H_NESTEROV] != 0, h[H_DECOUPLED] != 0
-    opt.correction1, opt.correction2 = 1 - pow(h[H_BETA1], h[H_STEP]), 1 - pow(h[H_BETA2], h[H_STEP])
+    check_training(tag, params, grads, opt_state, layout, alphas, hyper, n_in, &opt)
+    cdef const int64_t* lay = <int64_t*>cnp.PyArray_DATA(layout)
+    cdef Py_ssize_t C = lay[4 * (L - 1) + 2]
     cdef const real* xp = <real*>buffer(x, "x", t, B, n_in)
-    cdef real* pp = <real*>buffer(params, "params", t, -1, P, True)
-    cdef real* gp = <real*>buffer(grads, "grads", t, -1, P, True)
-    cdef real* sp = <real*>buffer(opt_state, "opt_state", t, 1 if opt.kind == OPT_SGD else 2, P, True)
+    cdef real* pp = <real*>cnp.PyArray_DATA(params)
+    cdef real* gp = <real*>cnp.PyArray_DATA(grads)
+    cdef real* sp = <real*>cnp.PyArray_DATA(opt_state)
     cdef const int64_t* lab = NULL
     cdef const real* tp = NULL
     if loss_id == LOSS_SPARSE_XENT:
@@ -571,18 +626,15 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
         lab = <int64_t*>cnp.PyArray_DATA(targets)
     else:
         tp = <real*>buffer(targets, "targets", t, B, C)
-    for l in range(L):
-        n_work += 2 * B * lay[4 * l + 2]  # z and y
-        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
-    n_work += 2 * B * widest(lay, L) + biggest  # two gradient buffers, one Wᵀ
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
     cdef double loss
-    cdef real* work = <real*>malloc(n_work * sizeof(real))
+    cdef int threads = training_threads(B, lay, L, sizeof(real))
+    cdef real* work = <real*>malloc(train_work_size(B, lay, L) * sizeof(real))
     if work == NULL:
         raise MemoryError()
     with nogil:
-        loss = train_step(B, xp, lab, tp, pp, gp, sp, P, lay, al, L, loss_id, &opt, work,
-                          threads_for(B, lay, L))
+        loss = train_gradients(B, xp, lab, tp, pp, gp, P, lay, al, L, loss_id, work, threads, NULL)
+        optimizer_pass(&opt, pp, gp, sp, P, threads)
     free(work)
     return loss
 

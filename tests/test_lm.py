@@ -66,26 +66,6 @@ def test_softmax_output_trains_like_logits_output(rng):
                                _gradient(_tiny_net(), tokens, labels), rtol=1e-12, atol=1e-14)
 
 
-def test_folded_first_layer_gives_the_gather_outputs(backend, dtype, rng):
-    net = _tiny_net(dtype, backend, hidden=(8, 6))
-    tokens, _ = _batch(rng, 20)
-    expected = net.predict(tokens)
-    net.fold()
-    assert_close(net.predict(tokens), expected, dtype)
-    net.fold(False)
-    assert_close(net.predict(tokens), expected, dtype)
-
-
-def test_training_unfolds_the_stale_tables(rng):
-    net = _tiny_net()
-    tokens, labels = _batch(rng)
-    net.fold()
-    net.train_step(tokens, labels, loss=XENT)
-    net_outputs = net.predict(tokens)
-    net.fold()
-    np.testing.assert_allclose(net.predict(tokens), net_outputs, rtol=1e-12)
-
-
 def test_lm_loss_decreases_over_a_short_run():
     pytest.importorskip("gender_guesser")
     data = fd.datasets.load_names_lm(context=3, seed=0)

@@ -9,22 +9,21 @@ Inputs are ``context`` token ids per row. Each id picks a row of the embedding t
     >>> names = net.generate(10, max_len=20, temperature=0.8, seed=0)
 
 Parameters: ``E`` lives at the front of the ONE flat buffer, the dense layers after it
-(``layout`` offsets start at ``vocab_size·dim``), so ``mlp_forward`` runs the dense stack on
-the gathered features unchanged and one ``adam_step``/``sgd_step`` updates everything.
+(``layout`` offsets start at ``vocab_size·dim``), so the kernels run the dense stack on the
+gathered features exactly as ``mlp_forward`` would, and one optimizer pass updates everything.
 
-Training cannot use the fused ``mlp_train_step``: the embedding gradient needs dLoss/d(input of
-the first layer), which that kernel does not return. The step is therefore composed of kernel
-calls — a gather, ``dense_forward`` per layer, ``softmax_xent``, ``dense_backward`` per layer
-(the first one with ``dx``), a scatter-add of ``dx`` into the embedding rows (never a one-hot
-matmul) and one optimizer pass — so every backend runs it with the interface it already has.
-(One compiled call would need a new kernel — ``mlp_train_step`` plus the gather and the
-scatter-add into the table's gradient before its optimizer pass; the interface does not have it.)
+Every operation is ONE backend call (the ``embedding_*`` kernels, see ``fusedense._backends``):
+``forward`` gathers the table rows inside the kernel; ``fused_step`` = gather → forward →
+softmax cross-entropy → backward down to the first layer's input → scatter-add into the
+table's gradient rows (never a one-hot matmul) → one optimizer pass over the whole buffer;
+``generate`` runs the whole batched sampling loop (uniforms drawn in Python from the seed).
 
-Inference can fold the table into the first layer (``fold()``): for context position ``p`` the
-table ``T_p = E @ W1[p·dim:(p+1)·dim]`` (vocab × hidden) turns the first GEMM into ``context``
-row lookups and a sum. Measured (bench/bench_lm.py): in Python the lookups cost more calls than
-the small GEMM they replace, so folding is slower at batch 1 and no faster at batch 256; it
-stays opt-in.
+Folding the table into the first layer (T_p = E @ W1[p·dim:(p+1)·dim], so the first GEMM
+becomes ``context`` row lookups and a sum) was measured and removed: in Python the lookups cost
+more than the small GEMM they replace (3× slower at batch 1, no faster at batch 256), and compiled
+into the kernels (tables built per call from batch ≥ vocab_size on) it was within ±10% of the
+gather + GEMM at batch 32-1024 and in generation — the output layer and the activation
+dominate, not the first product.
 """
 from __future__ import annotations
 
@@ -33,12 +32,13 @@ import math
 import numpy as np
 
 from . import abi
-from .layout import ACT_ID, FAN_OUT, layer_views
+from .activations import get_activation
+from .layout import ACT_ID
 from .network import MLP
 
-__all__ = ["EmbeddingMLP", "sample_sequences"]
+__all__ = ["EmbeddingMLP"]
 
-_IDENTITY = 0  # activation id: dense_backward of the last layer receives dLoss/dz directly
+_IDENTITY, _SOFTMAX, _LOG_SOFTMAX = (get_activation(name).id for name in ("identity", "softmax", "log_softmax"))
 _EMBEDDING_LIMIT = 0.05  # Keras's default embeddings_initializer: uniform(-0.05, 0.05)
 
 
@@ -57,9 +57,7 @@ class EmbeddingMLP(MLP):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         self.vocab_size, self.embedding_dim, self.context = int(vocab_size), int(embedding_dim), int(context)
-        self._folded = None
-        self._scratch = {}
-        self._views_of = self._views = None
+        self._logits_layout_of = self._logits_layout_cache = None
         super().__init__([self.context * self.embedding_dim] + [int(s) for s in sizes], activations,
                          output_activation, alphas, dtype, init, random_state, backend,
                          prefix=self.vocab_size * self.embedding_dim)
@@ -120,186 +118,69 @@ class EmbeddingMLP(MLP):
             raise ValueError(f"{name}: token ids must be in [0, {self.vocab_size}), got values in [{low}, {high}]")
         return tokens
 
-    def embed(self, tokens, out=None) -> np.ndarray:
-        """The first Dense layer's input: the embedding rows of ``tokens`` side by side (n, context·dim)."""
-        n = tokens.shape[0]
-        table = self._table_view()
-        if out is None:  # a fancy-index gather is the cheapest call at inference batch sizes
-            return table[tokens].reshape(n, self.context * self.embedding_dim)
-        np.take(table, tokens, axis=0, out=out.reshape(n, self.context, self.embedding_dim))
-        return out
-
     def forward(self, tokens, out):
-        """The outputs for checked ``tokens``: a gather, then ONE fused ``mlp_forward`` (or the folded
-        first layer when ``fold()`` was called)."""
-        if self._folded is not None:
-            self._forward_folded(tokens, out)
-        else:
-            self._kernels.mlp_forward(self.embed(tokens), self.params, self.layout, self.alphas, out)
-
-    def fold(self, enable=True):
-        """Precomputes ``T_p = E @ W1[p·dim:(p+1)·dim]`` (context × vocab × hidden) so the first layer
-        becomes ``act(b1 + Σ_p T_p[token_p])``. The tables are a snapshot: call again after training
-        (training unfolds). ``fold(False)`` goes back to gather + GEMM."""
-        if not enable:
-            self._folded = None
-            return
-        W1, _ = self.weights[0]
-        blocks = W1.reshape(self.context, self.embedding_dim, -1)
-        self._folded = np.ascontiguousarray(np.matmul(self.embeddings, blocks))  # (context, vocab, hidden)
-
-    def _forward_folded(self, tokens, out):
-        _, b1 = self._weight_views()[0]
-        z1 = b1 + self._folded[0][tokens[:, 0]]
-        for p in range(1, self.context):
-            z1 += self._folded[p][tokens[:, p]]
-        act_id, alpha = int(self.layout[0, ACT_ID]), float(self.alphas[0])
-        if len(self.layout) == 1:
-            self._kernels.activation_forward(z1, act_id, alpha, out)
-            return
-        h1 = np.empty_like(z1)
-        self._kernels.activation_forward(z1, act_id, alpha, h1)
-        self._kernels.mlp_forward(h1, self.params, self.layout[1:], self.alphas[1:], out)
+        """The outputs for checked ``tokens``: ONE backend call that gathers the embedding rows and
+        runs every layer."""
+        self._kernels.embedding_forward(tokens, self.params, self.layout, self.alphas, self.vocab_size, out)
 
     # --- training ----------------------------------------------------------------------------
 
-    def _buffers(self, n):
-        """Per-batch-size work arrays: features, (z, y) per layer, dLoss/d(input) per layer."""
-        buffers = self._scratch.get(n)
-        if buffers is None:
-            fan_outs = [int(f) for f in self.layout[:, FAN_OUT]]
-            buffers = self._scratch[n] = {
-                "x": np.empty((n, self.sizes[0]), self.dtype),
-                "z": [np.empty((n, f), self.dtype) for f in fan_outs],
-                "y": [np.empty((n, f), self.dtype) for f in fan_outs],
-                "dz_out": np.empty((n, fan_outs[-1]), self.dtype),
-                "dx": [np.empty((n, f), self.dtype) for f in self.sizes[:-1]],
-            }
-        return buffers
-
     def fused_step(self, tokens, labels, loss_id) -> float:
-        """One minibatch update from checked ``tokens`` (n, context) and int64 ``labels`` (n,):
-        forward, softmax cross-entropy, backward into the flat gradient, optimizer; returns the loss."""
+        """One minibatch update from checked ``tokens`` (n, context) and int64 ``labels`` (n,) in ONE
+        backend call (gather, forward, softmax cross-entropy, backward, scatter-add into the
+        table's gradient rows, optimizer over the whole buffer); returns the loss."""
         if loss_id != abi.LOSS_SPARSE_XENT:
             raise ValueError("loss: an EmbeddingMLP trains with 'sparse_categorical_crossentropy' only")
         if self.optimizer is None:
             self.set_optimizer("adam")
         if self.grads is None:
             self.grads = np.zeros(self.n_params, self.dtype)
-            self._grad_views = layer_views(self.grads, self.layout)  # (dW, db) per layer
-        self._folded = None  # the folded tables would go stale
-        k = self._kernels
-        buf = self._buffers(tokens.shape[0])
-        weights = self._weight_views()
-        h = self.embed(tokens, buf["x"])
-        for (W, b), (_, _, _, act_id), alpha, z, y in zip(weights, self.layout, self.alphas, buf["z"], buf["y"]):
-            k.dense_forward(h, W, b, int(act_id), float(alpha), y, z)
-            h = y
-        loss = k.softmax_xent(buf["z"][-1], labels, buf["dz_out"])  # cross-entropy reads the logits
-        dy = buf["dz_out"]
-        for l in range(len(weights) - 1, -1, -1):
-            act_id = _IDENTITY if l == len(weights) - 1 else int(self.layout[l, ACT_ID])
-            x_in = buf["y"][l - 1] if l else buf["x"]
-            dW, db = self._grad_views[l]
-            k.dense_backward(dy, x_in, weights[l][0], buf["z"][l], buf["y"][l], act_id, float(self.alphas[l]),
-                             buf["dx"][l], dW, db)
-            dy = buf["dx"][l]
-        self._scatter_embedding_grad(tokens, buf["dx"][0])
         self.step += 1
         self._hyper[abi.H_STEP] = self.step
-        self._optimizer_step()
+        loss = self._kernels.embedding_train_step(tokens, labels, self.params, self.grads, self.opt_state,
+                                                  self.layout, self.alphas, self._hyper, self.vocab_size)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged: the loss became {loss} at optimizer step {self.step}; "
                                      f"lower the learning rate")
         return loss
 
-    def _weight_views(self):
-        """``self.weights``, built once per parameter buffer (a step must not pay for new views)."""
-        if self._views_of is not self.params:
-            self._views_of, self._views = self.params, (self.embeddings, self.weights)
-        return self._views[1]
-
-    def _table_view(self):
-        """``self.embeddings``, cached like ``_weight_views``."""
-        self._weight_views()
-        return self._views[0]
-
-    def _scatter_embedding_grad(self, tokens, d_features):
-        """dE[v] = Σ over (row, position) with token v of dLoss/d(features[row, position]): a scatter-add.
-
-        One ``bincount`` over flat table indices (token·dim + column): half the time of
-        ``np.add.at`` at batch 64, and it sums in float64.
-        """
-        dim = self.embedding_dim
-        flat_index = (tokens[:, :, None] * dim + np.arange(dim)).ravel()
-        self.grads[:self.vocab_size * dim] = np.bincount(flat_index, weights=d_features.ravel(),
-                                                          minlength=self.vocab_size * dim)
-
-    def _optimizer_step(self):
-        h, k = self._hyper, self._kernels
-        if h[abi.H_OPTIMIZER] == abi.OPT_SGD:
-            k.sgd_step(self.params, self.grads, self.opt_state[0], h[abi.H_LR], h[abi.H_BETA1],
-                       bool(h[abi.H_NESTEROV]), h[abi.H_WEIGHT_DECAY])
-        else:
-            k.adam_step(self.params, self.grads, self.opt_state[0], self.opt_state[1], int(h[abi.H_STEP]),
-                        h[abi.H_LR], h[abi.H_BETA1], h[abi.H_BETA2], h[abi.H_EPS], h[abi.H_WEIGHT_DECAY],
-                        bool(h[abi.H_DECOUPLED]))
-
     # --- generation --------------------------------------------------------------------------
 
     def generate(self, n=1, max_len=30, temperature=1.0, seed=None, boundary=0):
-        """``n`` token sequences sampled autoregressively, all rows in one forward call per step.
+        """``n`` token sequences sampled autoregressively in ONE backend call (all rows at once).
 
         Every sequence starts from a context of ``boundary`` tokens and ends when it samples
         ``boundary`` (not included) or reaches ``max_len`` tokens. ``temperature`` divides the
-        logits (0: always the most likely token). Same seed, same weights → same sequences.
-        Returns a list of ``n`` int64 arrays. At n=1 each token costs one batch-1 fused forward.
+        logits (0: always the most likely token). The uniforms are drawn up front from
+        ``np.random.default_rng(seed)``, one per (sequence, step): same seed, same weights → same
+        sequences on every backend. ``seed`` may also be a ``np.random.Generator``, which then
+        advances (a loop of one-sequence calls need not build a generator per call: that costs
+        more than a few tokens). Returns a list of ``n`` int64 arrays.
         """
-        if not 0 <= boundary < self.vocab_size:
+        for name, value in (("n", n), ("max_len", max_len)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if isinstance(boundary, bool) or not isinstance(boundary, (int, np.integer)) or not 0 <= boundary < self.vocab_size:
             raise ValueError(f"boundary: expected a token id in [0, {self.vocab_size}), got {boundary!r}")
-        scores = np.empty((n, self.vocab_size), self.dtype)
+        if self.sizes[-1] != self.vocab_size:
+            raise ValueError(f"generate: the output layer has {self.sizes[-1]} units; sampling feeds each token "
+                             f"back as input, so it needs one unit per vocabulary token ({self.vocab_size})")
+        if not isinstance(temperature, (int, float, np.integer, np.floating)) or not 0 <= temperature < math.inf:
+            raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        uniforms = rng.random((n, max_len))
+        tokens = np.empty((n, max_len), np.int64)
+        lengths = np.empty(n, np.int64)
+        self._kernels.embedding_generate(self.params, self._logits_layout(), self.alphas, self.vocab_size,
+                                         self.context, uniforms, float(temperature), int(boundary), tokens, lengths)
+        return [tokens[i, :lengths[i]] for i in range(n)]
 
-        def next_scores(tokens):
-            out = scores[:len(tokens)]
-            self.forward(tokens, out)
-            return out
-        return sample_sequences(next_scores, n, self.context, max_len, temperature, seed, boundary,
-                                probabilities=self.output_activation == "softmax")
-
-
-def sample_sequences(next_scores, n, context, max_len, temperature, seed, boundary=0, probabilities=False):
-    """Batched autoregressive sampling around any model: ``next_scores(tokens (m, context) int64)``
-    returns (m, vocab) logits (or probabilities when ``probabilities``) for the rows still running;
-    finished rows are dropped from the batch. See :meth:`EmbeddingMLP.generate`."""
-    if not temperature >= 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-    rng = np.random.default_rng(seed)
-    out = np.full((n, max_len), boundary, np.int64)
-    lengths = np.full(n, max_len, np.int64)
-    rows = np.arange(n)  # the sequences still running
-    ctx = np.full((n, context), boundary, np.int64)
-    for t in range(max_len):
-        scores = next_scores(ctx)
-        logits = np.log(scores) if probabilities else scores
-        tokens = _sample(logits, temperature, rng)
-        out[rows, t] = tokens
-        ended = tokens == boundary
-        if ended.any():
-            lengths[rows[ended]] = t
-            keep = ~ended
-            rows, ctx, tokens = rows[keep], ctx[keep], tokens[keep]
-            if not len(rows):
-                break
-        ctx[:, :-1] = ctx[:, 1:]
-        ctx[:, -1] = tokens
-    return [out[i, :lengths[i]] for i in range(n)]
-
-
-def _sample(logits, temperature, rng):
-    """One token per row of ``logits``: from softmax(logits / temperature), or the argmax at 0."""
-    if temperature == 0:
-        return logits.argmax(axis=1)
-    weights = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)
-    cdf = np.cumsum(weights, axis=1)
-    u = rng.random(len(cdf)) * cdf[:, -1]
-    return np.minimum((cdf < u[:, None]).sum(axis=1), logits.shape[1] - 1)
+    def _logits_layout(self):
+        """The layout with a softmax/log_softmax output read as logits (the identity): sampling
+        from softmax(log p / T) is sampling from softmax(z / T)."""
+        if self._logits_layout_of is not self.layout:
+            layout = self.layout.copy()
+            if layout[-1, ACT_ID] in (_SOFTMAX, _LOG_SOFTMAX):
+                layout[-1, ACT_ID] = _IDENTITY
+            self._logits_layout_of, self._logits_layout_cache = self.layout, layout
+        return self._logits_layout_cache

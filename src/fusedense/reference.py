@@ -120,9 +120,10 @@ def mlp_forward(x, params, layout, alphas, keep=False):
     return (h, cache) if keep else h
 
 
-def mlp_backward(d_out, x, params, layout, alphas, cache, d_last_z=None):
+def mlp_backward(d_out, x, params, layout, alphas, cache, d_last_z=None, need_dx=False):
     """Gradient of the loss w.r.t. the flat buffer, given dLoss/d(output) (or d_last_z, the
-    gradient w.r.t. the last layer's pre-activation, when a fused loss supplies it)."""
+    gradient w.r.t. the last layer's pre-activation, when a fused loss supplies it).
+    need_dx: returns (grads, dLoss/dx) — what an embedding in front of the network needs."""
     grads = np.zeros_like(params)
     views = layer_views(params, layout)
     grad_views = layer_views(grads, layout)
@@ -134,11 +135,11 @@ def mlp_backward(d_out, x, params, layout, alphas, cache, d_last_z=None):
         act = BY_ID[layout[l][3]]
         if l == len(layout) - 1 and d_last_z is not None:
             act, dy = BY_ID[0], d_last_z  # the loss already folded in the last activation
-        dx, dW, db = dense_backward(dy, inp, W, z, y, act, alphas[l], need_dx=l > 0)
+        dx, dW, db = dense_backward(dy, inp, W, z, y, act, alphas[l], need_dx=l > 0 or need_dx)
         grad_views[l][0][...] = dW
         grad_views[l][1][...] = db
         dy = dx
-    return grads
+    return (grads, dy) if need_dx else grads
 
 
 def mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id):
@@ -176,3 +177,76 @@ def mlp_train_step(x, targets, params, layout, alphas, opt_state, loss_id, hyper
     loss, grads = mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id)
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
+
+
+# --- a token embedding in front of the network (fusedense.embedding) ---------------------------
+# tokens (B, context) int64; the table E (vocab_size × dim, dim = fan_in of the first layer /
+# context) is the front of the flat buffer, params[:vocab_size·dim].
+
+
+def embed(tokens, params, layout, vocab_size):
+    """The first layer's input: the table rows of each row's tokens, side by side (B, context·dim)."""
+    dim = layout[0][1] // tokens.shape[1]
+    return params[:vocab_size * dim].reshape(vocab_size, dim)[tokens].reshape(len(tokens), -1)
+
+
+def embedding_forward(tokens, params, layout, alphas, vocab_size):
+    """The network's output for token contexts: a gather, then every layer."""
+    return mlp_forward(embed(tokens, params, layout, vocab_size), params, layout, alphas)
+
+
+def embedding_train_step(tokens, labels, params, layout, alphas, opt_state, hyper, vocab_size):
+    """One minibatch of the softmax cross-entropy (over the last pre-activation): forward,
+    backward down to dLoss/dx, dE[v] = Σ of dx over the (row, position)s holding token v
+    (a scatter-add), optimizer update of the whole buffer (in place). Returns (loss, grads)."""
+    x = embed(tokens, params, layout, vocab_size)
+    _, cache = mlp_forward(x, params, layout, alphas, keep=True)
+    loss, d_logits = softmax_cross_entropy(cache[-1][0], labels)
+    grads, dx = mlp_backward(None, x, params, layout, alphas, cache, d_last_z=d_logits, need_dx=True)
+    dim = x.shape[1] // tokens.shape[1]
+    np.add.at(grads[:vocab_size * dim].reshape(vocab_size, dim), tokens.ravel(), dx.reshape(-1, dim))
+    optimizer_step(params, grads, opt_state, hyper)
+    return loss, grads
+
+
+def sample_tokens(logits, temperature, uniforms):
+    """One token per row by inverse CDF: the first j with cdf_j ≥ u·cdf_last, where cdf is the
+    running sum of exp((logits − max) / temperature) — in float64 whatever the logits' dtype —
+    and u the row's uniform in [0, 1). Temperature 0: the first most likely token."""
+    logits = logits.astype(np.float64)
+    if temperature == 0:
+        return logits.argmax(axis=1)
+    cdf = np.cumsum(np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature), axis=1)
+    below = (cdf < uniforms[:, None] * cdf[:, -1:]).sum(axis=1)
+    return np.minimum(below, logits.shape[1] - 1)
+
+
+def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary):
+    """Batched autoregressive sampling from the network (its output read as logits); see
+    :func:`generate_with`. Returns (tokens (n, max_len) int64 padded with boundary, lengths (n,))."""
+    def next_logits(ctx):
+        return embedding_forward(ctx, params, layout, alphas, vocab_size)
+    return generate_with(next_logits, context, uniforms, temperature, boundary)
+
+
+def generate_with(next_logits, context, uniforms, temperature, boundary):
+    """The sampling loop around any model: ``next_logits(ctx (m, context) int64)`` gives the
+    (m, vocab) logits of the rows still running. Every row starts from a context of
+    ``boundary`` tokens; at step t a running row samples with uniforms[row, t]
+    (:func:`sample_tokens`) and stops after sampling ``boundary`` (not kept) or after
+    max_len = uniforms.shape[1] tokens. Returns (tokens (n, max_len) int64 padded with
+    boundary, lengths (n,) int64)."""
+    n, max_len = uniforms.shape
+    tokens = np.full((n, max_len), boundary, np.int64)
+    lengths = np.full(n, max_len, np.int64)
+    rows = np.arange(n)  # the rows still running
+    ctx = np.full((n, context), boundary, np.int64)
+    for t in range(max_len):
+        sampled = sample_tokens(next_logits(ctx), temperature, uniforms[rows, t])
+        ended = sampled == boundary
+        lengths[rows[ended]] = t
+        tokens[rows[~ended], t] = sampled[~ended]
+        rows, ctx = rows[~ended], np.concatenate([ctx[~ended, 1:], sampled[~ended, None]], axis=1)
+        if not len(rows):
+            break
+    return tokens, lengths

@@ -12,6 +12,20 @@ The interface (all arrays validated, C-contiguous, one float dtype; outputs prea
     sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay)
     adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
     mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper) -> loss
+    embedding_forward(tokens, params, layout, alphas, vocab_size, out)     gather + every layer
+    embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper,
+                         vocab_size) -> loss                               sparse cross-entropy
+    embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature,
+                       boundary, tokens, lengths)                          the whole sampling loop
+
+The ``embedding_*`` kernels put a token embedding in front of the network: ``tokens`` is
+(n, context) int64 with ids in [0, vocab_size); the table (vocab_size × dim, dim = the first
+layer's fan_in / context) is ``params[:vocab_size·dim]``, the layers follow it. The train step
+scatter-adds dLoss/d(first layer's input) into the table's rows of ``grads`` before the
+optimizer pass over the whole buffer. ``embedding_generate`` reads the network's output as
+logits and samples every running row from float64 ``uniforms`` (n, max_len) by inverse CDF
+(see ``reference.embedding_generate``: same uniforms, same tokens on every backend); it
+writes ``tokens`` (n, max_len) int64, padded with ``boundary``, and ``lengths`` (n,) int64.
 
 ``mlp_train_step`` codes (loss ids, the ``hyper`` vector) live in :mod:`fusedense.abi`;
 ``opt_state`` is (1, n_params) for SGD (velocity) and (2, n_params) for Adam (m, v).

@@ -12,6 +12,7 @@ import os
 
 from .. import threads
 from .._kernels import activations as _activations
+from .._kernels import embedding as _embedding
 from .._kernels import layers as _layers
 from .._kernels import optim as _optim
 
@@ -54,6 +55,21 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
 
 def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
     return _layers.mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
+
+
+def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
+    _embedding.embedding_forward(tokens, params, layout, alphas, vocab_size, out)
+
+
+def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size):
+    return _embedding.embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper,
+                                           vocab_size)
+
+
+def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,
+                       tokens, lengths):
+    _embedding.embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature,
+                                  boundary, tokens, lengths)
 
 
 def _scipy_blas_threads():

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from .. import abi, threads
-from .._numba_kernels import activations, dense, losses, mlp, optimizers
+from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers
 from .._numba_kernels.jit import use_parallel
 
 NAME = "numba"
@@ -131,3 +131,25 @@ def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id
         labels, targets = _NO_LABELS, targets.reshape(x.shape[0], -1)
     return mlp.mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
                               int(loss_id), hyper)
+
+
+@_entry_point
+def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
+    size = mlp.mlp_forward_workspace_size(tokens.shape[0], layout, out.itemsize)
+    embedding.embedding_forward(tokens, params, layout, alphas, int(vocab_size), out,
+                                _workspace(out.dtype, size))
+
+
+@_entry_point
+def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size):
+    return embedding.embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas,
+                                          abi.LOSS_SPARSE_XENT, hyper, int(vocab_size))
+
+
+@_entry_point
+def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,
+                       tokens, lengths):
+    size = mlp.mlp_forward_workspace_size(uniforms.shape[0], layout, params.itemsize)
+    embedding.embedding_generate(params, layout, alphas, int(vocab_size), int(context), uniforms,
+                                 float(temperature), int(boundary), tokens, lengths,
+                                 _workspace(params.dtype, size))

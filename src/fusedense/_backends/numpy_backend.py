@@ -52,3 +52,19 @@ def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id
     loss, grads[...] = reference.mlp_train_step(x, targets, params, layout, alphas, opt_state,
                                                 loss_id, hyper)
     return float(loss)
+
+
+def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
+    out[...] = reference.embedding_forward(tokens, params, layout, alphas, vocab_size)
+
+
+def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size):
+    loss, grads[...] = reference.embedding_train_step(tokens, labels, params, layout, alphas, opt_state,
+                                                      hyper, vocab_size)
+    return float(loss)
+
+
+def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,
+                       tokens, lengths):
+    tokens[...], lengths[...] = reference.embedding_generate(params, layout, alphas, vocab_size, context,
+                                                             uniforms, temperature, boundary)

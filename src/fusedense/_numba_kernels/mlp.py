@@ -84,6 +84,16 @@ def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
     the unused one is empty. Cross-entropy losses fold the last activation in: their gradient
     is w.r.t. the last pre-activation, so the last layer backpropagates as identity.
     """
+    loss = loss_and_gradients(x, labels, targets, params, grads, layout, alphas, loss_id,
+                              grads[:0].reshape((0, 0)))
+    optimizer_update(params, grads, opt_state, hyper)
+    return loss
+
+
+@kernel
+def loss_and_gradients(x, labels, targets, params, grads, layout, alphas, loss_id, dx):
+    """mlp_train_step without the optimizer update: the loss, ``grads``, and dLoss/dx into
+    ``dx`` unless it is (0, 0) (an embedding in front of the network needs it)."""
     n_rows = x.shape[0]
     n_layers = layout.shape[0]
     starts = np.empty(n_layers + 1, dtype=np.int64)  # layer l's z/y rows in the workspaces
@@ -125,14 +135,18 @@ def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
         y = ys[starts[layer]:starts[layer + 1]].reshape((n_rows, fan_out))
         act_id = IDENTITY if layer == last and folds_activation else layout[layer, ACT_ID]
         if layer == 0:
-            dense_backward(dy, x, W, z, y, act_id, alphas[layer], d_hidden[0, :0].reshape((0, 0)),
-                           dW, db)
+            dense_backward(dy, x, W, z, y, act_id, alphas[layer], dx, dW, db)
         else:
-            dx = d_hidden[layer % 2, :n_rows * fan_in].reshape((n_rows, fan_in))
+            d_in = d_hidden[layer % 2, :n_rows * fan_in].reshape((n_rows, fan_in))
             x_layer = ys[starts[layer - 1]:starts[layer]].reshape((n_rows, fan_in))
-            dense_backward(dy, x_layer, W, z, y, act_id, alphas[layer], dx, dW, db)
-            dy = dx
+            dense_backward(dy, x_layer, W, z, y, act_id, alphas[layer], d_in, dW, db)
+            dy = d_in
+    return loss
 
+
+@kernel
+def optimizer_update(params, grads, opt_state, hyper):
+    """The optimizer that ``hyper`` describes (see fusedense.abi), over the whole flat buffer."""
     if hyper[abi.H_OPTIMIZER] == abi.OPT_SGD:
         sgd_step(params, grads, opt_state[0], hyper[abi.H_LR], hyper[abi.H_BETA1],
                  hyper[abi.H_NESTEROV] != 0.0, hyper[abi.H_WEIGHT_DECAY])
@@ -140,4 +154,3 @@ def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
         adam_step(params, grads, opt_state[0], opt_state[1], hyper[abi.H_STEP], hyper[abi.H_LR],
                   hyper[abi.H_BETA1], hyper[abi.H_BETA2], hyper[abi.H_EPS],
                   hyper[abi.H_WEIGHT_DECAY], hyper[abi.H_DECOUPLED] != 0.0)
-    return loss

@@ -1,0 +1,36 @@
+# The pieces of layers.pyx that other kernel modules build on (embedding.pyx): whole-network
+# forward, the training step's gradient pass and optimizer pass, and their argument checks.
+from libc.stdint cimport int64_t
+
+from real cimport real
+
+
+cdef struct Optimizer:
+    int kind
+    double lr, beta1, beta2, eps, weight_decay, correction1, correction2
+    bint nesterov, decoupled
+
+
+cdef int check_network(params, layout, alphas, Py_ssize_t n_in, Py_ssize_t n_out) except -1
+cdef int check_labels(labels, Py_ssize_t B, Py_ssize_t n_classes) except -1
+cdef int check_training(real tag, params, grads, opt_state, layout, alphas, hyper,
+                        Py_ssize_t n_in, Optimizer* opt) except -1
+
+cdef int forward_plan(Py_ssize_t B, const int64_t* lay, Py_ssize_t L, size_t itemsize,
+                      Py_ssize_t* block, bint* micro) noexcept nogil
+cdef Py_ssize_t forward_scratch_size(int threads, Py_ssize_t block, const int64_t* lay,
+                                     Py_ssize_t L) noexcept nogil
+cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
+                          const double* alphas, Py_ssize_t L, real* out, real* scratch,
+                          Py_ssize_t block, bint micro, int threads) noexcept nogil
+
+cdef int training_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,
+                          size_t itemsize) noexcept nogil
+cdef Py_ssize_t train_work_size(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) noexcept nogil
+cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
+                            const real* targets, const real* params, real* grads,
+                            Py_ssize_t n_params, const int64_t* lay, const double* alphas,
+                            Py_ssize_t L, int loss_id, real* work, int threads,
+                            real* dx) noexcept nogil
+cdef void optimizer_pass(Optimizer* opt, real* params, const real* grads, real* state,
+                         Py_ssize_t n_params, int threads) noexcept nogil
