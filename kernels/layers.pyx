@@ -280,15 +280,20 @@ def mlp_forward(x, params, layout, alphas, out):
 cdef double xent_row(const real* z, int64_t label, real* dz, Py_ssize_t n, real scale) noexcept nogil:
     """−log softmax(z)[label]; dz = (softmax(z) − onehot(label))·scale unless dz is NULL."""
     cdef Py_ssize_t j
-    cdef real top = z[0], total = 0
+    cdef real top = z[0], total = 0, total_scale
     for j in range(1, n):
         if z[j] > top:
             top = z[j]
-    for j in range(n):
-        total += exp_nonpos(z[j] - top)
-    if dz != NULL:
+    if dz == NULL:
         for j in range(n):
-            dz[j] = exp_nonpos(z[j] - top) / total * scale
+            total += exp_nonpos(z[j] - top)
+    else:  # one exp per entry: dz holds e^(z - top) until the total is known
+        for j in range(n):
+            dz[j] = exp_nonpos(z[j] - top)
+            total += dz[j]
+        total_scale = scale / total
+        for j in range(n):
+            dz[j] *= total_scale
         dz[label] -= scale
     return r_log(total) - (z[label] - top)
 
@@ -429,20 +434,25 @@ cdef bint small_weights(const int64_t* lay, Py_ssize_t L, size_t itemsize) noexc
 
 cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
                        const double* alphas, Py_ssize_t L, real** z_of, real** y_of,
-                       bint micro, int threads) noexcept nogil:
+                       bint logits_only, bint micro, int threads) noexcept nogil:
     """Forward keeping every layer's z and y. micro: 32-row blocks through all layers,
-    shared over OpenMP threads; else the whole batch per layer with BLAS."""
+    shared over OpenMP threads; else the whole batch per layer with BLAS. logits_only: the
+    last layer writes its pre-activation to y_of[L-1] and nothing to z_of[L-1] (the
+    cross-entropies read the logits; its activation, a softmax's exps, would go unused)."""
     cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i, r0, rows, l, k, n
+    cdef bint last
     for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
                     use_threads_if=micro and threads > 1 and n_blocks > 1):
         r0 = i * block
         rows = min(block, B - r0)
         for l in range(L):
             k, n = lay[4 * l + 1], lay[4 * l + 2]
+            last = logits_only and l == L - 1
             layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
-                          params + lay[4 * l], params + lay[4 * l] + k * n, <int>lay[4 * l + 3],
-                          <real>alphas[l], y_of[l] + r0 * n, z_of[l] + r0 * n, not micro)
+                          params + lay[4 * l], params + lay[4 * l] + k * n,
+                          ACT_IDENTITY if last else <int>lay[4 * l + 3], <real>alphas[l],
+                          y_of[l] + r0 * n, NULL if last else z_of[l] + r0 * n, not micro)
 
 
 cdef enum:
@@ -504,7 +514,9 @@ cdef double train_step(Py_ssize_t B, const real* x, const int64_t* labels, const
     dcur = work + used
     dnext = dcur + B * width
     Wt = dnext + B * width
-    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, micro, threads)
+    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, loss_id != LOSS_MSE, micro, threads)
+    if loss_id != LOSS_MSE:
+        z_of[L - 1] = y_of[L - 1]  # the logits (see forward_keep)
     n = lay[4 * (L - 1) + 2]
     # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
     loss = output_loss(loss_id, B, n, z_of[L - 1], y_of[L - 1], labels, targets, dcur)
