@@ -492,9 +492,10 @@ cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* d
 cdef double train_step(Py_ssize_t B, const real* x, const int64_t* labels, const real* targets,
                        real* params, real* grads, real* state, Py_ssize_t n_params,
                        const int64_t* lay, const double* alphas, Py_ssize_t L, int loss_id,
-                       Optimizer* opt, real* work, int threads) noexcept nogil:
-    """Forward keeping z and y of every layer, the loss, backward from the last layer down
-    (dz of each layer is made as soon as its dy is), then one optimizer pass over params.
+                       Optimizer* opt, real* work, real* outputs, int threads) noexcept nogil:
+    """Forward keeping z and y of every layer (a copy of the outputs in ``outputs`` unless it
+    is NULL), the loss, backward from the last layer down (dz of each layer is made as soon
+    as its dy is), then one optimizer pass over params.
     Small weights: micro-kernels over OpenMP threads; large: BLAS with its own threads.
     work: z and y per layer, two gradient buffers of B x widest, then room for one Wᵀ."""
     cdef Py_ssize_t l, r, c, k, n, offset, width = widest(lay, L), used = 0
@@ -514,10 +515,13 @@ cdef double train_step(Py_ssize_t B, const real* x, const int64_t* labels, const
     dcur = work + used
     dnext = dcur + B * width
     Wt = dnext + B * width
-    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, loss_id != LOSS_MSE, micro, threads)
-    if loss_id != LOSS_MSE:
+    cdef bint logits_only = loss_id != LOSS_MSE and outputs == NULL
+    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, logits_only, micro, threads)
+    if logits_only:
         z_of[L - 1] = y_of[L - 1]  # the logits (see forward_keep)
     n = lay[4 * (L - 1) + 2]
+    if outputs != NULL:
+        memcpy(outputs, y_of[L - 1], B * n * sizeof(real))
     # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
     loss = output_loss(loss_id, B, n, z_of[L - 1], y_of[L - 1], labels, targets, dcur)
     if loss_id == LOSS_MSE:
@@ -553,7 +557,7 @@ cdef double train_step(Py_ssize_t B, const real* x, const int64_t* labels, const
 
 
 cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layout, alphas,
-                            int loss_id, hyper) except? -1:
+                            int loss_id, hyper, outputs) except? -1:
     cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), P = dim(params, 0, "params")
     cdef Py_ssize_t L = dim(layout, 0, "layout"), l, n_work = 0, biggest = 0
     cdef int t = typenum(tag)
@@ -583,6 +587,7 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
         lab = <int64_t*>cnp.PyArray_DATA(targets)
     else:
         tp = <real*>buffer(targets, "targets", t, B, C)
+    cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
     for l in range(L):
         n_work += 2 * B * lay[4 * l + 2]  # z and y
         biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
@@ -593,15 +598,19 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
     if work == NULL:
         raise MemoryError()
     with nogil:
-        loss = train_step(B, xp, lab, tp, pp, gp, sp, P, lay, al, L, loss_id, &opt, work,
+        loss = train_step(B, xp, lab, tp, pp, gp, sp, P, lay, al, L, loss_id, &opt, work, op,
                           threads_for(B, lay, L))
     free(work)
     return loss
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, int loss_id, hyper):
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, int loss_id, hyper,
+                   outputs=None):
     """Forward, loss, backward and optimizer update in one call; returns the loss. grads
-    receives the gradient; params and opt_state are updated in place (see fusedense.abi)."""
+    receives the gradient; params and opt_state are updated in place (see fusedense.abi);
+    outputs, unless None, the network's outputs before the update."""
     if is_float32(x):
-        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
-    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
+        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, layout, alphas, loss_id,
+                               hyper, outputs)
+    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, layout, alphas, loss_id,
+                           hyper, outputs)

@@ -209,6 +209,30 @@ def test_mlp_train_step_matches_reference(backend, dtype, loss_id, optimizer, ba
     assert_close(state, expected_state, dtype, 4)
 
 
+@pytest.mark.parametrize("loss_id", sorted(LOSS_SETUPS))
+def test_mlp_train_step_reports_the_outputs_before_its_update(backend, dtype, loss_id, rng):
+    """outputs= receives the forward pass of the step (the oracle's mlp_forward with the old
+    parameters), and asking for it changes nothing else, to the bit."""
+    last, make_targets = LOSS_SETUPS[loss_id]
+    layout, alphas, n = make_layout([20, 48, 6], ["relu", last])
+    params = (rng.normal(size=n) * 0.3).astype(dtype)
+    x = rng.normal(size=(37, 20)).astype(dtype)
+    targets = make_targets(rng, 37, 6)
+    if loss_id != abi.LOSS_SPARSE_XENT:
+        targets = targets.astype(dtype)
+    expected = reference.mlp_forward(x.astype(np.float64), params.astype(np.float64), layout, alphas)
+    kernels, hyper = _backends.load(backend), make_hyper("adam", step=2)
+    results = []
+    for outputs in (None, np.full((37, 6), np.nan, dtype)):
+        p, grads, state = params.copy(), np.zeros_like(params), np.zeros((2, n), dtype)
+        loss = kernels.mlp_train_step(x, targets, p, grads, state, layout, alphas, loss_id, hyper, outputs)
+        results.append((loss, p, grads, state))
+    assert_close(outputs, expected, dtype)
+    assert results[0][0] == results[1][0]
+    for without, with_outputs in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_array_equal(without, with_outputs)
+
+
 def test_results_are_identical_across_repeated_calls(backend, rng):
     x, W, b = layer_inputs(rng, np.float32, 300, 200, 150)
     first = fd.dense(x, W, b, activation="silu", backend=backend)

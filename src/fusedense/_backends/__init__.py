@@ -11,10 +11,13 @@ The interface (all arrays validated, C-contiguous, one float dtype; outputs prea
     softmax_xent(logits, labels, dlogits) -> loss              labels int64; dlogits may be None
     sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay)
     adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-    mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper) -> loss
+    mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper,
+                   outputs=None) -> loss
 
 ``mlp_train_step`` codes (loss ids, the ``hyper`` vector) live in :mod:`fusedense.abi`;
-``opt_state`` is (1, n_params) for SGD (velocity) and (2, n_params) for Adam (m, v).
+``opt_state`` is (1, n_params) for SGD (velocity) and (2, n_params) for Adam (m, v);
+``outputs``, unless None, a (B, n_out) array that receives the network's outputs from the
+step's own forward pass (before the update): training metrics without a second forward pass.
 """
 from __future__ import annotations
 

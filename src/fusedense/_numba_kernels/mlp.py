@@ -71,9 +71,11 @@ def mlp_forward(x, params, layout, alphas, out, workspace):
 
 
 @kernel
-def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
-    """One minibatch: forward (keeping every z and y), fused loss, backward into ``grads``,
-    optimizer update of ``params`` in place. Returns the loss.
+def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas, loss_id, hyper,
+                   outputs):
+    """One minibatch: forward (keeping every z and y; a copy of the outputs in ``outputs``
+    unless it is empty), fused loss, backward into ``grads``, optimizer update of ``params``
+    in place. Returns the loss.
 
     ``labels`` (int64) is used by the sparse cross-entropy, ``targets`` by the other losses;
     the unused one is empty. Cross-entropy losses fold the last activation in: their gradient
@@ -101,6 +103,8 @@ def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
         else:
             dense_rows(h, W, b, layout[layer, ACT_ID], alphas[layer], z, y)
         h = y
+    if outputs.size > 0:
+        outputs[:, :] = h
 
     last = n_layers - 1
     logits = zs[starts[last]:].reshape((n_rows, layout[last, FAN_OUT]))
