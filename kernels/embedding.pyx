@@ -129,7 +129,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
     with nogil:  # x, then dLoss/dx, then the gradient pass's work
         gather(tok, B, context, pp, width, x)
         loss = train_gradients(B, x, lab, NULL, pp, gp, P, lay, al, L, LOSS_SPARSE_XENT,
-                               x + 2 * n_x, threads, x + n_x)
+                               x + 2 * n_x, threads, x + n_x, NULL)
         memset(gp, 0, vocab_size * width * sizeof(real))
         scatter_add(tok, B, context, x + n_x, width, gp)
         optimizer_pass(&opt, pp, gp, sp, P, threads)

@@ -295,15 +295,20 @@ def mlp_forward(x, params, layout, alphas, out):
 cdef double xent_row(const real* z, int64_t label, real* dz, Py_ssize_t n, real scale) noexcept nogil:
     """−log softmax(z)[label]; dz = (softmax(z) − onehot(label))·scale unless dz is NULL."""
     cdef Py_ssize_t j
-    cdef real top = z[0], total = 0
+    cdef real top = z[0], total = 0, total_scale
     for j in range(1, n):
         if z[j] > top:
             top = z[j]
-    for j in range(n):
-        total += exp_nonpos(z[j] - top)
-    if dz != NULL:
+    if dz == NULL:
         for j in range(n):
-            dz[j] = exp_nonpos(z[j] - top) / total * scale
+            total += exp_nonpos(z[j] - top)
+    else:  # one exp per entry: dz holds e^(z - top) until the total is known
+        for j in range(n):
+            dz[j] = exp_nonpos(z[j] - top)
+            total += dz[j]
+        total_scale = scale / total
+        for j in range(n):
+            dz[j] *= total_scale
         dz[label] -= scale
     return r_log(total) - (z[label] - top)
 
@@ -438,20 +443,25 @@ cdef bint small_weights(const int64_t* lay, Py_ssize_t L, size_t itemsize) noexc
 
 cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
                        const double* alphas, Py_ssize_t L, real** z_of, real** y_of,
-                       bint micro, int threads) noexcept nogil:
+                       bint logits_only, bint micro, int threads) noexcept nogil:
     """Forward keeping every layer's z and y. micro: 32-row blocks through all layers,
-    shared over OpenMP threads; else the whole batch per layer with BLAS."""
+    shared over OpenMP threads; else the whole batch per layer with BLAS. logits_only: the
+    last layer writes its pre-activation to y_of[L-1] and nothing to z_of[L-1] (the
+    cross-entropies read the logits; its activation, a softmax's exps, would go unused)."""
     cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i, r0, rows, l, k, n
+    cdef bint last
     for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
                     use_threads_if=micro and threads > 1 and n_blocks > 1):
         r0 = i * block
         rows = min(block, B - r0)
         for l in range(L):
             k, n = lay[4 * l + 1], lay[4 * l + 2]
+            last = logits_only and l == L - 1
             layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
-                          params + lay[4 * l], params + lay[4 * l] + k * n, <int>lay[4 * l + 3],
-                          <real>alphas[l], y_of[l] + r0 * n, z_of[l] + r0 * n, not micro)
+                          params + lay[4 * l], params + lay[4 * l] + k * n,
+                          ACT_IDENTITY if last else <int>lay[4 * l + 3], <real>alphas[l],
+                          y_of[l] + r0 * n, NULL if last else z_of[l] + r0 * n, not micro)
 
 
 cdef enum:
@@ -508,10 +518,11 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
                             const real* targets, const real* params, real* grads,
                             Py_ssize_t n_params, const int64_t* lay, const double* alphas,
                             Py_ssize_t L, int loss_id, real* work, int threads,
-                            real* dx) noexcept nogil:
-    """Forward keeping z and y of every layer, the loss, backward from the last layer down
-    (dz of each layer is made as soon as its dy is) into grads; dx = dLoss/dx too unless it
-    is NULL (an embedding in front of the network needs it). Returns the loss.
+                            real* dx, real* outputs) noexcept nogil:
+    """Forward keeping z and y of every layer (a copy of the outputs in ``outputs`` unless it
+    is NULL), the loss, backward from the last layer down (dz of each layer is made as soon
+    as its dy is) into grads; dx = dLoss/dx too unless it is NULL (an embedding in front of
+    the network needs it). Returns the loss.
     Small weights: micro-kernels over `threads` OpenMP threads; large: BLAS.
     work: train_work_size elements (z and y per layer, two gradient buffers, one Wᵀ)."""
     cdef Py_ssize_t l, r, c, k, n, offset, width = widest(lay, L), used = 0
@@ -531,8 +542,13 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
     dcur = work + used
     dnext = dcur + B * width
     Wt = dnext + B * width
-    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, micro, threads)
+    cdef bint logits_only = loss_id != LOSS_MSE and outputs == NULL
+    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, logits_only, micro, threads)
+    if logits_only:
+        z_of[L - 1] = y_of[L - 1]  # the logits (see forward_keep)
     n = lay[4 * (L - 1) + 2]
+    if outputs != NULL:
+        memcpy(outputs, y_of[L - 1], B * n * sizeof(real))
     # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
     loss = output_loss(loss_id, B, n, z_of[L - 1], y_of[L - 1], labels, targets, dcur)
     if loss_id == LOSS_MSE:
@@ -605,7 +621,7 @@ cdef int check_training(real tag, params, grads, opt_state, layout, alphas, hype
 
 
 cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layout, alphas,
-                            int loss_id, hyper) except? -1:
+                            int loss_id, hyper, outputs) except? -1:
     cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), P = dim(params, 0, "params")
     cdef Py_ssize_t L = dim(layout, 0, "layout")
     cdef int t = typenum(tag)
@@ -626,6 +642,7 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
         lab = <int64_t*>cnp.PyArray_DATA(targets)
     else:
         tp = <real*>buffer(targets, "targets", t, B, C)
+    cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
     cdef double loss
     cdef int threads = training_threads(B, lay, L, sizeof(real))
@@ -633,15 +650,19 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
     if work == NULL:
         raise MemoryError()
     with nogil:
-        loss = train_gradients(B, xp, lab, tp, pp, gp, P, lay, al, L, loss_id, work, threads, NULL)
+        loss = train_gradients(B, xp, lab, tp, pp, gp, P, lay, al, L, loss_id, work, threads, NULL, op)
         optimizer_pass(&opt, pp, gp, sp, P, threads)
     free(work)
     return loss
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, int loss_id, hyper):
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, int loss_id, hyper,
+                   outputs=None):
     """Forward, loss, backward and optimizer update in one call; returns the loss. grads
-    receives the gradient; params and opt_state are updated in place (see fusedense.abi)."""
+    receives the gradient; params and opt_state are updated in place (see fusedense.abi);
+    outputs, unless None, the network's outputs before the update."""
     if is_float32(x):
-        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
-    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
+        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, layout, alphas, loss_id,
+                               hyper, outputs)
+    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, layout, alphas, loss_id,
+                           hyper, outputs)

@@ -3,6 +3,8 @@
 #ifndef FUSEDENSE_OPTIMIZERS_H
 #define FUSEDENSE_OPTIMIZERS_H
 
+#include <float.h> /* FLT_MIN, DBL_MIN: adam_update flushes denormal moments */
+
 #include "simd.h"
 
 #define FD_BODY "optimizers_body.h"

@@ -154,6 +154,25 @@ def test_adam_step_matches_reference(backend, dtype, weight_decay, decoupled, rn
         assert_close(got, want, dtype)
 
 
+def test_adam_flushes_moments_that_decay_below_normal_range(compiled_backend, dtype):
+    """A zero gradient decays m by beta1 each step; the compiled kernels set a moment that falls
+    below the smallest normal number to zero (denormal arithmetic is ~100x slower), and still
+    let NaN through. The update differs from the oracle's by less than lr·tiny/eps."""
+    tiny = np.finfo(dtype).tiny
+    p = np.array([1.0, 1.0, 1.0, 1.0], dtype)
+    g = np.array([0.0, 0.0, 0.0, np.nan], dtype)
+    m = np.array([tiny, -tiny, 1.0, 0.0], dtype)
+    v = np.array([tiny, tiny, 1.0, 0.0], dtype)
+    expected = [a.astype(np.float64) for a in (p, g, m, v)]
+    reference.adam_step(*expected, 3, 0.01, 0.9, 0.999, 1e-8)
+    fd.adam_step(p, g, m, v, 3, lr=0.01, backend=compiled_backend)
+    np.testing.assert_array_equal(m[:2], 0.0)
+    np.testing.assert_array_equal(v[:2], 0.0)
+    assert np.isnan(p[3]) and np.isnan(m[3]) and np.isnan(v[3])
+    assert_close(p[:3], expected[0][:3], dtype)
+    assert_close(m[2:3], expected[2][2:3], dtype)
+
+
 LOSS_SETUPS = {  # loss → (last activation, targets)
     abi.LOSS_SPARSE_XENT: ("softmax", lambda rng, B, C: rng.integers(0, C, B)),
     abi.LOSS_CATEGORICAL_XENT: ("softmax", lambda rng, B, C: rng.dirichlet(np.ones(C), size=B)),
@@ -188,6 +207,30 @@ def test_mlp_train_step_matches_reference(backend, dtype, loss_id, optimizer, ba
     assert_close(grads, grads_ref, dtype, 4)
     assert_close(params, expected_params, dtype, 4)
     assert_close(state, expected_state, dtype, 4)
+
+
+@pytest.mark.parametrize("loss_id", sorted(LOSS_SETUPS))
+def test_mlp_train_step_reports_the_outputs_before_its_update(backend, dtype, loss_id, rng):
+    """outputs= receives the forward pass of the step (the oracle's mlp_forward with the old
+    parameters), and asking for it changes nothing else, to the bit."""
+    last, make_targets = LOSS_SETUPS[loss_id]
+    layout, alphas, n = make_layout([20, 48, 6], ["relu", last])
+    params = (rng.normal(size=n) * 0.3).astype(dtype)
+    x = rng.normal(size=(37, 20)).astype(dtype)
+    targets = make_targets(rng, 37, 6)
+    if loss_id != abi.LOSS_SPARSE_XENT:
+        targets = targets.astype(dtype)
+    expected = reference.mlp_forward(x.astype(np.float64), params.astype(np.float64), layout, alphas)
+    kernels, hyper = _backends.load(backend), make_hyper("adam", step=2)
+    results = []
+    for outputs in (None, np.full((37, 6), np.nan, dtype)):
+        p, grads, state = params.copy(), np.zeros_like(params), np.zeros((2, n), dtype)
+        loss = kernels.mlp_train_step(x, targets, p, grads, state, layout, alphas, loss_id, hyper, outputs)
+        results.append((loss, p, grads, state))
+    assert_close(outputs, expected, dtype)
+    assert results[0][0] == results[1][0]
+    for without, with_outputs in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_array_equal(without, with_outputs)
 
 
 def test_results_are_identical_across_repeated_calls(backend, rng):

@@ -68,6 +68,20 @@ def test_validation_data_and_metrics_are_reported():
     assert h["val_loss"][-1] == pytest.approx(loss) and h["val_accuracy"][-1] == pytest.approx(acc)
 
 
+def test_training_accuracy_is_measured_on_each_batch_before_its_update_like_keras():
+    x, y = _blobs(90)
+    model, twin = _model(), _model()
+    for m in (model, twin):
+        m.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    h = model.fit(x, y, batch_size=30, epochs=1, shuffle=False, verbose=0).history
+    correct = []
+    for s in (0, 30, 60):  # the same three updates, one fit per batch, predicting before each
+        correct.append(twin.predict(x[s:s + 30]).argmax(axis=1) == y[s:s + 30])
+        twin.fit(x[s:s + 30], y[s:s + 30], batch_size=30, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(model.network.params, twin.network.params)
+    assert h["accuracy"][0] == pytest.approx(np.mean(correct))
+
+
 def test_verbose_fit_prints_one_keras_like_line_per_epoch(capsys):
     x, y = _blobs(64)
     model = _model()

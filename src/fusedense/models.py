@@ -14,9 +14,10 @@ e.g. a character language model); its network is then an :class:`fusedense.embed
 
     model = fd.Sequential([fd.Embedding(27, 10, input_length=3), fd.Flatten(),
                            fd.Dense(200, activation="tanh"), fd.Dense(27)])
- Differences from Keras: training metrics are measured on the whole
-training set at the end of each epoch (Keras averages them over the epoch's batches); the
-default optimizer is Adam (Keras: RMSprop, which fusedense does not have).
+
+As in Keras, a training metric is measured on each batch's outputs before its update (the
+fused step reports them, no second forward pass) and averaged over the epoch. Difference from
+Keras: the default optimizer is Adam (Keras: RMSprop, which fusedense does not have).
 """
 from __future__ import annotations
 
@@ -274,6 +275,8 @@ class Sequential:
             cb.on_train_begin()
         n = x.shape[0]
         n_steps = -(-n // batch_size)
+        # the training metrics read each batch's outputs from its own training step
+        outputs = np.empty((n, net.n_outputs), net.dtype) if self.metrics else None
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
@@ -287,9 +290,9 @@ class Sequential:
             total = 0.0
             for s in range(0, n, batch_size):
                 xb = xs[s:s + batch_size]
-                total += net.fused_step(xb, ys[s:s + batch_size], self.loss.id) * xb.shape[0]
+                total += self._step(xb, ys[s:s + batch_size], None if outputs is None else outputs[s:s + batch_size])
             logs = {"loss": total / n}
-            logs.update(self._metric_values(x, y) if self.metrics else {})
+            logs.update(self._metric_values(xs, ys, outputs) if self.metrics else {})
             if x_val is not None:
                 logs.update({f"val_{k}": v for k, v in self._loss_and_metrics(x_val, y_val).items()})
             elapsed = time.perf_counter() - start
@@ -304,6 +307,16 @@ class Sequential:
             cb.on_train_end()
         self.history = history
         return history
+
+    def _step(self, xb, yb, outputs):
+        """One fused training step on a batch; returns its summed loss. ``outputs``, unless None,
+        receives the network's outputs for the batch before the update."""
+        net = self.network
+        if isinstance(net, EmbeddingMLP):  # its step does not report outputs: a forward pass first
+            if outputs is not None:
+                net.forward(xb, outputs)
+            return net.fused_step(xb, yb, self.loss.id) * xb.shape[0]
+        return net.fused_step(xb, yb, self.loss.id, outputs) * xb.shape[0]
 
     def _metric_values(self, x, y, outputs=None):
         outputs = self.network.predict(x) if outputs is None else outputs

@@ -237,8 +237,10 @@ class MLP:
         x = self.as_inputs(x)
         return self.fused_step(x, self.as_targets(targets, x.shape[0], loss), loss.id)
 
-    def fused_step(self, x, targets, loss_id) -> float:
-        """train_step without the checks, for loops that validated their data once."""
+    def fused_step(self, x, targets, loss_id, outputs=None) -> float:
+        """train_step without the checks, for loops that validated their data once; ``outputs``
+        (None, or a C-contiguous (n, n_outputs) array of the model's dtype) receives the
+        network's outputs for ``x`` before the update."""
         if self.optimizer is None:
             self.set_optimizer("adam")
         if self.grads is None:
@@ -246,7 +248,7 @@ class MLP:
         self.step += 1
         self._hyper[abi.H_STEP] = self.step
         loss = self._kernels.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
-                                            self.layout, self.alphas, loss_id, self._hyper)
+                                            self.layout, self.alphas, loss_id, self._hyper, outputs)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"training diverged: the loss became {loss} at optimizer step {self.step}; lower the "

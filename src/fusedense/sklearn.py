@@ -184,16 +184,21 @@ class _BaseMLP(BaseEstimator):
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._make_optimizer(batch_size)
             net.set_optimizer(self._optimizer)
+        coefs = self.coefs_  # views, made once (the L2 penalty reads them every epoch)
+        # each epoch gathers its shuffled rows into the same buffers; batches are slices of them
+        xs, ts = (np.empty_like(X), np.empty_like(targets)) if self.shuffle else (X, targets)
         for _ in range(1 if incremental else self.max_iter):
-            order = self._rng.permutation(n) if self.shuffle else np.arange(n)
-            xs, ts = X[order], targets[order]
+            if self.shuffle:
+                order = self._rng.permutation(n)
+                np.take(X, order, axis=0, out=xs, mode="clip")  # (mode="raise" would copy via a temporary)
+                np.take(targets, order, axis=0, out=ts, mode="clip")
             total = 0.0
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 total += net.fused_step(xs[start:stop], ts[start:stop], self._loss_id) * (stop - start)
             self.n_iter_ += 1
             self.t_ += n
-            penalty = 0.5 * self.alpha * sum(float((W * W).sum()) for W in self.coefs_) / batch_size
+            penalty = 0.5 * self.alpha * sum(float(np.vdot(W, W)) for W in coefs) / batch_size
             self.loss_ = total / n * self._loss_scale + penalty
             self.loss_curve_.append(self.loss_)
             if self.verbose:

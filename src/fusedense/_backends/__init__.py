@@ -11,7 +11,8 @@ The interface (all arrays validated, C-contiguous, one float dtype; outputs prea
     softmax_xent(logits, labels, dlogits) -> loss              labels int64; dlogits may be None
     sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay)
     adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-    mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper) -> loss
+    mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper,
+                   outputs=None) -> loss
     embedding_forward(tokens, params, layout, alphas, vocab_size, out)     gather + every layer
     embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper,
                          vocab_size) -> loss                               sparse cross-entropy
@@ -28,7 +29,9 @@ logits and samples every running row from float64 ``uniforms`` (n, max_len) by i
 writes ``tokens`` (n, max_len) int64, padded with ``boundary``, and ``lengths`` (n,) int64.
 
 ``mlp_train_step`` codes (loss ids, the ``hyper`` vector) live in :mod:`fusedense.abi`;
-``opt_state`` is (1, n_params) for SGD (velocity) and (2, n_params) for Adam (m, v).
+``opt_state`` is (1, n_params) for SGD (velocity) and (2, n_params) for Adam (m, v);
+``outputs``, unless None, a (B, n_out) array that receives the network's outputs from the
+step's own forward pass (before the update): training metrics without a second forward pass.
 """
 from __future__ import annotations
 

@@ -53,8 +53,9 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
     _optim.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
-    return _layers.mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper)
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper, outputs=None):
+    return _layers.mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper,
+                                  outputs)
 
 
 def embedding_forward(tokens, params, layout, alphas, vocab_size, out):

@@ -124,13 +124,13 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
 
 
 @_entry_point
-def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
+def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper, outputs=None):
     if loss_id == abi.LOSS_SPARSE_XENT:
         labels, targets = targets, _ABSENT[params.dtype]
     else:
         labels, targets = _NO_LABELS, targets.reshape(x.shape[0], -1)
     return mlp.mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
-                              int(loss_id), hyper)
+                              int(loss_id), hyper, _or_absent(outputs, params.dtype))
 
 
 @_entry_point

@@ -31,6 +31,6 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
                             const real* targets, const real* params, real* grads,
                             Py_ssize_t n_params, const int64_t* lay, const double* alphas,
                             Py_ssize_t L, int loss_id, real* work, int threads,
-                            real* dx) noexcept nogil
+                            real* dx, real* outputs) noexcept nogil
 cdef void optimizer_pass(Optimizer* opt, real* params, const real* grads, real* state,
                          Py_ssize_t n_params, int threads) noexcept nogil

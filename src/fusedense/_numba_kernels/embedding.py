@@ -53,7 +53,8 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alpha
     x = np.empty((n_rows, context * dim), params.dtype)
     gather(tokens, _table(params, vocab_size, dim), x)
     dx = np.empty_like(x)
-    loss = loss_and_gradients(x, labels, x[:0], params, grads, layout, alphas, loss_id, dx)
+    loss = loss_and_gradients(x, labels, x[:0], params, grads, layout, alphas, loss_id, dx,
+                              x[:0].reshape((0, 0)))
     table_grad = _table(grads, vocab_size, dim)
     table_grad[:] = 0.0
     scatter_add(tokens, dx, table_grad)

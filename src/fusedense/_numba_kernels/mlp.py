@@ -76,24 +76,27 @@ def mlp_forward(x, params, layout, alphas, out, workspace):
 
 
 @kernel
-def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas, loss_id, hyper):
-    """One minibatch: forward (keeping every z and y), fused loss, backward into ``grads``,
-    optimizer update of ``params`` in place. Returns the loss.
+def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas, loss_id, hyper,
+                   outputs):
+    """One minibatch: forward (keeping every z and y; a copy of the outputs in ``outputs``
+    unless it is empty), fused loss, backward into ``grads``, optimizer update of ``params``
+    in place. Returns the loss.
 
     ``labels`` (int64) is used by the sparse cross-entropy, ``targets`` by the other losses;
     the unused one is empty. Cross-entropy losses fold the last activation in: their gradient
     is w.r.t. the last pre-activation, so the last layer backpropagates as identity.
     """
     loss = loss_and_gradients(x, labels, targets, params, grads, layout, alphas, loss_id,
-                              grads[:0].reshape((0, 0)))
+                              grads[:0].reshape((0, 0)), outputs)
     optimizer_update(params, grads, opt_state, hyper)
     return loss
 
 
 @kernel
-def loss_and_gradients(x, labels, targets, params, grads, layout, alphas, loss_id, dx):
-    """mlp_train_step without the optimizer update: the loss, ``grads``, and dLoss/dx into
-    ``dx`` unless it is (0, 0) (an embedding in front of the network needs it)."""
+def loss_and_gradients(x, labels, targets, params, grads, layout, alphas, loss_id, dx, outputs):
+    """mlp_train_step without the optimizer update: the loss, ``grads``, dLoss/dx into ``dx``
+    unless it is (0, 0) (an embedding in front of the network needs it), the outputs into
+    ``outputs`` unless it is empty."""
     n_rows = x.shape[0]
     n_layers = layout.shape[0]
     starts = np.empty(n_layers + 1, dtype=np.int64)  # layer l's z/y rows in the workspaces
@@ -116,6 +119,8 @@ def loss_and_gradients(x, labels, targets, params, grads, layout, alphas, loss_i
         else:
             dense_rows(h, W, b, layout[layer, ACT_ID], alphas[layer], z, y)
         h = y
+    if outputs.size > 0:
+        outputs[:, :] = h
 
     last = n_layers - 1
     logits = zs[starts[last]:].reshape((n_rows, layout[last, FAN_OUT]))

@@ -2,6 +2,7 @@
 ``fusedense.reference``). Element-wise: the parallel variants split the buffer into blocks."""
 import math
 
+import numpy as np
 from numba import prange
 
 from .jit import PARALLEL_MIN_ELEMENTS as BLOCK
@@ -12,14 +13,17 @@ from .jit import kernel, parallel_kernel
 def _sgd_range(params, grads, velocity, lr, momentum, nesterov, weight_decay, start, stop):
     real = params.dtype.type  # arithmetic in the buffer's dtype, as NumPy does with float scalars
     lr, momentum, weight_decay = real(lr), real(momentum), real(weight_decay)
-    for i in range(start, stop):
-        g = grads[i] + weight_decay * params[i]
+    # slices, indexed from 0: numba cannot prove range(start, stop) non-negative, and its
+    # negative-index check kept these loops from vectorizing
+    P, G, V = params[start:stop], grads[start:stop], velocity[start:stop]
+    for i in range(P.size):
+        g = G[i] + weight_decay * P[i]
         if momentum == 0.0:
-            params[i] -= lr * g
+            P[i] -= lr * g
         else:
-            v = momentum * velocity[i] + g
-            velocity[i] = v
-            params[i] -= lr * (g + momentum * v if nesterov else v)
+            v = momentum * V[i] + g
+            V[i] = v
+            P[i] -= lr * (g + momentum * v if nesterov else v)
 
 
 @kernel
@@ -40,23 +44,30 @@ def sgd_step_parallel(params, grads, velocity, lr, momentum, nesterov, weight_de
 @kernel
 def _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoupled,
                 m_scale, v_scale, start, stop):
-    # arithmetic in the buffer's dtype (as NumPy does with float scalars): float32 square roots
-    # and divisions take half the time of float64 ones per element, and this loop is bound by them
+    """As the cython kernel (kernels/optimizers_body.h): arithmetic in the buffer's dtype, the
+    corrections applied as PyTorch does (step size lr·m_scale, denominator √v·√v_scale + ε: one
+    division and one square root per element), moments below the smallest normal number
+    flushed to zero (denormal arithmetic is ~100x slower; see the C kernel's comment)."""
     real = params.dtype.type
-    lr, eps, weight_decay, m_scale, v_scale = real(lr), real(eps), real(weight_decay), real(m_scale), real(v_scale)
-    beta1, beta2, keep1, keep2 = real(beta1), real(beta2), real(1.0 - beta1), real(1.0 - beta2)
-    for i in range(start, stop):
-        p = params[i]
+    smallest = real(np.finfo(params.dtype).tiny)
+    beta1_, beta2_, keep1, keep2 = real(beta1), real(beta2), real(1.0 - beta1), real(1.0 - beta2)
+    step_size, root_scale2, eps_ = real(lr * m_scale), real(math.sqrt(v_scale)), real(eps)
+    l2, decay = real(weight_decay), real(lr * weight_decay)
+    P, G, M, V = params[start:stop], grads[start:stop], m[start:stop], v[start:stop]  # see _sgd_range
+    for i in range(P.size):
         if decoupled:
-            p -= lr * weight_decay * p
-            g = grads[i]
+            p = P[i] - decay * P[i]
+            g = G[i]
         else:
-            g = grads[i] + weight_decay * p
-        m_i = beta1 * m[i] + keep1 * g
-        v_i = beta2 * v[i] + keep2 * g * g
-        m[i] = m_i
-        v[i] = v_i
-        params[i] = p - lr * (m_i * m_scale) / (math.sqrt(v_i * v_scale) + eps)
+            p = P[i]
+            g = G[i] + l2 * p
+        m_i = beta1_ * M[i] + keep1 * g
+        v_i = beta2_ * V[i] + keep2 * g * g
+        m_i = real(0.0) if -smallest < m_i < smallest else m_i
+        v_i = real(0.0) if v_i < smallest else v_i
+        M[i] = m_i
+        V[i] = v_i
+        P[i] = p - step_size * (m_i / (math.sqrt(v_i) * root_scale2 + eps_))
 
 
 @kernel
