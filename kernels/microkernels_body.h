@@ -71,7 +71,7 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(store)(
 }
 
 /* acc[rows][nv] += A[rows, 0:count] @ B[0:count, nv vectors]. */
-static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(steps)(
+static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(strided_steps)(
         int rows, int nv, FD_NAME(vec) acc[FD_ROWS][FD_WIDE], ptrdiff_t count, const FD_REAL *A,
         ptrdiff_t a_rs, ptrdiff_t a_cs, const FD_REAL *B, ptrdiff_t ldb)
 {
@@ -84,6 +84,19 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(steps)(
                 acc[i][h] += a * *(const vec *)(b + h * FD_VLEN);
         }
     }
+}
+
+/* The same; a transposed A (a_rs = 1: dW = xᵀ dz) gets its own copy of the loop, where a step's
+ * `rows` elements of A sit at constant offsets (with a runtime a_rs the compiler keeps one
+ * offset per row, spilled to the stack at 8 rows: 8 more loads per step). */
+static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(steps)(
+        int rows, int nv, FD_NAME(vec) acc[FD_ROWS][FD_WIDE], ptrdiff_t count, const FD_REAL *A,
+        ptrdiff_t a_rs, ptrdiff_t a_cs, const FD_REAL *B, ptrdiff_t ldb)
+{
+    if (a_rs == 1)
+        FD_NAME(strided_steps)(rows, nv, acc, count, A, 1, a_cs, B, ldb);
+    else
+        FD_NAME(strided_steps)(rows, nv, acc, count, A, a_rs, a_cs, B, ldb);
 }
 
 /* Rows [i, i + rows) x columns [j, j + (nv - 1) * FD_VLEN + cols) of one slice, accumulators
