@@ -13,6 +13,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define FD_CAT3_(a, b, c) a##_##b##_##c
 #define FD_CAT3(a, b, c) FD_CAT3_(a, b, c)
@@ -21,14 +23,20 @@
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX2__)
 #define FD_RUNTIME_DISPATCH 1
-/* 2: AVX-512F, 1: AVX2 + FMA, 0: neither */
+/* 2: AVX-512F, 1: AVX2 + FMA, 0: neither. The environment variable FUSEDENSE_SIMD (generic,
+ * avx2) caps it, so that tests can run every build on one machine. */
 static int fd_simd_level(void)
 {
     static int level = -1;
     if (level < 0) {
+        const char *cap = getenv("FUSEDENSE_SIMD");
         __builtin_cpu_init();
         level = __builtin_cpu_supports("avx512f") ? 2
               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+        if (cap && strcmp(cap, "generic") == 0)
+            level = 0;
+        else if (cap && strcmp(cap, "avx2") == 0 && level > 1)
+            level = 1;
     }
     return level;
 }

@@ -3,7 +3,9 @@
 
 #define FD_ISA generic
 #define FD_TARGET FD_BODY_ATTRIBUTES
-#ifdef __AVX2__
+#if defined(__AVX512F__)  /* -march=native (FUSEDENSE_NATIVE=1) on an AVX-512 CPU */
+#define FD_VBYTES 64
+#elif defined(__AVX2__)
 #define FD_VBYTES 32
 #else
 #define FD_VBYTES 16
