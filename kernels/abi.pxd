@@ -1,21 +1,23 @@
-# Integer codes shared with Python. Mirrors src/fusedense/activations.py (activation ids) and
+# Integer codes shared with Python (the activation ids live in abi.h, shared with the C kernels).
+# Mirrors src/fusedense/activations.py (activation ids) and
 # src/fusedense/abi.py (losses, optimizers, hyper positions); tests/test_abi.py checks they agree
 # through the ABI dict that fusedense._kernels.activations exports.
 
-cdef enum:
-    ACT_IDENTITY = 0
-    ACT_RELU = 1
-    ACT_LEAKY_RELU = 2
-    ACT_ELU = 3
-    ACT_SIGMOID = 4
-    ACT_TANH = 5
-    ACT_GELU = 6
-    ACT_GELU_ERF = 7
-    ACT_SILU = 8
-    ACT_SOFTPLUS = 9
-    ACT_SOFTMAX = 10
-    ACT_LOG_SOFTMAX = 11
-    N_ACTIVATIONS = 12
+cdef extern from "abi.h":  # the activation ids are defined once, for C and Cython alike
+    enum:
+        ACT_IDENTITY
+        ACT_RELU
+        ACT_LEAKY_RELU
+        ACT_ELU
+        ACT_SIGMOID
+        ACT_TANH
+        ACT_GELU
+        ACT_GELU_ERF
+        ACT_SILU
+        ACT_SOFTPLUS
+        ACT_SOFTMAX
+        ACT_LOG_SOFTMAX
+        N_ACTIVATIONS
 
 cdef enum:
     LOSS_SPARSE_XENT = 0

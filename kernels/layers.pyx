@@ -17,7 +17,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from abi cimport *
-from act cimport act_backward_row, act_forward_row, exp_nonpos, needs_z, r_log, r_log1p, relu, sigmoid
+from act cimport (act_backward_row, bias_act_forward_row, exp_nonpos, exp_shifted_row, needs_z,
+                 r_log, r_log1p, relu, sigmoid)
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from gemm cimport blas_gemm, matmul, micro_gemm_nb, worth_blas
 from optim cimport adam_update, sgd_update
@@ -73,17 +74,14 @@ def get_num_threads():
 cdef void finish_rows(real* y, real* z, Py_ssize_t rows, Py_ssize_t n, const real* bias,
                       int act, real alpha) noexcept nogil:
     """The epilogue on a block that holds x@W (+ b when bias is NULL): adds bias, keeps z when
-    asked, applies the activation in place."""
-    cdef Py_ssize_t r, j
-    cdef real* row
+    asked, applies the activation in place (bias and activation in one pass when z is not kept)."""
+    cdef Py_ssize_t r
     for r in range(rows):
-        row = y + r * n
-        if bias != NULL:
-            for j in range(n):
-                row[j] += bias[j]
         if z != NULL:
-            memcpy(z + r * n, row, n * sizeof(real))
-        act_forward_row(act, alpha, row, row, n)
+            bias_act_forward_row(ACT_IDENTITY, alpha, y + r * n, bias, z + r * n, n)
+            bias_act_forward_row(act, alpha, z + r * n, NULL, y + r * n, n)
+        else:
+            bias_act_forward_row(act, alpha, y + r * n, bias, y + r * n, n)
 
 
 cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x, const real* W,
@@ -303,8 +301,8 @@ cdef double xent_row(const real* z, int64_t label, real* dz, Py_ssize_t n, real 
         for j in range(n):
             total += exp_nonpos(z[j] - top)
     else:  # one exp per entry: dz holds e^(z - top) until the total is known
+        exp_shifted_row(z, top, dz, n)
         for j in range(n):
-            dz[j] = exp_nonpos(z[j] - top)
             total += dz[j]
         total_scale = scale / total
         for j in range(n):
@@ -322,13 +320,14 @@ cdef double xent_probs_row(const real* z, const real* t, real* dz, Py_ssize_t n,
     for j in range(1, n):
         if z[j] > top:
             top = z[j]
+    exp_shifted_row(z, top, dz, n)  # dz holds e^(z - top) until the total is known
     for j in range(n):
-        total += exp_nonpos(z[j] - top)
+        total += dz[j]
         t_sum += t[j]
     cdef real log_total = r_log(total)
     for j in range(n):
         loss -= t[j] * (z[j] - top - log_total)
-        dz[j] = (exp_nonpos(z[j] - top) / total * t_sum - t[j]) * scale
+        dz[j] = (dz[j] / total * t_sum - t[j]) * scale
     return loss
 
 
