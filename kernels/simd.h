@@ -1,4 +1,4 @@
-/* Runtime ISA dispatch shared by the C kernels (microkernels.h, optimizers.h).
+/* Runtime ISA dispatch shared by the C kernels (microkernels.h, optimizers.h, act_rows.h).
  *
  * A kernel header defines FD_BODY (the file holding its one body), FD_BODY_ATTRIBUTES (extra
  * function attributes) and includes simd_instantiate.h, which compiles the body for float
