@@ -67,21 +67,35 @@ cdef inline void micro_gemm_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const r
         gemm_nt_d(m, n, k, A, lda, B, ldb, C, ldc)
 
 
+cdef inline void transpose(Py_ssize_t rows, Py_ssize_t cols, const real* src, Py_ssize_t lds,
+                           real* dst) noexcept nogil:
+    """dst (cols x rows, row-major) := srcᵀ (src rows x cols, row stride lds). In 4 x 4 tiles
+    with fixed bounds, which the compiler turns into vector loads, shuffles and stores (about
+    twice as fast as the element loop at 30 x 200 or 200 x 27); the edges element by element."""
+    cdef Py_ssize_t rows4 = rows - rows % 4, cols4 = cols - cols % 4, r0, c0, r, c
+    cdef int i, j
+    for r0 in range(0, rows4, 4):
+        for c0 in range(0, cols4, 4):
+            for j in range(4):
+                for i in range(4):
+                    dst[(c0 + j) * rows + r0 + i] = src[(r0 + i) * lds + c0 + j]
+    for r in range(rows):
+        for c in range(cols4 if r < rows4 else 0, cols):
+            dst[c * rows + r] = src[r * lds + c]
+
+
 cdef inline void micro_gemm_abt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,
                                 Py_ssize_t lda, const real* B, Py_ssize_t ldb, real* C,
                                 Py_ssize_t ldc) noexcept nogil:
     """C := A @ Bᵀ. From 4 rows on, Bᵀ is copied out once (n·k moves against m·n·k
     multiply-adds) so the register-tiled kernel runs; fewer rows take the dot-product kernel."""
     cdef real* Bt = NULL
-    cdef Py_ssize_t i, j
     if m >= 4:
         Bt = <real*>malloc(n * k * sizeof(real))
     if Bt == NULL:
         micro_gemm_nt(m, n, k, A, lda, B, ldb, C, ldc)
         return
-    for j in range(n):
-        for i in range(k):
-            Bt[i * n + j] = B[j * ldb + i]
+    transpose(n, k, B, ldb, Bt)
     micro_gemm_nb(m, n, k, A, lda, 1, Bt, n, NULL, C, ldc, False)
     free(Bt)
 

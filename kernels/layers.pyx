@@ -20,7 +20,7 @@ from abi cimport *
 from act cimport (act_backward_row, bias_act_forward_row, exp_nonpos, exp_shifted_row, needs_z,
                  r_log, r_log1p, relu, sigmoid)
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
-from gemm cimport blas_gemm, matmul, micro_gemm_nb, worth_blas
+from gemm cimport blas_gemm, matmul, micro_gemm_nb, transpose, worth_blas
 from optim cimport adam_update, sgd_update
 from real cimport real
 
@@ -524,7 +524,7 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
     the network needs it). Returns the loss.
     Small weights: micro-kernels over `threads` OpenMP threads; large: BLAS.
     work: train_work_size elements (z and y per layer, two gradient buffers, one Wᵀ)."""
-    cdef Py_ssize_t l, r, c, k, n, offset, width = widest(lay, L), used = 0
+    cdef Py_ssize_t l, r, k, n, offset, width = widest(lay, L), used = 0
     cdef bint micro = small_weights(lay, L, sizeof(real))
     cdef real* z_of[64]
     cdef real* y_of[64]
@@ -562,9 +562,7 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
         d_in = dnext if l > 0 else dx  # the first layer's dx is the network's (NULL: skipped)
         if micro:
             if d_in != NULL:
-                for r in range(k):
-                    for c in range(n):
-                        Wt[c * k + r] = params[offset + r * n + c]
+                transpose(k, n, params + offset, n, Wt)
             backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, dW + k * n,
                            d_in, <int>lay[4 * (l - 1) + 3] if l > 0 else ACT_IDENTITY,
                            <real>alphas[l - 1] if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
