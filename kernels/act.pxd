@@ -86,3 +86,10 @@ cdef inline void exp_shifted_row(const real* z, real top, real* e, Py_ssize_t n)
 cdef inline bint needs_z(int act) noexcept nogil:
     """True when the derivative cannot be computed from y alone (the registry's from_output)."""
     return act == ACT_GELU or act == ACT_GELU_ERF or act == ACT_SILU or act == ACT_SOFTPLUS
+
+
+cdef inline int check_act(int act) except -1:
+    """act is an id of the registry (checked before any nogil section uses it)."""
+    if not 0 <= act < N_ACTIVATIONS:
+        raise ValueError(f"act_id: unknown activation id {act}")
+    return 0

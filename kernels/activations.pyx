@@ -5,7 +5,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 
 from abi cimport *
-from act cimport act_backward_row, act_forward_row, needs_z
+from act cimport act_backward_row, act_forward_row, check_act, needs_z
 from arrays cimport buffer, is_float32, optional_buffer, typenum
 from real cimport real
 
@@ -77,12 +77,6 @@ cdef int _backward(real tag, dy, z, y, int act, double alpha, dz) except -1:
         start = p * width
         act_backward_row(act, <real>alpha, dyp + start, NULL if zp == NULL else zp + start,
                          NULL if yp == NULL else yp + start, dzp + start, min(width, total - start))
-    return 0
-
-
-cdef int check_act(int act) except -1:
-    if not 0 <= act < N_ACTIVATIONS:
-        raise ValueError(f"act_id: unknown activation id {act}")
     return 0
 
 

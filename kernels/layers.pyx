@@ -17,8 +17,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from abi cimport *
-from act cimport (act_backward_row, bias_act_forward_row, exp_nonpos, exp_shifted_row, needs_z,
-                 r_log, r_log1p, relu, sigmoid)
+from act cimport (act_backward_row, bias_act_forward_row, check_act, exp_nonpos, exp_shifted_row,
+                 needs_z, r_log, r_log1p, relu, sigmoid)
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from gemm cimport blas_gemm, matmul, micro_gemm_nb, transpose, worth_blas
 from optim cimport adam_update, sgd_update
@@ -162,12 +162,6 @@ cdef int _dense_backward(real tag, dy, x, W, z, y, int act, double alpha, dx, dW
     return 0
 
 
-cdef int check_act(int act) except -1:
-    if not 0 <= act < N_ACTIVATIONS:
-        raise ValueError(f"act_id: unknown activation id {act}")
-    return 0
-
-
 def dense_forward(x, W, b, int act_id, double alpha, y, z=None):
     """y = act(x @ W + b); z = x @ W + b as well unless z is None."""
     check_act(act_id)
@@ -244,10 +238,7 @@ cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const
 cdef int forward_plan(Py_ssize_t B, const int64_t* lay, Py_ssize_t L, size_t itemsize,
                       Py_ssize_t* block, bint* micro) noexcept nogil:
     """network_forward's row block and path for a batch of B; returns its thread count."""
-    cdef Py_ssize_t l, biggest = 0
-    for l in range(L):
-        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
-    micro[0] = biggest * itemsize <= MICRO_MAX_WEIGHT_BYTES
+    micro[0] = small_weights(lay, L, itemsize)
     block[0] = min(B, NETWORK_MICRO_ROWS if micro[0] else NETWORK_BLAS_ROWS)
     return threads_for(B, lay, L) if micro[0] else 1
 

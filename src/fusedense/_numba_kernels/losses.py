@@ -11,7 +11,7 @@ import numpy as np
 from numba import prange
 
 from .. import abi
-from .activations import row_max, sigmoid
+from .activations import row_max, row_or_empty, sigmoid
 from .jit import kernel, parallel_kernel, rows_per_block
 
 SPARSE_XENT = abi.LOSS_SPARSE_XENT
@@ -74,9 +74,8 @@ def _loss_rows(loss_id, logits, out, labels, targets, grad, scale, start, stop):
     total = 0.0
     for i in range(start, stop):
         label = labels[i] if labels.size > 0 else 0
-        target = targets[i] if targets.shape[0] > 0 else targets.reshape(-1)
-        grad_i = grad[i] if grad.shape[0] > 0 else grad.reshape(-1)
-        total += _loss_row(loss_id, logits[i], out[i], label, target, grad_i, scale)
+        total += _loss_row(loss_id, logits[i], out[i], label, row_or_empty(targets, i),
+                           row_or_empty(grad, i), scale)
     return total
 
 
