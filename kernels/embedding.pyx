@@ -13,7 +13,7 @@ from libc.string cimport memcpy, memset
 
 from abi cimport LOSS_SPARSE_XENT, OPT_SGD
 from act cimport exp_nonpos
-from arrays cimport buffer, dim, is_float32, typenum
+from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from fusedense._kernels.layers cimport (Optimizer, check_labels, check_network, check_training,
                                         forward_plan, forward_scratch_size, network_forward,
                                         optimizer_pass, train_gradients, train_work_size,
@@ -105,7 +105,7 @@ def embedding_forward(tokens, params, layout, alphas, Py_ssize_t vocab_size, out
 # --- training -----------------------------------------------------------------------------------
 
 cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_state, layout,
-                                  alphas, hyper, Py_ssize_t vocab_size) except? -1:
+                                  alphas, hyper, Py_ssize_t vocab_size, outputs) except? -1:
     cdef Py_ssize_t B = dim(tokens, 0, "tokens"), context = dim(tokens, 1, "tokens")
     cdef Py_ssize_t L = dim(layout, 0, "layout"), P = dim(params, 0, "params")
     cdef Py_ssize_t width = check_embedding(params, layout, alphas, vocab_size, context, -1)
@@ -114,6 +114,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
     check_tokens(tokens, B, context, vocab_size)
     cdef const int64_t* lay = <int64_t*>cnp.PyArray_DATA(layout)
     check_labels(labels, B, lay[4 * (L - 1) + 2])
+    cdef real* op = <real*>optional_buffer(outputs, "outputs", typenum(tag), B, lay[4 * (L - 1) + 2], True)
     cdef const int64_t* tok = <int64_t*>cnp.PyArray_DATA(tokens)
     cdef real* pp = <real*>cnp.PyArray_DATA(params)
     cdef real* gp = <real*>cnp.PyArray_DATA(grads)
@@ -129,7 +130,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
     with nogil:  # x, then dLoss/dx, then the gradient pass's work
         gather(tok, B, context, pp, width, x)
         loss = train_gradients(B, x, lab, NULL, pp, gp, P, lay, al, L, LOSS_SPARSE_XENT,
-                               x + 2 * n_x, threads, x + n_x, NULL)
+                               x + 2 * n_x, threads, x + n_x, op)
         memset(gp, 0, vocab_size * width * sizeof(real))
         scatter_add(tok, B, context, x + n_x, width, gp)
         optimizer_pass(&opt, pp, gp, sp, P, threads)
@@ -138,14 +139,15 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
 
 
 def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper,
-                         Py_ssize_t vocab_size):
+                         Py_ssize_t vocab_size, outputs=None):
     """Gather, forward, softmax cross-entropy, backward down to dLoss/dx, scatter-add of dx
-    into the table's rows of grads, optimizer update of the whole buffer; returns the loss."""
+    into the table's rows of grads, optimizer update of the whole buffer; returns the loss.
+    outputs, unless None, the network's outputs before the update."""
     if is_float32(params):
         return _embedding_train_step(<float>0, tokens, labels, params, grads, opt_state, layout,
-                                     alphas, hyper, vocab_size)
+                                     alphas, hyper, vocab_size, outputs)
     return _embedding_train_step(<double>0, tokens, labels, params, grads, opt_state, layout,
-                                 alphas, hyper, vocab_size)
+                                 alphas, hyper, vocab_size, outputs)
 
 
 # --- generation -----------------------------------------------------------------------------

@@ -54,6 +54,24 @@ def test_embedding_train_step_matches_reference(backend, dtype, rng, optimizer, 
     assert_close(state, ref_state, dtype)
 
 
+
+@pytest.mark.parametrize("output_activation", ["identity", "softmax"])
+def test_embedding_train_step_reports_the_outputs_before_its_update(backend, dtype, rng, output_activation):
+    """outputs= (training metrics without a second forward pass) leaves the step itself unchanged."""
+    net = _net(dtype, output_activation=output_activation)
+    tokens, labels = _tokens(rng, 40), rng.integers(0, VOCAB, 40)
+    hyper = make_hyper("adam", lr=0.05, step=1)
+    kernels = _backends.load(backend)
+    expected = reference.embedding_forward(tokens, net.params, net.layout, net.alphas, VOCAB)
+    runs = []
+    for outputs in (None, np.full((40, VOCAB), np.nan, dtype)):
+        params, grads, state = net.params.copy(), np.zeros_like(net.params), np.zeros((2, net.n_params), dtype)
+        loss = kernels.embedding_train_step(tokens, labels, params, grads, state, net.layout, net.alphas, hyper,
+                                            VOCAB, outputs)
+        runs.append((loss, params))
+    assert_close(outputs, expected, dtype)
+    assert runs[0][0] == runs[1][0] and np.array_equal(runs[0][1], runs[1][1])
+
 def test_embedding_reference_gradient_matches_finite_differences(rng):
     net = _net(np.float64)
     tokens, labels = _tokens(rng, 9), rng.integers(0, VOCAB, 9)

@@ -311,12 +311,7 @@ class Sequential:
     def _step(self, xb, yb, outputs):
         """One fused training step on a batch; returns its summed loss. ``outputs``, unless None,
         receives the network's outputs for the batch before the update."""
-        net = self.network
-        if isinstance(net, EmbeddingMLP):  # its step does not report outputs: a forward pass first
-            if outputs is not None:
-                net.forward(xb, outputs)
-            return net.fused_step(xb, yb, self.loss.id) * xb.shape[0]
-        return net.fused_step(xb, yb, self.loss.id, outputs) * xb.shape[0]
+        return self.network.fused_step(xb, yb, self.loss.id, outputs) * xb.shape[0]
 
     def _metric_values(self, x, y, outputs=None):
         outputs = self.network.predict(x) if outputs is None else outputs

@@ -15,7 +15,7 @@ The interface (all arrays validated, C-contiguous, one float dtype; outputs prea
                    outputs=None) -> loss
     embedding_forward(tokens, params, layout, alphas, vocab_size, out)     gather + every layer
     embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper,
-                         vocab_size) -> loss                               sparse cross-entropy
+                         vocab_size, outputs=None) -> loss                 sparse cross-entropy
     embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature,
                        boundary, tokens, lengths)                          the whole sampling loop
 

@@ -62,9 +62,10 @@ def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
     _embedding.embedding_forward(tokens, params, layout, alphas, vocab_size, out)
 
 
-def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size):
+def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size,
+                         outputs=None):
     return _embedding.embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper,
-                                           vocab_size)
+                                           vocab_size, outputs)
 
 
 def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,

@@ -141,9 +141,11 @@ def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
 
 
 @_entry_point
-def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size):
+def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size,
+                         outputs=None):
     return embedding.embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas,
-                                          abi.LOSS_SPARSE_XENT, hyper, int(vocab_size))
+                                          abi.LOSS_SPARSE_XENT, hyper, int(vocab_size),
+                                          _or_absent(outputs, params.dtype))
 
 
 @_entry_point

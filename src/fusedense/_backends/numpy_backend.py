@@ -60,7 +60,10 @@ def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
     out[...] = reference.embedding_forward(tokens, params, layout, alphas, vocab_size)
 
 
-def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size):
+def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size,
+                         outputs=None):
+    if outputs is not None:  # a second forward pass, as in mlp_train_step
+        embedding_forward(tokens, params, layout, alphas, vocab_size, outputs)
     loss, grads[...] = reference.embedding_train_step(tokens, labels, params, layout, alphas, opt_state,
                                                       hyper, vocab_size)
     return float(loss)

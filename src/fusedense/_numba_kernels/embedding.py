@@ -45,16 +45,16 @@ def embedding_forward(tokens, params, layout, alphas, vocab_size, out, workspace
 
 @kernel
 def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, loss_id, hyper,
-                         vocab_size):
+                         vocab_size, outputs):
     """Gather, forward, softmax cross-entropy, backward down to dLoss/dx, scatter-add of dx into
-    the table's gradient rows, optimizer update of the whole buffer. Returns the loss."""
+    the table's gradient rows, optimizer update of the whole buffer. Returns the loss. The
+    outputs go to ``outputs`` unless it is empty."""
     n_rows, context = tokens.shape
     dim = layout[0, FAN_IN] // context
     x = np.empty((n_rows, context * dim), params.dtype)
     gather(tokens, _table(params, vocab_size, dim), x)
     dx = np.empty_like(x)
-    loss = loss_and_gradients(x, labels, x[:0], params, grads, layout, alphas, loss_id, dx,
-                              x[:0].reshape((0, 0)))
+    loss = loss_and_gradients(x, labels, x[:0], params, grads, layout, alphas, loss_id, dx, outputs)
     table_grad = _table(grads, vocab_size, dim)
     table_grad[:] = 0.0
     scatter_add(tokens, dx, table_grad)
