@@ -1,14 +1,15 @@
-"""Median time per implementation and speed-up against the NumPy baseline, per group.
+"""Median time per system and speed-up against the group's baseline, from a pytest-benchmark JSON.
 
-    python bench/ratios.py bench.json
+    python bench/ratios.py bars.json
 
-The baseline of a group is "numpy_matmul_only" when present (the dense-epilogue bar),
-else "numpy_user". Ratio > 1: faster than the baseline (for the matmul-only group the
-table also shows time / baseline, the ≤ 1.05 bar).
+The baseline is "numpy-matmul" (``x @ W`` alone: the dense-epilogue bar, time/baseline ≤ 1.05)
+when the group has it, else "numpy" (NumPy as users write it). Speed-up > 1: faster.
 """
 import json
 import sys
 from collections import defaultdict
+
+BASELINES = ("numpy-matmul", "numpy")
 
 
 def main(path):
@@ -18,7 +19,10 @@ def main(path):
     for run in runs:
         groups[run["group"]][run["params"]["impl"]] = run["stats"]["median"] * 1e6
     for group, medians in groups.items():
-        base_name = "numpy_matmul_only" if "numpy_matmul_only" in medians else "numpy_user"
+        base_name = next((name for name in BASELINES if name in medians), None)
+        if base_name is None:
+            print(f"\n{group}: no baseline ({' or '.join(BASELINES)}) was run")
+            continue
         base = medians[base_name]
         print(f"\n{group}  (baseline {base_name})")
         for impl, us in medians.items():

@@ -112,6 +112,25 @@ class NumpyUser(System):
         return run, lambda: result["y"]
 
 
+class NumpyMatmul(System):
+    """``x @ W`` alone, no bias or activation: the floor of any dense layer, against which the
+    cost of a fused epilogue is judged. Single-layer inference only."""
+    name = "numpy-matmul"
+
+    @staticmethod
+    def applies(workload) -> bool:
+        return len(workload.sizes) == 2 and not workload.train
+
+    def prepare(self, problem, threads):
+        if not self.applies(problem.workload):
+            raise NotSupported("x @ W alone is the baseline of single dense layers")
+        (W, b), = problem.layers()
+        x, act = problem.x, numpy_user.activation(problem.workload.activations[0])
+        out = np.empty((x.shape[0], W.shape[1]), x.dtype)
+        # the check adds the bias and activation outside the timing: the product must be right
+        return (lambda: np.matmul(x, W, out=out)), lambda: act(out + b)
+
+
 # --- peers ------------------------------------------------------------------------------
 
 
@@ -336,4 +355,4 @@ class Jax(System):
 def all_systems():
     """Every system this installation knows, fusedense backends first, fastest first."""
     fusedense = [cls(name) for name in _backends.backends() for cls in (FusedenseKernel, FusedenseAPI)]
-    return fusedense + [NumpyUser(), Torch(), OnnxRuntime(), Jax()]
+    return fusedense + [NumpyUser(), NumpyMatmul(), Torch(), OnnxRuntime(), Jax()]
