@@ -14,10 +14,10 @@ from libc.string cimport memcpy, memset
 from abi cimport LOSS_SPARSE_XENT, OPT_SGD
 from act cimport exp_nonpos
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
-from fusedense._kernels.layers cimport (Optimizer, check_labels, check_network, check_training,
-                                        forward_plan, forward_scratch_size, network_forward,
-                                        optimizer_pass, train_gradients, train_work_size,
-                                        training_threads)
+from fusedense._kernels.layers cimport (check_labels, check_network, check_training, forward_plan,
+                                        forward_scratch_size, network_forward, train_gradients,
+                                        train_work_size, training_threads)
+from optim cimport Optimizer, optimizer_pass
 from real cimport real
 
 cnp.import_array()
@@ -133,7 +133,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
                                x + 2 * n_x, threads, x + n_x, op)
         memset(gp, 0, vocab_size * width * sizeof(real))
         scatter_add(tok, B, context, x + n_x, width, gp)
-        optimizer_pass(&opt, pp, gp, sp, P, threads)
+        optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
     free(x)
     return loss
 

@@ -21,7 +21,7 @@ from act cimport (act_backward_row, bias_act_forward_row, check_act, exp_nonpos,
                  needs_z, r_log, r_log1p, relu, sigmoid)
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from gemm cimport blas_gemm, matmul, micro_gemm_nb, transpose, worth_blas
-from optim cimport adam_update, sgd_update
+from optim cimport Optimizer, optimizer_pass
 from real cimport real
 
 cnp.import_array()
@@ -41,8 +41,6 @@ cdef enum:
     NETWORK_MICRO_ROWS = 32
     # weights up to this size stay in a core's L2 across row blocks: the micro-kernel path
     MICRO_MAX_WEIGHT_BYTES = 1 << 20
-    # parameters per optimizer task in mlp_train_step
-    OPT_CHUNK = 1 << 13
     # OpenMP threads only for calls with at least this many multiply-adds (batch x Σ W sizes):
     # each parallel region ends in a barrier, and on a busy machine a descheduled thread
     # holds it for a scheduler time slice (measured: a batch-32 training step at 72 ms
@@ -379,19 +377,6 @@ def softmax_xent(logits, labels, dlogits):
 
 # --- the fused training step ------------------------------------------------------------------
 
-cdef void optimizer_update(Optimizer* opt, real* params, const real* grads, real* state,
-                           Py_ssize_t n_params, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
-    """Applies the optimizer to params[start:start+n]; state holds 1 (SGD) or 2 (Adam) rows."""
-    if opt.kind == OPT_SGD:
-        sgd_update(params + start, grads + start, state + start, n, <real>opt.lr,
-                   <real>opt.beta1, opt.nesterov, <real>opt.weight_decay)
-    else:
-        adam_update(params + start, grads + start, state + start, state + n_params + start, n,
-                    <real>opt.lr, <real>opt.beta1, <real>opt.beta2, <real>opt.eps,
-                    <real>opt.weight_decay, opt.decoupled, <real>opt.correction1,
-                    <real>opt.correction2)
-
-
 cdef double output_loss(int loss_id, Py_ssize_t B, Py_ssize_t C, const real* logits,
                         const real* y, const int64_t* labels, const real* targets,
                         real* grad) noexcept nogil:
@@ -568,16 +553,6 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
     return loss
 
 
-cdef void optimizer_pass(Optimizer* opt, real* params, const real* grads, real* state,
-                         Py_ssize_t n_params, int threads) noexcept nogil:
-    """The optimizer over the whole flat buffer, in chunks shared over OpenMP threads."""
-    cdef Py_ssize_t c
-    for c in prange((n_params + OPT_CHUNK - 1) // OPT_CHUNK, nogil=True, schedule="static",
-                    num_threads=threads, use_threads_if=threads > 1 and n_params >= 2 * OPT_CHUNK):
-        optimizer_update(opt, params, grads, state, n_params, c * OPT_CHUNK,
-                         min(OPT_CHUNK, n_params - c * OPT_CHUNK))
-
-
 cdef int read_optimizer(hyper, Optimizer* opt) except -1:
     """opt from the hyper vector (see fusedense.abi), with the step's bias corrections."""
     cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER)
@@ -639,7 +614,7 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
         raise MemoryError()
     with nogil:
         loss = train_gradients(B, xp, lab, tp, pp, gp, P, lay, al, L, loss_id, work, threads, NULL, op)
-        optimizer_pass(&opt, pp, gp, sp, P, threads)
+        optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
     free(work)
     return loss
 

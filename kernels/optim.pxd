@@ -1,5 +1,9 @@
 # Optimizer updates over a range of the flat parameter buffer, one pass each (optimizers.h),
-# shared by optim.pyx (sgd_step, adam_step) and the fused training step in layers.pyx.
+# and the one chunked loop that runs them over a whole buffer; shared by optim.pyx (sgd_step,
+# adam_step), the fused training step in layers.pyx and embedding.pyx.
+from cython.parallel cimport prange
+
+from abi cimport OPT_SGD
 from real cimport real
 
 cdef extern from "optimizers.h" nogil:
@@ -13,6 +17,21 @@ cdef extern from "optimizers.h" nogil:
     void adam_update_d(double* p, const double* g, double* m, double* v, Py_ssize_t n, double lr,
                        double beta1, double beta2, double eps, double weight_decay, int decoupled,
                        double correction1, double correction2)
+
+
+# An optimizer step: OPT_SGD (lr, beta1 = momentum, weight_decay, nesterov) or OPT_ADAM
+# (corrections = 1 − β^step, computed once in double).
+cdef struct Optimizer:
+    int kind
+    double lr, beta1, beta2, eps, weight_decay, correction1, correction2
+    bint nesterov, decoupled
+
+
+cdef enum:
+    # parameters per task of optimizer_pass; threads only from this many parameters (below, a
+    # pass takes a few µs, less than waking the threads)
+    OPT_CHUNK = 1 << 13
+    OPT_PARALLEL_MIN = 1 << 16
 
 
 cdef inline void sgd_update(real* p, const real* g, real* v, Py_ssize_t n, real lr, real momentum,
@@ -34,3 +53,32 @@ cdef inline void adam_update(real* p, const real* g, real* m, real* v, Py_ssize_
     else:
         adam_update_d(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, decoupled,
                       correction1, correction2)
+
+
+cdef inline void optimizer_update(const Optimizer* opt, real* params, const real* grads,
+                                  real* first, real* second, Py_ssize_t start,
+                                  Py_ssize_t n) noexcept nogil:
+    """The step on params[start:start+n]. first: SGD's velocity (NULL without momentum) or
+    Adam's m; second: Adam's v; all indexed like params."""
+    if opt.kind == OPT_SGD:
+        sgd_update(params + start, grads + start, NULL if first == NULL else first + start, n,
+                   <real>opt.lr, <real>opt.beta1, opt.nesterov, <real>opt.weight_decay)
+    else:
+        adam_update(params + start, grads + start, first + start, second + start, n,
+                    <real>opt.lr, <real>opt.beta1, <real>opt.beta2, <real>opt.eps,
+                    <real>opt.weight_decay, opt.decoupled, <real>opt.correction1,
+                    <real>opt.correction2)
+
+
+cdef inline void optimizer_pass(const Optimizer* opt, real* params, const real* grads,
+                                real* first, real* second, Py_ssize_t start, Py_ssize_t end,
+                                int threads) noexcept nogil:
+    """The step on params[start:end] (arguments as optimizer_update), in chunks shared over
+    OpenMP threads. Each element's update depends on that element alone: the same result for
+    any thread count."""
+    cdef Py_ssize_t c, c0
+    for c in prange((end - start + OPT_CHUNK - 1) // OPT_CHUNK, nogil=True, schedule="static",
+                    num_threads=threads,
+                    use_threads_if=threads > 1 and end - start >= OPT_PARALLEL_MIN):
+        c0 = start + c * OPT_CHUNK
+        optimizer_update(opt, params, grads, first, second, c0, min(OPT_CHUNK, end - c0))

@@ -3,17 +3,15 @@ Element-wise and independent, so large buffers are split across OpenMP threads w
 identical results for any thread count."""
 cimport numpy as cnp
 from libc.math cimport pow
-from cython.parallel cimport prange
 
+from abi cimport OPT_ADAM, OPT_SGD
 from arrays cimport buffer, dim, is_float32, typenum
-from optim cimport adam_update, sgd_update
+from optim cimport Optimizer, optimizer_pass
 from real cimport real
 
 cnp.import_array()
 
 cdef int n_threads = 1
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 16
-cdef Py_ssize_t CHUNK = 1 << 13
 
 
 def set_num_threads(int n):
@@ -27,34 +25,33 @@ def get_num_threads():
 
 cdef int _sgd(real tag, params, grads, velocity, double lr, double momentum, bint nesterov,
               double weight_decay) except -1:
-    cdef Py_ssize_t n = dim(params, 0, "params"), c, start
+    cdef Py_ssize_t n = dim(params, 0, "params")
     cdef int t = typenum(tag)
     cdef real* p = <real*>buffer(params, "params", t, -1, n, True)
     cdef const real* g = <real*>buffer(grads, "grads", t, -1, n)
-    cdef real* v = <real*>buffer(velocity, "velocity", t, -1, n if momentum != 0 else dim(velocity, 0, "velocity"), True)
-    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1 and n >= PARALLEL_MIN_ELEMENTS):
-        start = c * CHUNK
-        sgd_update(p + start, g + start, v + start if momentum != 0 else v, min(CHUNK, n - start),
-                   <real>lr, <real>momentum, nesterov, <real>weight_decay)
+    cdef real* v = <real*>buffer(velocity, "velocity", t, -1,
+                                 n if momentum != 0 else dim(velocity, 0, "velocity"), True)
+    cdef Optimizer opt
+    opt.kind, opt.lr, opt.beta1, opt.nesterov, opt.weight_decay = OPT_SGD, lr, momentum, nesterov, weight_decay
+    with nogil:
+        optimizer_pass(&opt, p, g, v if momentum != 0 else NULL, NULL, 0, n, n_threads)
     return 0
 
 
 cdef int _adam(real tag, params, grads, m, v, long step, double lr, double beta1, double beta2,
                double eps, double weight_decay, bint decoupled) except -1:
-    cdef Py_ssize_t n = dim(params, 0, "params"), c, start
+    cdef Py_ssize_t n = dim(params, 0, "params")
     cdef int t = typenum(tag)
     cdef real* p = <real*>buffer(params, "params", t, -1, n, True)
     cdef const real* g = <real*>buffer(grads, "grads", t, -1, n)
     cdef real* mp = <real*>buffer(m, "m", t, -1, n, True)
     cdef real* vp = <real*>buffer(v, "v", t, -1, n, True)
-    cdef real correction1 = <real>(1 - pow(beta1, step)), correction2 = <real>(1 - pow(beta2, step))
-    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1 and n >= PARALLEL_MIN_ELEMENTS):
-        start = c * CHUNK
-        adam_update(p + start, g + start, mp + start, vp + start, min(CHUNK, n - start), <real>lr,
-                    <real>beta1, <real>beta2, <real>eps, <real>weight_decay, decoupled,
-                    correction1, correction2)
+    cdef Optimizer opt
+    opt.kind, opt.lr, opt.beta1, opt.beta2, opt.eps = OPT_ADAM, lr, beta1, beta2, eps
+    opt.weight_decay, opt.decoupled = weight_decay, decoupled
+    opt.correction1, opt.correction2 = 1 - pow(beta1, step), 1 - pow(beta2, step)
+    with nogil:
+        optimizer_pass(&opt, p, g, mp, vp, 0, n, n_threads)
     return 0
 
 

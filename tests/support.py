@@ -5,6 +5,8 @@ They live here rather than in conftest.py because bench/ has a conftest.py of it
 """
 import gc
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -19,6 +21,18 @@ TOLERANCES = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-1
 def assert_close(actual, expected, dtype, scale=1.0):
     tol = TOLERANCES[np.dtype(dtype).type]
     np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def run_in_simd_build(simd, module, *checks):
+    """Runs ``module.check(dtype)`` for each named check and both dtypes in a subprocess whose
+    compiled kernels dispatch to at most the ``simd`` build (FUSEDENSE_SIMD: generic, avx2),
+    so that a CPU with AVX-512 tests the narrower builds too; asserts that it passed."""
+    env = dict(os.environ, FUSEDENSE_SIMD=simd)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), *sys.path])
+    code = (f"import {module} as t\n"
+            "for dtype in ('float32', 'float64'):\n" + "".join(f"    t.{check}(dtype)\n" for check in checks))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def run_in_threads(jobs):

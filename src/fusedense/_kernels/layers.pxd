@@ -1,14 +1,10 @@
 # The pieces of layers.pyx that other kernel modules build on (embedding.pyx): whole-network
-# forward, the training step's gradient pass and optimizer pass, and their argument checks.
+# forward, the training step's gradient pass, and their argument checks (the optimizer pass
+# is optim.pxd's).
 from libc.stdint cimport int64_t
 
+from optim cimport Optimizer
 from real cimport real
-
-
-cdef struct Optimizer:
-    int kind
-    double lr, beta1, beta2, eps, weight_decay, correction1, correction2
-    bint nesterov, decoupled
 
 
 cdef int check_network(params, layout, alphas, Py_ssize_t n_in, Py_ssize_t n_out) except -1
@@ -32,5 +28,3 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
                             Py_ssize_t n_params, const int64_t* lay, const double* alphas,
                             Py_ssize_t L, int loss_id, real* work, int threads,
                             real* dx, real* outputs) noexcept nogil
-cdef void optimizer_pass(Optimizer* opt, real* params, const real* grads, real* state,
-                         Py_ssize_t n_params, int threads) noexcept nogil
