@@ -1,13 +1,9 @@
 /* Optimizer updates over a range of the flat parameter buffer (optimizers_body.h): plain
- * loops, auto-vectorized per ISA by simd_instantiate.h (AVX-512 does 16 floats per step), and
- * float Adam written with vectors on AVX2 / AVX-512 (reciprocal estimates, see the body). */
+ * loops, auto-vectorized per ISA by simd_instantiate.h (AVX-512 does 16 floats per step). */
 #ifndef FUSEDENSE_OPTIMIZERS_H
 #define FUSEDENSE_OPTIMIZERS_H
 
 #include <float.h> /* FLT_MIN, DBL_MIN: adam_update flushes denormal moments */
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h> /* the reciprocal (square root) estimates of float Adam */
-#endif
 
 #include "simd.h"
 

@@ -1,8 +1,7 @@
 """The compiled Adam update (kernels/optimizers_body.h) in every SIMD build the runtime dispatch
-can pick (FUSEDENSE_SIMD caps it): float32 on AVX2 / AVX-512 uses reciprocal (square root)
-estimates refined by a Newton step, with the exact formula for lanes where they do not hold;
-float64 and the generic build are exact. Checked against fusedense.reference, edge values
-included; the training step's update against the optimizer kernels run on its gradient."""
+can pick (FUSEDENSE_SIMD caps it), checked against fusedense.reference with edge values (v = 0,
+near-denormal and huge moments, NaN and infinities, every vector tail); the training step's update
+against the optimizer kernels run on its gradient."""
 import numpy as np
 import pytest
 
@@ -20,7 +19,7 @@ LENGTHS = [*range(1, 18), 31, 32, 33, 1001]  # every tail of a 16-float (AVX-512
 
 
 def _edge_values(dtype, rng, n):
-    """p, g, m, v with the values the estimates must survive: v = 0 (a gradient that stopped),
+    """p, g, m, v with the values an update must survive: v = 0 (a gradient that stopped),
     v near the smallest normal number and near the largest, tiny and huge gradients."""
     p = rng.standard_normal(n)
     g = rng.standard_normal(n) * 10.0 ** rng.integers(-20, 10, n)
@@ -50,8 +49,7 @@ def _flushed(moment, dtype):
 def check_adam_against_reference(dtype_name):
     """Every length, edge values, Adam and AdamW (also run in subprocesses). With lr = 1 the
     update is as large as the parameters, so the tolerance bounds its relative error (float32
-    rounding of m and v alone reaches ~7e-6 against the float64 reference; an estimate left
-    unrefined would be off by 6e-5 with AVX-512, 4e-4 with AVX)."""
+    rounding of m and v alone reaches ~7e-6 against the float64 reference)."""
     dtype = np.dtype(dtype_name).type
     rng = np.random.default_rng(11)
     update_tol = 2e-5 if dtype == np.float32 else 1e-12
@@ -94,13 +92,13 @@ def test_adam_matches_reference_at_every_length_and_edge_value(dtype):
 
 @pytest.mark.parametrize("simd", ["generic", "avx2"])
 def test_narrower_simd_builds_of_adam_match_reference(simd):
-    """The SSE2 (exact) and AVX2 (12-bit estimates) builds, on a CPU that would pick a wider one."""
+    """The SSE2 and AVX2 builds, on a CPU that would pick a wider one."""
     run_in_simd_build(simd, "test_adam_kernels", "check_adam_against_reference")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_result_of_an_element_does_not_depend_on_where_it_sits(dtype):
-    """Whether an element falls in a full vector or the zero-padded tail, and whatever its
+    """Whether an element falls in a full vector or the tail, and whatever its
     neighbours (NaN included), its update is the same bits."""
     rng = np.random.default_rng(5)
     p, g, m, v = _edge_values(np.dtype(dtype).type, rng, 37)
