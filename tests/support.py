@@ -5,6 +5,8 @@ They live here rather than in conftest.py because bench/ has a conftest.py of it
 """
 import gc
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -19,6 +21,15 @@ TOLERANCES = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-1
 def assert_close(actual, expected, dtype, scale=1.0):
     tol = TOLERANCES[np.dtype(dtype).type]
     np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def assert_passes_with_simd(simd, code):
+    """Runs ``code`` in a fresh interpreter whose kernels are capped at the SIMD build ``simd``
+    (FUSEDENSE_SIMD: generic, avx2), with the test modules importable; fails with its stderr."""
+    env = dict(os.environ, FUSEDENSE_SIMD=simd)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), *sys.path])
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def run_in_threads(jobs):

@@ -3,14 +3,11 @@ dispatch can pick (FUSEDENSE_SIMD caps it): every activation × dtype against th
 forward (alone, and with the dense layer's bias add riding in the same loop) and backward (from y
 and from z), on row lengths 1..70 (every tail after 16-float and 8-double vectors), with NaN,
 ±inf and −0.0 mixed in."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from support import assert_close
+from support import assert_close, assert_passes_with_simd
 from fusedense.activations import BY_ID
 
 pytest.importorskip(
@@ -128,11 +125,7 @@ def test_bias_epilogue_matches_the_registry_with_or_without_keeping_z(dtype):
 @pytest.mark.parametrize("simd", ["generic", "avx2"])
 def test_narrower_simd_builds_of_the_activation_rows_match_the_registry(simd):
     """The SSE2 and AVX2 builds of the rows, on a CPU that would pick a wider one."""
-    env = dict(os.environ, FUSEDENSE_SIMD=simd)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), *sys.path])
-    code = ("import test_activation_rows as t\n"
-            "for dtype in ('float32', 'float64'):\n"
-            "    t.check_rows(dtype)\n"
-            "    t.check_bias_epilogue(dtype)")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert_passes_with_simd(simd, "import test_activation_rows as t\n"
+                                  "for dtype in ('float32', 'float64'):\n"
+                                  "    t.check_rows(dtype)\n"
+                                  "    t.check_bias_epilogue(dtype)")

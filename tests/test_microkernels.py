@@ -3,14 +3,11 @@ their tiles change: every column count modulo the vector widths (partial last ve
 reads of B's last rows go through a padded copy), batch sizes on each side of the row tiles,
 k on each side of the k slice (256), transposed A (dW = xᵀ dz), and every SIMD build the
 runtime dispatch can pick (FUSEDENSE_SIMD caps it)."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from support import assert_close
+from support import assert_close, assert_passes_with_simd
 
 layers = pytest.importorskip(
     "fusedense._kernels.layers", reason="the cython kernels are not built (python setup.py build_ext --inplace)")
@@ -57,12 +54,8 @@ def test_products_match_float64_at_every_edge_shape(dtype):
 @pytest.mark.parametrize("simd", ["generic", "avx2"])
 def test_narrower_simd_builds_match_float64_at_every_edge_shape(simd):
     """The SSE2 and AVX2 builds of the kernels, on a CPU that would pick a wider one."""
-    env = dict(os.environ, FUSEDENSE_SIMD=simd)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), *sys.path])
-    code = ("import test_microkernels as t\n"
-            "for dtype in ('float32', 'float64'):\n    t.check_every_edge_shape(dtype)")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert_passes_with_simd(simd, "import test_microkernels as t\n"
+                                  "for dtype in ('float32', 'float64'):\n    t.check_every_edge_shape(dtype)")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
