@@ -13,6 +13,12 @@ cdef extern from "microkernels.h" nogil:
     void gemm_nb_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t a_rs,
                    Py_ssize_t a_cs, const double* B, Py_ssize_t ldb, const double* bias, double* C,
                    Py_ssize_t ldc, int accumulate)
+    bint gemm_packed_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda,
+                       const float* B, Py_ssize_t ldb, const float* bias, float* C, Py_ssize_t ldc,
+                       int accumulate)
+    bint gemm_packed_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
+                       const double* B, Py_ssize_t ldb, const double* bias, double* C,
+                       Py_ssize_t ldc, int accumulate)
     void gemm_nt_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda,
                    const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc)
     void gemm_nt_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
@@ -29,6 +35,19 @@ cdef enum:
 
 cdef inline bint worth_blas(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     return m >= BLAS_MIN_ROWS and n >= BLAS_MIN_ROWS and m * n * k >= BLAS_MIN_WORK
+
+
+# A product packs its operands (packed_gemm_nb) from this size of B and this many rows of A.
+# Read in place, a B that does not fit L2 beside A and C is read from memory by every row tile
+# (its rows 4 KiB apart, every step a new page); packed, each strip of B is read from memory
+# once and then from L1. With fewer rows the copy costs more than it saves.
+cdef enum:
+    PACKED_MIN_B_BYTES = 1 << 22
+    PACKED_MIN_ROWS = 16
+
+
+cdef inline bint worth_packing(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, size_t itemsize) noexcept nogil:
+    return m >= PACKED_MIN_ROWS and k * n * itemsize >= PACKED_MIN_B_BYTES
 
 
 cdef inline void blas_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -55,6 +74,20 @@ cdef inline void micro_gemm_nb(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const r
         gemm_nb_f(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate)
     else:
         gemm_nb_d(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate)
+
+
+cdef inline void packed_gemm_nb(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,
+                                Py_ssize_t lda, const real* B, Py_ssize_t ldb, const real* bias,
+                                real* C, Py_ssize_t ldc) noexcept nogil:
+    """C := A @ B + bias (A row-major) through packed copies of A and B; the same bits as
+    micro_gemm_nb, which it falls back to when the copies' memory cannot be had."""
+    cdef bint done
+    if real is float:
+        done = gemm_packed_f(m, n, k, A, lda, B, ldb, bias, C, ldc, False)
+    else:
+        done = gemm_packed_d(m, n, k, A, lda, B, ldb, bias, C, ldc, False)
+    if not done:
+        micro_gemm_nb(m, n, k, A, lda, 1, B, ldb, bias, C, ldc, False)
 
 
 cdef inline void micro_gemm_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,

@@ -20,7 +20,7 @@ from abi cimport *
 from act cimport (act_backward_row, bias_act_forward_row, check_act, exp_nonpos, exp_shifted_row,
                  needs_z, r_log, r_log1p, relu, sigmoid)
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
-from gemm cimport blas_gemm, matmul, micro_gemm_nb, transpose, worth_blas
+from gemm cimport blas_gemm, matmul, micro_gemm_nb, packed_gemm_nb, transpose, worth_blas, worth_packing
 from optim cimport Optimizer, optimizer_pass
 from real cimport real
 
@@ -31,9 +31,15 @@ cnp.import_array()
 # 2048x1024x1024 product cost +14%, 256-row blocks +33%), while an epilogue pass over a
 # 16 MB block still runs from L3 (the relu pass over 8 MB takes ~0.85 ms against ~31 ms
 # for the product, single-threaded).
+# The packed micro-kernel path (large W, at most PACKED_MAX_ROWS rows) takes all rows in one
+# block: each block packs all of W again, which costs more than an epilogue pass from L3.
 cdef enum:
     BLAS_BLOCK_BYTES = 1 << 24
     MICRO_BLOCK_BYTES = 1 << 15
+    # single-threaded, the packed micro-kernels beat SciPy's OpenBLAS on a large W up to this
+    # batch (measured at 64x1024x1024: ~100 GFLOP/s against ~60), BLAS beats them above
+    # (2048x1024x1024: ~140 against ~105); with more threads BLAS shares the rows out
+    PACKED_MAX_ROWS = 256
     # mlp_forward carries a block of rows through every layer before starting the next:
     # 256 rows when BLAS does the products, 32 on the micro-kernel path, where each thread
     # takes blocks in turn (dynamic schedule: a thread slowed by a busy core takes fewer)
@@ -87,14 +93,19 @@ cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x,
                         bint allow_blas=True) noexcept nogil:
     """y = act(x @ W + b) for m rows (x m x k, W k x n); z = x @ W + b too unless z is NULL.
     y must not overlap x. allow_blas=False inside OpenMP regions."""
-    cdef bint blas = allow_blas and worth_blas(m, n, k)
-    cdef Py_ssize_t block = max(1, (BLAS_BLOCK_BYTES if blas else MICRO_BLOCK_BYTES) // (n * sizeof(real)))
+    cdef bint packed = worth_packing(m, n, k, sizeof(real)) and not (
+        allow_blas and (n_threads > 1 or m > PACKED_MAX_ROWS))
+    cdef bint blas = allow_blas and not packed and worth_blas(m, n, k)
+    cdef Py_ssize_t block = m if packed else max(
+        1, (BLAS_BLOCK_BYTES if blas else MICRO_BLOCK_BYTES) // (n * sizeof(real)))
     cdef Py_ssize_t r0 = 0, rows
     while r0 < m:
         rows = min(block, m - r0)
         if blas:
             blas_gemm(False, False, rows, n, k, x + r0 * k, k, W, n, 0, y + r0 * n, n)
-        else:  # the micro-kernel starts its accumulators at b: the bias costs nothing
+        elif packed:  # the micro-kernels start their accumulators at b: the bias costs nothing
+            packed_gemm_nb(rows, n, k, x + r0 * k, k, W, n, b, y + r0 * n, n)
+        else:
             micro_gemm_nb(rows, n, k, x + r0 * k, k, 1, W, n, b, y + r0 * n, n, False)
         finish_rows(y + r0 * n, NULL if z == NULL else z + r0 * n, rows, n,
                     b if blas else NULL, act, alpha)

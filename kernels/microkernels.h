@@ -1,6 +1,7 @@
-/* Small-matrix products for shapes where a BLAS call costs more than the arithmetic
- * (batch 1-64, widths up to ~1024): register-blocked tiles written with GCC vector
- * extensions (microkernels_body.h), compiled per type and ISA by simd_instantiate.h. */
+/* Register-blocked matrix products written with GCC vector extensions (microkernels_body.h),
+ * compiled per type and ISA by simd_instantiate.h: gemm_nb reads its operands in place (small
+ * shapes, where a BLAS call costs more than the arithmetic), gemm_packed copies them first
+ * (a large B at batch 16-256, single-threaded: faster than SciPy's OpenBLAS there). */
 #ifndef FUSEDENSE_MICROKERNELS_H
 #define FUSEDENSE_MICROKERNELS_H
 
@@ -23,6 +24,12 @@
                                     const T *bias, T *C, ptrdiff_t ldc, int accumulate)          \
     {                                                                                          \
         FD_PICK(gemm_nb, t)(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate);         \
+    }                                                                                          \
+    static int FD_CAT2(gemm_packed, t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A,        \
+                                       ptrdiff_t lda, const T *B, ptrdiff_t ldb, const T *bias,  \
+                                       T *C, ptrdiff_t ldc, int accumulate)                      \
+    {                                                                                          \
+        return FD_PICK(gemm_packed, t)(m, n, k, A, lda, B, ldb, bias, C, ldc, accumulate);     \
     }                                                                                          \
     static void FD_CAT2(gemm_nt, t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A,            \
                                     ptrdiff_t lda, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc) \

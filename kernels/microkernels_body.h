@@ -21,6 +21,8 @@
  * slices are shorter: those lines and the B strip fit L1 together (measured at 784x256x128:
  * 118 GFLOP/s with slices of 256, 124 with 128, 145 with 64) */
 #define FD_KC_TRANSPOSED 64
+/* gemm_packed's copy of B: one k slice x as many columns as fit this (L2 is 1-4 MiB) */
+#define FD_PACKED_B_BYTES (1 << 20)
 #endif
 
 #ifndef FD_MICROKERNELS_ONCE
@@ -31,13 +33,16 @@ enum fd_start { FD_FROM_ZERO, FD_FROM_BIAS, FD_FROM_C };  /* where accumulators 
 /* A vector that may sit at any element-aligned address (GCC vector extension). */
 typedef FD_REAL FD_NAME(vec) __attribute__((vector_size(FD_VBYTES), aligned(sizeof(FD_REAL))));
 
-/* One k slice of C (=|+=) A @ B, what every tile of the slice shares. */
+/* One k slice of C (=|+=) A @ B, what every tile of the slice shares. A and B are either the
+ * caller's matrices or packed copies (gemm_packed); both are addressed through group strides:
+ * row i of A starts at A + (i / FD_ROWS) * a_gs + (i % FD_ROWS) * a_rs, the FD_LANES-wide strip
+ * of B at column j (a multiple of FD_LANES) at B + (j / FD_LANES) * b_gs. */
 typedef struct {
     ptrdiff_t kc;  /* steps of this slice */
     const FD_REAL *A;  /* A's first column of the slice */
-    ptrdiff_t a_rs, a_cs;
+    ptrdiff_t a_rs, a_cs, a_gs;
     const FD_REAL *B;  /* B's first row of the slice */
-    ptrdiff_t ldb;
+    ptrdiff_t ldb, b_gs;
     /* The last, partial vector of columns is read whole for steps before k_direct: its lanes
      * past C's last column read the elements that follow in B, which stay inside B and feed
      * only lanes that are never stored. Later steps (B's last rows: a whole-vector read would
@@ -45,6 +50,9 @@ typedef struct {
      * the column of the partial tile. */
     ptrdiff_t k_direct;
     const FD_REAL *tail;
+    /* packed operands (gemm_packed): A in groups of FD_ROWS rows (a_rs = 1, a_cs = FD_ROWS), B in
+     * zero-padded strips (ldb = FD_LANES) */
+    int packed;
     enum fd_start start;
     const FD_REAL *bias;
     FD_REAL *C;
@@ -110,7 +118,8 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(tile)(
         int rows, int nv, int cols, ptrdiff_t i, ptrdiff_t j, const FD_NAME(slice) *s)
 {
     FD_NAME(vec) acc[FD_ROWS][FD_WIDE];
-    const FD_REAL *A = s->A + i * s->a_rs;
+    const FD_REAL *A = s->A + i / FD_ROWS * s->a_gs + i % FD_ROWS * s->a_rs;
+    const FD_REAL *B = s->B + j / FD_LANES * s->b_gs + j % FD_LANES;
     FD_REAL *C = s->C + i * s->ldc + j;
     for (int r = 0; r < rows; r++)
         for (int h = 0; h < nv; h++) {
@@ -119,11 +128,15 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(tile)(
                       : s->start == FD_FROM_BIAS ? FD_NAME(load)(s->bias + j + h * FD_VLEN, width)
                       : (FD_NAME(vec)){0};
         }
-    ptrdiff_t k_direct = cols == FD_VLEN ? s->kc : s->k_direct;
-    FD_NAME(steps)(rows, nv, acc, k_direct, A, s->a_rs, s->a_cs, s->B + j, s->ldb);
-    if (k_direct < s->kc)
-        FD_NAME(steps)(rows, nv, acc, s->kc - k_direct, A + k_direct * s->a_cs, s->a_rs, s->a_cs,
-                       s->tail, FD_LANES);
+    if (s->packed) {  /* constant strides; zero-padded strips: whole vectors are read */
+        FD_NAME(strided_steps)(rows, nv, acc, s->kc, A, 1, FD_ROWS, B, FD_LANES);
+    } else {
+        ptrdiff_t k_direct = cols == FD_VLEN ? s->kc : s->k_direct;
+        FD_NAME(steps)(rows, nv, acc, k_direct, A, s->a_rs, s->a_cs, B, s->ldb);
+        if (k_direct < s->kc)
+            FD_NAME(steps)(rows, nv, acc, s->kc - k_direct, A + k_direct * s->a_cs, s->a_rs,
+                           s->a_cs, s->tail, FD_LANES);
+    }
     for (int r = 0; r < rows; r++)
         for (int h = 0; h < nv; h++)
             FD_NAME(store)(C + r * s->ldc + h * FD_VLEN, acc[r][h], h == nv - 1 ? cols : FD_VLEN);
@@ -191,7 +204,8 @@ static FD_TARGET void FD_NAME(gemm_nb)(
         ptrdiff_t k_direct = k - tail_rows - p0;
         k_direct = k_direct < 0 ? 0 : k_direct > kc ? kc : k_direct;
         FD_NAME(slice) s = {
-            .kc = kc, .A = A + p0 * a_cs, .a_rs = a_rs, .a_cs = a_cs, .B = B + p0 * ldb, .ldb = ldb,
+            .kc = kc, .A = A + p0 * a_cs, .a_rs = a_rs, .a_cs = a_cs, .a_gs = FD_ROWS * a_rs,
+            .B = B + p0 * ldb, .ldb = ldb, .b_gs = FD_LANES,
             .k_direct = k_direct,
             .tail = k_direct < kc ? tail + (p0 + k_direct - (k - tail_rows)) * FD_LANES : NULL,
             .start = p0 > 0 || accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
@@ -210,6 +224,119 @@ static FD_TARGET void FD_NAME(gemm_nb)(
         if (m - i == 1)
             FD_NAME(panel)(1, FD_WIDE, i, m, n, &s);
     }
+}
+
+/* --- the packed path (large B): GotoBLAS-style copies so the inner loops read contiguous memory ---
+ * Read in place, a tile's B strip has its rows ldb apart: with ldb a multiple of 4 KiB (a width
+ * of 1024 floats) all rows of the strip fall in the same L1 sets and each sits on its own page,
+ * so the strip does not stay in L1 and every step misses the TLB (measured at 64x1024x1024:
+ * 55-64 GFLOP/s in place against 130+ when B fits L2). Copied once per k slice and column chunk
+ * into strips of FD_LANES columns (kc x FD_LANES, contiguous) the strip stays in L1 across the
+ * row tiles; A, copied per k slice into groups of FD_ROWS rows (a step's FD_ROWS elements side
+ * by side), streams from L2. The arithmetic is the same products in the same order, so the
+ * packed path gives the same bits as the in-place one. */
+
+/* B[0:kc, 0:nc] as strips of FD_LANES columns, strip s at dst + s * kc * FD_LANES (row stride
+ * FD_LANES), zeros past column nc: whole-vector reads of the last strip stay in dst. Row by row,
+ * so the reads of B stream along its rows. */
+static FD_TARGET void FD_NAME(pack_b)(ptrdiff_t kc, ptrdiff_t nc, const FD_REAL *B, ptrdiff_t ldb,
+                                      FD_REAL *dst)
+{
+    typedef FD_NAME(vec) vec;
+    ptrdiff_t whole = nc - nc % FD_LANES;
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        const FD_REAL *row = B + p * ldb;
+        FD_REAL *out = dst + p * FD_LANES;
+        for (ptrdiff_t j = 0; j < whole; j += FD_LANES) {
+            *(vec *)(out + j * kc) = *(const vec *)(row + j);
+            *(vec *)(out + j * kc + FD_VLEN) = *(const vec *)(row + j + FD_VLEN);
+        }
+        if (whole < nc)
+            for (ptrdiff_t l = 0; l < FD_LANES; l++)
+                out[whole * kc + l] = whole + l < nc ? row[whole + l] : 0;
+    }
+}
+
+/* A[0:m, 0:kc] (row-major, row stride lda) as groups of FD_ROWS rows, group g at
+ * dst + g * kc * FD_ROWS holding A[g * FD_ROWS + r, p] at p * FD_ROWS + r; rows past m are 0. */
+static FD_TARGET void FD_NAME(pack_a)(ptrdiff_t m, ptrdiff_t kc, const FD_REAL *A, ptrdiff_t lda,
+                                      FD_REAL *dst)
+{
+    for (ptrdiff_t g = 0; g < m; g += FD_ROWS)
+        for (int r = 0; r < FD_ROWS; r++) {
+            FD_REAL *out = dst + g * kc + r;
+            if (g + r < m)
+                for (ptrdiff_t p = 0; p < kc; p++)
+                    out[p * FD_ROWS] = A[(g + r) * lda + p];
+            else
+                for (ptrdiff_t p = 0; p < kc; p++)
+                    out[p * FD_ROWS] = 0;
+        }
+}
+
+/* One k slice x column chunk of packed operands: strip by strip, every row tile of the strip
+ * (leftover rows in tiles of 4, 2, 1 rows, all two vectors wide) while the strip is in L1. */
+static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(packed_strips)(
+        ptrdiff_t m, const FD_NAME(slice) *s, int nv, int cols, ptrdiff_t j)
+{
+    ptrdiff_t m_tiled = m - m % FD_ROWS, i = m_tiled;
+    FD_NAME(column_of_tiles)(FD_ROWS, nv, cols, 0, m_tiled, j, s);
+    if (FD_ROWS > 4 && m - i >= 4) {
+        FD_NAME(tile)(4, nv, cols, i, j, s);
+        i += 4;
+    }
+    if (m - i >= 2) {
+        FD_NAME(tile)(2, nv, cols, i, j, s);
+        i += 2;
+    }
+    if (m - i == 1)
+        FD_NAME(tile)(1, nv, cols, i, j, s);
+}
+
+/* gemm_nb for a row-major A (a_cs = 1) through packed copies (see above); returns 0 without
+ * touching C when the copies' memory cannot be had, so the caller can take the in-place path. */
+static FD_TARGET int FD_NAME(gemm_packed)(
+        ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t lda,
+        const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
+        int accumulate)
+{
+    ptrdiff_t kc_max = k < FD_KC ? (k > 0 ? k : 1) : FD_KC;
+    ptrdiff_t nc_max = FD_PACKED_B_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_KC);
+    nc_max -= nc_max % FD_LANES;  /* whole strips: a chunk's last strip is the only partial one */
+    nc_max = n < nc_max ? n + (FD_LANES - n % FD_LANES) % FD_LANES : nc_max;
+    ptrdiff_t m_groups = m + (FD_ROWS - m % FD_ROWS) % FD_ROWS;
+    FD_REAL *packed_a = malloc(sizeof(FD_REAL) * m_groups * kc_max);
+    FD_REAL *packed_b = malloc(sizeof(FD_REAL) * kc_max * nc_max);
+    if (packed_a == NULL || packed_b == NULL) {
+        free(packed_a);
+        free(packed_b);
+        return 0;
+    }
+    for (ptrdiff_t p0 = 0; p0 < k || p0 == 0; p0 += FD_KC) {  /* one slice at least: k may be 0 */
+        ptrdiff_t kc = k - p0 < FD_KC ? k - p0 : FD_KC;
+        FD_NAME(pack_a)(m, kc, A + p0, lda, packed_a);
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += nc_max) {
+            ptrdiff_t nc = n - j0 < nc_max ? n - j0 : nc_max;
+            FD_NAME(pack_b)(kc, nc, B + p0 * ldb + j0, ldb, packed_b);
+            FD_NAME(slice) s = {
+                .kc = kc, .A = packed_a, .a_rs = 1, .a_cs = FD_ROWS, .a_gs = FD_ROWS * kc,
+                .B = packed_b, .ldb = FD_LANES, .b_gs = FD_LANES * kc, .k_direct = kc, .tail = NULL,
+                .packed = 1,
+                .start = p0 > 0 || accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
+                .bias = bias ? bias + j0 : NULL, .C = C + j0, .ldc = ldc,
+            };
+            ptrdiff_t j = 0;
+            for (; j + FD_LANES <= nc; j += FD_LANES)
+                FD_NAME(packed_strips)(m, &s, 2, FD_VLEN, j);
+            if (nc - j > FD_VLEN)
+                FD_NAME(packed_strips)(m, &s, 2, (int)(nc - j - FD_VLEN), j);
+            else if (nc > j)
+                FD_NAME(packed_strips)(m, &s, 1, (int)(nc - j), j);
+        }
+    }
+    free(packed_a);
+    free(packed_b);
+    return 1;
 }
 
 /* C (m x n) = A @ Bᵀ with A m x k and B n x k, both row-major (dx = dz Wᵀ): dot products
