@@ -25,19 +25,19 @@ def test_cosine_decay_falls_from_the_initial_to_the_final_rate():
     assert lm.CosineDecay(1e-3, 1e-4, epochs=1).learning_rate(0) == pytest.approx(1e-3)
 
 
-def test_embeddings_start_from_a_unit_normal_table():
+def test_embeddings_start_from_a_normal_table_of_std_3():
     model = lm.build_model(_args("--embedding", "32", "--hidden", "8"))
     table = model.layers[0].embeddings
     assert table.shape == (27, 32)
-    assert 0.85 < table.std() < 1.15 and abs(table.mean()) < 0.15
+    assert 2.55 < table.std() < 3.45 and abs(table.mean()) < 0.45
     np.testing.assert_array_equal(lm.build_model(_args("--embedding", "32", "--hidden", "8")).layers[0].embeddings,
                                   table)  # seeded
 
 
 def test_embedding_std_scales_the_initial_table():
-    unit = lm.build_model(_args("--embedding", "32", "--hidden", "8")).layers[0].embeddings
-    scaled = lm.build_model(_args("--embedding", "32", "--hidden", "8", "--embedding-std", "3")).layers[0].embeddings
-    np.testing.assert_allclose(scaled, 3 * unit, rtol=1e-6)
+    unit = lm.build_model(_args("--embedding", "32", "--hidden", "8", "--embedding-std", "1")).layers[0].embeddings
+    scaled = lm.build_model(_args("--embedding", "32", "--hidden", "8", "--embedding-std", "2")).layers[0].embeddings
+    np.testing.assert_allclose(scaled, 2 * unit, rtol=1e-6)
 
 
 def test_adam_decays_weights_decoupled_by_default_and_sgd_does_not():
@@ -68,6 +68,11 @@ def test_min_lr_above_lr_is_rejected():
 def test_negative_weight_decay_is_rejected():
     with pytest.raises(SystemExit, match="--weight-decay"):
         main(["lm", "--weight-decay", "-0.1"])
+
+
+def test_embedding_std_must_be_positive():
+    with pytest.raises(SystemExit, match="--embedding-std"):
+        main(["lm", "--embedding-std", "0"])
 
 
 def test_patience_must_be_positive():

@@ -1,7 +1,8 @@
 """``fusedense lm``: a character-level MLP language model of first names (Bengio et al. 2003).
 
-    fusedense lm                                   # context 3, embedding 96, hidden 500 tanh, AdamW, 20 epochs
-    fusedense lm --embedding 16 --hidden 300       # 7× fewer parameters, 3× faster, validation 0.01 worse
+    fusedense lm                                   # context 3, embedding 32, hidden 500 tanh, AdamW, 20 epochs
+    fusedense lm --embedding 96 --embedding-std 1  # the best context-3 model measured, 2.6× the compute
+    fusedense lm --context 8 --embedding-std 1 --hidden 300 300 --weight-decay 0.05 --epochs 15  # best at context 8
     fusedense lm --context 5 --samples 20 --temperature 0.7
 
 Trains ``Embedding → Flatten → Dense(hidden, tanh) … → Dense(27)`` on ``fd.datasets.load_names_lm``
@@ -24,9 +25,9 @@ HELP = "train a character-level MLP language model on first names and sample new
 
 def add_arguments(parser):
     parser.add_argument("--context", type=int, default=3, help="characters of context (default 3)")
-    parser.add_argument("--embedding", type=int, default=96, help="embedding width per character (default 96)")
-    parser.add_argument("--embedding-std", type=float, default=1.0,
-                        help="standard deviation of the initial embeddings, drawn from N(0, std²) (default 1)")
+    parser.add_argument("--embedding", type=int, default=32, help="embedding width per character (default 32)")
+    parser.add_argument("--embedding-std", type=float, default=3.0,
+                        help="standard deviation of the initial embeddings, drawn from N(0, std²) (default 3)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[500],
                         help="hidden layer widths (default 500; e.g. --hidden 300 300 for two layers)")
     parser.add_argument("--activation", default="tanh", help="hidden activation (default tanh)")
@@ -94,13 +95,14 @@ def build_model(args):
     optimizer = fd.optimizers.AdamW(learning_rate=lr, weight_decay=decay) if args.optimizer == "adam" \
         else fd.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=decay)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")  # builds: the input length is known
-    # Embeddings drawn from N(0, 1) as in Bengio et al. and PyTorch, not Keras' uniform(±0.05): with
-    # tiny embeddings the tanh layer starts in its linear range and training crawls (measured, 30
-    # epochs: validation 2.33 nats/char with ±0.05 against 2.27 with N(0, 1), embedding 10, hidden 200).
-    # Widths beyond the 27 tokens add no expressiveness (E·W1 is a 27-row table per position either
-    # way) yet train to better models: the factored table learns faster, and with weight decay it
-    # generalises better (validation 2.2058 at width 32, 2.1978 at 64, 2.1942 at 96, hidden 500;
-    # docs/lm_sweep.md). A larger std does part of it at small widths (32 with std 3: 2.1981).
+    # Embeddings drawn from a normal law as in Bengio et al. and PyTorch (N(0, 1)), not Keras'
+    # uniform(±0.05): with tiny embeddings the tanh layer starts in its linear range and training
+    # crawls (measured, 30 epochs: validation 2.33 nats/char with ±0.05 against 2.27 with N(0, 1),
+    # embedding 10, hidden 200). Widths beyond the 27 tokens add no expressiveness (E·W1 is one
+    # 27-row table per position either way) yet train to better models (validation 2.2058 at width
+    # 32, 2.1978 at 64, 2.1942 at 96 with std 1, hidden 500, weight decay 0.01); std 3 gets most of
+    # that at width 32 for 2.6× less compute than 96 (2.1981; with weight decay 0.02 2.1966 against
+    # 2.1929 at width 96 std 1; docs/lm_sweep.md).
     table = model.layers[0].embeddings
     table[...] = args.embedding_std * np.random.default_rng(args.seed).standard_normal(table.shape)
     return model
@@ -119,6 +121,8 @@ def train(args, log=print):
     min_lr = final_learning_rate(args)
     if not 0 < min_lr <= lr:
         raise SystemExit("fusedense lm: --min-lr must be in (0, --lr]")
+    if not args.embedding_std > 0:
+        raise SystemExit("fusedense lm: --embedding-std must be > 0")
     if weight_decay(args) < 0:
         raise SystemExit("fusedense lm: --weight-decay must be >= 0")
     if args.threads is not None:
