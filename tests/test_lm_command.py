@@ -1,10 +1,11 @@
-"""``fusedense lm``'s training set-up: the learning-rate schedule, the embedding initialisation and
-the checks of its options (the end-to-end run is in test_lm.py)."""
+"""``fusedense lm``'s training set-up: the learning-rate schedule, the optimizer and its weight
+decay, the embedding initialisation and the checks of its options (the end-to-end run is in test_lm.py)."""
 import argparse
 
 import numpy as np
 import pytest
 
+import fusedense as fd
 from fusedense import lm
 from fusedense.__main__ import main
 
@@ -24,13 +25,27 @@ def test_cosine_decay_falls_from_the_initial_to_the_final_rate():
     assert lm.CosineDecay(1e-3, 1e-4, epochs=1).learning_rate(0) == pytest.approx(1e-3)
 
 
-def test_embeddings_start_from_a_unit_normal_table():
+def test_embeddings_start_from_a_normal_table_of_std_3():
     model = lm.build_model(_args("--embedding", "32", "--hidden", "8"))
     table = model.layers[0].embeddings
     assert table.shape == (27, 32)
-    assert 0.85 < table.std() < 1.15 and abs(table.mean()) < 0.15
+    assert 2.55 < table.std() < 3.45 and abs(table.mean()) < 0.45
     np.testing.assert_array_equal(lm.build_model(_args("--embedding", "32", "--hidden", "8")).layers[0].embeddings,
                                   table)  # seeded
+
+
+def test_embedding_std_scales_the_initial_table():
+    unit = lm.build_model(_args("--embedding", "32", "--hidden", "8", "--embedding-std", "1")).layers[0].embeddings
+    scaled = lm.build_model(_args("--embedding", "32", "--hidden", "8", "--embedding-std", "2")).layers[0].embeddings
+    np.testing.assert_allclose(scaled, 2 * unit, rtol=1e-6)
+
+
+def test_adam_decays_weights_decoupled_by_default_and_sgd_does_not():
+    adam = lm.build_model(_args("--hidden", "8")).optimizer
+    assert type(adam) is fd.optimizers.AdamW and adam.weight_decay == 0.02
+    sgd = lm.build_model(_args("--hidden", "8", "--optimizer", "sgd")).optimizer
+    assert type(sgd) is fd.optimizers.SGD and sgd.weight_decay == 0.0 and sgd.momentum == 0.9
+    assert lm.build_model(_args("--hidden", "8", "--weight-decay", "0")).optimizer.weight_decay == 0.0
 
 
 def test_default_learning_rate_depends_on_the_optimizer():
@@ -39,9 +54,25 @@ def test_default_learning_rate_depends_on_the_optimizer():
     assert lm.initial_learning_rate(_args("--lr", "0.02")) == 0.02
 
 
+def test_cosine_decay_ends_at_a_hundredth_of_the_learning_rate_by_default():
+    assert lm.final_learning_rate(_args()) == pytest.approx(1e-5)
+    assert lm.final_learning_rate(_args("--optimizer", "sgd")) == pytest.approx(1e-3)
+    assert lm.final_learning_rate(_args("--min-lr", "3e-4")) == 3e-4
+
+
 def test_min_lr_above_lr_is_rejected():
     with pytest.raises(SystemExit, match="--min-lr"):
         main(["lm", "--lr", "1e-3", "--min-lr", "1e-2"])
+
+
+def test_negative_weight_decay_is_rejected():
+    with pytest.raises(SystemExit, match="--weight-decay"):
+        main(["lm", "--weight-decay", "-0.1"])
+
+
+def test_embedding_std_must_be_positive():
+    with pytest.raises(SystemExit, match="--embedding-std"):
+        main(["lm", "--embedding-std", "0"])
 
 
 def test_patience_must_be_positive():
@@ -55,3 +86,12 @@ def test_run_with_patience_reports_the_epochs_trained(capsys):
                  "--batch-size", "1024", "--samples", "0", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "training: 2 epochs" in out and "test perplexity" in out
+
+
+def test_train_reports_train_and_validation_but_never_the_test_loss():
+    pytest.importorskip("gender_guesser")
+    model, data, result = lm.train(_args("--epochs", "2", "--hidden", "8", "--embedding", "4", "--batch-size", "1024",
+                                         "--lr", "1e-2", "--quiet"), log=lambda line: None)
+    assert set(result["losses"]) == {"train", "val"}  # what tunes on train() cannot see the test split
+    assert len(result["history"]["val_loss"]) == 2 and result["losses"]["val"] < result["history"]["val_loss"][0]
+    assert result["losses"]["val"] == pytest.approx(result["history"]["val_loss"][-1], rel=1e-5)
