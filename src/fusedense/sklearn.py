@@ -185,6 +185,7 @@ class _BaseMLP(BaseEstimator):
             self._optimizer = self._make_optimizer(batch_size)
             net.set_optimizer(self._optimizer)
         coefs = self.coefs_  # views, made once (the L2 penalty reads them every epoch)
+        self.n_iter_ = 0  # epochs of this call, as in scikit-learn 1.9 (t_ and loss_curve_ keep counting)
         for _ in range(1 if incremental else self.max_iter):
             order = self._rng.permutation(n) if self.shuffle else None
             loss = net.train_epoch(X, targets, self._loss_id, batch_size, order)
@@ -227,7 +228,7 @@ class _BaseMLP(BaseEstimator):
             bound = math.sqrt(factor / (W.shape[0] + W.shape[1]))
             W[...] = self._rng.uniform(-bound, bound, W.shape)
             b[...] = self._rng.uniform(-bound, bound, b.shape)
-        self.n_iter_, self.t_ = 0, 0
+        self.t_ = 0
         self.loss_curve_ = []
         self._no_improvement_count = 0
         self.best_loss_ = np.inf
