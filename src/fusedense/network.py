@@ -290,7 +290,7 @@ class MLP:
 
     def _batch_buffers(self, x, targets, batch_size):
         """(x rows, target rows) buffers of ``batch_size`` rows shaped like ``x`` / ``targets``,
-        kept between epochs and fits while they fit."""
+        kept from one epoch (and fit) to the next while the shapes and dtypes stay the same."""
         rows = min(batch_size, x.shape[0])
         shapes = ((rows, *x.shape[1:]), x.dtype, (rows, *targets.shape[1:]), targets.dtype)
         if self._batch_shapes != shapes:
