@@ -2,7 +2,9 @@
 
     python -m pytest bench/bench_models.py --benchmark-group-by=group
 
-Every side is checked before it is timed (it must learn / give the same outputs). Groups:
+Every side is checked before it is timed (it must learn / give the same outputs). The bars
+(issue #5): the Sequential fit >= 3x the NumPy loop and >= 2x PyTorch eager; fd.MLPClassifier
+>= 5x scikit-learn's with accuracy within 1 point. Groups:
 - ``fit-batch32``: one epoch of the Keras example (784 → 128 relu → 64 relu → 10 softmax, Adam,
   batch 32) with fd.Sequential on each backend vs a straightforward NumPy loop vs a PyTorch eager loop.
 - ``mlpclassifier-digits-{float64,float32}``: fd.MLPClassifier vs sklearn's MLPClassifier, same
@@ -176,7 +178,7 @@ def test_mlpclassifier_fit_fusedense(benchmark, digits, backend, input_dtype):
     from sklearn.neural_network import MLPClassifier
     Xtr, Xte, ytr, yte = _digits_as(digits, input_dtype, benchmark)
     cls = lambda **kw: fd.MLPClassifier(backend=backend, **kw)  # noqa: E731
-    assert abs(_fit(cls, Xtr, ytr).score(Xte, yte) - _fit(MLPClassifier, Xtr, ytr).score(Xte, yte)) <= 0.02
+    assert abs(_fit(cls, Xtr, ytr).score(Xte, yte) - _fit(MLPClassifier, Xtr, ytr).score(Xte, yte)) <= 0.01  # issue #5
     benchmark.pedantic(_fit, args=(cls, Xtr, ytr), rounds=3, iterations=1)
 
 

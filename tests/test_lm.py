@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fusedense as fd
-from fusedense import reference
+from fusedense import abi, reference
 from fusedense.__main__ import main
 
 from support import assert_close
@@ -64,6 +64,15 @@ def test_softmax_output_trains_like_logits_output(rng):
     tokens, labels = _batch(rng)
     np.testing.assert_allclose(_gradient(_tiny_net(output_activation="softmax"), tokens, labels),
                                _gradient(_tiny_net(), tokens, labels), rtol=1e-12, atol=1e-14)
+
+
+def test_a_rejected_loss_does_not_count_an_optimizer_step():
+    net = _tiny_net()
+    tokens, labels = _batch(np.random.default_rng(0))
+    net.train_step(tokens, labels, loss=XENT)
+    with pytest.raises(ValueError, match="sparse_categorical_crossentropy"):
+        net.fused_step(tokens, labels, abi.LOSS_MSE)
+    assert net.step == 1
 
 
 def test_lm_loss_decreases_over_a_short_run():

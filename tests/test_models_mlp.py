@@ -104,3 +104,61 @@ def test_unknown_dtype_and_initializer_are_rejected():
         MLP([3, 2], dtype=np.int32)
     with pytest.raises(ValueError, match="init"):
         MLP([3, 2], init="zeros")
+
+
+def _epoch_pair(net_args, x, targets, batch_size, order):
+    """(net after train_epoch, its returned loss, net after the same steps one fused_step at a time)."""
+    nets = []
+    for _ in range(2):
+        net = MLP(*net_args, random_state=0)
+        net.set_optimizer(fd.optimizers.Adam(0.01))
+        nets.append(net)
+    loss = nets[0].train_epoch(x, targets, abi.LOSS_SPARSE_XENT, batch_size, order)
+    rows = np.arange(len(x)) if order is None else order
+    total = sum(nets[1].fused_step(np.ascontiguousarray(x[rows[s:s + batch_size]]), targets[rows[s:s + batch_size]],
+                                   abi.LOSS_SPARSE_XENT) * len(rows[s:s + batch_size])
+                for s in range(0, len(x), batch_size))
+    return nets[0], loss, nets[1], total / len(x)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize("batch_size", [7, 24, 100])  # a partial last batch; the whole set; more than the set
+def test_train_epoch_is_one_fused_step_per_batch_of_the_visited_rows(shuffled, batch_size):
+    rng = np.random.default_rng(3)
+    x, y = _data(rng)
+    order = rng.permutation(len(x)) if shuffled else None
+    net, loss, stepped, expected = _epoch_pair(([5, 7, 3], "tanh", "softmax", None, np.float64), x, y, batch_size, order)
+    assert loss == pytest.approx(expected, rel=1e-14)
+    np.testing.assert_array_equal(net.params, stepped.params)
+    assert net.step == stepped.step == -(-len(x) // batch_size)
+
+
+def test_train_epoch_reports_each_batch_outputs_in_visiting_order():
+    rng = np.random.default_rng(4)
+    x, y = _data(rng, dtype=np.float32)
+    net = MLP([5, 7, 3], "relu", "softmax", random_state=0)
+    before = net.params.copy()
+    order = rng.permutation(len(x))
+    outputs = np.empty((len(x), 3), np.float32)
+    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, len(x), order, outputs)  # one batch: outputs before any update
+    np.testing.assert_allclose(outputs, reference.mlp_forward(x[order], before, net.layout, net.alphas), rtol=1e-5)
+
+
+def test_train_epoch_reuses_its_gather_buffers_until_the_shapes_change():
+    rng = np.random.default_rng(5)
+    x, y = _data(rng, dtype=np.float32)
+    net = MLP([5, 3], [None], "softmax", random_state=0)
+    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 8, rng.permutation(len(x)))
+    buffers = net._batch_rows
+    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 8, rng.permutation(len(x)))
+    assert net._batch_rows is buffers
+    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 5, rng.permutation(len(x)))
+    assert net._batch_rows[0].shape == (5, 5)
+
+
+def test_a_step_the_kernel_rejects_is_not_counted():
+    net = MLP([3, 2], [None], output_activation="softmax", random_state=0)
+    net.train_step(np.zeros((2, 3)), np.array([0, 1]), "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError):
+        net.fused_step(np.zeros((2, 3), np.float32), np.array([0, 5]), abi.LOSS_SPARSE_XENT)  # label out of range
+    assert net.step == 1

@@ -125,26 +125,15 @@ class EmbeddingMLP(MLP):
 
     # --- training ----------------------------------------------------------------------------
 
-    def fused_step(self, tokens, labels, loss_id, outputs=None) -> float:
+    def _train_kernel(self, tokens, labels, loss_id, outputs) -> float:
         """One minibatch update from checked ``tokens`` (n, context) and int64 ``labels`` (n,) in ONE
         backend call (gather, forward, softmax cross-entropy, backward, scatter-add into the
-        table's gradient rows, optimizer over the whole buffer); returns the loss. ``outputs``,
-        unless None, receives the network's outputs before the update."""
+        table's gradient rows, optimizer over the whole buffer); ``fused_step`` calls it."""
         if loss_id != abi.LOSS_SPARSE_XENT:
             raise ValueError("loss: an EmbeddingMLP trains with 'sparse_categorical_crossentropy' only")
-        if self.optimizer is None:
-            self.set_optimizer("adam")
-        if self.grads is None:
-            self.grads = np.zeros(self.n_params, self.dtype)
-        self.step += 1
-        self._hyper[abi.H_STEP] = self.step
-        loss = self._kernels.embedding_train_step(tokens, labels, self.params, self.grads, self.opt_state,
+        return self._kernels.embedding_train_step(tokens, labels, self.params, self.grads, self.opt_state,
                                                   self.layout, self.alphas, self._hyper, self.vocab_size,
                                                   outputs)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"training diverged: the loss became {loss} at optimizer step {self.step}; "
-                                     f"lower the learning rate")
-        return loss
 
     # --- generation --------------------------------------------------------------------------
 

@@ -282,17 +282,10 @@ class Sequential:
                 cb.on_epoch_begin(epoch)
             start = time.perf_counter()
             net.refresh_hyperparameters()  # a callback may have changed the learning rate
-            if shuffle:
-                order = self._rng.permutation(n)
-                xs, ys = x[order], y[order]  # one gather per epoch; every batch is then a contiguous slice
-            else:
-                xs, ys = x, y
-            total = 0.0
-            for s in range(0, n, batch_size):
-                xb = xs[s:s + batch_size]
-                total += self._step(xb, ys[s:s + batch_size], None if outputs is None else outputs[s:s + batch_size])
-            logs = {"loss": total / n}
-            logs.update(self._metric_values(xs, ys, outputs) if self.metrics else {})
+            order = self._rng.permutation(n) if shuffle else None
+            logs = {"loss": net.train_epoch(x, y, self.loss.id, batch_size, order, outputs)}
+            if self.metrics:  # outputs[i] belongs to the i-th row visited
+                logs.update(self._metric_values(y if order is None else y[order], outputs))
             if x_val is not None:
                 logs.update({f"val_{k}": v for k, v in self._loss_and_metrics(x_val, y_val).items()})
             elapsed = time.perf_counter() - start
@@ -308,18 +301,12 @@ class Sequential:
         self.history = history
         return history
 
-    def _step(self, xb, yb, outputs):
-        """One fused training step on a batch; returns its summed loss. ``outputs``, unless None,
-        receives the network's outputs for the batch before the update."""
-        return self.network.fused_step(xb, yb, self.loss.id, outputs) * xb.shape[0]
-
-    def _metric_values(self, x, y, outputs=None):
-        outputs = self.network.predict(x) if outputs is None else outputs
+    def _metric_values(self, y, outputs):
         return {name: fn(outputs, y, self._from_logits) for name, fn in self.metrics}
 
     def _loss_and_metrics(self, x, y):
         outputs = self.network.predict(x)
-        return {"loss": self.loss.value(outputs, y, self._from_logits), **self._metric_values(x, y, outputs)}
+        return {"loss": self.loss.value(outputs, y, self._from_logits), **self._metric_values(y, outputs)}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
         """The loss (and metrics) on ``(x, y)``: a float, or [loss, metric, ...] when metrics were compiled."""

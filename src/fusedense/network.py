@@ -83,6 +83,7 @@ class MLP:
         self.opt_state = None
         self.step = 0  # optimizer updates done (Adam's bias correction counts from 1)
         self._hyper = None
+        self._batch_shapes = self._batch_rows = None  # train_epoch's gather buffers
         self.set_backend(backend)
         self.initialize(init, random_state)
 
@@ -245,15 +246,57 @@ class MLP:
             self.set_optimizer("adam")
         if self.grads is None:
             self.grads = np.zeros(self.n_params, self.dtype)
-        self.step += 1
-        self._hyper[abi.H_STEP] = self.step
-        loss = self._kernels.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
-                                            self.layout, self.alphas, loss_id, self._hyper, outputs)
+        step = self.step + 1  # counted once the kernel has accepted the arguments and updated
+        self._hyper[abi.H_STEP] = step
+        loss = self._train_kernel(x, targets, loss_id, outputs)
+        self.step = step
         if not math.isfinite(loss):
             raise FloatingPointError(
-                f"training diverged: the loss became {loss} at optimizer step {self.step}; lower the "
+                f"training diverged: the loss became {loss} at optimizer step {step}; lower the "
                 f"learning rate, scale the inputs, or check them for NaN/inf")
         return loss
+
+    def _train_kernel(self, x, targets, loss_id, outputs) -> float:
+        """The one backend call of a training step (subclasses with other inputs override it)."""
+        return self._kernels.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
+                                            self.layout, self.alphas, loss_id, self._hyper, outputs)
+
+    def train_epoch(self, x, targets, loss_id, batch_size, order=None, outputs=None) -> float:
+        """One pass over checked ``x`` / ``targets`` (as ``as_inputs`` / ``as_targets`` return
+        them) in minibatches of ``batch_size`` rows, one ``fused_step`` each; returns the mean loss.
+
+        order: None (rows in stored order: every batch is a slice, no copy) or a permutation of
+        the row indices, the order to visit them in. Each batch's rows are then gathered into
+        small buffers reused from batch to batch: they are still in cache when the kernel reads
+        them, where gathering the whole epoch at once writes (and first allocates) a copy of
+        ``x`` as large as the data set.
+        outputs: None, or an (n, n_outputs) array that receives each batch's outputs before its
+        update, row i for the i-th row visited.
+        """
+        n = x.shape[0]
+        if order is not None:
+            x_rows, target_rows = self._batch_buffers(x, targets, batch_size)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            if order is None:
+                xb, tb = x[start:stop], targets[start:stop]
+            else:  # mode="clip" skips the bounds check: a permutation is in range (and "raise" copies)
+                rows = order[start:stop]
+                xb = x.take(rows, 0, x_rows[:stop - start], "clip")
+                tb = targets.take(rows, 0, target_rows[:stop - start], "clip")
+            total += self.fused_step(xb, tb, loss_id, None if outputs is None else outputs[start:stop]) * (stop - start)
+        return total / n
+
+    def _batch_buffers(self, x, targets, batch_size):
+        """(x rows, target rows) buffers of ``batch_size`` rows shaped like ``x`` / ``targets``,
+        kept from one epoch (and fit) to the next while the shapes and dtypes stay the same."""
+        rows = min(batch_size, x.shape[0])
+        shapes = ((rows, *x.shape[1:]), x.dtype, (rows, *targets.shape[1:]), targets.dtype)
+        if self._batch_shapes != shapes:
+            self._batch_shapes = shapes
+            self._batch_rows = (np.empty(shapes[0], shapes[1]), np.empty(shapes[2], shapes[3]))
+        return self._batch_rows
 
     # --- saving and importing ------------------------------------------------------------------
 

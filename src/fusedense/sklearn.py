@@ -185,21 +185,14 @@ class _BaseMLP(BaseEstimator):
             self._optimizer = self._make_optimizer(batch_size)
             net.set_optimizer(self._optimizer)
         coefs = self.coefs_  # views, made once (the L2 penalty reads them every epoch)
-        # each epoch gathers its shuffled rows into the same buffers; batches are slices of them
-        xs, ts = (np.empty_like(X), np.empty_like(targets)) if self.shuffle else (X, targets)
+        self.n_iter_ = 0  # epochs of this call, as in scikit-learn 1.9 (t_ and loss_curve_ keep counting)
         for _ in range(1 if incremental else self.max_iter):
-            if self.shuffle:
-                order = self._rng.permutation(n)
-                np.take(X, order, axis=0, out=xs, mode="clip")  # (mode="raise" would copy via a temporary)
-                np.take(targets, order, axis=0, out=ts, mode="clip")
-            total = 0.0
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                total += net.fused_step(xs[start:stop], ts[start:stop], self._loss_id) * (stop - start)
+            order = self._rng.permutation(n) if self.shuffle else None
+            loss = net.train_epoch(X, targets, self._loss_id, batch_size, order)
             self.n_iter_ += 1
             self.t_ += n
             penalty = 0.5 * self.alpha * sum(float(np.vdot(W, W)) for W in coefs) / batch_size
-            self.loss_ = total / n * self._loss_scale + penalty
+            self.loss_ = loss * self._loss_scale + penalty
             self.loss_curve_.append(self.loss_)
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
@@ -235,7 +228,7 @@ class _BaseMLP(BaseEstimator):
             bound = math.sqrt(factor / (W.shape[0] + W.shape[1]))
             W[...] = self._rng.uniform(-bound, bound, W.shape)
             b[...] = self._rng.uniform(-bound, bound, b.shape)
-        self.n_iter_, self.t_ = 0, 0
+        self.t_ = 0
         self.loss_curve_ = []
         self._no_improvement_count = 0
         self.best_loss_ = np.inf
@@ -260,10 +253,11 @@ class _BaseMLP(BaseEstimator):
         self.network_.refresh_hyperparameters()
 
     def _stop_or_slow_down(self):
-        """sklearn's trigger_stopping: 'adaptive' SGD divides the learning rate by 5 instead of stopping."""
+        """sklearn's trigger_stopping: 'adaptive' SGD divides the learning rate by 5 instead of
+        stopping, until the rate is already at most 1e-6."""
         what = "Validation score" if self.early_stopping else "Training loss"
         current = self._optimizer.learning_rate * (self._grad_scale if self.solver == "sgd" else 1.0)
-        if self.solver == "sgd" and self.learning_rate == "adaptive" and current / 5 > 1e-6:
+        if self.solver == "sgd" and self.learning_rate == "adaptive" and current > 1e-6:
             self._set_learning_rate(current / 5)
             return False
         if self.verbose:
@@ -284,7 +278,7 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = self._no_improvement_count + 1 if score < self.best_validation_score_ + self.tol else 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = self.network_.params.copy()
+                self._best_params[...] = self.network_.params
         else:
             last = self.loss_curve_[-1]
             self._no_improvement_count = self._no_improvement_count + 1 if last > self.best_loss_ - self.tol else 0
@@ -359,7 +353,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return y.ravel() if y.ndim == 2 else y
 
     def _validation_score(self, X_val, y_val):
-        return float((self.predict(X_val) == y_val).mean())
+        """Accuracy on the held-out rows (checked once by fit, so straight to the network)."""
+        return float((self._labels(self.network_.predict(X_val)) == y_val).mean())
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y); the first call needs ``classes`` (all labels that will occur)."""
@@ -382,7 +377,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        p = self._forward(X)
+        return self._labels(self._forward(X))
+
+    def _labels(self, p):
+        """The class labels the network's outputs ``p`` predict."""
         index = (p[:, 0] > 0.5).astype(np.int64) if self.n_outputs_ == 1 else p.argmax(axis=1)
         return self.classes_[index]
 
@@ -419,7 +417,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return np.asarray(y, dtype=np.float64)
 
     def _validation_score(self, X_val, y_val):
-        return _r2_score(y_val, self.predict(X_val))
+        """R² on the held-out rows (checked once by fit, so straight to the network)."""
+        return _r2_score(y_val, self.network_.predict(X_val))
 
     def partial_fit(self, X, y):
         """One epoch over (X, y), continuing from the current weights."""
