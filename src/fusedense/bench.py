@@ -71,7 +71,7 @@ def add_arguments(parser):
     parser.add_argument("--plot", metavar="PATH", help="also plot latency and GFLOP/s (needs matplotlib)")
 
 
-def _thread_limit(n):
+def thread_limit(n):
     """Caps the BLAS/OpenMP pools NumPy and others already loaded (threadpoolctl, if present)."""
     try:
         from threadpoolctl import threadpool_limits
@@ -138,7 +138,7 @@ def run(args) -> int:
     systems, missing = _select_systems(args.systems)
     previous_threads = fd_threads.set_num_threads(threads)
     results = []
-    with _thread_limit(threads):
+    with thread_limit(threads):
         machine = timing.machine(threads, dtype, method.peak_n)
         for workload in work:
             for batch in args.batch or workload.batches:

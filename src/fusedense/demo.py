@@ -13,12 +13,16 @@ import time
 import numpy as np
 
 from .benchmarking import timing
-from .threads import get_num_threads
+from .threads import set_num_threads
 
 HELP = "train a name → gender classifier, then compare inference speed with NumPy/PyTorch/ONNX Runtime"
 
 N_FEATURES = 1024  # hashed character n-gram buckets: the network's input width
 BATCH_SIZES = (1, 32, 1024)
+#: Every system runs on one thread: with one pool per system on a few cores, the threads one
+#: system leaves spinning after its call slow down the next (measured here on 2 cores: 2-3x swings
+#: at batch 1024 from run to run). ``fusedense bench --threads N`` compares at other counts.
+SPEED_THREADS = 1
 EXAMPLE_NAMES = ["maria", "john", "alexandra", "peter", "yuki", "andrea", "kim", "oliver", "sophie", "noah"]
 
 
@@ -63,7 +67,7 @@ def run(args) -> int:
     proba = model.predict(vectorizer.transform(EXAMPLE_NAMES))
     print("examples: " + ", ".join(f"{n} → {classes[p.argmax()]} {p.max():.2f}" for n, p in zip(EXAMPLE_NAMES, proba)))
 
-    print("\ninference speed of the trained model (median time per call; median speed-up over NumPy):")
+    print("\ninference speed of the trained model, 1 thread each (median time per call; median speed-up over NumPy):")
     print_speed_table(model.network, x_test, samples=args.samples)
     return 0
 
@@ -83,16 +87,22 @@ def speed_systems():
 def speed_rows(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples):
     """``{batch: {system name: bench row}}``: each system checked against the reference, then
     timed in alternating blocks (the quick method of ``fusedense bench``)."""
-    from .bench import measure
+    from .bench import measure, thread_limit
     from .benchmarking.workloads import Problem
 
-    systems, threads = speed_systems(), get_num_threads()
+    systems = speed_systems()
     method = dataclasses.replace(timing.QUICK, samples=samples)
     rows = {}
-    for batch in batch_sizes:
-        x = np.resize(x_pool.astype(network.dtype, copy=False), (batch, x_pool.shape[1]))
-        problem = Problem.from_layers(network.weights, network.activations, x, title="the trained model")
-        rows[batch] = {row["system"]: row for row in measure(problem, systems, threads, method)}
+    previous_threads = set_num_threads(SPEED_THREADS)
+    try:
+        with thread_limit(SPEED_THREADS):
+            for batch in batch_sizes:
+                x = np.resize(x_pool.astype(network.dtype, copy=False), (batch, x_pool.shape[1]))
+                problem = Problem.from_layers(network.weights, network.activations, x, title="the trained model")
+                rows[batch] = {row["system"]: row
+                               for row in measure(problem, systems, SPEED_THREADS, method)}
+    finally:
+        set_num_threads(previous_threads)
     return rows
 
 
