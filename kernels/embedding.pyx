@@ -11,12 +11,12 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from abi cimport LOSS_SPARSE_XENT, OPT_SGD
+from abi cimport LOSS_SPARSE_XENT
 from act cimport exp_nonpos
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from fusedense._kernels.layers cimport (check_labels, check_network, check_training, forward_plan,
                                         forward_scratch_size, network_forward, train_gradients,
-                                        train_work_size, training_threads)
+                                        train_work_size, network_threads)
 from optim cimport Optimizer, optimizer_pass
 from real cimport real
 
@@ -122,7 +122,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
     cdef const int64_t* lab = <int64_t*>cnp.PyArray_DATA(labels)
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
     cdef Py_ssize_t n_x = B * context * width
-    cdef int threads = training_threads(B, lay, L, sizeof(real))
+    cdef int threads = network_threads(B, lay, L, sizeof(real))
     cdef real* x = <real*>malloc((2 * n_x + train_work_size(B, lay, L)) * sizeof(real))
     cdef double loss
     if x == NULL:

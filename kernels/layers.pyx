@@ -93,17 +93,18 @@ cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x,
                         bint allow_blas=True) noexcept nogil:
     """y = act(x @ W + b) for m rows (x m x k, W k x n); z = x @ W + b too unless z is NULL.
     y must not overlap x. allow_blas=False inside OpenMP regions."""
-    cdef bint packed = worth_packing(m, n, k, sizeof(real)) and not (
-        allow_blas and (n_threads > 1 or m > PACKED_MAX_ROWS))
-    cdef bint blas = allow_blas and not packed and worth_blas(m, n, k)
-    cdef Py_ssize_t block = m if packed else max(
+    # (inside OpenMP regions, allow_blas=False, every W is under MICRO_MAX_WEIGHT_BYTES: never packed)
+    cdef bint pack_operands = (allow_blas and n_threads == 1 and m <= PACKED_MAX_ROWS
+                               and worth_packing(m, n, k, sizeof(real)))
+    cdef bint blas = allow_blas and not pack_operands and worth_blas(m, n, k)
+    cdef Py_ssize_t block = m if pack_operands else max(
         1, (BLAS_BLOCK_BYTES if blas else MICRO_BLOCK_BYTES) // (n * sizeof(real)))
     cdef Py_ssize_t r0 = 0, rows
     while r0 < m:
         rows = min(block, m - r0)
         if blas:
             blas_gemm(False, False, rows, n, k, x + r0 * k, k, W, n, 0, y + r0 * n, n)
-        elif packed:  # the micro-kernels start their accumulators at b: the bias costs nothing
+        elif pack_operands:  # the micro-kernels start their accumulators at b: the bias costs nothing
             packed_gemm_nb(rows, n, k, x + r0 * k, k, W, n, b, y + r0 * n, n)
         else:
             micro_gemm_nb(rows, n, k, x + r0 * k, k, 1, W, n, b, y + r0 * n, n, False)
@@ -249,7 +250,7 @@ cdef int forward_plan(Py_ssize_t B, const int64_t* lay, Py_ssize_t L, size_t ite
     """network_forward's row block and path for a batch of B; returns its thread count."""
     micro[0] = small_weights(lay, L, itemsize)
     block[0] = min(B, NETWORK_MICRO_ROWS if micro[0] else NETWORK_BLAS_ROWS)
-    return threads_for(B, lay, L) if micro[0] else 1
+    return network_threads(B, lay, L, itemsize)
 
 
 cdef Py_ssize_t forward_scratch_size(int threads, Py_ssize_t block, const int64_t* lay,
@@ -484,10 +485,10 @@ cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* d
                                  prev_y + r * k, dx + r * k, k)
 
 
-cdef int training_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,
-                          size_t itemsize) noexcept nogil:
-    """OpenMP threads of a training step: only on the micro-kernel path (BLAS brings its own
-    threads; never two pools at once)."""
+cdef int network_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,
+                         size_t itemsize) noexcept nogil:
+    """OpenMP threads of a whole-network call (forward or training step): only on the
+    micro-kernel path (BLAS brings its own threads; never two pools at once)."""
     return threads_for(B, lay, L) if small_weights(lay, L, itemsize) else 1
 
 
@@ -619,7 +620,7 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
     cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
     cdef double loss
-    cdef int threads = training_threads(B, lay, L, sizeof(real))
+    cdef int threads = network_threads(B, lay, L, sizeof(real))
     cdef real* work = <real*>malloc(train_work_size(B, lay, L) * sizeof(real))
     if work == NULL:
         raise MemoryError()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -80,6 +80,18 @@ def thread_limit(n):
     return threadpool_limits(n)
 
 
+@contextmanager
+def threads_limited(n):
+    """fusedense's kernels and the BLAS/OpenMP pools already loaded run on ``n`` threads inside;
+    fusedense's count is restored after."""
+    previous = fd_threads.set_num_threads(n)
+    try:
+        with thread_limit(n):
+            yield
+    finally:
+        fd_threads.set_num_threads(previous)
+
+
 def _check(result, expected) -> str:
     error = check_error(result, expected)
     return "ok" if error <= CHECK_TOLERANCE[expected.dtype] else f"wrong answer (max error {error:.2e} of scale)"
@@ -136,9 +148,8 @@ def run(args) -> int:
     chosen = [w for w in NAMES if w in (args.workload or NAMES)]
     work = workloads(chosen, args.dense_shape, args.activation)
     systems, missing = _select_systems(args.systems)
-    previous_threads = fd_threads.set_num_threads(threads)
     results = []
-    with thread_limit(threads):
+    with threads_limited(threads):
         machine = timing.machine(threads, dtype, method.peak_n)
         for workload in work:
             for batch in args.batch or workload.batches:
@@ -148,7 +159,6 @@ def run(args) -> int:
         machine["blas"] = timing.blas_info()  # now that every system has loaded its libraries
         # the best of two peak measurements, one before and one after: noise only ever slows down
         machine["peak_gflops"] = max(machine["peak_gflops"], timing.gemm_peak(dtype, method.peak_n))
-    fd_threads.set_num_threads(previous_threads)
     for row in results:
         if row["status"] == "ok":
             row["peak_fraction"] = row["gflops"] / machine["peak_gflops"]

@@ -13,7 +13,6 @@ import time
 import numpy as np
 
 from .benchmarking import timing
-from .threads import set_num_threads
 
 HELP = "train a name → gender classifier, then compare inference speed with NumPy/PyTorch/ONNX Runtime"
 
@@ -87,22 +86,17 @@ def speed_systems():
 def speed_rows(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples):
     """``{batch: {system name: bench row}}``: each system checked against the reference, then
     timed in alternating blocks (the quick method of ``fusedense bench``)."""
-    from .bench import measure, thread_limit
+    from .bench import measure, threads_limited
     from .benchmarking.workloads import Problem
 
     systems = speed_systems()
     method = dataclasses.replace(timing.QUICK, samples=samples)
     rows = {}
-    previous_threads = set_num_threads(SPEED_THREADS)
-    try:
-        with thread_limit(SPEED_THREADS):
-            for batch in batch_sizes:
-                x = np.resize(x_pool.astype(network.dtype, copy=False), (batch, x_pool.shape[1]))
-                problem = Problem.from_layers(network.weights, network.activations, x, title="the trained model")
-                rows[batch] = {row["system"]: row
-                               for row in measure(problem, systems, SPEED_THREADS, method)}
-    finally:
-        set_num_threads(previous_threads)
+    with threads_limited(SPEED_THREADS):
+        for batch in batch_sizes:
+            x = np.resize(x_pool.astype(network.dtype, copy=False), (batch, x_pool.shape[1]))
+            problem = Problem.from_layers(network.weights, network.activations, x, title="the trained model")
+            rows[batch] = {row["system"]: row for row in measure(problem, systems, SPEED_THREADS, method)}
     return rows
 
 

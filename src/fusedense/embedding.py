@@ -57,7 +57,6 @@ class EmbeddingMLP(MLP):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         self.vocab_size, self.embedding_dim, self.context = int(vocab_size), int(embedding_dim), int(context)
-        self._logits_layout_of = self._logits_layout_cache = None
         super().__init__([self.context * self.embedding_dim] + [int(s) for s in sizes], activations,
                          output_activation, alphas, dtype, init, random_state, backend,
                          prefix=self.vocab_size * self.embedding_dim)
@@ -169,9 +168,7 @@ class EmbeddingMLP(MLP):
     def _logits_layout(self):
         """The layout with a softmax/log_softmax output read as logits (the identity): sampling
         from softmax(log p / T) is sampling from softmax(z / T)."""
-        if self._logits_layout_of is not self.layout:
-            layout = self.layout.copy()
-            if layout[-1, ACT_ID] in (_SOFTMAX, _LOG_SOFTMAX):
-                layout[-1, ACT_ID] = _IDENTITY
-            self._logits_layout_of, self._logits_layout_cache = self.layout, layout
-        return self._logits_layout_cache
+        layout = self.layout.copy()
+        if layout[-1, ACT_ID] in (_SOFTMAX, _LOG_SOFTMAX):
+            layout[-1, ACT_ID] = _IDENTITY
+        return layout

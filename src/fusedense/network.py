@@ -83,7 +83,7 @@ class MLP:
         self.opt_state = None
         self.step = 0  # optimizer updates done (Adam's bias correction counts from 1)
         self._hyper = None
-        self._batch_shapes = self._batch_rows = None  # train_epoch's gather buffers
+        self._batch_rows = None  # train_epoch's gather buffers (x rows, target rows)
         self.set_backend(backend)
         self.initialize(init, random_state)
 
@@ -292,10 +292,9 @@ class MLP:
         """(x rows, target rows) buffers of ``batch_size`` rows shaped like ``x`` / ``targets``,
         kept from one epoch (and fit) to the next while the shapes and dtypes stay the same."""
         rows = min(batch_size, x.shape[0])
-        shapes = ((rows, *x.shape[1:]), x.dtype, (rows, *targets.shape[1:]), targets.dtype)
-        if self._batch_shapes != shapes:
-            self._batch_shapes = shapes
-            self._batch_rows = (np.empty(shapes[0], shapes[1]), np.empty(shapes[2], shapes[3]))
+        wanted = [((rows, *a.shape[1:]), a.dtype) for a in (x, targets)]
+        if self._batch_rows is None or [(b.shape, b.dtype) for b in self._batch_rows] != wanted:
+            self._batch_rows = tuple(np.empty(shape, dtype) for shape, dtype in wanted)
         return self._batch_rows
 
     # --- saving and importing ------------------------------------------------------------------

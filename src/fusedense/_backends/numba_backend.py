@@ -135,9 +135,11 @@ def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id
 
 @_entry_point
 def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
-    size = mlp.mlp_forward_workspace_size(tokens.shape[0], layout, out.itemsize)
-    embedding.embedding_forward(tokens, params, layout, alphas, int(vocab_size), out,
-                                _workspace(out.dtype, size))
+    needed = embedding.embedding_forward(tokens, params, layout, alphas, int(vocab_size), out,
+                                         _workspace(out.dtype))
+    if needed:  # the first call at this size (as mlp_forward)
+        embedding.embedding_forward(tokens, params, layout, alphas, int(vocab_size), out,
+                                    _workspace(out.dtype, needed))
 
 
 @_entry_point
@@ -151,7 +153,8 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alpha
 @_entry_point
 def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,
                        tokens, lengths):
-    size = mlp.mlp_forward_workspace_size(uniforms.shape[0], layout, params.itemsize)
-    embedding.embedding_generate(params, layout, alphas, int(vocab_size), int(context), uniforms,
-                                 float(temperature), int(boundary), tokens, lengths,
-                                 _workspace(params.dtype, size))
+    args = (params, layout, alphas, int(vocab_size), int(context), uniforms, float(temperature),
+            int(boundary), tokens, lengths)
+    needed = embedding.embedding_generate(*args, _workspace(params.dtype))
+    if needed:  # the first call at this size (as mlp_forward)
+        embedding.embedding_generate(*args, _workspace(params.dtype, needed))

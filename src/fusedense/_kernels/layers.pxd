@@ -20,7 +20,7 @@ cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const
                           const double* alphas, Py_ssize_t L, real* out, real* scratch,
                           Py_ssize_t block, bint micro, int threads) noexcept nogil
 
-cdef int training_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,
+cdef int network_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,
                           size_t itemsize) noexcept nogil
 cdef Py_ssize_t train_work_size(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) noexcept nogil
 cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,

@@ -4,7 +4,8 @@ the fused training step and the whole batched sampling loop, each one call."""
 import numpy as np
 
 from .jit import kernel
-from .mlp import FAN_IN, FAN_OUT, loss_and_gradients, mlp_forward, optimizer_update
+from .mlp import (FAN_IN, FAN_OUT, loss_and_gradients, mlp_forward, mlp_forward_workspace_size,
+                  optimizer_update)
 
 
 @kernel
@@ -37,10 +38,15 @@ def scatter_add(tokens, dx, table_grad):
 
 @kernel
 def embedding_forward(tokens, params, layout, alphas, vocab_size, out, workspace):
-    """The network's output for token contexts: a gather into a scratch input, then every layer."""
+    """The network's output for token contexts: a gather into a scratch input, then every layer.
+    Returns 0, or, computing nothing, the workspace size it needs (as mlp_forward)."""
+    needed = mlp_forward_workspace_size(tokens.shape[0], layout, out.itemsize)
+    if workspace.size < needed:
+        return needed
     x = np.empty((tokens.shape[0], layout[0, FAN_IN]), params.dtype)
     gather(tokens, _table(params, vocab_size, x.shape[1] // tokens.shape[1]), x)
     mlp_forward(x, params, layout, alphas, out, workspace)
+    return 0
 
 
 @kernel
@@ -89,7 +95,11 @@ def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, te
                        tokens, lengths, workspace):
     """``reference.embedding_generate``: the running rows stay packed at the front of the
     context and logits arrays (a finished row is dropped by moving the later ones up), so each
-    step's forward covers only them."""
+    step's forward covers only them. Returns 0, or, computing nothing, the workspace size it
+    needs (as mlp_forward)."""
+    needed = mlp_forward_workspace_size(uniforms.shape[0], layout, params.itemsize)
+    if workspace.size < needed:
+        return needed
     n, max_len = uniforms.shape
     dim = layout[0, FAN_IN] // context
     table = _table(params, vocab_size, dim)
@@ -120,3 +130,4 @@ def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, te
         running = kept
         if running == 0:
             break
+    return 0

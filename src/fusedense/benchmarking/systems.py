@@ -279,8 +279,7 @@ def _start_jax_on_one_cpu():
     do: measured with jax 0.10.2, a 1024² matmul used 1.9 cores with them.) The process's
     affinity is restored afterwards; XLA's pool keeps one thread."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    if not cpus:
-        import jax
+    if not cpus:  # no affinity control here: the caller's import starts the client as it is
         return
     os.sched_setaffinity(0, {min(cpus)})
     try:
