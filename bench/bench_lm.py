@@ -24,6 +24,7 @@ from fusedense import reference
 from fusedense.benchmarking import timing
 from fusedense.benchmarking.numpy_user import Adam, softmax_cross_entropy
 from fusedense.embedding import EmbeddingMLP
+from fusedense.threads import threads_limited
 
 VOCAB, DIM, CONTEXT, HIDDEN, LR = 27, 10, 3, 200, 1e-3
 #: hidden activation → (NumPy forward, its derivative from the output); main() may switch to relu
@@ -230,14 +231,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     global ACTIVATION
     ACTIVATION = args.activation
-    from threadpoolctl import threadpool_limits
-    fd.set_num_threads(args.threads)
     if have_torch():
         import torch
         torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()}; threads {args.threads}; backends {fd.backends()}; "
           f"hidden {ACTIVATION}, batch {args.batch}")
-    with threadpool_limits(args.threads):
+    with threads_limited(args.threads):
         rows = []
         sides = training_sides(args.batch)
         check_training(training_sides(args.batch))

@@ -157,3 +157,19 @@ def test_results_do_not_depend_on_the_thread_count(backend, dtype):
         fd.set_num_threads(previous)
     for a, b_ in zip(one, two, strict=True):
         assert_close(a, b_, dtype, 16)
+
+
+def test_threads_limited_sets_fusedense_and_blas_pools_then_restores_them():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fusedense.threads import threads_limited
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+
+    before_fd, before_blas = fd.get_num_threads(), blas_threads()
+    target = 1 if before_fd != 1 else 2
+    with threads_limited(target):
+        assert fd.get_num_threads() == target
+        assert blas_threads() <= {target}
+    assert fd.get_num_threads() == before_fd
+    assert blas_threads() == before_blas

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -69,27 +68,6 @@ def add_arguments(parser):
     parser.add_argument("--systems", help="comma-separated system names to run (default: all installed)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="also plot latency and GFLOP/s (needs matplotlib)")
-
-
-def thread_limit(n):
-    """Caps the BLAS/OpenMP pools NumPy and others already loaded (threadpoolctl, if present)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return nullcontext()
-    return threadpool_limits(n)
-
-
-@contextmanager
-def threads_limited(n):
-    """fusedense's kernels and the BLAS/OpenMP pools already loaded run on ``n`` threads inside;
-    fusedense's count is restored after."""
-    previous = fd_threads.set_num_threads(n)
-    try:
-        with thread_limit(n):
-            yield
-    finally:
-        fd_threads.set_num_threads(previous)
 
 
 def _check(result, expected) -> str:
@@ -149,7 +127,7 @@ def run(args) -> int:
     work = workloads(chosen, args.dense_shape, args.activation)
     systems, missing = _select_systems(args.systems)
     results = []
-    with threads_limited(threads):
+    with fd_threads.threads_limited(threads):
         machine = timing.machine(threads, dtype, method.peak_n)
         for workload in work:
             for batch in args.batch or workload.batches:

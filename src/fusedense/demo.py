@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from .benchmarking import timing
+from .threads import threads_limited
 
 HELP = "train a name → gender classifier, then compare inference speed with NumPy/PyTorch/ONNX Runtime"
 
@@ -86,7 +87,7 @@ def speed_systems():
 def speed_rows(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples):
     """``{batch: {system name: bench row}}``: each system checked against the reference, then
     timed in alternating blocks (the quick method of ``fusedense bench``)."""
-    from .bench import measure, threads_limited
+    from .bench import measure
     from .benchmarking.workloads import Problem
 
     systems = speed_systems()

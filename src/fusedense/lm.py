@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
 from .callbacks import Callback, EarlyStopping
+from .threads import threads_limited
 
 HELP = "train a character-level MLP language model on first names and sample new ones"
 
@@ -125,13 +127,6 @@ def train(args, log=print):
         raise SystemExit("fusedense lm: --embedding-std must be > 0")
     if weight_decay(args) < 0:
         raise SystemExit("fusedense lm: --weight-decay must be >= 0")
-    if args.threads is not None:
-        fd.set_num_threads(args.threads)
-        try:  # NumPy's BLAS too (the numpy backend's GEMMs): a busy 2-core machine punishes extra threads
-            from threadpoolctl import threadpool_limits
-            threadpool_limits(args.threads)
-        except ImportError:
-            pass
     data = fd.datasets.load_names_lm(context=args.context, seed=args.seed)
     model = build_model(args)
     log(f"names: {len(data.names_train)} train / {len(data.names_val)} validation / {len(data.names_test)} test "
@@ -153,22 +148,24 @@ def train(args, log=print):
 
 
 def run(args) -> int:
-    model, data, result = train(args)
-    losses, seconds = result["losses"], result["seconds"]
-    losses["test"] = model.evaluate(data.x_test, data.y_test, verbose=0)
-    epochs = len(result["history"]["loss"])
-    print(f"loss (nats/char): train {losses['train']:.4f}  validation {losses['val']:.4f}  "
-          f"test {losses['test']:.4f}  → test perplexity {math.exp(losses['test']):.3f}")
-    print(f"training: {epochs} epochs, {seconds:.1f} s, {len(data.y_train) * epochs / seconds:,.0f} chars/s "
-          f"(including the per-epoch validation pass)")
-    if args.samples:
-        names = model.generate(args.samples, args.max_len, args.temperature, seed=args.seed)
-        print(f"samples (temperature {args.temperature:g}, seed {args.seed}):")
-        print("  " + ", ".join(data.decode(tokens) for tokens in names))
-    if args.save:
-        model.save(args.save)
-        print(f"saved to {args.save}")
-    return 0
+    # --threads caps fusedense and NumPy's BLAS (the numpy backend's GEMMs) alike
+    with nullcontext() if args.threads is None else threads_limited(args.threads):
+        model, data, result = train(args)
+        losses, seconds = result["losses"], result["seconds"]
+        losses["test"] = model.evaluate(data.x_test, data.y_test, verbose=0)
+        epochs = len(result["history"]["loss"])
+        print(f"loss (nats/char): train {losses['train']:.4f}  validation {losses['val']:.4f}  "
+              f"test {losses['test']:.4f}  → test perplexity {math.exp(losses['test']):.3f}")
+        print(f"training: {epochs} epochs, {seconds:.1f} s, {len(data.y_train) * epochs / seconds:,.0f} chars/s "
+              f"(including the per-epoch validation pass)")
+        if args.samples:
+            names = model.generate(args.samples, args.max_len, args.temperature, seed=args.seed)
+            print(f"samples (temperature {args.temperature:g}, seed {args.seed}):")
+            print("  " + ", ".join(data.decode(tokens) for tokens in names))
+        if args.save:
+            model.save(args.save)
+            print(f"saved to {args.save}")
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 
 _num_threads = None  # None: not set, use the machine's cores
 _listeners = []  # backends register a callback to apply a new count to their own pool
@@ -47,3 +48,24 @@ def on_num_threads_change(apply) -> None:
     """Registers ``apply(n)``, called now and whenever the count changes."""
     _listeners.append(apply)
     apply(get_num_threads())
+
+
+def _blas_limit(n):
+    """Caps the BLAS/OpenMP pools already loaded by NumPy and others (threadpoolctl, if present)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(n)
+
+
+@contextmanager
+def threads_limited(n):
+    """fusedense's kernels and the BLAS/OpenMP pools already loaded run on ``n`` threads inside
+    (a busy 2-core machine punishes pools that fight each other); fusedense's count is restored after."""
+    previous = set_num_threads(n)
+    try:
+        with _blas_limit(n):
+            yield
+    finally:
+        set_num_threads(previous)
