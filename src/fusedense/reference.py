@@ -142,9 +142,10 @@ def mlp_backward(d_out, x, params, layout, alphas, cache, d_last_z=None, need_dx
     return (grads, dy) if need_dx else grads
 
 
-def mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id):
-    """Forward, loss and backward. Cross-entropy losses read the last layer's pre-activation
-    (the logits), so the last activation (softmax/sigmoid/identity) is folded into the loss."""
+def mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id, need_dx=False):
+    """Forward, loss and backward: (loss, grads), or (loss, (grads, dx)) with need_dx (as
+    mlp_backward). Cross-entropy losses read the last layer's pre-activation (the logits), so
+    the last activation (softmax/sigmoid/identity) is folded into the loss."""
     out, cache = mlp_forward(x, params, layout, alphas, keep=True)
     logits = cache[-1][0]
     if loss_id == abi.LOSS_SPARSE_XENT:
@@ -155,10 +156,10 @@ def mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id):
         loss, dz = binary_cross_entropy_with_logits(logits, targets)
     elif loss_id == abi.LOSS_MSE:
         loss, dy = mean_squared_error(out, targets)
-        return loss, mlp_backward(dy, x, params, layout, alphas, cache)
+        return loss, mlp_backward(dy, x, params, layout, alphas, cache, need_dx=need_dx)
     else:
         raise ValueError(f"loss_id: unknown loss code {loss_id!r}")
-    return loss, mlp_backward(None, x, params, layout, alphas, cache, d_last_z=dz)
+    return loss, mlp_backward(None, x, params, layout, alphas, cache, d_last_z=dz, need_dx=need_dx)
 
 
 def optimizer_step(params, grads, opt_state, hyper):
@@ -200,9 +201,7 @@ def embedding_train_step(tokens, labels, params, layout, alphas, opt_state, hype
     backward down to dLoss/dx, dE[v] = Σ of dx over the (row, position)s holding token v
     (a scatter-add), optimizer update of the whole buffer (in place). Returns (loss, grads)."""
     x = embed(tokens, params, layout, vocab_size)
-    _, cache = mlp_forward(x, params, layout, alphas, keep=True)
-    loss, d_logits = softmax_cross_entropy(cache[-1][0], labels)
-    grads, dx = mlp_backward(None, x, params, layout, alphas, cache, d_last_z=d_logits, need_dx=True)
+    loss, (grads, dx) = mlp_loss_and_grad(x, labels, params, layout, alphas, abi.LOSS_SPARSE_XENT, need_dx=True)
     dim = x.shape[1] // tokens.shape[1]
     np.add.at(grads[:vocab_size * dim].reshape(vocab_size, dim), tokens.ravel(), dx.reshape(-1, dim))
     optimizer_step(params, grads, opt_state, hyper)
