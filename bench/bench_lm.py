@@ -270,29 +270,46 @@ def main(argv=None):
 SIDES = [f"fusedense-{b}" for b in fd.backends()] + ["numpy"] + (["torch"] if have_torch() else [])
 
 
-@pytest.mark.parametrize("side", SIDES)
-def test_train_step_batch64(benchmark, side):
-    benchmark.group = "lm-train-batch64"
-    sides = training_sides(64)
+# Every side is built and checked once per module (a side's check runs the others too); each
+# test then times its own side.
+
+@pytest.fixture(scope="module")
+def checked_training_sides():
     check_training(training_sides(64))
-    benchmark(sides[side])
+    return training_sides(64)
 
 
-@pytest.mark.parametrize("batch", [1, 256])
-@pytest.mark.parametrize("side", SIDES)
-def test_generate(benchmark, side, batch):
-    benchmark.group = f"lm-generate-batch{batch}"
-    runs = generation_runs(batch)
+@pytest.fixture(scope="module", params=[1, 256], ids=lambda batch: f"batch{batch}")
+def checked_generation_runs(request):
+    runs = generation_runs(request.param)
     check_generation(runs)
+    return request.param, runs
+
+
+@pytest.fixture(scope="module", params=[1, 256], ids=lambda batch: f"batch{batch}")
+def checked_forward_sides(request):
+    check_forward(forward_sides(64))
+    return request.param, forward_sides(request.param)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_train_step_batch64(benchmark, side, checked_training_sides):
+    benchmark.group = "lm-train-batch64"
+    benchmark(checked_training_sides[side])
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_generate(benchmark, side, checked_generation_runs):
+    batch, runs = checked_generation_runs
+    benchmark.group = f"lm-generate-batch{batch}"
     benchmark(runs[side])
 
 
-@pytest.mark.parametrize("batch", [1, 256])
 @pytest.mark.parametrize("side", SIDES)
-def test_forward(benchmark, side, batch):
+def test_forward(benchmark, side, checked_forward_sides):
+    batch, sides = checked_forward_sides
     benchmark.group = f"lm-forward-batch{batch}"
-    check_forward(forward_sides(64))
-    sides, tokens = forward_sides(batch), examples()[0][:batch]
+    tokens = examples()[0][:batch]
     benchmark(lambda: sides[side](tokens))
 
 
