@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>  /* masked loads and stores of partial vectors */
+#endif
 
 #define FD_CAT3_(a, b, c) a##_##b##_##c
 #define FD_CAT3(a, b, c) FD_CAT3_(a, b, c)
