@@ -431,13 +431,16 @@ cdef bint small_weights(const int64_t* lay, Py_ssize_t L, size_t itemsize) noexc
 cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
                        const double* alphas, Py_ssize_t L, real** z_of, real** y_of,
                        bint logits_only, bint micro, int threads) noexcept nogil:
-    """Forward keeping every layer's z and y. micro: 32-row blocks through all layers,
-    shared over OpenMP threads; else the whole batch per layer with BLAS. logits_only: the
-    last layer writes its pre-activation to y_of[L-1] and nothing to z_of[L-1] (the
-    cross-entropies read the logits; its activation, a softmax's exps, would go unused)."""
+    """Forward keeping every layer's y, and z where the backward reads it: the last layer's
+    (the losses' logits) and a hidden layer's whose activation needs z for its derivative
+    (needs_z; the others' derivatives come from y, and skipping z saves a copy of the layer's
+    output). micro: 32-row blocks through all layers, shared over OpenMP threads; else the
+    whole batch per layer with BLAS. logits_only: the last layer writes its pre-activation to
+    y_of[L-1] and nothing to z_of[L-1] (the cross-entropies read the logits; its activation,
+    a softmax's exps, would go unused)."""
     cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i, r0, rows, l, k, n
-    cdef bint last
+    cdef bint last, keep_z
     for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
                     use_threads_if=micro and threads > 1 and n_blocks > 1):
         r0 = i * block
@@ -445,10 +448,11 @@ cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const in
         for l in range(L):
             k, n = lay[4 * l + 1], lay[4 * l + 2]
             last = logits_only and l == L - 1
+            keep_z = not last and (l == L - 1 or needs_z(<int>lay[4 * l + 3]))
             layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
                           params + lay[4 * l], params + lay[4 * l] + k * n,
                           ACT_IDENTITY if last else <int>lay[4 * l + 3], <real>alphas[l],
-                          y_of[l] + r0 * n, NULL if last else z_of[l] + r0 * n, not micro)
+                          y_of[l] + r0 * n, z_of[l] + r0 * n if keep_z else NULL, not micro)
 
 
 cdef enum:
