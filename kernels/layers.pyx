@@ -97,6 +97,8 @@ cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x,
     cdef bint pack_operands = (allow_blas and n_threads == 1 and m <= PACKED_MAX_ROWS
                                and worth_packing(m, n, k, sizeof(real)))
     cdef bint blas = allow_blas and not pack_operands and worth_blas(m, n, k)
+    # the micro-kernels apply a relu as they write y back; z, when kept, is the pre-activation
+    cdef bint relu_in_product = not blas and act == ACT_RELU and z == NULL
     cdef Py_ssize_t block = m if pack_operands else max(
         1, (BLAS_BLOCK_BYTES if blas else MICRO_BLOCK_BYTES) // (n * sizeof(real)))
     cdef Py_ssize_t r0 = 0, rows
@@ -105,11 +107,12 @@ cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x,
         if blas:
             blas_gemm(False, False, rows, n, k, x + r0 * k, k, W, n, 0, y + r0 * n, n)
         elif pack_operands:  # the micro-kernels start their accumulators at b: the bias costs nothing
-            packed_gemm_nb(rows, n, k, x + r0 * k, k, W, n, b, y + r0 * n, n)
+            packed_gemm_nb(rows, n, k, x + r0 * k, k, W, n, b, y + r0 * n, n, relu_in_product)
         else:
-            micro_gemm_nb(rows, n, k, x + r0 * k, k, 1, W, n, b, y + r0 * n, n, False)
-        finish_rows(y + r0 * n, NULL if z == NULL else z + r0 * n, rows, n,
-                    b if blas else NULL, act, alpha)
+            micro_gemm_nb(rows, n, k, x + r0 * k, k, 1, W, n, b, y + r0 * n, n, False, relu_in_product)
+        if not relu_in_product:
+            finish_rows(y + r0 * n, NULL if z == NULL else z + r0 * n, rows, n,
+                        b if blas else NULL, act, alpha)
         r0 += block
 
 

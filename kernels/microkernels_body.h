@@ -54,6 +54,7 @@ typedef struct {
      * zero-padded strips (ldb = FD_LANES) */
     int packed;
     enum fd_start start;
+    int relu;  /* store relu(C): the last slice, when the caller asked for it */
     const FD_REAL *bias;
     FD_REAL *C;
     ptrdiff_t ldc;
@@ -117,6 +118,13 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(store)(
 #endif
 }
 
+/* relu(v) = v <= 0 ? 0 : v per lane, as act_rows_body.h's relu: NaN passes, -0 becomes 0. */
+static inline __attribute__((always_inline)) FD_TARGET FD_NAME(vec) FD_NAME(relu_vec)(FD_NAME(vec) v)
+{
+    __typeof__(v <= v) nonpositive = v <= (FD_NAME(vec)){0};
+    return (FD_NAME(vec))((__typeof__(nonpositive))v & ~nonpositive);
+}
+
 /* acc[rows][nv] += A[rows, 0:count] @ B[0:count, nv vectors]. */
 static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(strided_steps)(
         int rows, int nv, FD_NAME(vec) acc[FD_ROWS][FD_WIDE], ptrdiff_t count, const FD_REAL *A,
@@ -174,7 +182,9 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(tile)(
     }
     for (int r = 0; r < rows; r++)
         for (int h = 0; h < nv; h++)
-            FD_NAME(store)(C + r * s->ldc + h * FD_VLEN, acc[r][h], h == nv - 1 ? cols : FD_VLEN);
+            FD_NAME(store)(C + r * s->ldc + h * FD_VLEN,
+                           s->relu ? FD_NAME(relu_vec)(acc[r][h]) : acc[r][h],
+                           h == nv - 1 ? cols : FD_VLEN);
 }
 
 /* Tiles of `rows` rows over rows [i0, i1) (a multiple of rows apart) at column j. */
@@ -225,7 +235,8 @@ FD_PANEL(2, 4)
 FD_PANEL(1, FD_WIDE)
 #undef FD_PANEL
 
-/* C (m x n, row stride ldc) = A @ B (+ bias, one per column) or C += A @ B when accumulate.
+/* C (m x n, row stride ldc) = A @ B (+ bias, one per column) or C += A @ B when accumulate;
+ * then C = relu(C) when relu (the activation rides in the tiles' write-back: no pass over C).
  * A is m x k with strides (a_rs, a_cs), so A may be a transposed view (xᵀ for dW = xᵀ dz);
  * B is k x n with unit column stride. C must not overlap A or B.
  * Loops: k slices (FD_KC; FD_KC_TRANSPOSED) outermost; in each, FD_ROWS-row tiles two vectors
@@ -234,7 +245,7 @@ FD_PANEL(1, FD_WIDE)
 static FD_TARGET void FD_NAME(gemm_nb)(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
         const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
-        int accumulate)
+        int accumulate, int relu)
 {
     if (m <= 0 || n <= 0)
         return;
@@ -261,7 +272,7 @@ static FD_TARGET void FD_NAME(gemm_nb)(
             .k_direct = k_direct,
             .tail = k_direct < kc ? tail + (p0 + k_direct - (k - tail_rows)) * FD_LANES : NULL,
             .start = p0 > 0 || accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
-            .bias = bias, .C = C, .ldc = ldc,
+            .relu = relu && p0 + kc >= k, .bias = bias, .C = C, .ldc = ldc,
         };
         ptrdiff_t i = m_tiled;
         FD_NAME(panel_FD_ROWS)(0, i, n, &s);
@@ -352,7 +363,7 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(packed_strip
 static FD_TARGET int FD_NAME(gemm_packed)(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t lda,
         const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
-        int accumulate)
+        int accumulate, int relu)
 {
     ptrdiff_t kc_max = k < FD_KC ? (k > 0 ? k : 1) : FD_KC;
     ptrdiff_t nc_max = FD_PACKED_B_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_KC);
@@ -377,7 +388,7 @@ static FD_TARGET int FD_NAME(gemm_packed)(
                 .B = packed_b, .ldb = FD_LANES, .b_gs = FD_LANES * kc, .k_direct = kc, .tail = NULL,
                 .packed = 1,
                 .start = p0 > 0 || accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
-                .bias = bias ? bias + j0 : NULL, .C = C + j0, .ldc = ldc,
+                .relu = relu && p0 + kc >= k, .bias = bias ? bias + j0 : NULL, .C = C + j0, .ldc = ldc,
             };
             ptrdiff_t j = 0;
             for (; j + FD_LANES <= nc; j += FD_LANES)
