@@ -218,9 +218,10 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(panel)(
         FD_NAME(column_of_tiles)(rows, 1, (int)(n - j), i0, i1, j, s);
 }
 
-/* One compiled panel per row count (panel_FD_ROWS: the full tiles): inlined all into gemm_nb,
- * the register allocator of that one large function kept the edge tiles' strides and an
- * accumulator on the stack (float32 200x64x100 at 84 GFLOP/s, 100 apart). */
+/* One compiled panel per row count (panel_FD_ROWS: the full tiles). With all of them inlined
+ * into gemm_nb, the register allocator of that one large function kept the edge tiles' strides
+ * and an accumulator on the stack (measured at 200x64x100 float32: 100 GFLOP/s inlined, 112
+ * split; masked edge stores then brought it to 131). */
 #define FD_PANEL(rows, nv)                                                                     \
     static __attribute__((noinline)) FD_TARGET void FD_NAME(panel_##rows)(                      \
             ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t n, const FD_NAME(slice) *s)                    \
