@@ -9,16 +9,16 @@ from real cimport real
 cdef extern from "microkernels.h" nogil:
     void gemm_nb_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t a_rs,
                    Py_ssize_t a_cs, const float* B, Py_ssize_t ldb, const float* bias, float* C,
-                   Py_ssize_t ldc, int accumulate)
+                   Py_ssize_t ldc, int accumulate, int relu)
     void gemm_nb_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t a_rs,
                    Py_ssize_t a_cs, const double* B, Py_ssize_t ldb, const double* bias, double* C,
-                   Py_ssize_t ldc, int accumulate)
+                   Py_ssize_t ldc, int accumulate, int relu)
     bint gemm_packed_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda,
                        const float* B, Py_ssize_t ldb, const float* bias, float* C, Py_ssize_t ldc,
-                       int accumulate)
+                       int accumulate, int relu)
     bint gemm_packed_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
                        const double* B, Py_ssize_t ldb, const double* bias, double* C,
-                       Py_ssize_t ldc, int accumulate)
+                       Py_ssize_t ldc, int accumulate, int relu)
     void gemm_nt_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda,
                    const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc)
     void gemm_nt_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
@@ -68,26 +68,29 @@ cdef inline void blas_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t 
 
 cdef inline void micro_gemm_nb(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,
                                Py_ssize_t a_rs, Py_ssize_t a_cs, const real* B, Py_ssize_t ldb,
-                               const real* bias, real* C, Py_ssize_t ldc, bint accumulate) noexcept nogil:
-    """C := A @ B + bias (C += A @ B when accumulate); A has strides (a_rs, a_cs)."""
+                               const real* bias, real* C, Py_ssize_t ldc, bint accumulate,
+                               bint relu=False) noexcept nogil:
+    """C := A @ B + bias (C += A @ B when accumulate); A has strides (a_rs, a_cs). Then
+    C := relu(C) when relu (applied as the tiles are written back)."""
     if real is float:
-        gemm_nb_f(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate)
+        gemm_nb_f(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate, relu)
     else:
-        gemm_nb_d(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate)
+        gemm_nb_d(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate, relu)
 
 
 cdef inline void packed_gemm_nb(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,
                                 Py_ssize_t lda, const real* B, Py_ssize_t ldb, const real* bias,
-                                real* C, Py_ssize_t ldc) noexcept nogil:
-    """C := A @ B + bias (A row-major) through packed copies of A and B; the same bits as
-    micro_gemm_nb, which it falls back to when the copies' memory cannot be had."""
+                                real* C, Py_ssize_t ldc, bint relu=False) noexcept nogil:
+    """C := A @ B + bias (A row-major), then relu(C) when relu, through packed copies of A
+    and B; the same bits as micro_gemm_nb, which it falls back to when the copies' memory
+    cannot be had."""
     cdef bint done
     if real is float:
-        done = gemm_packed_f(m, n, k, A, lda, B, ldb, bias, C, ldc, False)
+        done = gemm_packed_f(m, n, k, A, lda, B, ldb, bias, C, ldc, False, relu)
     else:
-        done = gemm_packed_d(m, n, k, A, lda, B, ldb, bias, C, ldc, False)
+        done = gemm_packed_d(m, n, k, A, lda, B, ldb, bias, C, ldc, False, relu)
     if not done:
-        micro_gemm_nb(m, n, k, A, lda, 1, B, ldb, bias, C, ldc, False)
+        micro_gemm_nb(m, n, k, A, lda, 1, B, ldb, bias, C, ldc, False, relu)
 
 
 cdef inline void micro_gemm_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,

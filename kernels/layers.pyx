@@ -97,6 +97,8 @@ cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x,
     cdef bint pack_operands = (allow_blas and n_threads == 1 and m <= PACKED_MAX_ROWS
                                and worth_packing(m, n, k, sizeof(real)))
     cdef bint blas = allow_blas and not pack_operands and worth_blas(m, n, k)
+    # the micro-kernels apply a relu as they write y back; z, when kept, is the pre-activation
+    cdef bint relu_in_product = not blas and act == ACT_RELU and z == NULL
     cdef Py_ssize_t block = m if pack_operands else max(
         1, (BLAS_BLOCK_BYTES if blas else MICRO_BLOCK_BYTES) // (n * sizeof(real)))
     cdef Py_ssize_t r0 = 0, rows
@@ -105,11 +107,12 @@ cdef void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x,
         if blas:
             blas_gemm(False, False, rows, n, k, x + r0 * k, k, W, n, 0, y + r0 * n, n)
         elif pack_operands:  # the micro-kernels start their accumulators at b: the bias costs nothing
-            packed_gemm_nb(rows, n, k, x + r0 * k, k, W, n, b, y + r0 * n, n)
+            packed_gemm_nb(rows, n, k, x + r0 * k, k, W, n, b, y + r0 * n, n, relu_in_product)
         else:
-            micro_gemm_nb(rows, n, k, x + r0 * k, k, 1, W, n, b, y + r0 * n, n, False)
-        finish_rows(y + r0 * n, NULL if z == NULL else z + r0 * n, rows, n,
-                    b if blas else NULL, act, alpha)
+            micro_gemm_nb(rows, n, k, x + r0 * k, k, 1, W, n, b, y + r0 * n, n, False, relu_in_product)
+        if not relu_in_product:
+            finish_rows(y + r0 * n, NULL if z == NULL else z + r0 * n, rows, n,
+                        b if blas else NULL, act, alpha)
         r0 += block
 
 
@@ -431,13 +434,16 @@ cdef bint small_weights(const int64_t* lay, Py_ssize_t L, size_t itemsize) noexc
 cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
                        const double* alphas, Py_ssize_t L, real** z_of, real** y_of,
                        bint logits_only, bint micro, int threads) noexcept nogil:
-    """Forward keeping every layer's z and y. micro: 32-row blocks through all layers,
-    shared over OpenMP threads; else the whole batch per layer with BLAS. logits_only: the
-    last layer writes its pre-activation to y_of[L-1] and nothing to z_of[L-1] (the
-    cross-entropies read the logits; its activation, a softmax's exps, would go unused)."""
+    """Forward keeping every layer's y, and z where the backward reads it: the last layer's
+    (the losses' logits) and a hidden layer's whose activation needs z for its derivative
+    (needs_z; the others' derivatives come from y, and skipping z saves a copy of the layer's
+    output). micro: 32-row blocks through all layers, shared over OpenMP threads; else the
+    whole batch per layer with BLAS. logits_only: the last layer writes its pre-activation to
+    y_of[L-1] and nothing to z_of[L-1] (the cross-entropies read the logits; its activation,
+    a softmax's exps, would go unused)."""
     cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i, r0, rows, l, k, n
-    cdef bint last
+    cdef bint last, keep_z
     for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
                     use_threads_if=micro and threads > 1 and n_blocks > 1):
         r0 = i * block
@@ -445,10 +451,11 @@ cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const in
         for l in range(L):
             k, n = lay[4 * l + 1], lay[4 * l + 2]
             last = logits_only and l == L - 1
+            keep_z = not last and (l == L - 1 or needs_z(<int>lay[4 * l + 3]))
             layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
                           params + lay[4 * l], params + lay[4 * l] + k * n,
                           ACT_IDENTITY if last else <int>lay[4 * l + 3], <real>alphas[l],
-                          y_of[l] + r0 * n, NULL if last else z_of[l] + r0 * n, not micro)
+                          y_of[l] + r0 * n, z_of[l] + r0 * n if keep_z else NULL, not micro)
 
 
 cdef enum:

@@ -21,15 +21,16 @@
 #define FD_ENTRY_POINTS(T, t)                                                                  \
     static void FD_CAT2(gemm_nb, t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A,            \
                                     ptrdiff_t a_rs, ptrdiff_t a_cs, const T *B, ptrdiff_t ldb,   \
-                                    const T *bias, T *C, ptrdiff_t ldc, int accumulate)          \
+                                    const T *bias, T *C, ptrdiff_t ldc, int accumulate,          \
+                                    int relu)                                                    \
     {                                                                                          \
-        FD_PICK(gemm_nb, t)(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate);         \
+        FD_PICK(gemm_nb, t)(m, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate, relu);   \
     }                                                                                          \
     static int FD_CAT2(gemm_packed, t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A,        \
                                        ptrdiff_t lda, const T *B, ptrdiff_t ldb, const T *bias,  \
-                                       T *C, ptrdiff_t ldc, int accumulate)                      \
+                                       T *C, ptrdiff_t ldc, int accumulate, int relu)            \
     {                                                                                          \
-        return FD_PICK(gemm_packed, t)(m, n, k, A, lda, B, ldb, bias, C, ldc, accumulate);     \
+        return FD_PICK(gemm_packed, t)(m, n, k, A, lda, B, ldb, bias, C, ldc, accumulate, relu); \
     }                                                                                          \
     static void FD_CAT2(gemm_nt, t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A,            \
                                     ptrdiff_t lda, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc) \

@@ -54,21 +54,45 @@ typedef struct {
      * zero-padded strips (ldb = FD_LANES) */
     int packed;
     enum fd_start start;
+    int relu;  /* store relu(C): the last slice, when the caller asked for it */
     const FD_REAL *bias;
     FD_REAL *C;
     ptrdiff_t ldc;
 } FD_NAME(slice);
 
-/* The first `cols` elements of src (cols = FD_VLEN: the whole vector); other lanes 0. */
+#if FD_VBYTES == 32 && defined(__x86_64__)
+/* AVX2's masked loads and stores: lanes [0, cols) of a vector of this type set. */
+static inline __attribute__((always_inline)) FD_TARGET __m256i FD_NAME(lane_mask)(int cols)
+{
+    if (sizeof(FD_REAL) == 4)
+        return _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(cols), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+#endif
+
+/* The first `cols` elements of src (cols = FD_VLEN: the whole vector); other lanes 0. A partial
+ * vector goes through a masked load where the ISA has one (AVX2, AVX-512): element by element,
+ * the compiler keeps the vector in memory, and a tile's edge column ran at half speed. */
 static inline __attribute__((always_inline)) FD_TARGET FD_NAME(vec) FD_NAME(load)(
         const FD_REAL *src, int cols)
 {
-    FD_NAME(vec) v = {0};
+    typedef FD_NAME(vec) vec;
     if (cols == FD_VLEN)
-        return *(const FD_NAME(vec) *)src;
+        return *(const vec *)src;
+#if FD_VBYTES == 64 && defined(__x86_64__)
+    if (sizeof(FD_REAL) == 4)
+        return (vec)_mm512_maskz_loadu_ps((__mmask16)((1u << cols) - 1), src);
+    return (vec)_mm512_maskz_loadu_pd((__mmask8)((1u << cols) - 1), src);
+#elif FD_VBYTES == 32 && defined(__x86_64__)
+    if (sizeof(FD_REAL) == 4)
+        return (vec)_mm256_maskload_ps((const float *)src, FD_NAME(lane_mask)(cols));
+    return (vec)_mm256_maskload_pd((const double *)src, FD_NAME(lane_mask)(cols));
+#else
+    vec v = {0};
     for (int l = 0; l < cols; l++)
         v[l] = src[l];
     return v;
+#endif
 }
 
 static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(store)(
@@ -78,8 +102,27 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(store)(
         *(FD_NAME(vec) *)dst = v;
         return;
     }
+#if FD_VBYTES == 64 && defined(__x86_64__)
+    if (sizeof(FD_REAL) == 4)
+        _mm512_mask_storeu_ps(dst, (__mmask16)((1u << cols) - 1), (__m512)v);
+    else
+        _mm512_mask_storeu_pd(dst, (__mmask8)((1u << cols) - 1), (__m512d)v);
+#elif FD_VBYTES == 32 && defined(__x86_64__)
+    if (sizeof(FD_REAL) == 4)
+        _mm256_maskstore_ps((float *)dst, FD_NAME(lane_mask)(cols), (__m256)v);
+    else
+        _mm256_maskstore_pd((double *)dst, FD_NAME(lane_mask)(cols), (__m256d)v);
+#else
     for (int l = 0; l < cols; l++)
         dst[l] = v[l];
+#endif
+}
+
+/* relu(v) = v <= 0 ? 0 : v per lane, as act_rows_body.h's relu: NaN passes, -0 becomes 0. */
+static inline __attribute__((always_inline)) FD_TARGET FD_NAME(vec) FD_NAME(relu_vec)(FD_NAME(vec) v)
+{
+    __typeof__(v <= v) nonpositive = v <= (FD_NAME(vec)){0};
+    return (FD_NAME(vec))((__typeof__(nonpositive))v & ~nonpositive);
 }
 
 /* acc[rows][nv] += A[rows, 0:count] @ B[0:count, nv vectors]. */
@@ -139,7 +182,9 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(tile)(
     }
     for (int r = 0; r < rows; r++)
         for (int h = 0; h < nv; h++)
-            FD_NAME(store)(C + r * s->ldc + h * FD_VLEN, acc[r][h], h == nv - 1 ? cols : FD_VLEN);
+            FD_NAME(store)(C + r * s->ldc + h * FD_VLEN,
+                           s->relu ? FD_NAME(relu_vec)(acc[r][h]) : acc[r][h],
+                           h == nv - 1 ? cols : FD_VLEN);
 }
 
 /* Tiles of `rows` rows over rows [i0, i1) (a multiple of rows apart) at column j. */
@@ -173,7 +218,26 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(panel)(
         FD_NAME(column_of_tiles)(rows, 1, (int)(n - j), i0, i1, j, s);
 }
 
-/* C (m x n, row stride ldc) = A @ B (+ bias, one per column) or C += A @ B when accumulate.
+/* One compiled panel per row count (panel_FD_ROWS: the full tiles). With all of them inlined
+ * into gemm_nb, the register allocator of that one large function kept the edge tiles' strides
+ * and an accumulator on the stack (measured at 200x64x100 float32: 100 GFLOP/s inlined, 112
+ * split; masked edge stores then brought it to 131). */
+#define FD_PANEL(rows, nv)                                                                     \
+    static __attribute__((noinline)) FD_TARGET void FD_NAME(panel_##rows)(                      \
+            ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t n, const FD_NAME(slice) *s)                    \
+    {                                                                                          \
+        FD_NAME(panel)(rows, nv, i0, i1, n, s);                                                \
+    }
+FD_PANEL(FD_ROWS, 2)
+#if FD_ROWS > 4
+FD_PANEL(4, 2)
+#endif
+FD_PANEL(2, 4)
+FD_PANEL(1, FD_WIDE)
+#undef FD_PANEL
+
+/* C (m x n, row stride ldc) = A @ B (+ bias, one per column) or C += A @ B when accumulate;
+ * then C = relu(C) when relu (the activation rides in the tiles' write-back: no pass over C).
  * A is m x k with strides (a_rs, a_cs), so A may be a transposed view (xᵀ for dW = xᵀ dz);
  * B is k x n with unit column stride. C must not overlap A or B.
  * Loops: k slices (FD_KC; FD_KC_TRANSPOSED) outermost; in each, FD_ROWS-row tiles two vectors
@@ -182,7 +246,7 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(panel)(
 static FD_TARGET void FD_NAME(gemm_nb)(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
         const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
-        int accumulate)
+        int accumulate, int relu)
 {
     if (m <= 0 || n <= 0)
         return;
@@ -209,20 +273,22 @@ static FD_TARGET void FD_NAME(gemm_nb)(
             .k_direct = k_direct,
             .tail = k_direct < kc ? tail + (p0 + k_direct - (k - tail_rows)) * FD_LANES : NULL,
             .start = p0 > 0 || accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
-            .bias = bias, .C = C, .ldc = ldc,
+            .relu = relu && p0 + kc >= k, .bias = bias, .C = C, .ldc = ldc,
         };
         ptrdiff_t i = m_tiled;
-        FD_NAME(panel)(FD_ROWS, 2, 0, i, n, &s);
-        if (FD_ROWS > 4 && m - i >= 4) {
-            FD_NAME(panel)(4, 2, i, i + 4, n, &s);
+        FD_NAME(panel_FD_ROWS)(0, i, n, &s);
+#if FD_ROWS > 4
+        if (m - i >= 4) {
+            FD_NAME(panel_4)(i, i + 4, n, &s);
             i += 4;
         }
+#endif
         if (m - i >= 2) {
-            FD_NAME(panel)(2, 4, i, i + 2, n, &s);
+            FD_NAME(panel_2)(i, i + 2, n, &s);
             i += 2;
         }
         if (m - i == 1)
-            FD_NAME(panel)(1, FD_WIDE, i, m, n, &s);
+            FD_NAME(panel_1)(i, m, n, &s);
     }
 }
 
@@ -298,7 +364,7 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(packed_strip
 static FD_TARGET int FD_NAME(gemm_packed)(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t lda,
         const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
-        int accumulate)
+        int accumulate, int relu)
 {
     ptrdiff_t kc_max = k < FD_KC ? (k > 0 ? k : 1) : FD_KC;
     ptrdiff_t nc_max = FD_PACKED_B_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_KC);
@@ -323,7 +389,7 @@ static FD_TARGET int FD_NAME(gemm_packed)(
                 .B = packed_b, .ldb = FD_LANES, .b_gs = FD_LANES * kc, .k_direct = kc, .tail = NULL,
                 .packed = 1,
                 .start = p0 > 0 || accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
-                .bias = bias ? bias + j0 : NULL, .C = C + j0, .ldc = ldc,
+                .relu = relu && p0 + kc >= k, .bias = bias ? bias + j0 : NULL, .C = C + j0, .ldc = ldc,
             };
             ptrdiff_t j = 0;
             for (; j + FD_LANES <= nc; j += FD_LANES)

@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>  /* masked loads and stores of partial vectors */
+#endif
 
 #define FD_CAT3_(a, b, c) a##_##b##_##c
 #define FD_CAT3(a, b, c) FD_CAT3_(a, b, c)
@@ -25,20 +28,27 @@
 #define FD_RUNTIME_DISPATCH 1
 /* 2: AVX-512F, 1: AVX2 + FMA, 0: neither. The environment variable FUSEDENSE_SIMD (generic,
  * avx2) caps it, so that tests can run every build on one machine. */
-static int fd_simd_level(void)
+static int fd_simd_level_detected = -1;
+
+static __attribute__((noinline)) int fd_detect_simd_level(void)
 {
-    static int level = -1;
-    if (level < 0) {
-        const char *cap = getenv("FUSEDENSE_SIMD");
-        __builtin_cpu_init();
-        level = __builtin_cpu_supports("avx512f") ? 2
-              : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
-        if (cap && strcmp(cap, "generic") == 0)
-            level = 0;
-        else if (cap && strcmp(cap, "avx2") == 0 && level > 1)
-            level = 1;
-    }
+    const char *cap = getenv("FUSEDENSE_SIMD");
+    int level;
+    __builtin_cpu_init();
+    level = __builtin_cpu_supports("avx512f") ? 2
+          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+    if (cap && strcmp(cap, "generic") == 0)
+        level = 0;
+    else if (cap && strcmp(cap, "avx2") == 0 && level > 1)
+        level = 1;
+    fd_simd_level_detected = level;
     return level;
+}
+
+/* inlined at every dispatch (act_rows dispatches once per row): one load and compare */
+static inline int fd_simd_level(void)
+{
+    return fd_simd_level_detected >= 0 ? fd_simd_level_detected : fd_detect_simd_level();
 }
 #define FD_PICK(name, t) (fd_simd_level() == 2 ? FD_CAT3(name, t, avx512)                     \
                           : fd_simd_level() == 1 ? FD_CAT3(name, t, avx2) : FD_CAT3(name, t, generic))

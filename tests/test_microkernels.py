@@ -52,8 +52,9 @@ def test_products_match_float64_at_every_edge_shape(dtype):
 
 @pytest.mark.parametrize("simd", ["generic", "avx2"])
 def test_narrower_simd_builds_match_float64_at_every_edge_shape(simd):
-    """The SSE2 and AVX2 builds of the kernels, on a CPU that would pick a wider one."""
-    run_in_simd_build(simd, "test_microkernels", "check_every_edge_shape")
+    """The SSE2 and AVX2 builds of the kernels, on a CPU that would pick a wider one (their
+    partial vectors: element loops, AVX2's masked loads and stores), relu in the product too."""
+    run_in_simd_build(simd, "test_microkernels", "check_every_edge_shape", "check_relu_in_the_product")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -71,3 +72,35 @@ def test_a_row_gets_the_same_bits_at_every_batch_size(dtype):
         y = np.empty((m, n), dtype)
         layers.dense_forward(x[-m:], W, b, 0, 0.0, y, None)
         np.testing.assert_array_equal(y[-1], alone[0])
+
+
+def relu_of(z):
+    """The registry's relu on finished products: z <= 0 gives +0 (also -0), NaN passes."""
+    return np.where(z <= 0, np.zeros_like(z), z)
+
+
+def check_relu_in_the_product(dtype_name):
+    """dense_forward with relu and no z applies the relu as the tiles are written back: the
+    same bits as the product followed by the relu, at every edge shape, with NaN, ±inf and
+    -0 among the products."""
+    dtype = np.dtype(dtype_name).type
+    rng = np.random.default_rng(13)
+    for m in BATCHES:
+        for k in (1, 257):  # one k slice; past it (only the last slice applies the relu)
+            x = rng.standard_normal((m, k)).astype(dtype)
+            x[0, 0] = np.nan if m > 1 else x[0, 0]  # a NaN row (the first), other rows finite
+            x[-1, 0] = np.inf
+            W = rng.standard_normal((k, max(WIDTHS))).astype(dtype)
+            W[0, :3] = (0, 1, -1)  # the last row's products: inf*0 = NaN, +inf, -inf
+            for n in WIDTHS:
+                Wn, b = np.ascontiguousarray(W[:, :n]), np.zeros(n, dtype)
+                b[::2] = -0.0
+                product, y = np.empty((m, n), dtype), np.empty((m, n), dtype)
+                layers.dense_forward(x, Wn, b, 0, 0.0, product, None)
+                layers.dense_forward(x, Wn, b, 1, 0.0, y, None)
+                assert y.tobytes() == relu_of(product).tobytes(), (m, k, n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_applied_in_the_product_matches_the_product_then_relu(dtype):
+    check_relu_in_the_product(np.dtype(dtype).name)

@@ -37,7 +37,8 @@ def one_thread():
 def check_packed_shapes(dtype_name):
     """dense_forward at every shape of this module against float64 products of the same
     numbers, and each row bit-identical to that row computed alone (batch 1: the in-place
-    micro-kernel), so the packed copies change nothing in the arithmetic."""
+    micro-kernel), so the packed copies change nothing in the arithmetic; with relu, the
+    product's bits then relu."""
     layers.set_num_threads(1)  # the packed path is the one-thread one (in-process, one_thread restores)
     dtype = np.dtype(dtype_name).type
     rng = np.random.default_rng(11)
@@ -55,6 +56,10 @@ def check_packed_shapes(dtype_name):
             for r in {0, m - 1}:
                 layers.dense_forward(x[r:r + 1], W, b, 0, 0.0, alone, None)
                 np.testing.assert_array_equal(y[r], alone[0])
+            if m in (BATCHES[0], BATCHES[-1]):  # relu applied as the packed tiles are written back
+                y_relu = np.empty_like(y)
+                layers.dense_forward(x[:m], W, b, 1, 0.0, y_relu, None)
+                np.testing.assert_array_equal(y_relu, np.where(y <= 0, 0, y))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
