@@ -15,8 +15,8 @@ from abi cimport LOSS_SPARSE_XENT
 from act cimport exp_nonpos
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from fusedense._kernels.layers cimport (check_labels, check_network, check_training, forward_plan,
-                                        forward_scratch_size, network_forward, train_gradients,
-                                        train_work_size, network_threads)
+                                        forward_scratch_size, layers_tile, network_forward,
+                                        train_gradients, train_work_size, network_threads)
 from optim cimport Optimizer, optimizer_pass
 from real cimport real
 
@@ -121,19 +121,25 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
     cdef real* sp = <real*>cnp.PyArray_DATA(opt_state)
     cdef const int64_t* lab = <int64_t*>cnp.PyArray_DATA(labels)
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
-    cdef Py_ssize_t n_x = B * context * width
+    cdef Py_ssize_t n_x = B * context * width, n_table = vocab_size * width
     cdef int threads = network_threads(B, lay, L, sizeof(real))
+    # layers tiling params behind the table take their step inside the gradient pass (as in
+    # mlp_train_step), the table after its scatter-add; otherwise one pass updates all
+    cdef bint fused = layers_tile(lay, L, n_table, P)
     cdef real* x = <real*>malloc((2 * n_x + train_work_size(B, lay, L)) * sizeof(real))
     cdef double loss
     if x == NULL:
         raise MemoryError()
     with nogil:  # x, then dLoss/dx, then the gradient pass's work
         gather(tok, B, context, pp, width, x)
-        loss = train_gradients(B, x, lab, NULL, pp, gp, P, lay, al, L, LOSS_SPARSE_XENT,
-                               x + 2 * n_x, threads, x + n_x, op)
-        memset(gp, 0, vocab_size * width * sizeof(real))
+        if not fused:  # gaps get a zero gradient, as in the reference
+            memset(gp, 0, P * sizeof(real))
+        loss = train_gradients(B, x, lab, NULL, pp, gp, lay, al, L, LOSS_SPARSE_XENT,
+                               x + 2 * n_x, threads, x + n_x, op, &opt if fused else NULL,
+                               sp, sp + P)
+        memset(gp, 0, n_table * sizeof(real))
         scatter_add(tok, B, context, x + n_x, width, gp)
-        optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
+        optimizer_pass(&opt, pp, gp, sp, sp + P, 0, n_table if fused else P, threads)
     free(x)
     return loss
 

@@ -21,7 +21,7 @@ from act cimport (act_backward_row, bias_act_forward_row, check_act, exp_nonpos,
                  needs_z, r_log, r_log1p, relu, sigmoid)
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from gemm cimport blas_gemm, matmul, micro_gemm_nb, packed_gemm_nb, transpose, worth_blas, worth_packing
-from optim cimport Optimizer, optimizer_pass
+from optim cimport Optimizer, optimizer_pass, optimizer_update
 from real cimport real
 
 cnp.import_array()
@@ -412,9 +412,10 @@ cdef double output_loss(int loss_id, Py_ssize_t B, Py_ssize_t C, const real* log
     return total * scale
 
 
-cdef bint packed(const int64_t* lay, Py_ssize_t L, Py_ssize_t n_params) noexcept nogil:
-    """True when the layers tile params exactly (as make_layout lays them out)."""
-    cdef Py_ssize_t l, end = 0
+cdef bint layers_tile(const int64_t* lay, Py_ssize_t L, Py_ssize_t start,
+                      Py_ssize_t n_params) noexcept nogil:
+    """True when the layers tile params[start:] exactly (as make_layout lays them out)."""
+    cdef Py_ssize_t l, end = start
     for l in range(L):
         if lay[4 * l] != end:
             return False
@@ -466,12 +467,16 @@ cdef enum:
 cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
                          const real* inp, const real* Wt, real* dW, real* db, real* dx,
                          int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
+                         const Optimizer* opt, real* W, real* first, real* second,
                          int threads) noexcept nogil:
     """One layer's backward on the micro-kernel path as independent tasks over OpenMP
     threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz), and unless dx is NULL,
     row blocks of dx = dz Wᵀ (Wt holds Wᵀ, n x k), each turned at once into the previous
-    layer's dz. Every output element has one writer: no races, no reductions, and the same
-    result for any thread count."""
+    layer's dz. Unless opt is NULL, each slice of W (and b, which follows W) takes its
+    optimizer step right after its gradient, while that is still in L1 (nothing reads W
+    any more: dx reads the copy Wt); first and second: the optimizer state, indexed like W.
+    Every output element has one writer: no races, no reductions, and the same result for
+    any thread count."""
     cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS
     cdef Py_ssize_t n_dx = (B + DX_ROWS - 1) // DX_ROWS if dx != NULL else 0
     cdef Py_ssize_t task, i0, rows, r
@@ -481,8 +486,12 @@ cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* d
             i0 = task * DW_ROWS
             rows = min(DW_ROWS, k - i0)
             micro_gemm_nb(rows, n, B, inp + i0, 1, k, dz, n, NULL, dW + i0 * n, n, False)
+            if opt != NULL:
+                optimizer_update(opt, W, dW, first, second, i0 * n, rows * n)
         elif task == n_dW:
             column_sums(dz, B, n, db)
+            if opt != NULL:
+                optimizer_update(opt, W, dW, first, second, k * n, n)
         else:
             i0 = (task - n_dW - 1) * DX_ROWS
             rows = min(DX_ROWS, B - i0)
@@ -508,15 +517,24 @@ cdef Py_ssize_t train_work_size(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) 
     return n_work + 2 * B * widest(lay, L) + biggest
 
 
+cdef inline real* shifted(real* a, Py_ssize_t by) noexcept nogil:
+    return NULL if a == NULL else a + by
+
+
 cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
-                            const real* targets, const real* params, real* grads,
-                            Py_ssize_t n_params, const int64_t* lay, const double* alphas,
-                            Py_ssize_t L, int loss_id, real* work, int threads,
-                            real* dx, real* outputs) noexcept nogil:
+                            const real* targets, real* params, real* grads,
+                            const int64_t* lay, const double* alphas, Py_ssize_t L,
+                            int loss_id, real* work, int threads, real* dx, real* outputs,
+                            const Optimizer* opt, real* first, real* second) noexcept nogil:
     """Forward keeping z and y of every layer (a copy of the outputs in ``outputs`` unless it
     is NULL), the loss, backward from the last layer down (dz of each layer is made as soon
-    as its dy is) into grads; dx = dLoss/dx too unless it is NULL (an embedding in front of
-    the network needs it). Returns the loss.
+    as its dy is) into the layers' W and b in grads (the rest of grads is left as it is);
+    dx = dLoss/dx too unless it is NULL (an embedding in front of the network needs it).
+    Returns the loss.
+    Unless opt is NULL, each layer's W and b also take the optimizer step (state first and
+    second, indexed like params) as soon as their gradient is complete and nothing reads
+    them any more: the update runs while the gradient is in cache instead of in a pass of
+    its own over the whole buffer. The layers must not overlap (each element updated once).
     Small weights: micro-kernels over `threads` OpenMP threads; large: BLAS.
     work: train_work_size elements (z and y per layer, two gradient buffers, one Wᵀ)."""
     cdef Py_ssize_t l, r, k, n, offset, width = widest(lay, L), used = 0
@@ -549,8 +567,6 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
         for r in range(B):
             act_backward_row(<int>lay[4 * (L - 1) + 3], <real>alphas[L - 1], dcur + r * n,
                              z_of[L - 1] + r * n, y_of[L - 1] + r * n, dcur + r * n, n)
-    if not packed(lay, L, n_params):  # gaps in params get a zero gradient, as in the reference
-        memset(grads, 0, n_params * sizeof(real))
     for l in range(L - 1, -1, -1):  # dcur holds this layer's dz
         offset, k, n = lay[4 * l], lay[4 * l + 1], lay[4 * l + 2]
         dW = grads + offset
@@ -561,13 +577,16 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
             backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, dW + k * n,
                            d_in, <int>lay[4 * (l - 1) + 3] if l > 0 else ACT_IDENTITY,
                            <real>alphas[l - 1] if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
-                           y_of[l - 1] if l > 0 else NULL, threads)
+                           y_of[l - 1] if l > 0 else NULL, opt, params + offset,
+                           shifted(first, offset), shifted(second, offset), threads)
         else:
             layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
                            NULL, ACT_IDENTITY, 0, dcur, d_in, dW, dW + k * n)
             for r in range(B if l > 0 else 0):
                 act_backward_row(<int>lay[4 * (l - 1) + 3], <real>alphas[l - 1], dnext + r * k,
                                  z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)
+            if opt != NULL:  # after dx, the last reader of W
+                optimizer_pass(opt, params, grads, first, second, offset, offset + k * n + n, threads)
         dcur, dnext = dnext, dcur
     return loss
 
@@ -628,12 +647,19 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layo
     cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
     cdef double loss
     cdef int threads = network_threads(B, lay, L, sizeof(real))
+    # layers tiling params (as make_layout lays them out) take their step inside the gradient
+    # pass; otherwise gaps get a zero gradient, as in the reference, and one pass updates all
+    cdef bint fused = layers_tile(lay, L, 0, P)
     cdef real* work = <real*>malloc(train_work_size(B, lay, L) * sizeof(real))
     if work == NULL:
         raise MemoryError()
     with nogil:
-        loss = train_gradients(B, xp, lab, tp, pp, gp, P, lay, al, L, loss_id, work, threads, NULL, op)
-        optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
+        if not fused:
+            memset(gp, 0, P * sizeof(real))
+        loss = train_gradients(B, xp, lab, tp, pp, gp, lay, al, L, loss_id, work, threads, NULL, op,
+                               &opt if fused else NULL, sp, sp + P)
+        if not fused:
+            optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
     free(work)
     return loss
 

@@ -1,9 +1,13 @@
 /* Optimizer updates over a range of the flat parameter buffer (optimizers_body.h): plain
- * loops, auto-vectorized per ISA by simd_instantiate.h (AVX-512 does 16 floats per step). */
+ * loops, auto-vectorized per ISA by simd_instantiate.h (AVX-512 does 16 floats per step), and
+ * float Adam written with vectors on AVX2 / AVX-512 (a reciprocal estimate, see the body). */
 #ifndef FUSEDENSE_OPTIMIZERS_H
 #define FUSEDENSE_OPTIMIZERS_H
 
 #include <float.h> /* FLT_MIN, DBL_MIN: adam_update flushes denormal moments */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h> /* the square root and reciprocal estimate of float Adam */
+#endif
 
 #include "simd.h"
 

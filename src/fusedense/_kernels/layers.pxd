@@ -23,8 +23,10 @@ cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const
 cdef int network_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,
                           size_t itemsize) noexcept nogil
 cdef Py_ssize_t train_work_size(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) noexcept nogil
+cdef bint layers_tile(const int64_t* lay, Py_ssize_t L, Py_ssize_t start,
+                      Py_ssize_t n_params) noexcept nogil
 cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
-                            const real* targets, const real* params, real* grads,
-                            Py_ssize_t n_params, const int64_t* lay, const double* alphas,
-                            Py_ssize_t L, int loss_id, real* work, int threads,
-                            real* dx, real* outputs) noexcept nogil
+                            const real* targets, real* params, real* grads,
+                            const int64_t* lay, const double* alphas, Py_ssize_t L,
+                            int loss_id, real* work, int threads, real* dx, real* outputs,
+                            const Optimizer* opt, real* first, real* second) noexcept nogil
