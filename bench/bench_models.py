@@ -1,6 +1,7 @@
 """Model-level benchmarks: training throughput and inference latency of the fronts.
 
     python -m pytest bench/bench_models.py --benchmark-group-by=group
+    python bench/bench_models.py          # the issue-5 bars in alternating rounds (median ratios)
 
 Every side is checked before it is timed (it must learn / give the same outputs). The bars
 (issue #5): the Sequential fit >= 3x the NumPy loop and >= 2x PyTorch eager; fd.MLPClassifier
@@ -14,15 +15,20 @@ Every side is checked before it is timed (it must learn / give the same outputs)
 - ``fashion-mnist``: the Keras example trained 10 epochs on all of Fashion-MNIST; asserts test
   accuracy >= 0.87 (a bar too slow for the test suite: ~70 s on the numpy backend).
 """
+import argparse
+import sys
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 import fusedense as fd
 from fusedense import _backends
+from fusedense.benchmarking import timing
 from fusedense.benchmarking.systems import FusedenseAPI, NumpyUser, Torch
 from fusedense.benchmarking.workloads import CHECK_TOLERANCE, Problem, check_error
+from fusedense.threads import threads_limited
 
 N_TRAIN, N_IN, HIDDEN, N_CLASSES, BATCH = 4096, 784, (128, 64), 10, 32
 
@@ -35,9 +41,41 @@ def _loaded_backends():
 
 BACKENDS = _loaded_backends()
 
+#: Every side runs on one thread (fusedense, NumPy's and scikit-learn's BLAS, PyTorch), as
+#: ``fusedense bench --threads 1``: on a shared 2-core machine, pools that spin against each other
+#: or against other processes made PyTorch's batch-32 epoch ~70x slower, and OMP_NUM_THREADS
+#: alone leaves fusedense (which defaults to the usable cores) and PyTorch on two.
+THREADS = 1
+
+
+@contextmanager
+def one_thread_everywhere():
+    with threads_limited(THREADS):
+        try:
+            import torch
+        except ImportError:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _every_side_on_one_thread():
+    with one_thread_everywhere():
+        yield
+
 
 @pytest.fixture(scope="module")
 def data():
+    return fit_data()
+
+
+def fit_data():
     """Fashion-MNIST images when installed (else random images with a learnable rule)."""
     try:
         (x, y), _ = fd.datasets.load_fashion_mnist()
@@ -154,6 +192,10 @@ DTYPES = ["float64", "float32"]
 @pytest.fixture(scope="module")
 def digits():
     pytest.importorskip("sklearn")
+    return digits_split()
+
+
+def digits_split():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     X, y = load_digits(return_X_y=True)
@@ -240,3 +282,46 @@ def test_fashion_mnist_keras_example_reaches_87_percent(benchmark, backend):
 
     model = benchmark.pedantic(train, rounds=1, iterations=1)
     assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.87
+
+
+# --- the bars in alternating rounds -------------------------------------------------------------
+
+def _alternating(title, runs, rounds):
+    """Times ``runs`` (name → call; the first is fusedense) in alternating rounds, one call each,
+    and prints each side's median and the median per-round ratio against the first."""
+    times = timing.interleaved(runs, dict.fromkeys(runs, 1), rounds)
+    ours, *others = runs
+    print(f"\n{title} ({rounds} alternating rounds, median ms)")
+    for name, seconds in times.items():
+        ratio = "" if name == ours else f"   {ours} is {np.median(np.divide(seconds, times[ours])):.2f}x faster"
+        print(f"  {name:28s} {np.median(seconds) * 1e3:9.1f}{ratio}")
+
+
+def main(argv=None):
+    """Issue #5's speed bars timed in alternating rounds, every side on one thread: steadier on a
+    busy machine than pytest-benchmark's rounds, which time one side after the other."""
+    parser = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    with one_thread_everywhere():
+        x, y = fit_data()
+        runs = {"fusedense-cython Sequential": lambda: _keras_model("cython").fit(x, y, epochs=1, batch_size=BATCH, verbose=0),
+                "NumPy loop": lambda: _numpy_training_epoch(x, y)}
+        try:
+            import torch
+            runs["PyTorch eager loop"] = lambda: _torch_training_epoch(torch, x, y)
+        except ImportError:
+            pass
+        _alternating(f"Keras example, one epoch of {N_TRAIN} images at batch {BATCH}", runs, args.rounds)
+        from sklearn.neural_network import MLPClassifier
+        Xtr, _, ytr, _ = digits_split()
+        for dtype in DTYPES:
+            X = Xtr.astype(dtype)
+            _alternating(f"MLPClassifier on digits, {dtype}", {
+                "fusedense-cython": lambda: _fit(lambda **kw: fd.MLPClassifier(backend="cython", **kw), X, ytr),
+                "scikit-learn": lambda: _fit(MLPClassifier, X, ytr)}, args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
