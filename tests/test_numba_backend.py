@@ -129,6 +129,25 @@ def test_tiled_matmul_covers_every_row_and_column_edge(dtype, n_cols, rng):
             np.testing.assert_array_equal(alone[0], out[i])
 
 
+def test_tiled_matmul_streams_the_rows_left_beside_a_large_b_with_the_same_bits(dtype, rng):
+    """With b of LARGE_B_BYTES or more, the rows after the TILE_ROWS-row tiles are streamed
+    (4, 2, then 1 at a time): the same sums as the lone-row tiles, which compute them when b is
+    split into two halves below the threshold."""
+    n_cols = 1001
+    depth = gemm.LARGE_B_BYTES // (n_cols * np.dtype(dtype).itemsize) + 1
+    b = rng.normal(size=(depth, n_cols)).astype(dtype)
+    halves = np.ascontiguousarray(b[:, :500]), np.ascontiguousarray(b[:, 500:])
+    for batch in range(1, gemm.TILE_ROWS + 8):
+        a = rng.normal(size=(batch, depth)).astype(dtype)
+        streamed = np.full((batch, n_cols), np.nan, dtype)
+        gemm.tiled_matmul(a, b, streamed)
+        for half, columns in zip(halves, (slice(0, 500), slice(500, None))):
+            in_tiles = np.full((batch, half.shape[1]), np.nan, dtype)
+            gemm.tiled_matmul(a, half, in_tiles)
+            np.testing.assert_array_equal(streamed[:, columns], in_tiles)
+    assert_close(streamed, a.astype(np.float64) @ b, dtype, 4)
+
+
 def _packed_chunk_columns(dtype):
     """Columns of b that packed_matmul copies at a time (the second chunk starts past them)."""
     width = gemm.TILE_BYTES // np.dtype(dtype).itemsize
@@ -155,12 +174,13 @@ def test_packed_matmul_gives_the_tiled_bits_across_slices_chunks_and_row_tiles(d
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("batch", [gemm.PACKED_MIN_ROWS - 1, gemm.PACKED_MIN_ROWS, 37])
+@pytest.mark.parametrize("batch", [gemm.PACKED_MIN_ROWS - 1, gemm.PACKED_MIN_ROWS, 37,
+                                   gemm.PACKED_MAX_ROWS, gemm.PACKED_MAX_ROWS + 1])
 def test_dense_layer_with_a_large_weight_matches_reference_on_both_sides_of_packing(
         dtype, batch, threads, rng):
-    """W of PACKED_MIN_B_BYTES: packed copies from PACKED_MIN_ROWS rows on one thread, BLAS
-    below them or with more threads (BLAS then runs in parallel)."""
-    n_in, n_out = 1024, gemm.PACKED_MIN_B_BYTES // (1024 * np.dtype(dtype).itemsize)
+    """W of LARGE_B_BYTES: packed copies for PACKED_MIN_ROWS to PACKED_MAX_ROWS rows on
+    one thread, BLAS outside them or with more threads (BLAS then runs in parallel)."""
+    n_in, n_out = 1024, gemm.LARGE_B_BYTES // (1024 * np.dtype(dtype).itemsize)
     x = rng.normal(size=(batch, n_in)).astype(dtype)
     W = (rng.normal(size=(n_in, n_out)) / 32).astype(dtype)
     b = rng.normal(size=n_out).astype(dtype)
@@ -170,7 +190,7 @@ def test_dense_layer_with_a_large_weight_matches_reference_on_both_sides_of_pack
         packs = gemm.worth_packing(batch, n_out, n_in, np.dtype(dtype).itemsize)
     finally:
         fd.set_num_threads(previous)
-    assert packs == (threads == 1 and batch >= gemm.PACKED_MIN_ROWS)
+    assert packs == (threads == 1 and gemm.PACKED_MIN_ROWS <= batch <= gemm.PACKED_MAX_ROWS)
     assert_close(y, reference.dense_forward(x, W, b, get_activation("gelu"), 0.0)[0], dtype, 4)
 
 
