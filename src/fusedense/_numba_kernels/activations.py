@@ -43,6 +43,12 @@ def tanh(z):
     return math.copysign(-m / (2.0 + m), x)
 
 
+@inline_kernel
+def gelu(z):
+    """The tanh approximation of GELU, through the branch-free tanh above (vectorises)."""
+    return 0.5 * z * (1.0 + tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)))
+
+
 @kernel
 def sigmoid(z):
     e = math.exp(-abs(z))  # exp of a non-positive number: never overflows
@@ -65,7 +71,7 @@ def forward_scalar(z, act_id, alpha):
     if act_id == TANH:
         return tanh(z)
     if act_id == GELU:
-        return 0.5 * z * (1.0 + tanh(_SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)))
+        return gelu(z)
     if act_id == GELU_ERF:
         return 0.5 * z * (1.0 + math.erf(z * _INV_SQRT_2))
     if act_id == SILU:
@@ -143,9 +149,25 @@ def log_softmax_row(z, y):
 
 
 @inline_kernel
-def _tanh_row(z, y):
-    for j in range(z.size):
-        y[j] = tanh(z[j])
+def _branch_free(z, act_id):
+    """tanh or gelu: act_id is a constant at every call site, so the test folds away and the
+    loop around this call vectorises."""
+    return tanh(z) if act_id == TANH else gelu(z)
+
+
+@inline_kernel
+def _branch_free_row(z, act_id, y):
+    """y = act(z) for tanh or gelu, in a loop of its own that LLVM vectorises (a loop around
+    forward_scalar, which switches on the id per element, ran at ~29 ns per element for gelu
+    against ~1 ns in the Cython kernel)."""
+    if y.ctypes.data == z.ctypes.data:
+        # in place: one array in the loop. With two, LLVM's overlap check at run time
+        # sends the vectorised loop to its scalar fallback (5x slower) when they coincide.
+        for j in range(z.size):
+            z[j] = _branch_free(z[j], act_id)
+    else:
+        for j in range(z.size):
+            y[j] = _branch_free(z[j], act_id)
 
 
 @inline_kernel
@@ -162,13 +184,10 @@ def activation_row(z, act_id, alpha, y):
     elif act_id == RELU:
         for j in range(n):
             y[j] = 0.0 if z[j] <= 0 else z[j]
-    elif act_id == TANH:  # its own loop: the common hidden activation, vectorised
-        if y.ctypes.data == z.ctypes.data:
-            # in place: one array in the loop. With two, LLVM's overlap check at run time
-            # sends the vectorised loop to its scalar fallback (5x slower) when they coincide.
-            _tanh_row(z, z)
-        else:
-            _tanh_row(z, y)
+    elif act_id == TANH:  # common hidden activations: loops of their own, vectorised
+        _branch_free_row(z, TANH, y)
+    elif act_id == GELU:
+        _branch_free_row(z, GELU, y)
     else:
         for j in range(n):
             y[j] = forward_scalar(z[j], act_id, alpha)
