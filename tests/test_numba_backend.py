@@ -13,7 +13,7 @@ import pytest
 import fusedense as fd
 from fusedense import reference
 from fusedense._numba_kernels import dense, gemm, jit, mlp, optimizers
-from fusedense.activations import BY_ID, activation_vjp, get_activation
+from fusedense.activations import BY_ID, activation_forward, activation_vjp, get_activation
 from fusedense.layout import make_layout
 
 from support import assert_close
@@ -192,6 +192,36 @@ def test_dense_layer_with_a_large_weight_matches_reference_on_both_sides_of_pack
         fd.set_num_threads(previous)
     assert packs == (threads == 1 and gemm.PACKED_MIN_ROWS <= batch <= gemm.PACKED_MAX_ROWS)
     assert_close(y, reference.dense_forward(x, W, b, get_activation("gelu"), 0.0)[0], dtype, 4)
+
+
+EXTREMES = [-1000.0, -745.0, -709.0, -100.0, -30.0, -1e-8, -0.0, 0.0, 1e-8, 0.5, 30.0, 100.0,
+            1000.0, np.inf, -np.inf, np.nan]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "gelu", "sigmoid", "silu"])
+def test_vectorised_activation_loops_match_reference_at_extreme_inputs(dtype, activation, rng):
+    """The branch-free row loops (fastexp inside) in place and not, over rows crossing the
+    vector widths: saturation, ±inf, NaN, ±0 and inputs below e^x's normal range as the
+    reference (which computes in float64 what these loops round to the dtype), and gelu's
+    derivative."""
+    act = get_activation(activation)
+    z = np.concatenate([EXTREMES, rng.normal(scale=4, size=21)]).astype(dtype).reshape(1, -1)
+    with np.errstate(all="ignore"):  # inf - inf inside the reference forms
+        expected = activation_forward(act, z.astype(np.float64), 0.0)
+        y = fd.activate(z, activation, backend="numba")
+        in_place = np.empty_like(z)  # z = 1 @ 0 + b, then y = act(z) in place
+        dense.dense_rows(np.ones((1, 1), dtype), np.zeros((1, z.shape[1]), dtype), z[0], act.id,
+                         0.0, in_place, in_place)
+    for got in (y, in_place):
+        assert_close(got, expected, dtype)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    if activation == "gelu":
+        dy = rng.normal(size=z.shape).astype(dtype)
+        finite = np.isfinite(z)
+        with np.errstate(all="ignore"):
+            got = fd.activation_grad(dy, z=z, activation="gelu", backend="numba")
+            want = activation_vjp(act, dy.astype(np.float64), z.astype(np.float64), None, 0.0)
+        assert_close(got[finite], want[finite], dtype)
 
 
 def test_mlp_forward_kernel_asks_for_a_larger_workspace_before_computing(rng):
