@@ -13,7 +13,7 @@ import pytest
 import fusedense as fd
 from fusedense import reference
 from fusedense._numba_kernels import dense, gemm, jit, mlp, optimizers
-from fusedense.activations import BY_ID, activation_vjp, get_activation
+from fusedense.activations import BY_ID, activation_forward, activation_vjp, get_activation
 from fusedense.layout import make_layout
 
 from support import assert_close
@@ -129,6 +129,101 @@ def test_tiled_matmul_covers_every_row_and_column_edge(dtype, n_cols, rng):
             np.testing.assert_array_equal(alone[0], out[i])
 
 
+def test_tiled_matmul_streams_the_rows_left_beside_a_large_b_with_the_same_bits(dtype, rng):
+    """With b of LARGE_B_BYTES or more, the rows after the TILE_ROWS-row tiles are streamed
+    (4, 2, then 1 at a time): the same sums as the lone-row tiles, which compute them when b is
+    split into two halves below the threshold."""
+    n_cols = 1001
+    depth = gemm.LARGE_B_BYTES // (n_cols * np.dtype(dtype).itemsize) + 1
+    b = rng.normal(size=(depth, n_cols)).astype(dtype)
+    halves = np.ascontiguousarray(b[:, :500]), np.ascontiguousarray(b[:, 500:])
+    for batch in range(1, gemm.TILE_ROWS + 8):
+        a = rng.normal(size=(batch, depth)).astype(dtype)
+        streamed = np.full((batch, n_cols), np.nan, dtype)
+        gemm.tiled_matmul(a, b, streamed)
+        for half, columns in zip(halves, (slice(0, 500), slice(500, None))):
+            in_tiles = np.full((batch, half.shape[1]), np.nan, dtype)
+            gemm.tiled_matmul(a, half, in_tiles)
+            np.testing.assert_array_equal(streamed[:, columns], in_tiles)
+    assert_close(streamed, a.astype(np.float64) @ b, dtype, 4)
+
+
+def _packed_chunk_columns(dtype):
+    """Columns of b that packed_matmul copies at a time (the second chunk starts past them)."""
+    width = gemm.TILE_BYTES // np.dtype(dtype).itemsize
+    return gemm.PACKED_B_BYTES // (np.dtype(dtype).itemsize * gemm.PACKED_K) // width * width
+
+
+@pytest.mark.parametrize("depth", [1, gemm.PACKED_K + 1, 2 * gemm.PACKED_K + 88])
+def test_packed_matmul_gives_the_tiled_bits_across_slices_chunks_and_row_tiles(dtype, depth, rng):
+    """The packed path adds the same products in the same order as the tiles: k slices carried
+    over in out, column chunks, the last partial strip, leftover rows in tiles of 4, 2 and 1,
+    a transposed a."""
+    for n_cols in (5, 33, _packed_chunk_columns(dtype) + 17):
+        b = rng.normal(size=(depth, n_cols)).astype(dtype)
+        for batch in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 23):
+            a = rng.normal(size=(batch, depth)).astype(dtype)
+            tiled, packed = (np.full((batch, n_cols), np.nan, dtype) for _ in range(2))
+            gemm.tiled_matmul(a, b, tiled)
+            gemm.packed_matmul(a, b, packed)
+            np.testing.assert_array_equal(packed, tiled)
+            packed_t = np.full_like(packed, np.nan)
+            gemm.packed_matmul(np.asfortranarray(a), b, packed_t)
+            np.testing.assert_array_equal(packed_t, tiled)
+        assert_close(packed, a.astype(np.float64) @ b, dtype, 4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [gemm.PACKED_MIN_ROWS - 1, gemm.PACKED_MIN_ROWS, 37,
+                                   gemm.PACKED_MAX_ROWS, gemm.PACKED_MAX_ROWS + 1])
+def test_dense_layer_with_a_large_weight_matches_reference_on_both_sides_of_packing(
+        dtype, batch, threads, rng):
+    """W of LARGE_B_BYTES: packed copies for PACKED_MIN_ROWS to PACKED_MAX_ROWS rows on
+    one thread, BLAS outside them or with more threads (BLAS then runs in parallel)."""
+    n_in, n_out = 1024, gemm.LARGE_B_BYTES // (1024 * np.dtype(dtype).itemsize)
+    x = rng.normal(size=(batch, n_in)).astype(dtype)
+    W = (rng.normal(size=(n_in, n_out)) / 32).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    previous = fd.set_num_threads(threads)
+    try:
+        y = fd.dense(x, W, b, activation="gelu", backend="numba")
+        packs = gemm.worth_packing(batch, n_out, n_in, np.dtype(dtype).itemsize)
+    finally:
+        fd.set_num_threads(previous)
+    assert packs == (threads == 1 and gemm.PACKED_MIN_ROWS <= batch <= gemm.PACKED_MAX_ROWS)
+    assert_close(y, reference.dense_forward(x, W, b, get_activation("gelu"), 0.0)[0], dtype, 4)
+
+
+EXTREMES = [-1000.0, -745.0, -709.0, -100.0, -30.0, -1e-8, -0.0, 0.0, 1e-8, 0.5, 30.0, 100.0,
+            1000.0, np.inf, -np.inf, np.nan]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "gelu", "sigmoid", "silu"])
+def test_vectorised_activation_loops_match_reference_at_extreme_inputs(dtype, activation, rng):
+    """The branch-free row loops (fastexp inside) in place and not, over rows crossing the
+    vector widths: saturation, ±inf, NaN, ±0 and inputs below e^x's normal range as the
+    reference (which computes in float64 what these loops round to the dtype), and gelu's
+    derivative."""
+    act = get_activation(activation)
+    z = np.concatenate([EXTREMES, rng.normal(scale=4, size=21)]).astype(dtype).reshape(1, -1)
+    with np.errstate(all="ignore"):  # inf - inf inside the reference forms
+        expected = activation_forward(act, z.astype(np.float64), 0.0)
+        y = fd.activate(z, activation, backend="numba")
+        in_place = np.empty_like(z)  # z = 1 @ 0 + b, then y = act(z) in place
+        dense.dense_rows(np.ones((1, 1), dtype), np.zeros((1, z.shape[1]), dtype), z[0], act.id,
+                         0.0, in_place, in_place)
+    for got in (y, in_place):
+        assert_close(got, expected, dtype)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    if activation == "gelu":
+        dy = rng.normal(size=z.shape).astype(dtype)
+        finite = np.isfinite(z)
+        with np.errstate(all="ignore"):
+            got = fd.activation_grad(dy, z=z, activation="gelu", backend="numba")
+            want = activation_vjp(act, dy.astype(np.float64), z.astype(np.float64), None, 0.0)
+        assert_close(got[finite], want[finite], dtype)
+
+
 def test_mlp_forward_kernel_asks_for_a_larger_workspace_before_computing(rng):
     layout, alphas, n = make_layout([13, 40, 7, 5], ["tanh", "relu", "softmax"])
     params = (rng.normal(size=n) * 0.3).astype(np.float32)
@@ -210,6 +305,7 @@ def test_kernels_run_as_plain_python_match_reference():
         from fusedense.activations import BY_ID, activation_vjp
         from fusedense.layout import make_layout
         from fusedense._backends import numba_backend as nb
+        from fusedense._numba_kernels import gemm
         assert numba.config.DISABLE_JIT and not hasattr(nb.dense.dense_rows, "signatures")
         rng = np.random.default_rng(7)
         def check(got, want):
@@ -234,6 +330,10 @@ def test_kernels_run_as_plain_python_match_reference():
         out = np.empty((3, 4))
         nb.mlp_forward(x, params, layout, alphas, out)
         check(out, reference.mlp_forward(x, params, layout, alphas))
+        a, b = rng.normal(size=(7, 260)), rng.normal(size=(260, 20))  # two k slices, 4+2+1 rows
+        out = np.empty((7, 20))
+        gemm.packed_matmul(a, b, out)
+        check(out, a @ b)
         hyper = np.array([abi.OPT_SGD, 0.1, 0.9, 0, 0, 0.01, 1, 0, 1], float)
         for loss_id, targets in [(abi.LOSS_SPARSE_XENT, np.array([0, 3, 1])),
                                  (abi.LOSS_MSE, rng.normal(size=(3, 4)))]:

@@ -4,7 +4,7 @@ Importing this package imports numba, so only the numba backend imports it (lazi
 use); ``import fusedense`` never does. One module per concern, mirroring the Cython kernels:
 
 - ``jit``          the one place where the njit options live
-- ``fastexp``      e^x - 1 for x <= 0 without libm, so that loops calling it vectorise
+- ``fastexp``      e^x - 1 and e^x for x <= 0 without libm, so that loops calling them vectorise
 - ``activations``  the registry's activations by integer id: forward and vector-Jacobian product
 - ``gemm``         matrix products: BLAS for large ones, register tiles for small ones
 - ``dense``        one dense layer: matmul + bias + activation, and its fused backward

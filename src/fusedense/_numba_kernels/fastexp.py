@@ -1,9 +1,9 @@
-"""e^x - 1 for x <= 0 written so that LLVM vectorises the loops calling it (the numba mirror
+"""e^x - 1 and e^x for x <= 0 written so that LLVM vectorises the loops calling them (the numba mirror
 of ``kernels/fastexp.h``): no libm call, no branch, no fast-math. Cody-Waite reduction
 x = n ln2 + r, |r| <= ln2/2, a degree-14 Taylor polynomial for e^r - 1 (within ~1 ulp in
 float64, the precision every activation here is computed in), and 2^n built from its bits;
-e^x - 1 = 2^n p + (2^n - 1) keeps full relative precision near 0 (n = 0 there). Below the
-smallest normal number the result is -1; NaN stays NaN.
+e^x - 1 = 2^n p + (2^n - 1) keeps full relative precision near 0 (n = 0 there), e^x = 2^n p + 2^n
+everywhere. Below the smallest normal number the results are -1 and 0; NaN stays NaN.
 """
 import numba
 import numpy as np
@@ -40,9 +40,8 @@ else:
 
 
 @inline_kernel
-def expm1_nonpos(x):
-    """e^x - 1 for x <= 0 (or NaN), in float64."""
-    c = _LOWEST if x < _LOWEST else x  # NaN < _LOWEST is false: NaN goes on
+def _reduced(c):
+    """(p, 2^n) with e^c = 2^n (1 + p): c = n ln2 + r, p = e^r - 1 (c >= _LOWEST or NaN)."""
     shifted = c * _LOG2_E + _ROUNDING
     n = shifted - _ROUNDING  # round(c / ln 2)
     r = (c - n * _LN2_HI) - n * _LN2_LO
@@ -51,4 +50,18 @@ def expm1_nonpos(x):
         1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
             1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (
                 1.0 / 6227020800.0 + r * (1.0 / 87178291200.0))))))))))))))
+    return p, scale
+
+
+@inline_kernel
+def expm1_nonpos(x):
+    """e^x - 1 for x <= 0 (or NaN), in float64."""
+    p, scale = _reduced(_LOWEST if x < _LOWEST else x)  # NaN < _LOWEST is false: NaN goes on
     return -1.0 if x < _LOWEST else p * scale + (scale - 1.0)
+
+
+@inline_kernel
+def exp_nonpos(x):
+    """e^x for x <= 0 (or NaN), in float64; 0 below the smallest normal number."""
+    p, scale = _reduced(_LOWEST if x < _LOWEST else x)
+    return 0.0 if x < _LOWEST else p * scale + scale

@@ -1,5 +1,6 @@
 """Matrix products for the layer kernels (the numba mirror of ``kernels/gemm.pxd``): BLAS
-(``np.dot``, the BLAS SciPy ships) for large shapes, register-tiled loops for small ones.
+(``np.dot``, the BLAS SciPy ships) for large shapes, register-tiled loops for small ones, the
+same tiles over packed copies for a large weight matrix at moderate batch sizes.
 
 Why tiles: a loop that adds ``a[i, k] * b[k, :]`` into a row of ``out`` for every k loads and
 stores that row once per k, so it runs at the speed of the cache, not of the FMA units. A tile
@@ -17,6 +18,7 @@ from llvmlite import binding as llvm
 from numba import carray, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
 
 from .jit import inline_kernel, kernel
 
@@ -46,6 +48,8 @@ def worth_blas(m, n, k):
 
 
 if numba.config.DISABLE_JIT:  # the kernels run as plain Python: the intrinsics cannot
+    _num_threads = numba.get_num_threads
+
     def _scratch(like, shape):
         return np.empty(shape, like.dtype)
 
@@ -55,6 +59,14 @@ if numba.config.DISABLE_JIT:  # the kernels run as plain Python: the intrinsics 
     def _columns(like, n_bytes):
         return n_bytes // like.itemsize
 else:
+    # numba.get_num_threads() in a kernel makes it and every kernel calling it uncacheable
+    # ("dynamic globals": it calls the threading layer through an address known only at run
+    # time); numba's own intrinsic calls it by symbol name, which the cache can store. The
+    # threading layer registers that symbol when it starts: start it now, before any cached
+    # kernel is loaded.
+    _launch_threads()
+    _num_threads = _iget_num_threads
+
     @intrinsic
     def _stack_tile(typingctx, like):
         """A pointer to STACK_BYTES of scratch for ``like``'s dtype on the stack (allocated in
@@ -94,20 +106,24 @@ else:
 
 
 @inline_kernel
-def _tile(a, b, out, i, j0, rows, width, n_cols):
-    """out[i:i+rows, j0:j0+n_cols] = a[i:i+rows] @ b[:, j0:j0+n_cols]. ``rows`` and ``width``
-    are constants at every call site (inlined: the loops over them unroll); n_cols <= width
-    (fewer at the right edge of out, where a test per column keeps the loads in bounds and
-    the loop scalar: a few columns of the product). Each element sums its k in
-    order, one FMA at a time, whatever the tile: a row's result does not depend on where it
-    sits in the batch."""
+def _tile(a, b, out, i, j0, b_j0, rows, width, n_cols, accumulate):
+    """out[i:i+rows, j0:j0+n_cols] (+)= a[i:i+rows] @ b[:, b_j0:b_j0+n_cols] (b_j0 = j0 but in
+    a packed copy of b); with ``accumulate`` (a constant at each call site: True on the packed
+    path) the sums start from out, else from 0. ``rows`` and
+    ``width`` are constants at every call site (inlined: the loops over them unroll); n_cols <=
+    width (fewer at the right edge of out, where a test per column keeps the loads in bounds
+    and the loop scalar: a few columns of the product). Each element sums its k in order, one
+    FMA at a time, whatever the tile (a sum carried over in out, in out's dtype, continues
+    exactly as if it had stayed in a register): a row's result does not depend on where it
+    sits in the batch, nor on the path that computed it."""
     acc = _scratch(out, (rows, width))
     av = _scratch(out, rows)
-    for r in range(rows):
-        for j in range(width):
-            acc[r, j] = 0.0
-    j0 = np.uint64(j0)
+    j0, b_j0 = np.uint64(j0), np.uint64(b_j0)
     full = n_cols == width
+    for r in range(rows):
+        out_r = out[np.uint64(i + r)]
+        for j in range(width):
+            acc[r, j] = out_r[j0 + np.uint64(j)] if accumulate and (full or j < n_cols) else 0.0
     for kk in range(a.shape[1]):
         k = np.uint64(kk)
         b_k = b[k]
@@ -115,7 +131,7 @@ def _tile(a, b, out, i, j0, rows, width, n_cols):
             av[r] = a[np.uint64(i + r), k]
         for j in range(width):
             if full or j < n_cols:
-                w = b_k[j0 + np.uint64(j)]
+                w = b_k[b_j0 + np.uint64(j)]
                 for r in range(rows):
                     acc[r, j] += av[r] * w
     for r in range(rows):
@@ -125,31 +141,180 @@ def _tile(a, b, out, i, j0, rows, width, n_cols):
                 out_r[j0 + np.uint64(j)] = acc[r, j]
 
 
+#: A b of at least this size does not fit L2 beside a and out (L2 is 1-4 MiB): it comes from
+#: memory, and the products read it in the order memory serves best (packed copies for a
+#: batch, streamed rows for a few rows).
+LARGE_B_BYTES = 1 << 22
+
+
 @kernel
 def tiled_matmul(a, b, out):
     """out = a @ b without BLAS (b and out C-contiguous; a any layout, read element-wise):
-    TILE_ROWS-row tiles, then lone rows (ROW_BYTES wide, the rest of the row TILE_BYTES wide)."""
+    TILE_ROWS-row tiles, then lone rows (ROW_BYTES wide, the rest of the row TILE_BYTES wide;
+    streamed when b is large)."""
     _prefer_wide_vectors()
     m, n = out.shape
     tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
     m_tiled = m - m % TILE_ROWS
     for j0 in range(0, n, tile_cols):
         for i in range(0, m_tiled, TILE_ROWS):
-            _tile(a, b, out, i, j0, TILE_ROWS, tile_cols, min(tile_cols, n - j0))
+            _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, min(tile_cols, n - j0), False)
+    if m_tiled < m and b.size * b.itemsize >= LARGE_B_BYTES:
+        _streamed_rows(a, b, out, m_tiled)
+        return
     n_row_tiled = n - n % row_cols
     for i in range(m_tiled, m):
         for j0 in range(0, n_row_tiled, row_cols):
-            _tile(a, b, out, i, j0, 1, row_cols, row_cols)
+            _tile(a, b, out, i, j0, j0, 1, row_cols, row_cols, False)
         for j0 in range(n_row_tiled, n, tile_cols):  # the rest: two vectors at a time
-            _tile(a, b, out, i, j0, 1, tile_cols, min(tile_cols, n - j0))
+            _tile(a, b, out, i, j0, j0, 1, tile_cols, min(tile_cols, n - j0), False)
+
+
+@inline_kernel
+def _stream(a, b, out, i, rows):
+    """out[i:i+rows] = a[i:i+rows] @ b with b read once, row after row (``rows`` a constant at
+    every call site). A lone row's tiles would read a large b in strips of columns, each k
+    step on a new page (measured at 1x1024x1024: 1.4x Cython's time, streamed 0.85x; at 4 rows
+    4.3x and 1.07x). The rows of out stay in cache, updated once per k: cache speed, several
+    times what memory delivers b at. Each element sums its k in order, one FMA at a time, as
+    in the tiles: the same bits."""
+    n = out.shape[1]
+    for r in range(rows):
+        out_r = out[np.uint64(i + r)]
+        for j in range(n):
+            out_r[j] = 0.0
+    for kk in range(a.shape[1]):
+        k = np.uint64(kk)
+        b_k = b[k]
+        for r in range(rows):
+            a_rk = a[np.uint64(i + r), k]
+            out_r = out[np.uint64(i + r)]
+            for j in range(n):
+                out_r[np.uint64(j)] += a_rk * b_k[np.uint64(j)]
+
+
+@kernel
+def _streamed_rows(a, b, out, first):
+    """Rows first.. of out (fewer than TILE_ROWS) streamed: four at a time, then two, then one.
+    A function of its own: its row views inside loops would keep LLVM from holding the
+    caller's tiles in registers (as in packed_matmul)."""
+    _prefer_wide_vectors()
+    m = out.shape[0]
+    i = first
+    if m - i >= 4:
+        _stream(a, b, out, i, 4)
+        i += 4
+    if m - i >= 2:
+        _stream(a, b, out, i, 2)
+        i += 2
+    if m - i == 1:
+        _stream(a, b, out, i, 1)
+
+
+#: The packed path (:func:`packed_matmul`, the numba mirror of the Cython kernels' gemm_packed
+#: and worth_packing) for a large b (LARGE_B_BYTES) and this many rows of a. Read in place, a
+#: large b is read from memory by every row tile (its rows 4 KiB apart
+#: at 1024 columns: every k step a new page, and the rows of a strip collide in the same L1
+#: sets); packed, each strip of b is read from memory once and then from L1. With fewer rows
+#: the copy costs more than it saves; with more, BLAS (which packs too) is faster (measured on
+#: one thread at 1024x1024: 1.25x Cython's time packed, 1.33x through BLAS at 64 rows;
+#: 1.16x / 1.13x at 96; 1.22x / 1.06x at 128), and with more than one thread BLAS runs in
+#: parallel where these loops do not.
+PACKED_MIN_ROWS = 16
+PACKED_MAX_ROWS = 64
+#: k slice of the copy: a strip (PACKED_K x TILE_BYTES, 16-32 KiB) stays in L1 while every row
+#: tile passes over it
+PACKED_K = 256
+#: the copy holds one k slice x as many columns as fit this (L2 is 1-4 MiB)
+PACKED_B_BYTES = 1 << 20
+
+
+@kernel
+def worth_packing(m, n, k, itemsize):
+    return (PACKED_MIN_ROWS <= m <= PACKED_MAX_ROWS and k * n * itemsize >= LARGE_B_BYTES
+            and _num_threads() == 1)
+
+
+@kernel
+def _pack_strips(b, p0, c0, strips, kc, nc):
+    """b[p0:p0+kc, c0:c0+nc] into strips of TILE_BYTES of columns, strips[s, p, l] =
+    b[p0 + p, c0 + s * width + l]: a strip is contiguous. Row by row, so that the reads of b
+    stream along its rows (the lanes past nc in the last strip are never read). Unsigned
+    indices, as in _tile: the copies are vector loads and stores."""
+    width = _columns(strips, TILE_BYTES)
+    n_whole = nc // width
+    for p in range(kc):
+        row = b[p0 + p]
+        for s in range(n_whole + (nc % width > 0)):
+            first = np.uint64(c0 + s * width)
+            n_cols = width if s < n_whole else nc % width
+            s_, p_ = np.uint64(s), np.uint64(p)
+            for l in range(width):
+                if n_cols == width or l < n_cols:
+                    strips[s_, p_, np.uint64(l)] = row[first + np.uint64(l)]
+
+
+@kernel
+def _strip_tiles(a, strip, out, j0, n_cols):
+    """out[:, j0:j0+n_cols] += a @ strip (one packed strip): TILE_ROWS-row tiles, the rest in
+    tiles of 4, 2 and 1 rows, all the strip's width. A function of its own (not inlined into
+    packed_matmul's loops, whose array views LLVM could not see through): there the tiles'
+    accumulators stayed in memory."""
+    _prefer_wide_vectors()
+    width = _columns(out, TILE_BYTES)
+    m = out.shape[0]
+    m_tiled = m - m % TILE_ROWS
+    for i in range(0, m_tiled, TILE_ROWS):
+        _tile(a, strip, out, i, j0, 0, TILE_ROWS, width, n_cols, True)
+    i = m_tiled
+    if TILE_ROWS > 4 and m - i >= 4:
+        _tile(a, strip, out, i, j0, 0, 4, width, n_cols, True)
+        i += 4
+    if m - i >= 2:
+        _tile(a, strip, out, i, j0, 0, 2, width, n_cols, True)
+        i += 2
+    if m - i == 1:
+        _tile(a, strip, out, i, j0, 0, 1, width, n_cols, True)
+
+
+@kernel
+def packed_matmul(a, b, out):
+    """out = a @ b through copies of b (GotoBLAS-style): one k slice (PACKED_K) and column
+    chunk (PACKED_B_BYTES) at a time, b is copied into contiguous strips of TILE_BYTES of
+    columns, and every row tile passes over a strip while it is in L1, continuing the sums held
+    in out (zeroed first: every tile of this path is the accumulating one). The same products
+    in the same order as tiled_matmul: the same bits."""
+    _prefer_wide_vectors()
+    m, n = out.shape
+    depth = a.shape[1]
+    out[:, :] = 0.0
+    if depth == 0:
+        return
+    width = _columns(out, TILE_BYTES)
+    chunk = max(width, PACKED_B_BYTES // (out.itemsize * PACKED_K) // width * width)
+    chunk = min(chunk, n)
+    strips = np.empty(((chunk + width - 1) // width, min(PACKED_K, depth), width), out.dtype)
+    for p0 in range(0, depth, PACKED_K):
+        kc = min(PACKED_K, depth - p0)
+        a_slice = a[:, p0:p0 + kc]
+        for c0 in range(0, n, chunk):
+            nc = min(chunk, n - c0)
+            _pack_strips(b, p0, c0, strips, kc, nc)
+            for s in range((nc + width - 1) // width):
+                _strip_tiles(a_slice, strips[s, :kc], out, c0 + s * width,
+                             min(width, nc - s * width))
 
 
 @kernel
 def matmul(a, b, out):
-    """out = a @ b (a, b C- or F-contiguous, out C-contiguous): BLAS when the product is
-    large, else the tiles (on a C-ordered copy of b if b is transposed)."""
+    """out = a @ b (a, b C- or F-contiguous, out C-contiguous): packed copies of a large
+    C-ordered b for a moderate number of rows, BLAS for other large products, else the
+    tiles (on a C-ordered copy of b if b is transposed)."""
     m, depth = a.shape
-    if worth_blas(m, b.shape[1], depth):
+    n = b.shape[1]
+    if b.flags.c_contiguous and worth_packing(m, n, depth, out.itemsize):
+        packed_matmul(a, b, out)
+    elif worth_blas(m, n, depth):
         np.dot(a, b, out)
     else:
         tiled_matmul(a, np.ascontiguousarray(b), out)
