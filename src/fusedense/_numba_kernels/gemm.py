@@ -18,7 +18,10 @@ from llvmlite import binding as llvm
 from numba import carray, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
+try:  # private to numba (see _num_threads below); a numba without them still runs, uncached
+    from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
+except ImportError:
+    _iget_num_threads = _launch_threads = None
 
 from .jit import inline_kernel, kernel
 
@@ -64,8 +67,11 @@ else:
     # time); numba's own intrinsic calls it by symbol name, which the cache can store. The
     # threading layer registers that symbol when it starts: start it now, before any cached
     # kernel is loaded.
-    _launch_threads()
-    _num_threads = _iget_num_threads
+    if _iget_num_threads is None:
+        _num_threads = numba.get_num_threads
+    else:
+        _launch_threads()
+        _num_threads = _iget_num_threads
 
     @intrinsic
     def _stack_tile(typingctx, like):
