@@ -24,7 +24,6 @@ from fusedense import reference
 from fusedense.benchmarking import timing
 from fusedense.benchmarking.numpy_user import Adam, softmax_cross_entropy
 from fusedense.embedding import EmbeddingMLP
-from fusedense.threads import threads_limited
 
 VOCAB, DIM, CONTEXT, HIDDEN, LR = 27, 10, 3, 200, 1e-3
 #: hidden activation → (NumPy forward, its derivative from the output); main() may switch to relu
@@ -172,8 +171,8 @@ def forward_sides(batch):
     return sides
 
 
-def check_forward(sides):
-    tokens = examples()[0][:64]
+def check_forward(sides, tokens):
+    """Every side gives the numpy reference backend's logits for ``tokens``."""
     expected = sides["fusedense-numpy"](tokens).copy()
     for name, next_scores in sides.items():
         np.testing.assert_allclose(next_scores(tokens), expected, rtol=1e-4, atol=1e-5, err_msg=name)
@@ -231,12 +230,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     global ACTIVATION
     ACTIVATION = args.activation
-    if have_torch():
-        import torch
-        torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()}; threads {args.threads}; backends {fd.backends()}; "
           f"hidden {ACTIVATION}, batch {args.batch}")
-    with threads_limited(args.threads):
+    with timing.every_pool_on(args.threads):
         rows = []
         sides = training_sides(args.batch)
         check_training(training_sides(args.batch))
@@ -248,10 +244,9 @@ def main(argv=None):
             times = _measure(runs, args.seconds)
             per_token = {name: [t / tokens for t in ts] for name, ts in times.items()}
             rows.append((label, per_token, (lambda t: t * 1e6) if batch == 1 else (lambda t: 1 / t)))
-        check_forward(forward_sides(64))
         for batch in (1, args.gen_batch):
-            fsides = forward_sides(batch)
-            tokens = examples()[0][:batch]
+            fsides, tokens = forward_sides(batch), examples()[0][:batch]
+            check_forward(fsides, tokens)
             times = _measure({name: (lambda f=f: f(tokens)) for name, f in fsides.items()}, args.seconds)
             rows.append((f"forward only, batch {batch} (µs)", times, lambda t: t * 1e6))
     print(f"load average after: {os.getloadavg()}")
@@ -270,13 +265,20 @@ def main(argv=None):
 SIDES = [f"fusedense-{b}" for b in fd.backends()] + ["numpy"] + (["torch"] if have_torch() else [])
 
 
-# Every side is built and checked once per module (a side's check runs the others too); each
-# test then times its own side.
+# Each fixture builds every side once per module and checks the instances it hands out; each
+# test then times its own side, on one thread as in main() (timing.every_pool_on).
+
+@pytest.fixture(scope="module", autouse=True)
+def _every_side_on_one_thread():
+    with timing.every_pool_on(1):
+        yield
+
 
 @pytest.fixture(scope="module")
 def checked_training_sides():
-    check_training(training_sides(64))
-    return training_sides(64)
+    sides = training_sides(64)
+    check_training(sides)
+    return sides
 
 
 @pytest.fixture(scope="module", params=[1, 256], ids=lambda batch: f"batch{batch}")
@@ -288,8 +290,9 @@ def checked_generation_runs(request):
 
 @pytest.fixture(scope="module", params=[1, 256], ids=lambda batch: f"batch{batch}")
 def checked_forward_sides(request):
-    check_forward(forward_sides(64))
-    return request.param, forward_sides(request.param)
+    sides, tokens = forward_sides(request.param), examples()[0][:request.param]
+    check_forward(sides, tokens)
+    return sides, tokens
 
 
 @pytest.mark.parametrize("side", SIDES)
@@ -307,9 +310,8 @@ def test_generate(benchmark, side, checked_generation_runs):
 
 @pytest.mark.parametrize("side", SIDES)
 def test_forward(benchmark, side, checked_forward_sides):
-    batch, sides = checked_forward_sides
-    benchmark.group = f"lm-forward-batch{batch}"
-    tokens = examples()[0][:batch]
+    sides, tokens = checked_forward_sides
+    benchmark.group = f"lm-forward-batch{len(tokens)}"
     benchmark(lambda: sides[side](tokens))
 
 

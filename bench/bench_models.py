@@ -18,7 +18,6 @@ Every side is checked before it is timed (it must learn / give the same outputs)
 import argparse
 import sys
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ from fusedense import _backends
 from fusedense.benchmarking import timing
 from fusedense.benchmarking.systems import FusedenseAPI, NumpyUser, Torch
 from fusedense.benchmarking.workloads import CHECK_TOLERANCE, Problem, check_error
-from fusedense.threads import threads_limited
 
 N_TRAIN, N_IN, HIDDEN, N_CLASSES, BATCH = 4096, 784, (128, 64), 10, 32
 
@@ -41,32 +39,12 @@ def _loaded_backends():
 
 BACKENDS = _loaded_backends()
 
-#: Every side runs on one thread (fusedense, NumPy's and scikit-learn's BLAS, PyTorch), as
-#: ``fusedense bench --threads 1``: on a shared 2-core machine, pools that spin against each other
-#: or against other processes made PyTorch's batch-32 epoch ~70x slower, and OMP_NUM_THREADS
-#: alone leaves fusedense (which defaults to the usable cores) and PyTorch on two.
-THREADS = 1
-
-
-@contextmanager
-def one_thread_everywhere():
-    with threads_limited(THREADS):
-        try:
-            import torch
-        except ImportError:
-            yield
-            return
-        previous = torch.get_num_threads()
-        torch.set_num_threads(THREADS)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+THREADS = 1  # every side, as `fusedense bench --threads 1` (see timing.every_pool_on)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _every_side_on_one_thread():
-    with one_thread_everywhere():
+    with timing.every_pool_on(THREADS):
         yield
 
 
@@ -299,27 +277,40 @@ def _alternating(title, runs, rounds):
 
 def main(argv=None):
     """Issue #5's speed bars timed in alternating rounds, every side on one thread: steadier on a
-    busy machine than pytest-benchmark's rounds, which time one side after the other."""
+    busy machine than pytest-benchmark's rounds, which time one side after the other. Each side
+    is checked first, as in the tests."""
     parser = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    with one_thread_everywhere():
+    backend = BACKENDS[0]  # the fastest that loaded
+    with timing.every_pool_on(THREADS):
         x, y = fit_data()
-        runs = {"fusedense-cython Sequential": lambda: _keras_model("cython").fit(x, y, epochs=1, batch_size=BATCH, verbose=0),
+        runs = {f"fusedense-{backend} Sequential":
+                lambda: _keras_model(backend).fit(x, y, epochs=1, batch_size=BATCH, verbose=0).history["loss"][0],
                 "NumPy loop": lambda: _numpy_training_epoch(x, y)}
         try:
             import torch
             runs["PyTorch eager loop"] = lambda: _torch_training_epoch(torch, x, y)
         except ImportError:
             pass
-        _alternating(f"Keras example, one epoch of {N_TRAIN} images at batch {BATCH}", runs, args.rounds)
-        from sklearn.neural_network import MLPClassifier
-        Xtr, _, ytr, _ = digits_split()
+        for name, run in runs.items():
+            assert run() < FIRST_EPOCH_LOSS_BELOW, f"{name} did not learn in one epoch"
+        _alternating(f"Keras example, one epoch of {len(x)} images at batch {BATCH}", runs, args.rounds)
+        try:
+            from sklearn.neural_network import MLPClassifier
+        except ImportError:
+            print("\nMLPClassifier on digits: scikit-learn is not installed")
+            return 0
+        Xtr, Xte, ytr, yte = digits_split()
+        ours = lambda **kw: fd.MLPClassifier(backend=backend, **kw)  # noqa: E731
         for dtype in DTYPES:
-            X = Xtr.astype(dtype)
-            _alternating(f"MLPClassifier on digits, {dtype}", {
-                "fusedense-cython": lambda: _fit(lambda **kw: fd.MLPClassifier(backend="cython", **kw), X, ytr),
-                "scikit-learn": lambda: _fit(MLPClassifier, X, ytr)}, args.rounds)
+            X, X_test = Xtr.astype(dtype), Xte.astype(dtype)
+            scores = {name: _fit(cls, X, ytr).score(X_test, yte) for name, cls in (("fd", ours), ("sklearn", MLPClassifier))}
+            assert abs(scores["fd"] - scores["sklearn"]) <= 0.01, scores  # issue #5: within 1 point
+            _alternating(f"MLPClassifier on digits, {dtype} (test accuracy {scores['fd']:.4f}, scikit-learn "
+                         f"{scores['sklearn']:.4f})",
+                         {f"fusedense-{backend}": lambda: _fit(ours, X, ytr),
+                          "scikit-learn": lambda: _fit(MLPClassifier, X, ytr)}, args.rounds)
     return 0
 
 

@@ -79,3 +79,8 @@ def make_hyper(optimizer="adam", lr=1e-3, step=1, momentum=0.0, weight_decay=0.0
         hyper[[abi.H_OPTIMIZER, abi.H_BETA1, abi.H_BETA2, abi.H_EPS, abi.H_DECOUPLED]] = \
             abi.OPT_ADAM, 0.9, 0.999, 1e-8, optimizer == "adamw"
     return hyper
+
+
+def relu_of(z):
+    """The registry's relu on finished products: z <= 0 gives +0 (also -0), NaN passes."""
+    return np.where(z <= 0, np.zeros_like(z), z)

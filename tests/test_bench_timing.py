@@ -1,4 +1,8 @@
-"""The timing method of `fusedense bench`: alternating blocks, sample budget, summaries (no clocks asserted)."""
+"""The timing method of `fusedense bench`: alternating blocks, sample budget, summaries (no clocks
+asserted), and the thread counts every timed side runs on."""
+import pytest
+
+import fusedense as fd
 from fusedense.benchmarking import timing
 
 
@@ -26,3 +30,12 @@ def test_speedup_is_the_median_of_per_round_ratios_not_a_ratio_of_medians():
 def test_spread_is_half_the_interquartile_range_over_the_median():
     summary = timing.summarize([1.0, 2.0, 3.0, 4.0, 5.0])
     assert summary["spread"] == (4.0 - 2.0) / 2 / 3.0
+
+
+def test_every_pool_on_sets_fusedense_and_pytorch_then_restores_them():
+    torch = pytest.importorskip("torch")
+    before = fd.get_num_threads(), torch.get_num_threads()
+    target = 1 if before != (1, 1) else 2
+    with timing.every_pool_on(target):
+        assert (fd.get_num_threads(), torch.get_num_threads()) == (target, target)
+    assert (fd.get_num_threads(), torch.get_num_threads()) == before

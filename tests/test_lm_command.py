@@ -82,10 +82,12 @@ def test_patience_must_be_positive():
 
 def test_run_with_patience_reports_the_epochs_trained(capsys):
     pytest.importorskip("gender_guesser")
+    threads = fd.get_num_threads()
     assert main(["lm", "--epochs", "2", "--patience", "1", "--hidden", "8", "--embedding", "4",
-                 "--batch-size", "1024", "--samples", "0", "--quiet"]) == 0
+                 "--batch-size", "1024", "--samples", "0", "--quiet", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "training: 2 epochs" in out and "test perplexity" in out
+    assert fd.get_num_threads() == threads  # --threads holds for the command only
 
 
 def test_train_reports_train_and_validation_but_never_the_test_loss():

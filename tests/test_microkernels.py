@@ -6,7 +6,7 @@ runtime dispatch can pick (FUSEDENSE_SIMD caps it)."""
 import numpy as np
 import pytest
 
-from support import assert_close, run_in_simd_build
+from support import assert_close, relu_of, run_in_simd_build
 
 layers = pytest.importorskip(
     "fusedense._kernels.layers", reason="the cython kernels are not built (python setup.py build_ext --inplace)")
@@ -74,11 +74,6 @@ def test_a_row_gets_the_same_bits_at_every_batch_size(dtype):
         np.testing.assert_array_equal(y[-1], alone[0])
 
 
-def relu_of(z):
-    """The registry's relu on finished products: z <= 0 gives +0 (also -0), NaN passes."""
-    return np.where(z <= 0, np.zeros_like(z), z)
-
-
 def check_relu_in_the_product(dtype_name):
     """dense_forward with relu and no z applies the relu as the tiles are written back: the
     same bits as the product followed by the relu, at every edge shape, with NaN, ±inf and
@@ -87,11 +82,15 @@ def check_relu_in_the_product(dtype_name):
     rng = np.random.default_rng(13)
     for m in BATCHES:
         for k in (1, 257):  # one k slice; past it (only the last slice applies the relu)
+            # special rows first, so that the last row (the lone-row tile of the remainder)
+            # stays finite: row 0 holds an inf (products inf*0 = NaN, +inf, -inf in the first
+            # columns), row 1 a NaN
             x = rng.standard_normal((m, k)).astype(dtype)
-            x[0, 0] = np.nan if m > 1 else x[0, 0]  # a NaN row (the first), other rows finite
-            x[-1, 0] = np.inf
+            x[0, 0] = np.inf if m > 1 else x[0, 0]
+            x[1 % m, 0] = np.nan if m > 2 else x[1 % m, 0]
             W = rng.standard_normal((k, max(WIDTHS))).astype(dtype)
-            W[0, :3] = (0, 1, -1)  # the last row's products: inf*0 = NaN, +inf, -inf
+            W[0, :3] = (0, 1, -1)
+            W[:, 1::3] = -0.0  # products -0 (+ a -0 bias below) in every tile, tails included
             for n in WIDTHS:
                 Wn, b = np.ascontiguousarray(W[:, :n]), np.zeros(n, dtype)
                 b[::2] = -0.0

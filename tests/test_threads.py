@@ -1,5 +1,6 @@
 """Threads: concurrent calls are independent, compiled kernels release the GIL, and the thread
 count set by fd.set_num_threads reaches every pool, from any Python thread."""
+import os
 import sys
 import threading
 
@@ -162,14 +163,21 @@ def test_results_do_not_depend_on_the_thread_count(backend, dtype):
 def test_threads_limited_sets_fusedense_and_blas_pools_then_restores_them():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from fusedense.threads import threads_limited
+    if os.cpu_count() < 2:
+        pytest.skip("needs 2 cores: a BLAS pool may not grow past the machine's cores")
 
-    def blas_threads():
-        return {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+    def counts():
+        blas = {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+        assert blas, "NumPy's BLAS pool is visible to threadpoolctl"
+        return fd.get_num_threads(), blas
 
-    before_fd, before_blas = fd.get_num_threads(), blas_threads()
-    target = 1 if before_fd != 1 else 2
-    with threads_limited(target):
-        assert fd.get_num_threads() == target
-        assert blas_threads() <= {target}
-    assert fd.get_num_threads() == before_fd
-    assert blas_threads() == before_blas
+    before = counts()
+    outer, inner = (1, 2) if before[0] != 1 else (2, 1)
+    with pytest.raises(RuntimeError, match="inside"):
+        with threads_limited(outer):
+            assert counts() == (outer, {outer})
+            with threads_limited(inner):
+                assert counts() == (inner, {inner})
+            assert counts() == (outer, {outer})
+            raise RuntimeError("inside")
+    assert counts() == before

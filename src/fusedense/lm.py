@@ -110,13 +110,9 @@ def build_model(args):
     return model
 
 
-def train(args, log=print):
-    """Loads the split, builds and trains the model as ``args`` say; returns ``(model, data, result)``,
-    result: the per-epoch history, training seconds and the train and validation losses (nats/char;
-    the test loss is left to the caller, so that nothing tuned on ``train`` ever sees it)."""
-    import fusedense as fd
-
-    for name in ("context", "embedding", "epochs", "batch_size", "max_len", "patience"):
+def check_args(args):
+    """Exits with a message naming the first bad option; returns (initial, final) learning rate."""
+    for name in ("context", "embedding", "epochs", "batch_size", "max_len", "patience", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SystemExit(f"fusedense lm: --{name.replace('_', '-')} must be >= 1")
     lr = initial_learning_rate(args)
@@ -127,6 +123,17 @@ def train(args, log=print):
         raise SystemExit("fusedense lm: --embedding-std must be > 0")
     if weight_decay(args) < 0:
         raise SystemExit("fusedense lm: --weight-decay must be >= 0")
+    return lr, min_lr
+
+
+def train(args, log=print):
+    """Loads the split, builds and trains the model as ``args`` say (but --threads, which ``run``
+    applies around the whole command); returns ``(model, data, result)``,
+    result: the per-epoch history, training seconds and the train and validation losses (nats/char;
+    the test loss is left to the caller, so that nothing tuned on ``train`` ever sees it)."""
+    import fusedense as fd
+
+    lr, min_lr = check_args(args)
     data = fd.datasets.load_names_lm(context=args.context, seed=args.seed)
     model = build_model(args)
     log(f"names: {len(data.names_train)} train / {len(data.names_val)} validation / {len(data.names_test)} test "
@@ -148,6 +155,7 @@ def train(args, log=print):
 
 
 def run(args) -> int:
+    check_args(args)
     # --threads caps fusedense and NumPy's BLAS (the numpy backend's GEMMs) alike
     with nullcontext() if args.threads is None else threads_limited(args.threads):
         model, data, result = train(args)

@@ -62,7 +62,7 @@ def _blas_limit(n):
 @contextmanager
 def threads_limited(n):
     """fusedense's kernels and the BLAS/OpenMP pools already loaded run on ``n`` threads inside
-    (a busy 2-core machine punishes pools that fight each other); fusedense's count is restored after."""
+    (a busy 2-core machine punishes pools that fight each other); both counts are restored after."""
     previous = set_num_threads(n)
     try:
         with _blas_limit(n):
