@@ -132,12 +132,12 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
         raise MemoryError()
     with nogil:  # x, then dLoss/dx, then the gradient pass's work
         gather(tok, B, context, pp, width, x)
-        if not fused:  # gaps get a zero gradient, as in the reference
-            memset(gp, 0, P * sizeof(real))
+        # the table's gradient starts at zero for the scatter-add; unfused, so do the gaps (as
+        # in the reference)
+        memset(gp, 0, (n_table if fused else P) * sizeof(real))
         loss = train_gradients(B, x, lab, NULL, pp, gp, lay, al, L, LOSS_SPARSE_XENT,
                                x + 2 * n_x, threads, x + n_x, op, &opt if fused else NULL,
                                sp, sp + P)
-        memset(gp, 0, n_table * sizeof(real))
         scatter_add(tok, B, context, x + n_x, width, gp)
         optimizer_pass(&opt, pp, gp, sp, sp + P, 0, n_table if fused else P, threads)
     free(x)

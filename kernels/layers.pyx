@@ -435,13 +435,14 @@ cdef bint small_weights(const int64_t* lay, Py_ssize_t L, size_t itemsize) noexc
 cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
                        const double* alphas, Py_ssize_t L, real** z_of, real** y_of,
                        bint logits_only, bint micro, int threads) noexcept nogil:
-    """Forward keeping every layer's y, and z where the backward reads it: the last layer's
-    (the losses' logits) and a hidden layer's whose activation needs z for its derivative
-    (needs_z; the others' derivatives come from y, and skipping z saves a copy of the layer's
-    output). micro: 32-row blocks through all layers, shared over OpenMP threads; else the
-    whole batch per layer with BLAS. logits_only: the last layer writes its pre-activation to
-    y_of[L-1] and nothing to z_of[L-1] (the cross-entropies read the logits; its activation,
-    a softmax's exps, would go unused)."""
+    """Forward keeping every layer's y, and z where the backward reads it: a hidden layer's
+    whose activation needs z for its derivative (needs_z; the others' derivatives come from
+    y, and skipping z saves a copy of the layer's output) and, unless logits_only, the last
+    layer's (MSE's derivative; the logits of a cross-entropy whose outputs are reported).
+    logits_only: the last layer writes its pre-activation to y_of[L-1] and nothing to
+    z_of[L-1] (the cross-entropies read the logits; its activation, a softmax's exps, would go
+    unused). micro: 32-row blocks through all layers, shared over OpenMP threads; else the
+    whole batch per layer with BLAS."""
     cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i, r0, rows, l, k, n
     cdef bint last, keep_z
@@ -465,12 +466,13 @@ cdef enum:
 
 
 cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
-                         const real* inp, const real* Wt, real* dW, real* db, real* dx,
+                         const real* inp, const real* Wt, real* dW, real* dx,
                          int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
                          const Optimizer* opt, real* W, real* first, real* second,
                          int threads) noexcept nogil:
     """One layer's backward on the micro-kernel path as independent tasks over OpenMP
-    threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz), and unless dx is NULL,
+    threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz) at dW + k·n (W and b, and
+    their gradients, lie as params lays them out), and unless dx is NULL,
     row blocks of dx = dz Wᵀ (Wt holds Wᵀ, n x k), each turned at once into the previous
     layer's dz. Unless opt is NULL, each slice of W (and b, which follows W) takes its
     optimizer step right after its gradient, while that is still in L1 (nothing reads W
@@ -489,7 +491,7 @@ cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* d
             if opt != NULL:
                 optimizer_update(opt, W, dW, first, second, i0 * n, rows * n)
         elif task == n_dW:
-            column_sums(dz, B, n, db)
+            column_sums(dz, B, n, dW + k * n)
             if opt != NULL:
                 optimizer_update(opt, W, dW, first, second, k * n, n)
         else:
@@ -517,7 +519,8 @@ cdef Py_ssize_t train_work_size(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) 
     return n_work + 2 * B * widest(lay, L) + biggest
 
 
-cdef inline real* shifted(real* a, Py_ssize_t by) noexcept nogil:
+cdef inline real* offset_or_null(real* a, Py_ssize_t by) noexcept nogil:
+    """a + by, or NULL for an absent buffer (SGD without momentum has no state)."""
     return NULL if a == NULL else a + by
 
 
@@ -526,8 +529,8 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
                             const int64_t* lay, const double* alphas, Py_ssize_t L,
                             int loss_id, real* work, int threads, real* dx, real* outputs,
                             const Optimizer* opt, real* first, real* second) noexcept nogil:
-    """Forward keeping z and y of every layer (a copy of the outputs in ``outputs`` unless it
-    is NULL), the loss, backward from the last layer down (dz of each layer is made as soon
+    """Forward keeping every layer's y and the z the backward reads (forward_keep; a copy of
+    the outputs in ``outputs`` unless it is NULL), the loss, backward from the last layer down (dz of each layer is made as soon
     as its dy is) into the layers' W and b in grads (the rest of grads is left as it is);
     dx = dLoss/dx too unless it is NULL (an embedding in front of the network needs it).
     Returns the loss.
@@ -574,11 +577,11 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
         if micro:
             if d_in != NULL:
                 transpose(k, n, params + offset, n, Wt)
-            backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, dW + k * n,
-                           d_in, <int>lay[4 * (l - 1) + 3] if l > 0 else ACT_IDENTITY,
+            backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, d_in,
+                           <int>lay[4 * (l - 1) + 3] if l > 0 else ACT_IDENTITY,
                            <real>alphas[l - 1] if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
                            y_of[l - 1] if l > 0 else NULL, opt, params + offset,
-                           shifted(first, offset), shifted(second, offset), threads)
+                           offset_or_null(first, offset), offset_or_null(second, offset), threads)
         else:
             layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
                            NULL, ACT_IDENTITY, 0, dcur, d_in, dW, dW + k * n)

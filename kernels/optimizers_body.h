@@ -147,8 +147,8 @@ static FD_TARGET void FD_NAME(adam_update)(FD_REAL *p, const FD_REAL *g, FD_REAL
         memcpy(m + i, tail[2], bytes);
         memcpy(v + i, tail[3], bytes);
     }
-#undef FD_ADAM_VLEN
 #else
     FD_NAME(adam_exact)(&c, p, g, m, v, n);
 #endif
 }
+#undef FD_ADAM_VLEN

@@ -41,14 +41,16 @@ static __attribute__((noinline)) int fd_detect_simd_level(void)
         level = 0;
     else if (cap && strcmp(cap, "avx2") == 0 && level > 1)
         level = 1;
-    fd_simd_level_detected = level;
+    __atomic_store_n(&fd_simd_level_detected, level, __ATOMIC_RELAXED);
     return level;
 }
 
-/* inlined at every dispatch (act_rows dispatches once per row): one load and compare */
+/* inlined at every dispatch (act_rows dispatches once per row): one load and compare; atomic
+ * (relaxed) because OpenMP tasks may be the first to ask, each storing the same value */
 static inline int fd_simd_level(void)
 {
-    return fd_simd_level_detected >= 0 ? fd_simd_level_detected : fd_detect_simd_level();
+    int level = __atomic_load_n(&fd_simd_level_detected, __ATOMIC_RELAXED);
+    return level >= 0 ? level : fd_detect_simd_level();
 }
 #define FD_PICK(name, t) (fd_simd_level() == 2 ? FD_CAT3(name, t, avx512)                     \
                           : fd_simd_level() == 1 ? FD_CAT3(name, t, avx2) : FD_CAT3(name, t, generic))

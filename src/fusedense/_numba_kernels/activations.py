@@ -161,8 +161,8 @@ def log_softmax_row(z, y):
 
 @inline_kernel
 def _branch_free(z, act_id):
-    """tanh, gelu, sigmoid or silu: act_id is a constant at every call site, so the tests fold
-    away and the loop around this call vectorises."""
+    """tanh, gelu, sigmoid or else silu: act_id is a constant at every call site, so the
+    if-chain folds away and the loop around this call vectorises."""
     if act_id == TANH:
         return tanh(z)
     if act_id == GELU:
@@ -199,7 +199,7 @@ def _branch_free_row(z, act_id, y):
         _map_row(z, GELU, y)
     elif act_id == SIGMOID:
         _map_row(z, SIGMOID, y)
-    else:
+    elif act_id == SILU:
         _map_row(z, SILU, y)
 
 

@@ -66,7 +66,8 @@ else:
     # ("dynamic globals": it calls the threading layer through an address known only at run
     # time); numba's own intrinsic calls it by symbol name, which the cache can store. The
     # threading layer registers that symbol when it starts: start it now, before any cached
-    # kernel is loaded.
+    # kernel is loaded (so importing this backend starts numba's thread pool, as its first
+    # parallel kernel would).
     if _iget_num_threads is None:
         _num_threads = numba.get_num_threads
     else:
@@ -314,8 +315,10 @@ def packed_matmul(a, b, out):
 @kernel
 def matmul(a, b, out):
     """out = a @ b (a, b C- or F-contiguous, out C-contiguous): packed copies of a large
-    C-ordered b for a moderate number of rows, BLAS for other large products, else the
-    tiles (on a C-ordered copy of b if b is transposed)."""
+    C-ordered b for a moderate number of rows on one thread, BLAS for other large products,
+    else the tiles (on a C-ordered copy of b if b is transposed). The packed path and BLAS
+    round differently: as in the Cython kernels, results are reproducible for a given thread
+    count, not across thread counts."""
     m, depth = a.shape
     n = b.shape[1]
     if b.flags.c_contiguous and worth_packing(m, n, depth, out.itemsize):
