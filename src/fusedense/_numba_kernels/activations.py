@@ -79,16 +79,10 @@ def forward_scalar(z, act_id, alpha):
         return alpha * z if z <= 0 else z
     if act_id == ELU:
         return alpha * math.expm1(z) if z <= 0 else z
-    if act_id == SIGMOID:
-        return sigmoid(z)
-    if act_id == TANH:
-        return tanh(z)
-    if act_id == GELU:
-        return gelu(z)
+    if is_branch_free(act_id):
+        return _branch_free(z, act_id)
     if act_id == GELU_ERF:
         return 0.5 * z * (1.0 + math.erf(z * _INV_SQRT_2))
-    if act_id == SILU:
-        return silu(z)
     # SOFTPLUS: log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
     return (0.0 if z <= 0 else z) + math.log1p(math.exp(-abs(z)))
 
@@ -160,6 +154,12 @@ def log_softmax_row(z, y):
 
 
 @inline_kernel
+def is_branch_free(act_id):
+    """tanh, gelu, sigmoid and silu: the activations with branch-free, vectorisable forms."""
+    return act_id == TANH or act_id == GELU or act_id == SIGMOID or act_id == SILU
+
+
+@inline_kernel
 def _branch_free(z, act_id):
     """tanh, gelu, sigmoid or else silu: act_id is a constant at every call site, so the
     if-chain folds away and the loop around this call vectorises."""
@@ -217,7 +217,7 @@ def activation_row(z, act_id, alpha, y):
     elif act_id == RELU:
         for j in range(n):
             y[j] = 0.0 if z[j] <= 0 else z[j]
-    elif act_id == TANH or act_id == GELU or act_id == SIGMOID or act_id == SILU:
+    elif is_branch_free(act_id):
         _branch_free_row(z, act_id, y)  # common activations: loops of their own, vectorised
     else:
         for j in range(n):

@@ -285,6 +285,13 @@ def _strip_tiles(a, strip, out, j0, n_cols):
 
 
 @kernel
+def packed_chunk_columns(like):
+    """Columns of b that packed_matmul copies at a time for ``like``'s dtype (whole strips)."""
+    width = _columns(like, TILE_BYTES)
+    return max(width, PACKED_B_BYTES // (like.itemsize * PACKED_K) // width * width)
+
+
+@kernel
 def packed_matmul(a, b, out):
     """out = a @ b through copies of b (GotoBLAS-style): one k slice (PACKED_K) and column
     chunk (PACKED_B_BYTES) at a time, b is copied into contiguous strips of TILE_BYTES of
@@ -298,8 +305,7 @@ def packed_matmul(a, b, out):
     if depth == 0:
         return
     width = _columns(out, TILE_BYTES)
-    chunk = max(width, PACKED_B_BYTES // (out.itemsize * PACKED_K) // width * width)
-    chunk = min(chunk, n)
+    chunk = min(packed_chunk_columns(out), n)
     strips = np.empty(((chunk + width - 1) // width, min(PACKED_K, depth), width), out.dtype)
     for p0 in range(0, depth, PACKED_K):
         kc = min(PACKED_K, depth - p0)
