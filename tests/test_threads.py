@@ -3,6 +3,7 @@ count set by fd.set_num_threads reaches every pool, from any Python thread."""
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -73,17 +74,23 @@ def kernel_calls(backend, dtype=np.float32):
     }
 
 
-def gil_released_during(call) -> bool:
+def gil_released_during(call, seconds=0.5) -> bool:
     """Whether ``call`` gives up the GIL while it runs. Not a timing test: with a switch interval
     of 1000 s the interpreter never takes the GIL from a running thread, so the main thread
-    (blocked starting the worker) runs again only when the worker gives the GIL up: inside the
+    (blocked starting the worker) runs again only when the worker gives the GIL up: inside a
     call if it releases the GIL, otherwise once the worker has finished. The main thread then
-    looks at which of the two happened."""
+    looks at which of the two happened. The worker repeats the call (for up to ``seconds``)
+    until the main thread has looked: on a loaded machine the main thread may not get a core
+    within one short call, and the worker would take the GIL back first."""
     state = {"entered": False, "done": False}
+    looked = threading.Event()
 
     def worker():
         state["entered"] = True
+        deadline = time.perf_counter() + seconds
         call()
+        while not looked.is_set() and time.perf_counter() < deadline:
+            call()
         state["done"] = True
 
     interval = sys.getswitchinterval()
@@ -92,6 +99,7 @@ def gil_released_during(call) -> bool:
         thread = threading.Thread(target=worker)
         thread.start()  # returns once the worker gives up the GIL
         seen = dict(state)  # the main thread holds the GIL from here until join()
+        looked.set()
         thread.join()
     finally:
         sys.setswitchinterval(interval)
