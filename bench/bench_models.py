@@ -262,17 +262,42 @@ def test_fashion_mnist_keras_example_reaches_87_percent(benchmark, backend):
     assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.87
 
 
+def test_training_flops_counts_forward_dw_and_every_dx_but_the_first():
+    # 2 → 3 → 4 on one row: forward 6 + 12 multiply-adds, dW the same, dx of the second layer 12
+    assert training_flops((2, 3, 4), 1) == 2 * (18 + 18 + 12)
+    assert training_flops((2, 3, 4), 5) == 5 * training_flops((2, 3, 4), 1)
+
+
 # --- the bars in alternating rounds -------------------------------------------------------------
 
-def _alternating(title, runs, rounds):
+def training_flops(sizes, rows):
+    """Floating-point operations of the matrix products of training on ``rows`` rows: the
+    forward, every layer's dW and every layer's dx but the first (which nobody reads)."""
+    products = [k * n for k, n in zip(sizes[:-1], sizes[1:])]
+    return 2 * rows * (2 * sum(products) + sum(products[1:]))
+
+
+def _alternating(title, runs, rounds, floor):
     """Times ``runs`` (name → call; the first is fusedense) in alternating rounds, one call each,
-    and prints each side's median and the median per-round ratio against the first."""
+    and prints each side's median and the median per-round ratio against the first. ``floor``:
+    (seconds, what) — a time no implementation can beat on this machine, and the ratio against
+    each other side that it caps."""
     times = timing.interleaved(runs, dict.fromkeys(runs, 1), rounds)
     ours, *others = runs
     print(f"\n{title} ({rounds} alternating rounds, median ms)")
     for name, seconds in times.items():
         ratio = "" if name == ours else f"   {ours} is {np.median(np.divide(seconds, times[ours])):.2f}x faster"
         print(f"  {name:28s} {np.median(seconds) * 1e3:9.1f}{ratio}")
+    seconds, what = floor
+    caps = ", ".join(f"{np.median(times[name]) / seconds:.2f}x {name}" for name in others)
+    print(f"  ceiling: {what} take {seconds * 1e3:.1f} ms, so at most {caps}")
+
+
+def _products_floor(flops, dtype):
+    """(seconds, what) of ``flops`` at this machine's practical GEMM peak in ``dtype`` (the
+    best of two measurements: noise only slows a measurement down)."""
+    peak = max(timing.gemm_peak(dtype, 1024) for _ in range(2))
+    return flops / (peak * 1e9), f"the matrix products alone at the {np.dtype(dtype).name} GEMM peak ({peak:.1f} GFLOP/s)"
 
 
 def main(argv=None):
@@ -295,7 +320,8 @@ def main(argv=None):
             pass
         for name, run in runs.items():
             assert run() < FIRST_EPOCH_LOSS_BELOW, f"{name} did not learn in one epoch"
-        _alternating(f"Keras example, one epoch of {len(x)} images at batch {BATCH}", runs, args.rounds)
+        _alternating(f"Keras example, one epoch of {len(x)} images at batch {BATCH}", runs, args.rounds,
+                     _products_floor(training_flops((N_IN, *HIDDEN, N_CLASSES), len(x)), np.float32))
         try:
             from sklearn.neural_network import MLPClassifier
         except ImportError:
@@ -310,7 +336,9 @@ def main(argv=None):
             _alternating(f"MLPClassifier on digits, {dtype} (test accuracy {scores['fd']:.4f}, scikit-learn "
                          f"{scores['sklearn']:.4f})",
                          {f"fusedense-{backend}": lambda: _fit(ours, X, ytr),
-                          "scikit-learn": lambda: _fit(MLPClassifier, X, ytr)}, args.rounds)
+                          "scikit-learn": lambda: _fit(MLPClassifier, X, ytr)}, args.rounds,
+                         _products_floor(training_flops((X.shape[1], *CLASSIFIER_PARAMS["hidden_layer_sizes"], 10),
+                                                        len(X) * CLASSIFIER_PARAMS["max_iter"]), dtype))
     return 0
 
 
