@@ -1,6 +1,6 @@
 /* Optimizer updates over a range of the flat parameter buffer (optimizers_body.h): plain
  * loops, auto-vectorized per ISA by simd_instantiate.h (AVX-512 does 16 floats per step), and
- * float Adam written with vectors on AVX2 / AVX-512 (a reciprocal estimate, see the body). */
+ * float Adam written with vectors on AVX-512 (a reciprocal estimate, see the body). */
 #ifndef FUSEDENSE_OPTIMIZERS_H
 #define FUSEDENSE_OPTIMIZERS_H
 

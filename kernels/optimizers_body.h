@@ -61,15 +61,16 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(adam_exact)(
     }
 }
 
-#if FD_FLOAT && FD_VBYTES > 16
-/* float on AVX2 / AVX-512: the exact loop waits on the divider (a square root and a division per
- * vector). Here 1/d comes from the reciprocal estimate (12 bits with AVX, 14 with AVX-512; one
- * fast instruction) refined by one Newton step, to about 1 ulp; the square root stays exact.
- * Measured inside the 784-128-64-10 training step at batch 32 (the update runs on each slice of
- * dW as it is made, see backward_tasks in layers.pyx): 6% less time per step than the exact loop;
- * a 1/√v estimate in place of the square root as well made the step 6% slower again (two more
- * dependent FMAs and a slow estimate instruction per vector). (Measured on its own over the whole
- * buffer, where the loop waits on memory, neither showed a difference.)
+#if FD_FLOAT && FD_VBYTES == 64
+/* float on AVX-512: the exact loop waits on the divider (a square root and a division per
+ * vector). Here 1/d comes from the 14-bit reciprocal estimate (one fast instruction) refined by
+ * one Newton step, to about 1 ulp; the square root stays exact. Measured on an AVX-512 Xeon
+ * inside the 784-128-64-10 training step at batch 32 (the update runs on each slice of dW as it
+ * is made, see backward_tasks in layers.pyx): 6% less time per step than the exact loop; a 1/√v
+ * estimate in place of the square root as well made the step 6% slower again.
+ * AVX2 takes the exact loop: on an AMD EPYC (Zen 3 class, a ymm division every ~3 cycles) the
+ * estimate's extra instructions cost more than the division (exact 0.42 against 0.51 ns per
+ * element on 109k floats; the batch-32 step above 3.6% faster, median of 8 alternated runs).
  * d = +inf (v or g infinite) gives 1/d = 0, as the exact m/d gives 0 (NaN where m is infinite
  * too); a NaN d stays NaN; ε below FLT_MIN (where d could be 0) takes the exact loop. Every lane
  * depends only on its own element, not on where it sits in the buffer. */
@@ -77,13 +78,8 @@ typedef float FD_NAME(adam_vec) __attribute__((vector_size(FD_VBYTES), aligned(s
 typedef int FD_NAME(adam_bits) __attribute__((vector_size(FD_VBYTES)));
 #define FD_ADAM_VLEN (FD_VBYTES / (int)sizeof(float))
 
-#if FD_VBYTES == 64
 #define FD_ADAM_SQRT(x) (FD_NAME(adam_vec))_mm512_sqrt_ps((__m512)(x))
 #define FD_ADAM_RECIPROCAL_ESTIMATE(x) (FD_NAME(adam_vec))_mm512_rcp14_ps((__m512)(x))
-#else
-#define FD_ADAM_SQRT(x) (FD_NAME(adam_vec))_mm256_sqrt_ps((__m256)(x))
-#define FD_ADAM_RECIPROCAL_ESTIMATE(x) (FD_NAME(adam_vec))_mm256_rcp_ps((__m256)(x))
-#endif
 
 /* x with its zero and denormal lanes set to +0 (the exponent bits are 0 exactly there; NaN and
  * infinities keep theirs). */
@@ -127,7 +123,7 @@ static FD_TARGET void FD_NAME(adam_update)(FD_REAL *p, const FD_REAL *g, FD_REAL
 {
     FD_NAME(adam_constants) c = FD_NAME(adam_setup)(lr, beta1, beta2, eps, weight_decay, decoupled,
                                                     correction1, correction2);
-#if FD_FLOAT && FD_VBYTES > 16
+#if FD_FLOAT && FD_VBYTES == 64
     ptrdiff_t i = 0;
     if (!(eps >= FLT_MIN)) {
         FD_NAME(adam_exact)(&c, p, g, m, v, n);

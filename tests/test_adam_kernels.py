@@ -1,6 +1,6 @@
 """The compiled Adam update (kernels/optimizers_body.h) in every SIMD build the runtime dispatch
-can pick (FUSEDENSE_SIMD caps it): float32 on AVX2 / AVX-512 divides by a reciprocal estimate
-refined by a Newton step; float64 and the generic build are exact. Checked against
+can pick (FUSEDENSE_SIMD caps it): float32 on AVX-512 divides by a reciprocal estimate
+refined by a Newton step; float64, AVX2 and the generic build are exact. Checked against
 fusedense.reference with edge values (v = 0, near-denormal and huge moments, NaN and infinities,
 every vector tail); the training step's update against the optimizer kernels run on its gradient."""
 import numpy as np
@@ -51,7 +51,7 @@ def check_adam_against_reference(dtype_name):
     """Every length, edge values, Adam and AdamW (also run in subprocesses). With lr = 1 the
     update is as large as the parameters, so the tolerance bounds its relative error (float32
     rounding of m and v alone reaches ~7e-6 against the float64 reference; the reciprocal
-    estimate left unrefined would be off by 6e-5 with AVX-512, 4e-4 with AVX)."""
+    estimate left unrefined would be off by 6e-5 with AVX-512)."""
     dtype = np.dtype(dtype_name).type
     rng = np.random.default_rng(11)
     update_tol = 2e-5 if dtype == np.float32 else 1e-12
@@ -94,7 +94,7 @@ def test_adam_matches_reference_at_every_length_and_edge_value(dtype):
 
 @pytest.mark.parametrize("simd", ["generic", "avx2"])
 def test_narrower_simd_builds_of_adam_match_reference(simd):
-    """The SSE2 (exact) and AVX2 (12-bit estimate) builds, on a CPU that would pick a wider one."""
+    """The SSE2 and AVX2 builds (both exact), on a CPU that would pick a wider one."""
     run_in_simd_build(simd, "test_adam_kernels", "check_adam_against_reference")
 
 

@@ -297,7 +297,7 @@ def adam_step(params, grads, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1
               weight_decay=0.0, decoupled=False, backend=None):
     """Adam (or AdamW with ``decoupled=True``) in place on a flat buffer; ``step`` counts from 1.
 
-    In float32 on AVX2/AVX-512 the cython backend divides by √v̂ + ε through a reciprocal
+    In float32 on AVX-512 the cython backend divides by √v̂ + ε through a reciprocal
     estimate refined by one Newton step: about 1 ulp, so the last bit can differ between
     machines (float64 and the other backends divide exactly)."""
     params = _inplace_buffer("params", params, params.dtype if isinstance(params, np.ndarray) else None)
