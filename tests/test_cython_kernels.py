@@ -130,6 +130,29 @@ def test_mlp_train_step_matches_reference_across_thresholds(dtype, batch, loss_i
         np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_out", [1, 2, 10, 15, 16, 17])
+def test_train_step_dW_is_the_same_bits_as_dense_backward_at_every_width(dtype, n_out):
+    """The training step makes a narrow dW (fewer than 16 columns) transposed, dWᵀ = dzᵀ x
+    (layers.pyx, dW_rows); dense_backward makes every dW as xᵀ dz. Same products, same order:
+    the same bits. One identity layer under MSE, whose dz the test can repeat exactly:
+    2 (y − t) / (B n) in the layer's precision, y the outputs the step reports."""
+    rng = _rng()
+    batch, n_in = 37, 70  # dW's rows cross the 16-row tasks
+    layout, alphas, n = fd.make_layout([n_in, n_out], ["identity"])
+    params = rng.standard_normal(n).astype(dtype)
+    x = rng.standard_normal((batch, n_in)).astype(dtype)
+    targets = rng.standard_normal((batch, n_out)).astype(dtype)
+    grads, y = np.empty_like(params), np.empty((batch, n_out), dtype)
+    cython_backend.mlp_train_step(x, targets, params.copy(), grads, np.zeros((1, n), dtype), layout, alphas,
+                                  abi.LOSS_MSE, _hyper("sgd"), y)
+    dz = 2 * (y - targets) * (dtype(1) / dtype(batch * n_out))
+    dW, db = np.empty((n_in, n_out), dtype), np.empty(n_out, dtype)
+    W = params[:n_in * n_out].reshape(n_in, n_out)
+    layers.dense_backward(dz, x, W, None, y, get_activation("identity").id, 0.0, None, dW, db)
+    np.testing.assert_array_equal(grads[:n_in * n_out].reshape(n_in, n_out), dW)
+
+
 def test_mlp_train_step_with_gaps_in_params_matches_reference():
     """A layout that does not tile params (not make_layout's) still updates every entry."""
     rng = _rng()
