@@ -7,6 +7,7 @@ from cython.parallel cimport prange
 from abi cimport *
 from act cimport act_backward_row, act_forward_row, check_act, needs_z
 from arrays cimport buffer, is_float32, optional_buffer, typenum
+from parallel cimport in_parallel
 from real cimport real
 
 cnp.import_array()
@@ -52,19 +53,24 @@ cdef inline Py_ssize_t split(int act, Py_ssize_t rows, Py_ssize_t cols, Py_ssize
 
 
 cdef int _forward(real tag, z, int act, double alpha, y) except -1:
-    cdef Py_ssize_t rows = z.shape[0], cols = z.shape[1], total = rows * cols, width, p, start
+    cdef Py_ssize_t rows = z.shape[0], cols = z.shape[1], total = rows * cols, width, p
     cdef const real* zp = <real*>buffer(z, "z", typenum(tag), rows, cols)
     cdef real* yp = <real*>buffer(y, "y", typenum(tag), rows, cols, True)
     cdef Py_ssize_t pieces = split(act, rows, cols, &width)
-    for p in prange(pieces, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1 and total >= PARALLEL_MIN_ELEMENTS):
-        start = p * width
-        act_forward_row(act, <real>alpha, zp + start, yp + start, min(width, total - start))
+    if in_parallel(n_threads if total >= PARALLEL_MIN_ELEMENTS else 1, pieces):
+        for p in prange(pieces, nogil=True, schedule="static", num_threads=n_threads):
+            act_forward_row(act, <real>alpha, zp + p * width, yp + p * width,
+                            min(width, total - p * width))
+    else:
+        with nogil:
+            for p in range(pieces):
+                act_forward_row(act, <real>alpha, zp + p * width, yp + p * width,
+                                min(width, total - p * width))
     return 0
 
 
 cdef int _backward(real tag, dy, z, y, int act, double alpha, dz) except -1:
-    cdef Py_ssize_t rows = dy.shape[0], cols = dy.shape[1], total = rows * cols, width, p, start
+    cdef Py_ssize_t rows = dy.shape[0], cols = dy.shape[1], total = rows * cols, width, p
     cdef const real* dyp = <real*>buffer(dy, "dy", typenum(tag), rows, cols)
     cdef const real* zp = <real*>optional_buffer(z, "z", typenum(tag), rows, cols)
     cdef const real* yp = <real*>optional_buffer(y, "y", typenum(tag), rows, cols)
@@ -72,12 +78,23 @@ cdef int _backward(real tag, dy, z, y, int act, double alpha, dz) except -1:
     cdef Py_ssize_t pieces = split(act, rows, cols, &width)
     if zp == NULL and (yp == NULL or needs_z(act)):
         raise ValueError(f"z: activation id {act} needs z to compute its derivative")
-    for p in prange(pieces, nogil=True, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1 and total >= PARALLEL_MIN_ELEMENTS):
-        start = p * width
-        act_backward_row(act, <real>alpha, dyp + start, NULL if zp == NULL else zp + start,
-                         NULL if yp == NULL else yp + start, dzp + start, min(width, total - start))
+    if in_parallel(n_threads if total >= PARALLEL_MIN_ELEMENTS else 1, pieces):
+        for p in prange(pieces, nogil=True, schedule="static", num_threads=n_threads):
+            backward_piece(act, <real>alpha, dyp, zp, yp, dzp, p * width,
+                           min(width, total - p * width))
+    else:
+        with nogil:
+            for p in range(pieces):
+                backward_piece(act, <real>alpha, dyp, zp, yp, dzp, p * width,
+                               min(width, total - p * width))
     return 0
+
+
+cdef inline void backward_piece(int act, real alpha, const real* dy, const real* z, const real* y,
+                                real* dz, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    """act_backward_row on elements [start, start + n) (z and y may be NULL)."""
+    act_backward_row(act, alpha, dy + start, NULL if z == NULL else z + start,
+                     NULL if y == NULL else y + start, dz + start, n)
 
 
 def activation_forward(z, int act_id, double alpha, y):

@@ -22,6 +22,7 @@ from act cimport (act_backward_row, bias_act_forward_row, check_act, exp_nonpos,
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from gemm cimport blas_gemm, matmul, micro_gemm_nb, packed_gemm_nb, transpose, worth_blas, worth_packing
 from optim cimport Optimizer, optimizer_pass, optimizer_update
+from parallel cimport in_parallel
 from real cimport real
 
 cnp.import_array()
@@ -229,23 +230,31 @@ cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const
     to the next; hidden layers ping-pong between two halves of the thread's scratch
     (2 x block x widest each), the last layer writes to out. micro: the micro-kernel path,
     row blocks shared out over `threads` OpenMP threads."""
-    cdef Py_ssize_t half = block * widest(lay, L), n_blocks = (B + block - 1) // block
-    cdef Py_ssize_t i, r0, rows, l
-    cdef const real* src
+    cdef Py_ssize_t half = block * widest(lay, L), n_blocks = (B + block - 1) // block, i
+    if micro and in_parallel(threads, n_blocks):
+        for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads):
+            forward_block(i * block, min(block, B - i * block), x, params, lay, alphas, L, out,
+                          scratch + 2 * half * threadid(), half, micro)
+    else:
+        for i in range(n_blocks):
+            forward_block(i * block, min(block, B - i * block), x, params, lay, alphas, L, out,
+                          scratch, half, micro)
+
+
+cdef void forward_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, const real* params,
+                        const int64_t* lay, const double* alphas, Py_ssize_t L, real* out,
+                        real* mine, Py_ssize_t half, bint micro) noexcept nogil:
+    """network_forward's rows [r0, r0 + rows) through every layer; mine: this thread's two
+    halves of scratch."""
+    cdef Py_ssize_t l
+    cdef const real* src = x + r0 * lay[1]
     cdef real* dst
-    cdef real* mine
-    for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
-                    use_threads_if=micro and threads > 1 and n_blocks > 1):
-        r0 = i * block
-        rows = min(block, B - r0)
-        mine = scratch + 2 * half * threadid()
-        src = x + r0 * lay[1]
-        for l in range(L):
-            dst = out + r0 * lay[4 * l + 2] if l == L - 1 else mine + (l % 2) * half
-            layer_forward(rows, lay[4 * l + 1], lay[4 * l + 2], src, params + lay[4 * l],
-                          params + lay[4 * l] + lay[4 * l + 1] * lay[4 * l + 2],
-                          <int>lay[4 * l + 3], <real>alphas[l], dst, NULL, not micro)
-            src = dst
+    for l in range(L):
+        dst = out + r0 * lay[4 * l + 2] if l == L - 1 else mine + (l % 2) * half
+        layer_forward(rows, lay[4 * l + 1], lay[4 * l + 2], src, params + lay[4 * l],
+                      params + lay[4 * l] + lay[4 * l + 1] * lay[4 * l + 2],
+                      <int>lay[4 * l + 3], <real>alphas[l], dst, NULL, not micro)
+        src = dst
 
 
 cdef int forward_plan(Py_ssize_t B, const int64_t* lay, Py_ssize_t L, size_t itemsize,
@@ -444,20 +453,31 @@ cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const in
     unused). micro: 32-row blocks through all layers, shared over OpenMP threads; else the
     whole batch per layer with BLAS."""
     cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
-    cdef Py_ssize_t n_blocks = (B + block - 1) // block, i, r0, rows, l, k, n
+    cdef Py_ssize_t n_blocks = (B + block - 1) // block, i
+    if micro and in_parallel(threads, n_blocks):
+        for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads):
+            keep_block(i * block, min(block, B - i * block), x, params, lay, alphas, L, z_of, y_of,
+                       logits_only, micro)
+    else:
+        for i in range(n_blocks):
+            keep_block(i * block, min(block, B - i * block), x, params, lay, alphas, L, z_of, y_of,
+                       logits_only, micro)
+
+
+cdef void keep_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, const real* params,
+                     const int64_t* lay, const double* alphas, Py_ssize_t L, real** z_of,
+                     real** y_of, bint logits_only, bint micro) noexcept nogil:
+    """forward_keep's rows [r0, r0 + rows) through every layer."""
+    cdef Py_ssize_t l, k, n
     cdef bint last, keep_z
-    for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads,
-                    use_threads_if=micro and threads > 1 and n_blocks > 1):
-        r0 = i * block
-        rows = min(block, B - r0)
-        for l in range(L):
-            k, n = lay[4 * l + 1], lay[4 * l + 2]
-            last = logits_only and l == L - 1
-            keep_z = not last and (l == L - 1 or needs_z(<int>lay[4 * l + 3]))
-            layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
-                          params + lay[4 * l], params + lay[4 * l] + k * n,
-                          ACT_IDENTITY if last else <int>lay[4 * l + 3], <real>alphas[l],
-                          y_of[l] + r0 * n, z_of[l] + r0 * n if keep_z else NULL, not micro)
+    for l in range(L):
+        k, n = lay[4 * l + 1], lay[4 * l + 2]
+        last = logits_only and l == L - 1
+        keep_z = not last and (l == L - 1 or needs_z(<int>lay[4 * l + 3]))
+        layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
+                      params + lay[4 * l], params + lay[4 * l] + k * n,
+                      ACT_IDENTITY if last else <int>lay[4 * l + 3], <real>alphas[l],
+                      y_of[l] + r0 * n, z_of[l] + r0 * n if keep_z else NULL, not micro)
 
 
 cdef enum:
@@ -496,28 +516,42 @@ cdef void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* d
     any more: dx reads the copy Wt); first and second: the optimizer state, indexed like W.
     Every output element has one writer: no races, no reductions, and the same result for
     any thread count."""
-    cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS
-    cdef Py_ssize_t n_dx = (B + DX_ROWS - 1) // DX_ROWS if dx != NULL else 0
-    cdef Py_ssize_t task, i0, rows, r
-    for task in prange(n_dW + 1 + n_dx, nogil=True, schedule="dynamic", num_threads=threads,
-                       use_threads_if=threads > 1):
-        if task < n_dW:
-            i0 = task * DW_ROWS
-            rows = min(DW_ROWS, k - i0)
-            dW_rows(B, k, n, inp, dz, i0, rows, dW)
-            if opt != NULL:
-                optimizer_update(opt, W, dW, first, second, i0 * n, rows * n)
-        elif task == n_dW:
-            column_sums(dz, B, n, dW + k * n)
-            if opt != NULL:
-                optimizer_update(opt, W, dW, first, second, k * n, n)
-        else:
-            i0 = (task - n_dW - 1) * DX_ROWS
-            rows = min(DX_ROWS, B - i0)
-            micro_gemm_nb(rows, k, n, dz + i0 * n, n, 1, Wt, k, NULL, dx + i0 * k, k, False)
-            for r in range(i0, i0 + rows):
-                act_backward_row(prev_act, prev_alpha, dx + r * k, prev_z + r * k,
-                                 prev_y + r * k, dx + r * k, k)
+    cdef Py_ssize_t n_tasks = ((k + DW_ROWS - 1) // DW_ROWS + 1
+                               + ((B + DX_ROWS - 1) // DX_ROWS if dx != NULL else 0))
+    cdef Py_ssize_t task
+    if in_parallel(threads, n_tasks):
+        for task in prange(n_tasks, nogil=True, schedule="dynamic", num_threads=threads):
+            backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
+                          opt, W, first, second)
+    else:
+        for task in range(n_tasks):
+            backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
+                          opt, W, first, second)
+
+
+cdef void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
+                        const real* inp, const real* Wt, real* dW, real* dx,
+                        int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
+                        const Optimizer* opt, real* W, real* first, real* second) noexcept nogil:
+    """Task `task` of backward_tasks: dW's rows, then db, then dx's row blocks."""
+    cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS, i0, rows, r
+    if task < n_dW:
+        i0 = task * DW_ROWS
+        rows = min(DW_ROWS, k - i0)
+        dW_rows(B, k, n, inp, dz, i0, rows, dW)
+        if opt != NULL:
+            optimizer_update(opt, W, dW, first, second, i0 * n, rows * n)
+    elif task == n_dW:
+        column_sums(dz, B, n, dW + k * n)
+        if opt != NULL:
+            optimizer_update(opt, W, dW, first, second, k * n, n)
+    else:
+        i0 = (task - n_dW - 1) * DX_ROWS
+        rows = min(DX_ROWS, B - i0)
+        micro_gemm_nb(rows, k, n, dz + i0 * n, n, 1, Wt, k, NULL, dx + i0 * k, k, False)
+        for r in range(i0, i0 + rows):
+            act_backward_row(prev_act, prev_alpha, dx + r * k, prev_z + r * k,
+                             prev_y + r * k, dx + r * k, k)
 
 
 cdef int network_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,

@@ -4,6 +4,7 @@
 from cython.parallel cimport prange
 
 from abi cimport OPT_SGD
+from parallel cimport in_parallel
 from real cimport real
 
 cdef extern from "optimizers.h" nogil:
@@ -76,9 +77,12 @@ cdef inline void optimizer_pass(const Optimizer* opt, real* params, const real* 
     """The step on params[start:end] (arguments as optimizer_update), in chunks shared over
     OpenMP threads. Each element's update depends on that element alone: the same result for
     any thread count."""
-    cdef Py_ssize_t c, c0
-    for c in prange((end - start + OPT_CHUNK - 1) // OPT_CHUNK, nogil=True, schedule="static",
-                    num_threads=threads,
-                    use_threads_if=threads > 1 and end - start >= OPT_PARALLEL_MIN):
-        c0 = start + c * OPT_CHUNK
-        optimizer_update(opt, params, grads, first, second, c0, min(OPT_CHUNK, end - c0))
+    cdef Py_ssize_t c, chunks = (end - start + OPT_CHUNK - 1) // OPT_CHUNK
+    if in_parallel(threads if end - start >= OPT_PARALLEL_MIN else 1, chunks):
+        for c in prange(chunks, nogil=True, schedule="static", num_threads=threads):
+            optimizer_update(opt, params, grads, first, second, start + c * OPT_CHUNK,
+                             min(OPT_CHUNK, end - start - c * OPT_CHUNK))
+    else:
+        for c in range(chunks):
+            optimizer_update(opt, params, grads, first, second, start + c * OPT_CHUNK,
+                             min(OPT_CHUNK, end - start - c * OPT_CHUNK))
