@@ -23,6 +23,10 @@
 #define FD_KC_TRANSPOSED 64
 /* gemm_packed's copy of B: one k slice x as many columns as fit this (L2 is 1-4 MiB) */
 #define FD_PACKED_B_BYTES (1 << 20)
+#define FD_STREAM_STEPS 4  /* steps of B per pass over the rows of C */
+#define FD_STREAM_ROWS 4  /* rows of C per pass */
+#endif
+#ifndef FD_STREAM_MIN_B_BYTES  /* (tests/gemm_paths.c sets both: every row through one path) */
 /* gemm_nb streams rows instead of tiling them (see stream): all rows from this size of B,
  * past Zen 3's 512 KiB L2 (measured on one core, tiles' time / streamed: 1.4 at 4x512x512,
  * 2.2 at 4x1024x1024, 2.5 at 8x1024x1024, 1.6 at 32x1024x1024; 1.15 at 4x384x384,
@@ -32,8 +36,6 @@
  * span n (at 1 row: 1.09 at 128x128, 1.14 at 784x128, 2.05 at 1024x1024; 0.78 at 128x64
  * and 256x64, which one tile spans; at 2-3 rows 1.2-1.5 from 128x64 on) */
 #define FD_STREAM_MIN_B_BYTES (1 << 16)
-#define FD_STREAM_STEPS 4  /* steps of B per pass over the rows of C */
-#define FD_STREAM_ROWS 4  /* rows of C per pass */
 #endif
 
 #ifndef FD_MICROKERNELS_ONCE
@@ -366,6 +368,15 @@ static FD_TARGET void FD_NAME(streamed_rows)(
     }
 }
 
+/* gemm_nb's rows [0, result) go to the tiles, the rest is streamed (FD_STREAM_*). */
+static inline FD_TARGET ptrdiff_t FD_NAME(tiled_rows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    ptrdiff_t b_bytes = k * n * (ptrdiff_t)sizeof(FD_REAL);
+    return b_bytes >= FD_STREAM_ALL_MIN_B_BYTES ? 0
+         : b_bytes >= FD_STREAM_MIN_B_BYTES && n > FD_WIDE * FD_VLEN ? m - m % FD_ROWS
+         : m;
+}
+
 /* C (m x n, row stride ldc) = A @ B (+ bias, one per column) or C += A @ B when accumulate;
  * then C = relu(C) when relu (the activation rides in the tiles' write-back: no pass over C).
  * A is m x k with strides (a_rs, a_cs), so A may be a transposed view (xᵀ for dW = xᵀ dz);
@@ -381,11 +392,7 @@ static FD_TARGET void FD_NAME(gemm_nb)(
 {
     if (m <= 0 || n <= 0)
         return;
-    ptrdiff_t b_bytes = k * n * (ptrdiff_t)sizeof(FD_REAL);
-    /* rows [0, m_panels) go to the tiles, the rest is streamed */
-    ptrdiff_t m_panels = b_bytes >= FD_STREAM_ALL_MIN_B_BYTES ? 0
-                       : b_bytes >= FD_STREAM_MIN_B_BYTES && n > FD_WIDE * FD_VLEN ? m - m % FD_ROWS
-                       : m;
+    ptrdiff_t m_panels = FD_NAME(tiled_rows)(m, n, k);
     if (m_panels < m)
         FD_NAME(streamed_rows)(m - m_panels, n, k, A + m_panels * a_rs, a_rs, a_cs, B, ldb, bias,
                                C + m_panels * ldc, ldc, accumulate, relu);
