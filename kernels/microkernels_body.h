@@ -23,8 +23,6 @@
 #define FD_KC_TRANSPOSED 64
 /* gemm_packed's copy of B: one k slice x as many columns as fit this (L2 is 1-4 MiB) */
 #define FD_PACKED_B_BYTES (1 << 20)
-#define FD_STREAM_STEPS 4  /* steps of B per pass over the rows of C */
-#define FD_STREAM_ROWS 4  /* rows of C per pass */
 #endif
 #ifndef FD_STREAM_MIN_B_BYTES  /* (tests/gemm_paths.c sets both: every row through one path) */
 /* gemm_nb streams rows instead of tiling them (see stream): all rows from this size of B,
@@ -252,7 +250,7 @@ FD_PANEL(1, FD_WIDE)
 /* --- streamed rows (fewer rows than a tile, a B larger than the caches) ---
  * A lone row's or 2-row tile reads B in column strips: with B's rows 4-16 KiB apart every k
  * step lands on a new page, and a B that does not fit in cache comes from memory at TLB and
- * prefetcher-miss speed. Streamed, B is read once, FD_STREAM_STEPS rows at a time front to
+ * prefetcher-miss speed. Streamed, B is read once, a few rows at a time front to
  * back (a few sequential streams), and each pass adds those steps to the few rows of C, which
  * stay in L1/L2. Every element still adds its products one by one in increasing p, from the
  * same start: the same bits as the tiles. */
@@ -278,16 +276,27 @@ static inline __attribute__((always_inline)) FD_TARGET FD_NAME(vec) FD_NAME(fma)
 #endif
 }
 
+#define FD_STREAM_ROWS 4  /* rows of C per pass */
+/* steps of B per pass (FD_STREAMED below): 4; 8 for a lone row over a B of
+ * FD_STREAM_DEEP_B_BYTES or more, which comes from memory more than from L3 (more rows of B in
+ * flight: 1x1024x4096 f32 386 -> 363 us, 1x1024x1024 f64 145 -> 133, the ffn benchmark's pair
+ * of 16 MiB products 1.2-1.8 -> 1.0-1.45 ms; but 63 -> 66 us at 1x1024x1024 f32, and at 2-3
+ * rows slower by up to 1.3x: their broadcasts of A no longer fit the registers) */
+#define FD_STREAM_MAX_STEPS 8
+#ifndef FD_STREAM_DEEP_B_BYTES  /* (tests/gemm_paths.c sets it: every lone row 8 steps) */
+#define FD_STREAM_DEEP_B_BYTES (1 << 23)
+#endif
+
 /* Vector j of rows [0, rows) of C: the start (C, the bias or 0) plus A[r, 0:steps] @
  * B[0:steps, j's columns]; `cols` < FD_VLEN for the last, partial vector (masked reads of B:
  * they stay inside it). */
 static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(stream_vector)(
         int rows, int steps, int cols, enum fd_start start, int relu,
-        const FD_REAL a[FD_STREAM_ROWS][FD_STREAM_STEPS], const FD_REAL *B, ptrdiff_t ldb,
+        const FD_REAL a[FD_STREAM_ROWS][FD_STREAM_MAX_STEPS], const FD_REAL *B, ptrdiff_t ldb,
         const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc)
 {
     typedef FD_NAME(vec) vec;
-    vec b[FD_STREAM_STEPS];
+    vec b[FD_STREAM_MAX_STEPS];
     for (int q = 0; q < steps; q++)
         b[q] = FD_NAME(load)(B + q * ldb, cols);
     for (int r = 0; r < rows; r++) {
@@ -299,56 +308,57 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(stream_vecto
     }
 }
 
-/* One pass over rows [0, rows) of C, all n columns: `steps` (at most FD_STREAM_STEPS) steps of
- * A and B. Inlined with constant arguments for the passes between the first and the last. */
+/* One pass over rows [0, rows) of C, all n columns: `steps` (at most FD_STREAM_MAX_STEPS)
+ * steps of A and B. Inlined with constant arguments for the passes between the first and the last. */
 static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(stream_pass)(
         int rows, int steps, enum fd_start start, int relu, ptrdiff_t n, const FD_REAL *A,
         ptrdiff_t a_rs, ptrdiff_t a_cs, const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias,
         FD_REAL *C, ptrdiff_t ldc)
 {
-    FD_REAL a[FD_STREAM_ROWS][FD_STREAM_STEPS];
+    FD_REAL a[FD_STREAM_ROWS][FD_STREAM_MAX_STEPS];
     for (int r = 0; r < rows; r++)
         for (int q = 0; q < steps; q++)
             a[r][q] = A[r * a_rs + q * a_cs];
     ptrdiff_t j = 0;
     for (; j + FD_VLEN <= n; j += FD_VLEN)
-        FD_NAME(stream_vector)(rows, steps, FD_VLEN, start, relu, a, B + j, ldb, start == FD_FROM_BIAS ? bias + j : NULL, C + j, ldc);
+        FD_NAME(stream_vector)(rows, steps, FD_VLEN, start, relu, a, B + j, ldb,
+                               start == FD_FROM_BIAS ? bias + j : NULL, C + j, ldc);
     if (j < n)
         FD_NAME(stream_vector)(rows, steps, (int)(n - j), start, relu, a, B + j, ldb,
                                start == FD_FROM_BIAS ? bias + j : NULL, C + j, ldc);
 }
 
-/* Rows [0, rows) of gemm_nb's product, streamed: a first pass of 1 to FD_STREAM_STEPS steps
- * from the start, whole passes, and a last one that applies the relu. */
+/* Rows [0, rows) of gemm_nb's product, streamed: a first pass of 1 to `steps` steps from the
+ * start, whole passes, and a last one that applies the relu. */
 static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(stream)(
-        int rows, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
-        const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
-        int accumulate, int relu)
+        int rows, int steps, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs,
+        ptrdiff_t a_cs, const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C,
+        ptrdiff_t ldc, int accumulate, int relu)
 {
-    ptrdiff_t first = k > 0 ? (k - 1) % FD_STREAM_STEPS + 1 : 0;
+    ptrdiff_t first = k > 0 ? (k - 1) % steps + 1 : 0;
     FD_NAME(stream_pass)(rows, (int)first, accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
                          relu && first == k, n, A, a_rs, a_cs, B, ldb, bias, C, ldc);
-    for (ptrdiff_t p = first; p < k - FD_STREAM_STEPS; p += FD_STREAM_STEPS)
-        FD_NAME(stream_pass)(rows, FD_STREAM_STEPS, FD_FROM_C, 0, n, A + p * a_cs, a_rs, a_cs,
-                             B + p * ldb, ldb, bias, C, ldc);
+    for (ptrdiff_t p = first; p < k - steps; p += steps)
+        FD_NAME(stream_pass)(rows, steps, FD_FROM_C, 0, n, A + p * a_cs, a_rs, a_cs, B + p * ldb,
+                             ldb, bias, C, ldc);
     if (first < k)
-        FD_NAME(stream_pass)(rows, FD_STREAM_STEPS, FD_FROM_C, relu, n,
-                             A + (k - FD_STREAM_STEPS) * a_cs, a_rs, a_cs,
-                             B + (k - FD_STREAM_STEPS) * ldb, ldb, bias, C, ldc);
+        FD_NAME(stream_pass)(rows, steps, FD_FROM_C, relu, n, A + (k - steps) * a_cs, a_rs, a_cs,
+                             B + (k - steps) * ldb, ldb, bias, C, ldc);
 }
 
-#define FD_STREAMED(rows)                                                                      \
-    static __attribute__((noinline)) FD_TARGET void FD_NAME(stream_##rows)(                     \
+#define FD_STREAMED(rows, steps)                                                               \
+    static __attribute__((noinline)) FD_TARGET void FD_NAME(stream_##rows##_##steps)(           \
             ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,          \
             const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,     \
             int accumulate, int relu)                                                          \
     {                                                                                          \
-        FD_NAME(stream)(rows, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate, relu);      \
+        FD_NAME(stream)(rows, steps, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate, relu); \
     }
-FD_STREAMED(1)
-FD_STREAMED(2)
-FD_STREAMED(3)
-FD_STREAMED(4)
+FD_STREAMED(1, 4)
+FD_STREAMED(2, 4)
+FD_STREAMED(3, 4)
+FD_STREAMED(4, 4)
+FD_STREAMED(1, 8)
 #undef FD_STREAMED
 
 /* Rows [0, rows) of gemm_nb's product streamed, at most FD_STREAM_ROWS at a time. */
@@ -360,11 +370,12 @@ static FD_TARGET void FD_NAME(streamed_rows)(
     static void (*const by_rows[FD_STREAM_ROWS])(
             ptrdiff_t, ptrdiff_t, const FD_REAL *, ptrdiff_t, ptrdiff_t, const FD_REAL *, ptrdiff_t,
             const FD_REAL *, FD_REAL *, ptrdiff_t, int, int) = {
-        FD_NAME(stream_1), FD_NAME(stream_2), FD_NAME(stream_3), FD_NAME(stream_4)};
+        FD_NAME(stream_1_4), FD_NAME(stream_2_4), FD_NAME(stream_3_4), FD_NAME(stream_4_4)};
+    int deep = k * n * (ptrdiff_t)sizeof(FD_REAL) >= FD_STREAM_DEEP_B_BYTES;
     for (ptrdiff_t i = 0; i < rows; i += FD_STREAM_ROWS) {
         ptrdiff_t chunk = rows - i < FD_STREAM_ROWS ? rows - i : FD_STREAM_ROWS;
-        by_rows[chunk - 1](n, k, A + i * a_rs, a_rs, a_cs, B, ldb, bias, C + i * ldc, ldc,
-                           accumulate, relu);
+        (chunk == 1 && deep ? FD_NAME(stream_1_8) : by_rows[chunk - 1])(
+                n, k, A + i * a_rs, a_rs, a_cs, B, ldb, bias, C + i * ldc, ldc, accumulate, relu);
     }
 }
 

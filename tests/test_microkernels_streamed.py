@@ -1,7 +1,8 @@
 """gemm_nb's streamed rows (kernels/microkernels_body.h: over a large B, rows read B front to
 back instead of in the tiles' column strips) against its tiles, straight from C:
 tests/gemm_paths.c is compiled as the package compiles the kernels, and twice more with the
-thresholds set so that every row is tiled or every row streamed. Every element is its start (0,
+thresholds set so that every row is tiled or every row streamed (a lone row in passes of 8
+steps, as over a B of 8 MiB or more). Every element is its start (0,
 the bias, or C when accumulating) plus its products added one by one in increasing k, whatever
 the path: the same bits, relu applied in the write-back included, with NaN, ±inf and -0 among
 the products, in every ISA build this CPU runs."""
@@ -22,7 +23,7 @@ SOURCE = os.path.join(os.path.dirname(__file__), "gemm_paths.c")
 FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]  # setup.py's
 HUGE = 1 << 62
 PATHS = {"package": [], "tiles": [f"-DFD_STREAM_MIN_B_BYTES={HUGE}", f"-DFD_STREAM_ALL_MIN_B_BYTES={HUGE}"],
-         "streamed": ["-DFD_STREAM_MIN_B_BYTES=0", "-DFD_STREAM_ALL_MIN_B_BYTES=0"]}
+         "streamed": ["-DFD_STREAM_MIN_B_BYTES=0", "-DFD_STREAM_ALL_MIN_B_BYTES=0", "-DFD_STREAM_DEEP_B_BYTES=0"]}
 ISAS = {0: "generic", 1: "avx2", 2: "avx512"}
 ROWS = {0: 4, 1: 4, 2: 8}  # FD_ROWS of each build
 VECTOR_BYTES = {0: 16, 1: 32, 2: 64}
@@ -105,12 +106,13 @@ def check_same_bits(libs, isa, dtype, m, k, n, rng, transposed=False):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_streamed_rows_give_the_tiles_bits_at_every_edge_shape(libs, dtype):
-    """k = 0 and every length of the first pass (1-4 steps), rows on each side of a tile and of
-    a pass (4 rows), every vector tail of every build, transposed A too."""
+    """k = 0 and first passes of 1 to 8 steps (the streamed build takes 8 steps per pass for a
+    lone row, 4 for more), rows on each side of a tile and of a pass (4 rows), every vector
+    tail of every build, transposed A too."""
     rng = np.random.default_rng(17)
     for isa in _isas(libs["package"]):
         for m in (1, 2, 3, 4, 5, 7, 8, 9, 17):
-            for k in (0, 1, 2, 3, 4, 5, 9, 130):
+            for k in (0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 130):
                 for n in (*range(1, 18), 31, 33, 63, 65, 129):
                     check_same_bits(libs, isa, dtype, m, k, n, rng, transposed=(m + k + n) % 3 == 0)
 
@@ -133,7 +135,8 @@ def test_gemm_nb_streams_the_rows_its_thresholds_name(libs, dtype):
     row's tile spans n, the leftover rows (fewer than a tile's) streamed from it, every row
     from the larger one; and the same bits on each side of both."""
     lib, itemsize = libs["package"], np.dtype(dtype).itemsize
-    small, large = (ctypes.c_longlong.in_dll(lib, name).value for name in ("stream_min_b_bytes", "stream_all_min_b_bytes"))
+    small, large = (ctypes.c_longlong.in_dll(lib, name).value
+                    for name in ("stream_min_b_bytes", "stream_all_min_b_bytes"))
     assert 0 < small < large
     tiled_rows = getattr(lib, "isa_tiled_rows_" + ("f" if dtype == np.float32 else "d"))
     rng = np.random.default_rng(23)
