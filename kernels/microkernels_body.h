@@ -9,8 +9,14 @@
 #define FD_LANES (2 * FD_VLEN)  /* columns of a batch tile */
 #if FD_VBYTES == 64
 #define FD_ROWS 8  /* rows of a batch tile: 8 x 2 vectors = 16 accumulators of AVX-512's 32 registers */
+#elif FD_VBYTES == 32
+/* 6 x 2 vectors = 12 accumulators of AVX2's 16 registers, as BLIS's and OpenBLAS's Haswell
+ * kernels (measured on Zen 3, f32 GFLOP/s with 4 rows -> 6: 73 -> 83 at 32x784x128, 74 -> 86
+ * at 256x784x128, 75 -> 78 at 200x64x100, 41 -> 46 at 200x100x10, 86 -> 89 at 784x32x128
+ * transposed A, 64 -> 68 packed at 64x1024x1024) */
+#define FD_ROWS 6
 #else
-#define FD_ROWS 4  /* 4 x 2 vectors = 8 accumulators of 16 registers */
+#define FD_ROWS 4  /* 4 x 2 vectors = 8 accumulators of SSE2's 16 registers */
 #endif
 #define FD_WIDE 8  /* vectors of a lone row's tile: 8 independent accumulators hide FMA latency */
 #ifndef FD_KC
@@ -393,8 +399,8 @@ static inline FD_TARGET ptrdiff_t FD_NAME(tiled_rows)(ptrdiff_t m, ptrdiff_t n, 
  * A is m x k with strides (a_rs, a_cs), so A may be a transposed view (xᵀ for dW = xᵀ dz);
  * B is k x n with unit column stride. C must not overlap A or B.
  * Loops: k slices (FD_KC; FD_KC_TRANSPOSED) outermost; in each, FD_ROWS-row tiles two vectors
- * wide walk down each column strip; leftover rows (all of them at batch 1-3) take wider tiles
- * of 4, 2 and 1 rows; the bias is where the accumulators start, so it costs nothing. Rows whose
+ * wide walk down each column strip; leftover rows (all of them at batch 1-5 on AVX2) take
+ * wider tiles of 4, 2 and 1 rows; the bias is where the accumulators start, so it costs nothing. Rows whose
  * tiles would walk a large B in strips are streamed instead (FD_STREAM_*). */
 static FD_TARGET void FD_NAME(gemm_nb)(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,

@@ -25,7 +25,7 @@ HUGE = 1 << 62
 PATHS = {"package": [], "tiles": [f"-DFD_STREAM_MIN_B_BYTES={HUGE}", f"-DFD_STREAM_ALL_MIN_B_BYTES={HUGE}"],
          "streamed": ["-DFD_STREAM_MIN_B_BYTES=0", "-DFD_STREAM_ALL_MIN_B_BYTES=0", "-DFD_STREAM_DEEP_B_BYTES=0"]}
 ISAS = {0: "generic", 1: "avx2", 2: "avx512"}
-ROWS = {0: 4, 1: 4, 2: 8}  # FD_ROWS of each build
+ROWS = {0: 4, 1: 6, 2: 8}  # FD_ROWS of each build
 VECTOR_BYTES = {0: 16, 1: 32, 2: 64}
 WIDE = 8  # FD_WIDE: vectors of a lone row's tile
 
