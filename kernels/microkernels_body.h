@@ -18,6 +18,16 @@
 #else
 #define FD_ROWS 4  /* 4 x 2 vectors = 8 accumulators of SSE2's 16 registers */
 #endif
+#if FD_VBYTES == 32
+/* gemm_packed's k slice: on Zen 3 longer than the in-place one (whose 256 stays best there),
+ * so C is reloaded less often and the copy of B is 256 f32 columns wide (measured, f32
+ * GFLOP/s, three alternating runs, slices of 256 -> 1024: 72 -> 76 at 64x1024x1024, 78 -> 83.5
+ * at 256x1024x1024, 62 -> 65 at 32x1024x1024, 66 -> 68 at 64x1024x4096, 69 -> 69 at
+ * 64x4096x1024, 67.5 -> 80 at 64x784x1000; 512: halfway) */
+#define FD_PACKED_KC 1024
+#else
+#define FD_PACKED_KC FD_KC
+#endif
 #define FD_WIDE 8  /* vectors of a lone row's tile: 8 independent accumulators hide FMA latency */
 #ifndef FD_KC
 /* k slice: a batch tile's B strip (FD_KC x FD_LANES, 16-32 KiB) stays in L1 while the row
@@ -531,8 +541,8 @@ static FD_TARGET int FD_NAME(gemm_packed)(
         const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
         int accumulate, int relu)
 {
-    ptrdiff_t kc_max = k < FD_KC ? (k > 0 ? k : 1) : FD_KC;
-    ptrdiff_t nc_max = FD_PACKED_B_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_KC);
+    ptrdiff_t kc_max = k < FD_PACKED_KC ? (k > 0 ? k : 1) : FD_PACKED_KC;
+    ptrdiff_t nc_max = FD_PACKED_B_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_PACKED_KC);
     nc_max -= nc_max % FD_LANES;  /* whole strips: a chunk's last strip is the only partial one */
     nc_max = n < nc_max ? n + (FD_LANES - n % FD_LANES) % FD_LANES : nc_max;
     ptrdiff_t m_groups = m + (FD_ROWS - m % FD_ROWS) % FD_ROWS;
@@ -543,8 +553,8 @@ static FD_TARGET int FD_NAME(gemm_packed)(
         free(packed_b);
         return 0;
     }
-    for (ptrdiff_t p0 = 0; p0 < k || p0 == 0; p0 += FD_KC) {  /* one slice at least: k may be 0 */
-        ptrdiff_t kc = k - p0 < FD_KC ? k - p0 : FD_KC;
+    for (ptrdiff_t p0 = 0; p0 < k || p0 == 0; p0 += FD_PACKED_KC) {  /* one slice at least */
+        ptrdiff_t kc = k - p0 < FD_PACKED_KC ? k - p0 : FD_PACKED_KC;
         FD_NAME(pack_a)(m, kc, A + p0, lda, packed_a);
         for (ptrdiff_t j0 = 0; j0 < n; j0 += nc_max) {
             ptrdiff_t nc = n - j0 < nc_max ? n - j0 : nc_max;
@@ -599,6 +609,7 @@ static FD_TARGET void FD_NAME(gemm_nt)(
 }
 
 #undef FD_ROWS
+#undef FD_PACKED_KC
 #undef FD_WIDE
 #undef FD_VLEN
 #undef FD_LANES
