@@ -42,13 +42,13 @@
 #endif
 #ifndef FD_STREAM_MIN_B_BYTES  /* (tests/gemm_paths.c sets both: every row through one path) */
 /* gemm_nb streams rows instead of tiling them (see stream): all rows from this size of B,
- * past Zen 3's 512 KiB L2 (measured on one core, tiles' time / streamed: 1.4 at 4x512x512,
- * 2.2 at 4x1024x1024, 2.5 at 8x1024x1024, 1.6 at 32x1024x1024; 1.15 at 4x384x384,
- * 0.94 at 4x784x128) */
+ * past Zen 3's 512 KiB L2 (measured on one core with AVX2 tiles of 4 rows, tiles' time /
+ * streamed: 1.4 at 4x512x512, 2.2 at 4x1024x1024, 2.5 at 8x1024x1024, 1.6 at 32x1024x1024;
+ * 1.15 at 4x384x384, 0.94 at 4x784x128) */
 #define FD_STREAM_ALL_MIN_B_BYTES (1 << 20)
-/* and the leftover rows (fewer than FD_ROWS) from this size, when a lone row's tile does not
- * span n (at 1 row: 1.09 at 128x128, 1.14 at 784x128, 2.05 at 1024x1024; 0.78 at 128x64
- * and 256x64, which one tile spans; at 2-3 rows 1.2-1.5 from 128x64 on) */
+/* and the rows of 2- and 1-row tiles from this size, when a lone row's tile does not span n
+ * (at 1 row: 1.09 at 128x128, 1.14 at 784x128, 2.05 at 1024x1024; 0.78 at 128x64 and
+ * 256x64, which one tile spans; at 2-3 rows 1.2-1.5 from 128x64 on) */
 #define FD_STREAM_MIN_B_BYTES (1 << 16)
 #endif
 
@@ -395,12 +395,15 @@ static FD_TARGET void FD_NAME(streamed_rows)(
     }
 }
 
-/* gemm_nb's rows [0, result) go to the tiles, the rest is streamed (FD_STREAM_*). */
+/* gemm_nb's rows [0, result) go to the tiles, the rest is streamed (FD_STREAM_*). Under
+ * FD_STREAM_ALL_MIN_B_BYTES the rows of 2- and 1-row tiles are streamed, not those of a 4-row
+ * tile (AVX2 f32, 4 rows, tiles' time / streamed: 0.90 at 784x128, 0.83 at 5x128x128 against
+ * 4 + 1 streamed rows; 1.2 at 200x1000, 1.1 at 400x400, near the threshold) */
 static inline FD_TARGET ptrdiff_t FD_NAME(tiled_rows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
     ptrdiff_t b_bytes = k * n * (ptrdiff_t)sizeof(FD_REAL);
     return b_bytes >= FD_STREAM_ALL_MIN_B_BYTES ? 0
-         : b_bytes >= FD_STREAM_MIN_B_BYTES && n > FD_WIDE * FD_VLEN ? m - m % FD_ROWS
+         : b_bytes >= FD_STREAM_MIN_B_BYTES && n > FD_WIDE * FD_VLEN ? m - m % FD_ROWS % 4
          : m;
 }
 
@@ -410,8 +413,8 @@ static inline FD_TARGET ptrdiff_t FD_NAME(tiled_rows)(ptrdiff_t m, ptrdiff_t n, 
  * B is k x n with unit column stride. C must not overlap A or B.
  * Loops: k slices (FD_KC; FD_KC_TRANSPOSED) outermost; in each, FD_ROWS-row tiles two vectors
  * wide walk down each column strip; leftover rows (all of them at batch 1-5 on AVX2) take
- * wider tiles of 4, 2 and 1 rows; the bias is where the accumulators start, so it costs nothing. Rows whose
- * tiles would walk a large B in strips are streamed instead (FD_STREAM_*). */
+ * wider tiles of 4, 2 and 1 rows; the bias is where the accumulators start, so it costs
+ * nothing. Rows whose tiles would walk a large B in strips are streamed instead (tiled_rows). */
 static FD_TARGET void FD_NAME(gemm_nb)(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
         const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,

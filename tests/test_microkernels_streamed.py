@@ -131,9 +131,9 @@ def test_streamed_rows_match_float64(libs, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_nb_streams_the_rows_its_thresholds_name(libs, dtype):
-    """tiled_rows, gemm_nb's choice: every row tiled below the leftover threshold or when a lone
-    row's tile spans n, the leftover rows (fewer than a tile's) streamed from it, every row
-    from the larger one; and the same bits on each side of both."""
+    """tiled_rows, gemm_nb's choice: every row tiled below the smaller threshold or when a lone
+    row's tile spans n, the rows of 2- and 1-row tiles streamed from it, every row from the
+    larger one; and the same bits on each side of both."""
     lib, itemsize = libs["package"], np.dtype(dtype).itemsize
     small, large = (ctypes.c_longlong.in_dll(lib, name).value
                     for name in ("stream_min_b_bytes", "stream_all_min_b_bytes"))
@@ -144,8 +144,10 @@ def test_gemm_nb_streams_the_rows_its_thresholds_name(libs, dtype):
         rows, lone = ROWS[isa], WIDE * VECTOR_BYTES[isa] // itemsize
         n = lone + 3
         k_small, k_large = small // (n * itemsize), large // (n * itemsize)  # B just under each
-        for k, tiled in ((k_small, lambda m: m), (k_small + 1, lambda m: m - m % rows),
-                         (k_large, lambda m: m - m % rows), (k_large + 1, lambda m: 0)):
+        def big_tiles(m):  # the rows of full and 4-row tiles
+            return m - m % rows % 4
+        for k, tiled in ((k_small, lambda m: m), (k_small + 1, big_tiles), (k_large, big_tiles),
+                         (k_large + 1, lambda m: 0)):
             for m in (1, rows - 1, rows, rows + 1, 2 * rows + 3):
                 assert tiled_rows(isa, m, n, k) == tiled(m), (ISAS[isa], m, n, k)
             for m in (1, rows + 3):
