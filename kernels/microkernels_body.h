@@ -46,8 +46,8 @@
  * streamed: 1.4 at 4x512x512, 2.2 at 4x1024x1024, 2.5 at 8x1024x1024, 1.6 at 32x1024x1024;
  * 1.15 at 4x384x384, 0.94 at 4x784x128) */
 #define FD_STREAM_ALL_MIN_B_BYTES (1 << 20)
-/* and the rows of 2- and 1-row tiles from this size, when a lone row's tile does not span n
- * (at 1 row: 1.09 at 128x128, 1.14 at 784x128, 2.05 at 1024x1024; 0.78 at 128x64 and
+/* and the rows of 2- and 1-row tiles from this size, when their tiles do not span n (see
+ * tiled_rows; at 1 row: 1.09 at 128x128, 1.14 at 784x128, 2.05 at 1024x1024; 0.78 at 128x64 and
  * 256x64, which one tile spans; at 2-3 rows 1.2-1.5 from 128x64 on) */
 #define FD_STREAM_MIN_B_BYTES (1 << 16)
 #endif
@@ -398,12 +398,17 @@ static FD_TARGET void FD_NAME(streamed_rows)(
 /* gemm_nb's rows [0, result) go to the tiles, the rest is streamed (FD_STREAM_*). Under
  * FD_STREAM_ALL_MIN_B_BYTES the rows of 2- and 1-row tiles are streamed, not those of a 4-row
  * tile (AVX2 f32, 4 rows, tiles' time / streamed: 0.90 at 784x128, 0.83 at 5x128x128 against
- * 4 + 1 streamed rows; 1.2 at 200x1000, 1.1 at 400x400, near the threshold) */
+ * 4 + 1 streamed rows; 1.2 at 200x1000, 1.1 at 400x400, near the threshold), and a lone row
+ * only past two of its tiles' widths: over two strips its tiles keep pace (dense_forward, one
+ * row, W 16 bytes past a cache line as numpy's large arrays start: 6.2 us tiled, 7.0 streamed
+ * at 784x128; at 256 and more columns streaming wins, 4.3 -> 4.0 us at 256x256, 14.6 -> 11.4
+ * at 200x1000; 2 and 3 rows at 784x128 stream in 7.4 and 8.9 us against 10.3 and 16.0). */
 static inline FD_TARGET ptrdiff_t FD_NAME(tiled_rows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
-    ptrdiff_t b_bytes = k * n * (ptrdiff_t)sizeof(FD_REAL);
+    ptrdiff_t b_bytes = k * n * (ptrdiff_t)sizeof(FD_REAL), few = m % FD_ROWS % 4;
+    int spanned = n <= (few == 1 ? 2 : 1) * FD_WIDE * FD_VLEN;  /* by the few rows' tiles */
     return b_bytes >= FD_STREAM_ALL_MIN_B_BYTES ? 0
-         : b_bytes >= FD_STREAM_MIN_B_BYTES && n > FD_WIDE * FD_VLEN ? m - m % FD_ROWS % 4
+         : b_bytes >= FD_STREAM_MIN_B_BYTES && !spanned ? m - few
          : m;
 }
 

@@ -131,9 +131,9 @@ def test_streamed_rows_match_float64(libs, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_nb_streams_the_rows_its_thresholds_name(libs, dtype):
-    """tiled_rows, gemm_nb's choice: every row tiled below the smaller threshold or when a lone
-    row's tile spans n, the rows of 2- and 1-row tiles streamed from it, every row from the
-    larger one; and the same bits on each side of both."""
+    """tiled_rows, gemm_nb's choice: every row tiled below the smaller threshold or when the
+    tiles of the few rows span n (a lone row's: two tiles), the rows of 2- and 1-row tiles
+    streamed from it, every row from the larger one; and the same bits on each side of both."""
     lib, itemsize = libs["package"], np.dtype(dtype).itemsize
     small, large = (ctypes.c_longlong.in_dll(lib, name).value
                     for name in ("stream_min_b_bytes", "stream_all_min_b_bytes"))
@@ -142,8 +142,9 @@ def test_gemm_nb_streams_the_rows_its_thresholds_name(libs, dtype):
     rng = np.random.default_rng(23)
     for isa in _isas(lib):
         rows, lone = ROWS[isa], WIDE * VECTOR_BYTES[isa] // itemsize
-        n = lone + 3
+        n = 2 * lone + 3  # past two lone-row tiles: the rows of 2- and 1-row tiles stream
         k_small, k_large = small // (n * itemsize), large // (n * itemsize)  # B just under each
+
         def big_tiles(m):  # the rows of full and 4-row tiles
             return m - m % rows % 4
         for k, tiled in ((k_small, lambda m: m), (k_small + 1, big_tiles), (k_large, big_tiles),
@@ -152,5 +153,8 @@ def test_gemm_nb_streams_the_rows_its_thresholds_name(libs, dtype):
                 assert tiled_rows(isa, m, n, k) == tiled(m), (ISAS[isa], m, n, k)
             for m in (1, rows + 3):
                 check_same_bits(libs, isa, dtype, m, k, n, rng)
-        k = small // (lone * itemsize) + 1  # past the threshold, but one lone row's tile spans n
-        assert tiled_rows(isa, 3, lone, k) == 3
+        # past the threshold, but a lone row's two tiles (or 2 and 3 rows' one) span n
+        for width, m in ((lone, 3), (2 * lone, 1), (2 * lone, rows + 1)):
+            k = small // (width * itemsize) + 1
+            assert tiled_rows(isa, m, width, k) == m, (ISAS[isa], m, width)
+        assert tiled_rows(isa, 2, 2 * lone, small // (2 * lone * itemsize) + 1) == 0
