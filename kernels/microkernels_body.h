@@ -9,8 +9,24 @@
 #define FD_LANES (2 * FD_VLEN)  /* columns of a batch tile */
 #if FD_VBYTES == 64
 #define FD_ROWS 8  /* rows of a batch tile: 8 x 2 vectors = 16 accumulators of AVX-512's 32 registers */
+#elif FD_VBYTES == 32
+/* 6 x 2 vectors = 12 accumulators of AVX2's 16 registers, as BLIS's and OpenBLAS's Haswell
+ * kernels (measured on Zen 3, f32 GFLOP/s with 4 rows -> 6: 73 -> 83 at 32x784x128, 74 -> 86
+ * at 256x784x128, 75 -> 78 at 200x64x100, 41 -> 46 at 200x100x10, 86 -> 89 at 784x32x128
+ * transposed A, 64 -> 68 packed at 64x1024x1024) */
+#define FD_ROWS 6
 #else
-#define FD_ROWS 4  /* 4 x 2 vectors = 8 accumulators of 16 registers */
+#define FD_ROWS 4  /* 4 x 2 vectors = 8 accumulators of SSE2's 16 registers */
+#endif
+#if FD_VBYTES == 32
+/* gemm_packed's k slice: on Zen 3 longer than the in-place one (whose 256 stays best there),
+ * so C is reloaded less often and the copy of B is 256 f32 columns wide (measured, f32
+ * GFLOP/s, three alternating runs, slices of 256 -> 1024: 72 -> 76 at 64x1024x1024, 78 -> 83.5
+ * at 256x1024x1024, 62 -> 65 at 32x1024x1024, 66 -> 68 at 64x1024x4096, 69 -> 69 at
+ * 64x4096x1024, 67.5 -> 80 at 64x784x1000; 512: halfway) */
+#define FD_PACKED_KC 1024
+#else
+#define FD_PACKED_KC FD_KC
 #endif
 #define FD_WIDE 8  /* vectors of a lone row's tile: 8 independent accumulators hide FMA latency */
 #ifndef FD_KC
@@ -23,6 +39,17 @@
 #define FD_KC_TRANSPOSED 64
 /* gemm_packed's copy of B: one k slice x as many columns as fit this (L2 is 1-4 MiB) */
 #define FD_PACKED_B_BYTES (1 << 20)
+#endif
+#ifndef FD_STREAM_MIN_B_BYTES  /* (tests/gemm_paths.c sets both: every row through one path) */
+/* gemm_nb streams rows instead of tiling them (see stream): all rows from this size of B,
+ * past Zen 3's 512 KiB L2 (measured on one core with AVX2 tiles of 4 rows, tiles' time /
+ * streamed: 1.4 at 4x512x512, 2.2 at 4x1024x1024, 2.5 at 8x1024x1024, 1.6 at 32x1024x1024;
+ * 1.15 at 4x384x384, 0.94 at 4x784x128) */
+#define FD_STREAM_ALL_MIN_B_BYTES (1 << 20)
+/* and the rows of 2- and 1-row tiles from this size, when their tiles do not span n (see
+ * tiled_rows; at 1 row: 1.09 at 128x128, 1.14 at 784x128, 2.05 at 1024x1024; 0.78 at 128x64 and
+ * 256x64, which one tile spans; at 2-3 rows 1.2-1.5 from 128x64 on) */
+#define FD_STREAM_MIN_B_BYTES (1 << 16)
 #endif
 
 #ifndef FD_MICROKERNELS_ONCE
@@ -236,19 +263,175 @@ FD_PANEL(2, 4)
 FD_PANEL(1, FD_WIDE)
 #undef FD_PANEL
 
+/* --- streamed rows (fewer rows than a tile, a B larger than the caches) ---
+ * A lone row's or 2-row tile reads B in column strips: with B's rows 4-16 KiB apart every k
+ * step lands on a new page, and a B that does not fit in cache comes from memory at TLB and
+ * prefetcher-miss speed. Streamed, B is read once, a few rows at a time front to
+ * back (a few sequential streams), and each pass adds those steps to the few rows of C, which
+ * stay in L1/L2. Every element still adds its products one by one in increasing p, from the
+ * same start: the same bits as the tiles. */
+
+/* c + a * b rounded once where the ISA has FMA: the tiles' `acc += a * b` becomes one through
+ * GCC's contraction, but in a streamed pass, whose start is a runtime choice, GCC hoisted the
+ * product out of the start's branches and, with two uses, left it a separate multiply and add
+ * (measured: other bits than the tiles at 3 rows x 2 steps per pass). Without FMA (the SSE2
+ * build) both are a multiply and an add. */
+static inline __attribute__((always_inline)) FD_TARGET FD_NAME(vec) FD_NAME(fma)(
+        FD_NAME(vec) c, FD_REAL a, FD_NAME(vec) b)
+{
+#if FD_VBYTES == 64 && defined(__x86_64__)
+    if (sizeof(FD_REAL) == 4)
+        return (FD_NAME(vec))_mm512_fmadd_ps(_mm512_set1_ps(a), (__m512)b, (__m512)c);
+    return (FD_NAME(vec))_mm512_fmadd_pd(_mm512_set1_pd(a), (__m512d)b, (__m512d)c);
+#elif FD_VBYTES == 32 && defined(__x86_64__)
+    if (sizeof(FD_REAL) == 4)
+        return (FD_NAME(vec))_mm256_fmadd_ps(_mm256_set1_ps(a), (__m256)b, (__m256)c);
+    return (FD_NAME(vec))_mm256_fmadd_pd(_mm256_set1_pd(a), (__m256d)b, (__m256d)c);
+#else
+    return c + a * b;
+#endif
+}
+
+#define FD_STREAM_ROWS 4  /* rows of C per pass */
+/* steps of B per pass (FD_STREAMED below): 4; 8 for a lone row over a B of
+ * FD_STREAM_DEEP_B_BYTES or more, which comes from memory more than from L3 (more rows of B in
+ * flight: 1x1024x4096 f32 386 -> 363 us, 1x1024x1024 f64 145 -> 133, the ffn benchmark's pair
+ * of 16 MiB products 1.2-1.8 -> 1.0-1.45 ms; but 63 -> 66 us at 1x1024x1024 f32, and at 2-3
+ * rows slower by up to 1.3x: their broadcasts of A no longer fit the registers) */
+#define FD_STREAM_MAX_STEPS 8
+#ifndef FD_STREAM_DEEP_B_BYTES  /* (tests/gemm_paths.c sets it: every lone row 8 steps) */
+#define FD_STREAM_DEEP_B_BYTES (1 << 23)
+#endif
+
+/* Vector j of rows [0, rows) of C: the start (C, the bias or 0) plus A[r, 0:steps] @
+ * B[0:steps, j's columns]; `cols` < FD_VLEN for the last, partial vector (masked reads of B:
+ * they stay inside it). */
+static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(stream_vector)(
+        int rows, int steps, int cols, enum fd_start start, int relu,
+        const FD_REAL a[FD_STREAM_ROWS][FD_STREAM_MAX_STEPS], const FD_REAL *B, ptrdiff_t ldb,
+        const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc)
+{
+    typedef FD_NAME(vec) vec;
+    vec b[FD_STREAM_MAX_STEPS];
+    for (int q = 0; q < steps; q++)
+        b[q] = FD_NAME(load)(B + q * ldb, cols);
+    for (int r = 0; r < rows; r++) {
+        vec c = start == FD_FROM_C ? FD_NAME(load)(C + r * ldc, cols)
+              : start == FD_FROM_BIAS ? FD_NAME(load)(bias, cols) : (vec){0};
+        for (int q = 0; q < steps; q++)
+            c = FD_NAME(fma)(c, a[r][q], b[q]);
+        FD_NAME(store)(C + r * ldc, relu ? FD_NAME(relu_vec)(c) : c, cols);
+    }
+}
+
+/* One pass over rows [0, rows) of C, all n columns: `steps` (at most FD_STREAM_MAX_STEPS)
+ * steps of A and B. Inlined with constant arguments for the passes between the first and the last. */
+static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(stream_pass)(
+        int rows, int steps, enum fd_start start, int relu, ptrdiff_t n, const FD_REAL *A,
+        ptrdiff_t a_rs, ptrdiff_t a_cs, const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias,
+        FD_REAL *C, ptrdiff_t ldc)
+{
+    FD_REAL a[FD_STREAM_ROWS][FD_STREAM_MAX_STEPS];
+    for (int r = 0; r < rows; r++)
+        for (int q = 0; q < steps; q++)
+            a[r][q] = A[r * a_rs + q * a_cs];
+    ptrdiff_t j = 0;
+    for (; j + FD_VLEN <= n; j += FD_VLEN)
+        FD_NAME(stream_vector)(rows, steps, FD_VLEN, start, relu, a, B + j, ldb,
+                               start == FD_FROM_BIAS ? bias + j : NULL, C + j, ldc);
+    if (j < n)
+        FD_NAME(stream_vector)(rows, steps, (int)(n - j), start, relu, a, B + j, ldb,
+                               start == FD_FROM_BIAS ? bias + j : NULL, C + j, ldc);
+}
+
+/* Rows [0, rows) of gemm_nb's product, streamed: a first pass of 1 to `steps` steps from the
+ * start, whole passes, and a last one that applies the relu. */
+static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(stream)(
+        int rows, int steps, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs,
+        ptrdiff_t a_cs, const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C,
+        ptrdiff_t ldc, int accumulate, int relu)
+{
+    ptrdiff_t first = k > 0 ? (k - 1) % steps + 1 : 0;
+    FD_NAME(stream_pass)(rows, (int)first, accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
+                         relu && first == k, n, A, a_rs, a_cs, B, ldb, bias, C, ldc);
+    for (ptrdiff_t p = first; p < k - steps; p += steps)
+        FD_NAME(stream_pass)(rows, steps, FD_FROM_C, 0, n, A + p * a_cs, a_rs, a_cs, B + p * ldb,
+                             ldb, bias, C, ldc);
+    if (first < k)
+        FD_NAME(stream_pass)(rows, steps, FD_FROM_C, relu, n, A + (k - steps) * a_cs, a_rs, a_cs,
+                             B + (k - steps) * ldb, ldb, bias, C, ldc);
+}
+
+#define FD_STREAMED(rows, steps)                                                               \
+    static __attribute__((noinline)) FD_TARGET void FD_NAME(stream_##rows##_##steps)(           \
+            ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,          \
+            const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,     \
+            int accumulate, int relu)                                                          \
+    {                                                                                          \
+        FD_NAME(stream)(rows, steps, n, k, A, a_rs, a_cs, B, ldb, bias, C, ldc, accumulate, relu); \
+    }
+FD_STREAMED(1, 4)
+FD_STREAMED(2, 4)
+FD_STREAMED(3, 4)
+FD_STREAMED(4, 4)
+FD_STREAMED(1, 8)
+#undef FD_STREAMED
+
+/* Rows [0, rows) of gemm_nb's product streamed, at most FD_STREAM_ROWS at a time. */
+static FD_TARGET void FD_NAME(streamed_rows)(
+        ptrdiff_t rows, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
+        const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
+        int accumulate, int relu)
+{
+    static void (*const by_rows[FD_STREAM_ROWS])(
+            ptrdiff_t, ptrdiff_t, const FD_REAL *, ptrdiff_t, ptrdiff_t, const FD_REAL *, ptrdiff_t,
+            const FD_REAL *, FD_REAL *, ptrdiff_t, int, int) = {
+        FD_NAME(stream_1_4), FD_NAME(stream_2_4), FD_NAME(stream_3_4), FD_NAME(stream_4_4)};
+    int deep = k * n * (ptrdiff_t)sizeof(FD_REAL) >= FD_STREAM_DEEP_B_BYTES;
+    for (ptrdiff_t i = 0; i < rows; i += FD_STREAM_ROWS) {
+        ptrdiff_t chunk = rows - i < FD_STREAM_ROWS ? rows - i : FD_STREAM_ROWS;
+        (chunk == 1 && deep ? FD_NAME(stream_1_8) : by_rows[chunk - 1])(
+                n, k, A + i * a_rs, a_rs, a_cs, B, ldb, bias, C + i * ldc, ldc, accumulate, relu);
+    }
+}
+
+/* gemm_nb's rows [0, result) go to the tiles, the rest is streamed (FD_STREAM_*). Under
+ * FD_STREAM_ALL_MIN_B_BYTES the rows of 2- and 1-row tiles are streamed, not those of a 4-row
+ * tile (AVX2 f32, 4 rows, tiles' time / streamed: 0.90 at 784x128, 0.83 at 5x128x128 against
+ * 4 + 1 streamed rows; 1.2 at 200x1000, 1.1 at 400x400, near the threshold), and a lone row
+ * only past two of its tiles' widths: over two strips its tiles keep pace (dense_forward, one
+ * row, W 16 bytes past a cache line as numpy's large arrays start: 6.2 us tiled, 7.0 streamed
+ * at 784x128; at 256 and more columns streaming wins, 4.3 -> 4.0 us at 256x256, 14.6 -> 11.4
+ * at 200x1000; 2 and 3 rows at 784x128 stream in 7.4 and 8.9 us against 10.3 and 16.0). */
+static inline FD_TARGET ptrdiff_t FD_NAME(tiled_rows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    ptrdiff_t b_bytes = k * n * (ptrdiff_t)sizeof(FD_REAL), few = m % FD_ROWS % 4;
+    int spanned = n <= (few == 1 ? 2 : 1) * FD_WIDE * FD_VLEN;  /* by the few rows' tiles */
+    return b_bytes >= FD_STREAM_ALL_MIN_B_BYTES ? 0
+         : b_bytes >= FD_STREAM_MIN_B_BYTES && !spanned ? m - few
+         : m;
+}
+
 /* C (m x n, row stride ldc) = A @ B (+ bias, one per column) or C += A @ B when accumulate;
  * then C = relu(C) when relu (the activation rides in the tiles' write-back: no pass over C).
  * A is m x k with strides (a_rs, a_cs), so A may be a transposed view (xᵀ for dW = xᵀ dz);
  * B is k x n with unit column stride. C must not overlap A or B.
  * Loops: k slices (FD_KC; FD_KC_TRANSPOSED) outermost; in each, FD_ROWS-row tiles two vectors
- * wide walk down each column strip; leftover rows (all of them at batch 1-3) take wider tiles
- * of 4, 2 and 1 rows; the bias is where the accumulators start, so it costs nothing. */
+ * wide walk down each column strip; leftover rows (all of them at batch 1-5 on AVX2) take
+ * wider tiles of 4, 2 and 1 rows; the bias is where the accumulators start, so it costs
+ * nothing. Rows whose tiles would walk a large B in strips are streamed instead (tiled_rows). */
 static FD_TARGET void FD_NAME(gemm_nb)(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs,
         const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
         int accumulate, int relu)
 {
     if (m <= 0 || n <= 0)
+        return;
+    ptrdiff_t m_panels = FD_NAME(tiled_rows)(m, n, k);
+    if (m_panels < m)
+        FD_NAME(streamed_rows)(m - m_panels, n, k, A + m_panels * a_rs, a_rs, a_cs, B, ldb, bias,
+                               C + m_panels * ldc, ldc, accumulate, relu);
+    if (m_panels == 0)
         return;
     /* B's last rows at the partial vector's columns, for the reads that would pass B's end:
      * that vector overhangs the last column by `over` < FD_VLEN elements, so it needs the
@@ -262,7 +445,7 @@ static FD_TARGET void FD_NAME(gemm_nb)(
             for (ptrdiff_t j = 0; j < FD_LANES; j++)
                 tail[q * FD_LANES + j] = j_tail + j < n ? B[(k - tail_rows + q) * ldb + j_tail + j] : 0;
     }
-    ptrdiff_t m_tiled = m - m % FD_ROWS, slice = a_cs == 1 ? FD_KC : FD_KC_TRANSPOSED;
+    ptrdiff_t m_tiled = m_panels - m_panels % FD_ROWS, slice = a_cs == 1 ? FD_KC : FD_KC_TRANSPOSED;
     for (ptrdiff_t p0 = 0; p0 < k || p0 == 0; p0 += slice) {  /* one slice at least: k may be 0 */
         ptrdiff_t kc = k - p0 < slice ? k - p0 : slice;
         ptrdiff_t k_direct = k - tail_rows - p0;
@@ -278,17 +461,17 @@ static FD_TARGET void FD_NAME(gemm_nb)(
         ptrdiff_t i = m_tiled;
         FD_NAME(panel_FD_ROWS)(0, i, n, &s);
 #if FD_ROWS > 4
-        if (m - i >= 4) {
+        if (m_panels - i >= 4) {
             FD_NAME(panel_4)(i, i + 4, n, &s);
             i += 4;
         }
 #endif
-        if (m - i >= 2) {
+        if (m_panels - i >= 2) {
             FD_NAME(panel_2)(i, i + 2, n, &s);
             i += 2;
         }
-        if (m - i == 1)
-            FD_NAME(panel_1)(i, m, n, &s);
+        if (m_panels - i == 1)
+            FD_NAME(panel_1)(i, m_panels, n, &s);
     }
 }
 
@@ -366,8 +549,8 @@ static FD_TARGET int FD_NAME(gemm_packed)(
         const FD_REAL *B, ptrdiff_t ldb, const FD_REAL *bias, FD_REAL *C, ptrdiff_t ldc,
         int accumulate, int relu)
 {
-    ptrdiff_t kc_max = k < FD_KC ? (k > 0 ? k : 1) : FD_KC;
-    ptrdiff_t nc_max = FD_PACKED_B_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_KC);
+    ptrdiff_t kc_max = k < FD_PACKED_KC ? (k > 0 ? k : 1) : FD_PACKED_KC;
+    ptrdiff_t nc_max = FD_PACKED_B_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_PACKED_KC);
     nc_max -= nc_max % FD_LANES;  /* whole strips: a chunk's last strip is the only partial one */
     nc_max = n < nc_max ? n + (FD_LANES - n % FD_LANES) % FD_LANES : nc_max;
     ptrdiff_t m_groups = m + (FD_ROWS - m % FD_ROWS) % FD_ROWS;
@@ -378,8 +561,8 @@ static FD_TARGET int FD_NAME(gemm_packed)(
         free(packed_b);
         return 0;
     }
-    for (ptrdiff_t p0 = 0; p0 < k || p0 == 0; p0 += FD_KC) {  /* one slice at least: k may be 0 */
-        ptrdiff_t kc = k - p0 < FD_KC ? k - p0 : FD_KC;
+    for (ptrdiff_t p0 = 0; p0 < k || p0 == 0; p0 += FD_PACKED_KC) {  /* one slice at least */
+        ptrdiff_t kc = k - p0 < FD_PACKED_KC ? k - p0 : FD_PACKED_KC;
         FD_NAME(pack_a)(m, kc, A + p0, lda, packed_a);
         for (ptrdiff_t j0 = 0; j0 < n; j0 += nc_max) {
             ptrdiff_t nc = n - j0 < nc_max ? n - j0 : nc_max;
@@ -434,6 +617,7 @@ static FD_TARGET void FD_NAME(gemm_nt)(
 }
 
 #undef FD_ROWS
+#undef FD_PACKED_KC
 #undef FD_WIDE
 #undef FD_VLEN
 #undef FD_LANES

@@ -17,7 +17,7 @@ TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol
 DTYPES = [np.float32, np.float64]
 
 # (batch, fan_in, fan_out) around the thresholds in kernels/: BLAS from 8 rows and 2**20
-# multiply-adds; micro-kernel tiles of 8 (AVX-512) or 4 rows x 2 vectors; k slices of 256.
+# multiply-adds; micro-kernel tiles of 8 (AVX-512), 6 (AVX2) or 4 rows x 2 vectors; k slices of 256.
 THRESHOLD_SHAPES = [
     (1, 1, 1), (1, 3, 17), (3, 17, 129), (4, 33, 16), (5, 31, 15), (7, 129, 33), (8, 1000, 129),
     (9, 1000, 128), (17, 1000, 65), (129, 17, 1000), (1000, 3, 17), (63, 128, 128),

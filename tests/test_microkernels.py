@@ -12,7 +12,7 @@ layers = pytest.importorskip(
     "fusedense._kernels.layers", reason="the cython kernels are not built (python setup.py build_ext --inplace)")
 
 DTYPES = [np.float32, np.float64]
-BATCHES = [*range(1, 10), 16, 17]  # row tiles of 8 (AVX-512) or 4 rows, then tiles of 4, 2, 1
+BATCHES = [*range(1, 10), 16, 17]  # row tiles of 8 (AVX-512), 6 (AVX2) or 4 rows, then 4, 2, 1
 DEPTHS = [1, 31, 33, 257]  # k slices of 256
 # every width modulo 32 (a float32 AVX-512 tile) and the wider blocks of a lone row
 WIDTHS = [*range(1, 66), 96, 127, 128, 129, 200]

@@ -1,9 +1,10 @@
 """The cython backend's packed product (gemm_packed in kernels/microkernels_body.h), which
 dense_forward and mlp_forward take for a large W (at least 4 MiB) at 16-256 rows on one thread:
-W is copied in k slices of 256 rows x column chunks (1024 float32 / 512 float64 columns) cut
-into strips two vectors wide, x in groups of 8 (AVX-512) or 4 rows. The shapes here cross each
-of those boundaries (k around 256, n around a chunk and modulo a strip, every row count modulo
-a group), in every SIMD build the runtime dispatch can pick (FUSEDENSE_SIMD caps it)."""
+W is copied in k slices of 256 rows (1024 on AVX2) x column chunks (1024 float32 / 512 float64
+columns; 256 / 128 on AVX2) cut into strips two vectors wide, x in groups of 8 (AVX-512), 6
+(AVX2) or 4 (SSE2) rows. The shapes here cross each of those boundaries (k around 256 and 1024,
+n around a chunk and modulo a strip, every row count modulo a group), in every SIMD build the
+runtime dispatch can pick (FUSEDENSE_SIMD caps it)."""
 
 import numpy as np
 import pytest
@@ -16,13 +17,14 @@ layers = pytest.importorskip(
     "fusedense._kernels.layers", reason="the cython kernels are not built (python setup.py build_ext --inplace)")
 
 PACKED_MIN_ELEMENTS = {"float32": 1 << 20, "float64": 1 << 19}  # W of 4 MiB
-# (k, n): one k slice short of / past 256 with a partial last strip; n crossing a column chunk
-# of either dtype with a partial strip; many slices ending in a single row with a narrow n
+# (k, n): one k slice short of / past 256 or 1024 with a partial last strip; n crossing a
+# column chunk of either dtype with a partial strip; many slices ending in a single row with a
+# narrow n
 DEPTH_WIDTH = {
-    "float32": [(1025, 1025), (255, 4129), (4097, 257), (257, 4097)],
-    "float64": [(1025, 513), (255, 2065), (2049, 257)],
+    "float32": [(1025, 1025), (1023, 1031), (255, 4129), (4097, 257), (257, 4097)],
+    "float64": [(1025, 513), (1023, 517), (255, 2065), (2049, 257)],
 }
-BATCHES = [*range(16, 33), 63, 256]  # every remainder of a group of 8 (or 4) rows
+BATCHES = [*range(16, 33), 63, 256]  # every remainder of a group of 8, 6 or 4 rows
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +71,7 @@ def test_packed_products_match_float64_and_the_unpacked_bits(dtype):
 
 @pytest.mark.parametrize("simd", ["generic", "avx2"])
 def test_narrower_simd_builds_of_the_packed_product_match(simd):
-    """The SSE2 and AVX2 builds (groups of 4 rows, narrower strips) on a CPU that would pick a
+    """The SSE2 and AVX2 builds (groups of 4 and 6 rows, narrower strips) on a CPU that would pick a
     wider one."""
     run_in_simd_build(simd, "test_packed_gemm", "check_packed_shapes")
 
