@@ -91,9 +91,9 @@ class Adam:
 class MLPTrainer:
     """Relu hidden layers, softmax cross-entropy on the last layer's logits, Adam."""
 
-    def __init__(self, layers, lr=1e-3):
+    def __init__(self, layers, **adam):
         self.layers = layers
-        self.adam = Adam([a for layer in layers for a in layer], lr=lr)
+        self.adam = Adam([a for layer in layers for a in layer], **adam)
 
     def step(self, x, labels):
         """One minibatch: forward, loss, backward, Adam update. Returns the loss."""

@@ -102,7 +102,7 @@ class NumpyUser(System):
     def prepare(self, problem, threads):
         layers, x = problem.layers(), problem.x
         if problem.workload.train:
-            trainer = numpy_user.MLPTrainer(layers, lr=ADAM["lr"])
+            trainer = numpy_user.MLPTrainer(layers, **ADAM)
             return (lambda: trainer.step(x, problem.labels)), lambda: flatten_layers(layers)
         acts = [numpy_user.activation(a) for a in problem.workload.activations]
         result = {}
