@@ -78,7 +78,7 @@ def plot(report: dict, path) -> None:
     titles = list(dict.fromkeys(r["title"] for r in ok))
     systems = list(dict.fromkeys(r["system"] for r in ok))
     # one colour and marker per system in every panel (training has fewer systems than inference)
-    styles = {system: dict(marker="os^vD<>ph*"[i % 10], color=plt.cm.tab10(i % 10), label=system)
+    styles = {system: dict(marker="os^vD<>ph*XPd"[i % 13], color=plt.cm.tab20(i % 20), label=system)
               for i, system in enumerate(systems)}
     fig, axes = plt.subplots(2, max(1, len(titles)), figsize=(max(7.0, 4.2 * len(titles)), 7.5),
                              squeeze=False, constrained_layout=True)
