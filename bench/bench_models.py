@@ -16,6 +16,7 @@ Every side is checked before it is timed (it must learn / give the same outputs)
   accuracy >= 0.87 (a bar too slow for the test suite: ~70 s on the numpy backend).
 """
 import argparse
+import functools
 import sys
 import warnings
 
@@ -293,10 +294,16 @@ def _alternating(title, runs, rounds, floor):
     print(f"  ceiling: {what} take {seconds * 1e3:.1f} ms, so at most {caps}")
 
 
+@functools.lru_cache
+def _gemm_peak(dtype_name):
+    """This machine's practical GEMM peak in GFLOP/s, measured once per dtype (the best of two:
+    noise only slows a measurement down)."""
+    return max(timing.gemm_peak(np.dtype(dtype_name), 1024) for _ in range(2))
+
+
 def _products_floor(flops, dtype):
-    """(seconds, what) of ``flops`` at this machine's practical GEMM peak in ``dtype`` (the
-    best of two measurements: noise only slows a measurement down)."""
-    peak = max(timing.gemm_peak(dtype, 1024) for _ in range(2))
+    """(seconds, what) of ``flops`` at this machine's practical GEMM peak in ``dtype``."""
+    peak = _gemm_peak(np.dtype(dtype).name)
     return flops / (peak * 1e9), f"the matrix products alone at the {np.dtype(dtype).name} GEMM peak ({peak:.1f} GFLOP/s)"
 
 

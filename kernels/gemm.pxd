@@ -136,16 +136,43 @@ cdef inline void micro_gemm_abt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const 
     free(Bt)
 
 
+cdef enum:
+    NARROW_COLUMNS = 16  # micro_gemm_atb makes a C with fewer columns transposed
+    NARROW_PASS_ROWS = 16  # rows of C per transposed pass (its stack buffer)
+
+
+cdef inline void micro_gemm_atb(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,
+                                Py_ssize_t lda, const real* B, Py_ssize_t ldb,
+                                real* C) noexcept nogil:
+    """C (m x n, contiguous) := Aᵀ @ B with A k x m (row stride lda): dW = xᵀ dz. A narrow C
+    (an output layer's dW: 10 classes) would leave most lanes of the tiles' vectors empty (10 of
+    AVX2's 16); it is made as Cᵀ = Bᵀ A, vectors along C's rows, 16 rows at a time, and
+    transposed. Every element is the same products added in the same order (a·b = b·a
+    exactly): the same bits either way. Measured over a 100-row dW at batch 200 (float32, AVX2,
+    AMD EPYC), transposed against direct: 10 columns 7.5 against 9.8 µs; 2 columns 2.8 against
+    8.3; 1 column 2.2 against 9.4."""
+    cdef real transposed[NARROW_COLUMNS * NARROW_PASS_ROWS]
+    cdef Py_ssize_t i0 = 0, rows
+    if n >= NARROW_COLUMNS:
+        micro_gemm_nb(m, n, k, A, 1, lda, B, ldb, NULL, C, n, False)
+        return
+    while i0 < m:
+        rows = m - i0 if m - i0 < NARROW_PASS_ROWS else NARROW_PASS_ROWS
+        micro_gemm_nb(n, rows, k, B, 1, ldb, A + i0, lda, NULL, transposed, rows, False)
+        transpose(n, rows, transposed, rows, C + i0 * n)
+        i0 += rows
+
+
 cdef inline void matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         const real* A, Py_ssize_t lda, const real* B, Py_ssize_t ldb,
                         real* C, Py_ssize_t ldc) noexcept nogil:
     """C := op(A) @ op(B) (row-major, C m x n), by BLAS or a micro-kernel depending on size.
-    Transposes supported: A@B, Aᵀ@B, A@Bᵀ (the three a dense layer needs)."""
+    Transposes supported: A@B, Aᵀ@B (C contiguous), A@Bᵀ (the three a dense layer needs)."""
     if worth_blas(m, n, k):
         blas_gemm(trans_a, trans_b, m, n, k, A, lda, B, ldb, 0, C, ldc)
     elif trans_b:
         micro_gemm_abt(m, n, k, A, lda, B, ldb, C, ldc)
     elif trans_a:
-        micro_gemm_nb(m, n, k, A, 1, lda, B, ldb, NULL, C, ldc, False)
+        micro_gemm_atb(m, n, k, A, lda, B, ldb, C)
     else:
         micro_gemm_nb(m, n, k, A, lda, 1, B, ldb, NULL, C, ldc, False)

@@ -133,10 +133,10 @@ def test_mlp_train_step_matches_reference_across_thresholds(dtype, batch, loss_i
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_out", [1, 2, 10, 15, 16, 17])
 def test_train_step_dW_is_the_same_bits_as_dense_backward_at_every_width(dtype, n_out):
-    """The training step makes a narrow dW (fewer than 16 columns) transposed, dWᵀ = dzᵀ x
-    (layers.pyx, dW_rows); dense_backward makes every dW as xᵀ dz. Same products, same order:
-    the same bits. One identity layer under MSE, whose dz the test can repeat exactly:
-    2 (y − t) / (B n) in the layer's precision, y the outputs the step reports."""
+    """The training step makes dW in 16-row tasks, dense_backward in one call (both through
+    micro_gemm_atb in kernels/gemm.pxd): the same bits. One identity layer under MSE, whose dz
+    the test can repeat exactly: 2 (y − t) / (B n) in the layer's precision, y the outputs the
+    step reports."""
     rng = _rng()
     batch, n_in = 37, 70  # dW's rows cross the 16-row tasks
     layout, alphas, n = fd.make_layout([n_in, n_out], ["identity"])
@@ -151,6 +151,29 @@ def test_train_step_dW_is_the_same_bits_as_dense_backward_at_every_width(dtype, 
     W = params[:n_in * n_out].reshape(n_in, n_out)
     layers.dense_backward(dz, x, W, None, y, get_activation("identity").id, 0.0, None, dW, db)
     np.testing.assert_array_equal(grads[:n_in * n_out].reshape(n_in, n_out), dW)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_out", [1, 2, 10, 15])
+def test_a_narrow_dW_made_transposed_is_the_same_bits_as_made_directly(dtype, n_out):
+    """micro_gemm_atb makes a dW with fewer than 16 columns as (dzᵀ x)ᵀ. Padded with zero
+    columns to 16, dz takes the direct path (xᵀ dz), and each column of dW depends on its own
+    column of dz alone: the narrow dW must be the first columns of the padded one, bit for bit."""
+    rng = _rng()
+    batch, n_in = 37, 70  # dW's rows cross the 16-row passes
+    x = rng.standard_normal((batch, n_in)).astype(dtype)
+    dz = rng.standard_normal((batch, n_out)).astype(dtype)
+    identity = get_activation("identity").id
+
+    def dW_of(dy):
+        dW, db = np.empty((n_in, dy.shape[1]), dtype), np.empty(dy.shape[1], dtype)
+        layers.dense_backward(dy, x, np.zeros((n_in, dy.shape[1]), dtype), None, dy, identity, 0.0,
+                              None, dW, db)
+        return dW
+
+    padded = np.zeros((batch, 16), dtype)
+    padded[:, :n_out] = dz
+    np.testing.assert_array_equal(dW_of(dz), dW_of(padded)[:, :n_out])
 
 
 def test_mlp_train_step_with_gaps_in_params_matches_reference():
