@@ -1,0 +1,90 @@
+"""The engine contract: the functions every engine module defines, with these exact parameters.
+
+Engines (``numpy_backend``, ``numba_backend``, ``cython_backend``) receive only arguments that
+:mod:`fusedense.gate` has checked, and never check them again:
+
+- arrays are C-contiguous, of one float dtype (float32 or float64) per call, non-empty, of the
+  shapes stated below; outputs are preallocated, writeable and do not overlap inputs;
+- ``act_id`` is a valid activation id, ``alpha`` a finite float ≥ 0;
+- ``layers`` is a read-only record from :func:`fusedense.layout.layer_record` whose every layer
+  lies inside ``params`` (so no index arithmetic on it can overflow or leave the buffer);
+- labels and token ids are int64 and inside their range; ``opt_state`` has the optimizer's rows
+  (1 for SGD, 2 for Adam) of ``params.size``; ``hyper`` is float64 of length ``abi.N_HYPER``.
+
+A test (tests/test_engine_contract.py) checks that every engine defines exactly these names
+with exactly these parameters, so a new op cannot be added to one engine and forgotten in another.
+"""
+# The stubs below are the specification; engines implement them. They are never called.
+# flake8: noqa: E704
+
+
+def activation_forward(z, act_id, alpha, y):
+    """y = act(z) for 2-D z; row-wise activations (softmax, log_softmax) over each row."""
+
+
+def activation_backward(dy, z, y, act_id, alpha, dz):
+    """dz = dy · act'(z); z or y may be None when the activation's derivative follows from the other."""
+
+
+def dense_forward(x, W, b, act_id, alpha, y, z):
+    """z = x @ W + b (z may be None: not kept), y = act(z). x (B, k), W (k, n), b (n,), y/z (B, n)."""
+
+
+def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
+    """dz = dy · act'(z), dW = xᵀ dz, db = Σ_rows dz, dx = dz Wᵀ (dx None: skipped)."""
+
+
+def mlp_forward(x, params, layers, out):
+    """Every layer of ``layers`` over ``x`` (B, layers[0].fan_in) into ``out`` (B, layers[-1].fan_out)."""
+
+
+def loss(loss_id, outputs, targets, grad):
+    """Mean loss of ``outputs`` (B, C) against ``targets`` and, unless ``grad`` is None, its
+    gradient with respect to ``outputs`` into ``grad`` (B, C). Returns the loss as a float.
+
+    abi.LOSS_SPARSE_XENT      outputs are logits, targets int64 labels (B,); mean over rows;
+                              grad = (softmax − onehot)/B
+    abi.LOSS_CATEGORICAL_XENT outputs are logits, targets (B, C) probabilities; mean over rows;
+                              grad = (softmax − t)/B
+    abi.LOSS_BINARY_XENT      outputs are logits, targets (B, C); mean over all elements;
+                              grad = (σ(outputs) − t)/(B·C)
+    abi.LOSS_MSE              outputs are predictions, targets (B, C); mean over all elements;
+                              grad = 2 (outputs − t)/(B·C)
+    """
+
+
+def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
+    """PyTorch's SGD in place on flat buffers (velocity read only when momentum > 0)."""
+
+
+def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """Adam / AdamW in place on flat buffers; step ≥ 1 for the bias correction."""
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
+    """Forward, loss ``loss_id`` on the last layer, backward into ``grads``, optimizer (``hyper``)
+    update of ``params`` and ``opt_state``: one call; returns the loss before the update.
+    ``targets``: int64 labels (B,) for LOSS_SPARSE_XENT, else (B, n_out) in params' dtype.
+    ``outputs``: None, or (B, n_out): receives the step's own forward outputs (before the update)."""
+
+
+def embedding_forward(tokens, params, layers, vocab_size, out):
+    """Gather the embedding rows of ``tokens`` (B, context) from ``params[:vocab_size·dim]``, then
+    every layer (dim = layers[0].fan_in / context)."""
+
+
+def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
+    """As mlp_train_step with sparse cross-entropy, the input gradient scatter-added into the
+    table's rows of ``grads`` before the optimizer pass; returns the loss."""
+
+
+def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens, lengths):
+    """The whole batched sampling loop: ``uniforms`` float64 (n, max_len) drawn by the caller,
+    the network's output read as logits; writes ``tokens`` (n, max_len) int64 padded with
+    ``boundary`` and ``lengths`` (n,) int64 (see reference.embedding_generate)."""
+
+
+#: The contract's function names, in the order above (engines define them in this order too).
+FUNCTIONS = ("activation_forward", "activation_backward", "dense_forward", "dense_backward",
+             "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_train_step",
+             "embedding_forward", "embedding_train_step", "embedding_generate")
