@@ -371,10 +371,8 @@ class Sequential:
             print_fn(text)
         print_fn(f"Total params: {net.n_params:,} ({net.n_params * net.dtype.itemsize / 1024:.1f} KB)")
 
-    def save(self, path):
-        """Architecture, weights and compile settings in one .npz file; ``fd.load_model`` reads it."""
-        from .io import save_model
-        save_model(self, path)
+    # ``save`` (architecture, weights and compile settings in one file) comes from fusedense.io,
+    # which builds on this class and so cannot be imported by it
 
     def compile_config(self):
         """What compile() was called with (JSON-serialisable), or None."""

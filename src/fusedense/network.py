@@ -297,12 +297,8 @@ class MLP:
             self._batch_rows = tuple(np.empty(shape, dtype) for shape, dtype in wanted)
         return self._batch_rows
 
-    # --- saving and importing ------------------------------------------------------------------
-
-    def save(self, path):
-        """Writes the architecture and weights to one .npz file (see fusedense.io)."""
-        from .io import save_model
-        save_model(self, path)
+    # --- saving and importing: ``save`` comes from fusedense.io, ``from_torch`` / ``from_sklearn``
+    # from fusedense.importers, which build on this class and so cannot be imported by it ----------
 
     def architecture(self) -> dict:
         """The JSON-serialisable record from which ``MLP.from_architecture`` rebuilds this network."""
@@ -315,15 +311,3 @@ class MLP:
         """A network with the architecture of ``record`` (weights zero, to be filled by the caller)."""
         return cls(record["sizes"], record["activations"], alphas=record["alphas"],
                    dtype=record["dtype"], backend=backend)
-
-    @classmethod
-    def from_torch(cls, module, dtype=np.float32, backend=None) -> "MLP":
-        """From a ``torch.nn.Sequential`` of Linear layers and activation modules (see fusedense.importers)."""
-        from .importers import from_torch
-        return from_torch(module, dtype=dtype, backend=backend)
-
-    @classmethod
-    def from_sklearn(cls, estimator, dtype=np.float32, backend=None) -> "MLP":
-        """From a fitted scikit-learn MLPClassifier / MLPRegressor (see fusedense.importers)."""
-        from .importers import from_sklearn
-        return from_sklearn(estimator, dtype=dtype, backend=backend)
