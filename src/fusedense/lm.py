@@ -55,7 +55,7 @@ class LMConfig:
 
     @property
     def final_learning_rate(self) -> float:
-        """A hundredth of the first: a tenth ended worse (docs/lm_sweep.md)."""
+        """A hundredth of the first: a tenth ended worse (docs/performance-notes.md)."""
         return self.initial_learning_rate / 100 if self.min_lr is None else self.min_lr
 
     @property
