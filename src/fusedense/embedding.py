@@ -121,7 +121,7 @@ class EmbeddingMLP(MLP):
     def forward(self, tokens, out):
         """The outputs for checked ``tokens``: ONE backend call that gathers the embedding rows and
         runs every layer."""
-        self._kernels.embedding_forward(tokens, self.params, self._layers, self.vocab_size, out)
+        self.engine.embedding_forward(tokens, self.params, self._layers, self.vocab_size, out)
 
     # --- training ----------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ class EmbeddingMLP(MLP):
         table's gradient rows, optimizer over the whole buffer); ``fused_step`` calls it."""
         if loss_id != abi.LOSS_SPARSE_XENT:
             raise ValueError("loss: an EmbeddingMLP trains with 'sparse_categorical_crossentropy' only")
-        return self._kernels.embedding_train_step(tokens, labels, self.params, self.grads, self.opt_state,
+        return self.engine.embedding_train_step(tokens, labels, self.params, self.grads, self.opt_state,
                                                   self._layers, self._hyper, self.vocab_size, outputs)
 
     # --- generation --------------------------------------------------------------------------
@@ -161,7 +161,7 @@ class EmbeddingMLP(MLP):
         uniforms = rng.random((n, max_len))
         tokens = np.empty((n, max_len), np.int64)
         lengths = np.empty(n, np.int64)
-        self._kernels.embedding_generate(self.params, self._logits_layers(), self.vocab_size, self.context,
+        self.engine.embedding_generate(self.params, self._logits_layers(), self.vocab_size, self.context,
                                          uniforms, float(temperature), int(boundary), tokens, lengths)
         return [tokens[i, :lengths[i]] for i in range(n)]
 

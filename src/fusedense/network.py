@@ -103,6 +103,23 @@ class MLP:
         self._layout.flags.writeable = False
 
     @property
+    def params(self) -> np.ndarray:
+        """Every weight and bias in one flat buffer (see fusedense.layout); assignable with an
+        array of the same dtype and size, which the model then uses (no copy)."""
+        return self._params
+
+    @params.setter
+    def params(self, params):
+        if not isinstance(params, np.ndarray) or params.dtype != self.dtype or params.shape != (self.n_params,) \
+                or not params.flags.c_contiguous or not params.flags.writeable:
+            got = (f"an array of shape {params.shape} and dtype {params.dtype}"
+                   + ("" if params.flags.c_contiguous and params.flags.writeable else ", not writeable C-contiguous")
+                   if isinstance(params, np.ndarray) else type(params).__name__)
+            raise ValueError(f"params: expected a writeable C-contiguous {self.dtype} array of shape "
+                             f"({self.n_params},) like the model's, got {got}")
+        self._params = params
+
+    @property
     def layout(self) -> np.ndarray:
         """(n_layers, 4) int64 rows (offset, fan_in, fan_out, activation id), read-only; assign a
         new array to change it (it is checked against ``params`` then)."""
@@ -174,11 +191,11 @@ class MLP:
 
     def set_backend(self, backend=None):
         """Selects the backend module (by name; None/'auto' = the fastest available) for this model."""
-        self._kernels = _backends.load(backend)
+        self.engine = _backends.load(backend)
 
     @property
     def backend(self) -> str:
-        return self._kernels.NAME
+        return self.engine.NAME
 
     def __repr__(self):
         layers = " → ".join(str(s) for s in self.sizes)
@@ -221,7 +238,7 @@ class MLP:
 
     def forward(self, x, out):
         """predict without the checks: ``x`` as ``as_inputs`` returns it, ``out`` preallocated."""
-        self._kernels.mlp_forward(x, self.params, self._layers, out)
+        self.engine.mlp_forward(x, self.params, self._layers, out)
 
     __call__ = predict
 
@@ -290,7 +307,7 @@ class MLP:
 
     def _train_kernel(self, x, targets, loss_id, outputs) -> float:
         """The one backend call of a training step (subclasses with other inputs override it)."""
-        return self._kernels.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
+        return self.engine.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
                                             self._layers, loss_id, self._hyper, outputs)
 
     def train_epoch(self, x, targets, loss_id, batch_size, order=None, outputs=None) -> float:
