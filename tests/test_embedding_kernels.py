@@ -44,8 +44,8 @@ def test_embedding_train_step_matches_reference(backend, dtype, rng, optimizer, 
     state = rng.random((1 if optimizer in ("sgd", "nesterov") else 2, net.n_params)).astype(dtype)
     params, ref_params, ref_state = net.params.copy(), net.params.copy(), state.copy()
     grads = np.full_like(params, np.nan)  # every element must be written, the table's too
-    loss = _backends.load(backend).embedding_train_step(tokens, labels, params, grads, state, net.layout,
-                                                        net.alphas, hyper, VOCAB)
+    loss = _backends.load(backend).embedding_train_step(tokens, labels, params, grads, state, net.layers,
+                                                        hyper, VOCAB)
     ref_loss, ref_grads = reference.embedding_train_step(tokens, labels, ref_params, net.layers,
                                                          ref_state, hyper, VOCAB)
     assert_close(loss, ref_loss, dtype)

@@ -199,14 +199,21 @@ def embedding_forward(tokens, params, layers, vocab_size):
     return mlp_forward(embed(tokens, params, layers, vocab_size), params, layers)
 
 
-def embedding_train_step(tokens, labels, params, layers, opt_state, hyper, vocab_size):
-    """One minibatch of the softmax cross-entropy (over the last pre-activation): forward,
-    backward down to dLoss/dx, dE[v] = Σ of dx over the (row, position)s holding token v
-    (a scatter-add), optimizer update of the whole buffer (in place). Returns (loss, grads)."""
+def embedding_loss_and_grad(tokens, labels, params, layers, vocab_size):
+    """The softmax cross-entropy (over the last pre-activation) of a minibatch and its gradient
+    w.r.t. the whole buffer: backward down to dLoss/dx, then dE[v] = Σ of dx over the
+    (row, position)s holding token v (a scatter-add). Returns (loss, grads)."""
     x = embed(tokens, params, layers, vocab_size)
     loss, (grads, dx) = mlp_loss_and_grad(x, labels, params, layers, abi.LOSS_SPARSE_XENT, need_dx=True)
     dim = x.shape[1] // tokens.shape[1]
     np.add.at(grads[:vocab_size * dim].reshape(vocab_size, dim), tokens.ravel(), dx.reshape(-1, dim))
+    return loss, grads
+
+
+def embedding_train_step(tokens, labels, params, layers, opt_state, hyper, vocab_size):
+    """One minibatch: embedding_loss_and_grad, then the optimizer update of the whole buffer
+    (in place). Returns (loss, grads)."""
+    loss, grads = embedding_loss_and_grad(tokens, labels, params, layers, vocab_size)
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
 
