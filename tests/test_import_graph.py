@@ -11,13 +11,18 @@ Packages: ``from pkg import name`` leads to the submodule ``pkg.name`` when ther
 gets only the edges its own statements make: the parent→child edges of its re-exports are real
 and stay in the graph, and the implicit child→parent edge (importing ``pkg.mod`` runs
 ``pkg/__init__`` first) is left out, since that order is Python's own and never a cycle by itself.
+
+The compiled modules (``fusedense._kernels.*``, from kernels/*.pyx) are leaves: a test below
+checks that their sources import no Python module of the package (they ``cimport`` C declarations).
 """
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 SOURCE = Path(__file__).resolve().parent.parent / "src"
+KERNELS = SOURCE.parent / "kernels"
 PACKAGE = "fusedense"
 
 
@@ -112,6 +117,15 @@ def test_the_graph_sees_lazy_relative_and_by_name_imports():
     assert "fusedense.threads" in graph["fusedense._backends.cython_backend"]  # `from .. import threads`
     assert "fusedense.threads" in graph["fusedense.benchmarking.timing"]  # inside a function
     assert "fusedense.cli.demo" in graph["fusedense.cli"]  # the command table
+
+
+def test_the_compiled_modules_import_no_python_module_of_the_package():
+    python_imports = re.compile(r"^\s*(import\s+fusedense\b|from\s+(fusedense\b|\.)\S*\s+import\s)", re.MULTILINE)
+    sources = sorted(KERNELS.glob("*.pyx")) + sorted(KERNELS.glob("*.pxd"))
+    assert sources
+    for path in sources:
+        found = python_imports.findall(path.read_text(encoding="utf-8"))
+        assert not found, f"{path.name} imports a fusedense module: parse it into the graph"
 
 
 @pytest.mark.parametrize("graph, cycle", [
