@@ -83,6 +83,13 @@ def test_patience_must_be_positive():
         main(["lm", "--patience", "0"])
 
 
+@pytest.mark.parametrize("option", ["--threads", "--max-len"])
+def test_threads_and_max_len_must_be_positive(option, capsys):
+    with pytest.raises(SystemExit):
+        main(["lm", option, "0"])
+    assert f"argument {option}: expected a positive integer" in capsys.readouterr().err
+
+
 def test_run_with_patience_reports_the_epochs_trained(capsys):
     pytest.importorskip("gender_guesser")
     threads = fd.get_num_threads()

@@ -21,6 +21,7 @@ from ..benchmarking import report, timing
 from ..benchmarking.runner import measure
 from ..benchmarking.systems import all_systems
 from ..benchmarking.workloads import NAMES, workloads
+from .options import positive_int
 
 #: one line for ``fusedense --help``
 HELP = "compare fusedense with NumPy, PyTorch, ONNX Runtime and JAX: latency, speed-up, GFLOP/s"
@@ -36,16 +37,6 @@ def _batches(text):
     return values
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _shape(text):
     try:
         n_in, n_out = (int(v) for v in text.lower().split("x"))
@@ -59,7 +50,7 @@ def add_arguments(parser):
                         help="repeatable; default: all of " + ", ".join(NAMES))
     parser.add_argument("--batch", type=_batches, help="batch sizes for every workload (default: per workload)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for every system (default: fusedense's count, i.e. the usable cores)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (about a minute at most)")
     parser.add_argument("--dense-shape", type=_shape, default=(1024, 1024), metavar="INxOUT",

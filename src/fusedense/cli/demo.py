@@ -20,6 +20,7 @@ from ..benchmarking.workloads import Problem
 from ..hashing import HashingVectorizer
 from ..models import Dense, Sequential
 from ..threads import threads_limited
+from .options import positive_int
 
 HELP = "train a name → gender classifier, then compare inference speed with NumPy/PyTorch/ONNX Runtime"
 
@@ -38,13 +39,11 @@ def add_arguments(parser):
     parser.add_argument("--limit", type=int, default=None, help="use only this many names (a quicker look)")
     parser.add_argument("--samples", type=int, default=timing.QUICK.samples,
                         help="timed blocks per system, taken in turns (the median is shown)")
-    parser.add_argument("--threads", type=int, default=SPEED_THREADS,
+    parser.add_argument("--threads", type=positive_int, default=SPEED_THREADS,
                         help=f"threads of every system in the speed comparison (default {SPEED_THREADS})")
 
 
 def run(args) -> int:
-    if args.threads < 1:
-        raise SystemExit("fusedense demo: --threads must be >= 1")
     try:
         names, labels, classes = datasets.load_names(seed=args.seed)
     except datasets.DatasetNotFoundError as exc:

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 
 from ..lm import InvalidSetting, LMConfig, train
 from ..threads import threads_limited
+from .options import positive_int
 
 HELP = "train a character-level MLP language model on first names and sample new ones"
 
@@ -50,29 +51,23 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=d.seed, help="data split, initial weights, shuffling, sampling")
     parser.add_argument("--samples", type=int, default=10, help="names to sample after training")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--max-len", type=int, default=20, help="longest sampled name")
+    parser.add_argument("--max-len", type=positive_int, default=20, help="longest sampled name")
     parser.add_argument("--backend", default=None, help="cython, numba or numpy (default: the fastest)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for kernels and BLAS")
+    parser.add_argument("--threads", type=positive_int, default=None, help="threads for kernels and BLAS")
     parser.add_argument("--save", default=None, help="write the trained model to this .npz file")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
 def config_from(args) -> LMConfig:
     """The checked training configuration the options ask for; exits naming the first bad option."""
-    config = LMConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(LMConfig)})
-    config.hidden = tuple(config.hidden)
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(LMConfig)}
+    config = LMConfig(**{**values, "hidden": tuple(args.hidden)})
     try:
         config.check()
     except InvalidSetting as bad:
-        raise SystemExit(f"fusedense lm: {_option(bad.setting)} {bad.requirement}") from None
-    for name in ("max_len", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise SystemExit(f"fusedense lm: {_option(name)} must be >= 1")
+        option = "--" + bad.setting.replace("_", "-")  # the fields are the options' names
+        raise SystemExit(f"fusedense lm: {option} {bad.requirement}") from None
     return config
-
-
-def _option(setting):
-    return "--" + setting.replace("_", "-")
 
 
 def run(args) -> int:
