@@ -18,7 +18,8 @@ import numpy as np
 
 from .embedding import EmbeddingMLP
 from .layout import make_layout
-from .models import Dense, Embedding, Flatten, Sequential
+from .layers import Activation, Dense, Dropout, Embedding, Flatten
+from .models import Sequential
 from .network import MLP
 from .optimizers import from_config
 
@@ -48,21 +49,15 @@ def _record(model) -> tuple:
 
 
 def _layer_record(layer) -> dict:
-    """A Sequential layer's constructor arguments; "type" is absent for Dense (files of version 1
-    written before Embedding existed read the same)."""
-    if isinstance(layer, Embedding):
-        return {"type": "Embedding", "vocab_size": layer.vocab_size, "dim": layer.dim,
-                "input_length": layer.input_length, "name": layer.name}
-    if isinstance(layer, Flatten):
-        return {"type": "Flatten", "name": layer.name}
-    return {"units": layer.units, "activation": layer.activation, "name": layer.name,
-            "kernel_initializer": layer.kernel_initializer, "alpha": layer.alpha}
+    """A Sequential layer's constructor arguments and its class ("type"; a record without one is a
+    Dense layer: files of version 1 written before other layers existed read the same)."""
+    return {"type": type(layer).__name__, **layer.get_config()}
 
 
 def _layer_from_record(record: dict):
     record = dict(record)
     kind = record.pop("type", "Dense")
-    classes = {"Dense": Dense, "Embedding": Embedding, "Flatten": Flatten}
+    classes = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Embedding, Flatten)}
     if kind not in classes:
         raise ValueError(f"unknown layer type {kind!r}")
     return classes[kind](**record)
