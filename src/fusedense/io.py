@@ -163,7 +163,8 @@ def load_model(path, backend=None):
     model.network.params[...] = net.params
     config = record.get("compile")
     if config:
-        model.compile(optimizer=from_config(*config["optimizer"]), loss=config["loss"], metrics=config["metrics"])
+        model.compile(optimizer=from_config(*config["optimizer"]), loss=config["loss"], metrics=config["metrics"],
+                      weighted_metrics=config.get("weighted_metrics"))
     return model
 
 

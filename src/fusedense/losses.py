@@ -16,7 +16,7 @@ computes the cross-entropies from the last layer's pre-activation (the logits), 
   ``"sparse_categorical_crossentropy"``) trains on Keras's clipped probability formula, and
   ``from_logits=True`` on a softmax/sigmoid layer reads its outputs as logits, as Keras does (both
   with a warning): the loss's gradient with respect to the outputs is computed here and handed
-  to the fused step as an MSE target (one extra forward pass per batch).
+  to the fused step as a weighted MSE target (one extra forward pass per batch).
 
 ``LossSpec.value(outputs, targets, from_logits, engine)`` evaluates a loss on a network's
 outputs (for evaluate() and validation).

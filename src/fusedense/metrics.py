@@ -1,8 +1,9 @@
 """Metrics by Keras's names and classes (``keras.metrics``): ``metrics=["accuracy"]`` or
 ``metrics=[fd.metrics.SparseCategoricalAccuracy()]``.
 
-``"accuracy"`` (or ``"acc"``) means what Keras infers from the loss: sparse categorical accuracy
-for integer labels, binary accuracy for a binary loss or a single output, else categorical.
+``"accuracy"`` (or ``"acc"``) means what Keras 3 infers from the shapes: binary accuracy for a
+single output, sparse categorical accuracy for integer labels, else categorical accuracy (also
+for several sigmoid outputs with binary cross-entropy, as in Keras).
 Each metric is a per-sample function ``fn(outputs, targets, from_logits) -> (n,)``; ``value`` takes
 their mean, weighted by ``sample_weight`` as Keras weights its metrics (Σ w·m / Σ w).
 """
@@ -89,12 +90,10 @@ def get_metric(name, loss, n_outputs):
         if isinstance(name, Accuracy):
             return name.name, get_metric("accuracy", loss, n_outputs)[1]
         return name.name, type(name).fn
-    if name in ("accuracy", "acc"):
-        if loss.sparse:
-            return name, sparse_categorical_accuracy
-        if loss.name == "binary_crossentropy" or n_outputs == 1:
+    if name in ("accuracy", "acc"):  # Keras 3 decides from the shapes alone, whatever the loss
+        if n_outputs == 1:
             return name, binary_accuracy
-        return name, categorical_accuracy
+        return name, sparse_categorical_accuracy if loss.sparse else categorical_accuracy
     fn = _METRICS.get(_ALIASES.get(name, name)) if isinstance(name, str) else None
     if fn is None:
         choices = ["accuracy", *_METRICS, *_ALIASES]

@@ -19,7 +19,7 @@ e.g. a character language model); its network is then an :class:`fusedense.embed
 As in Keras, a training metric is measured on each batch's outputs before its update (the
 fused step reports them, no second forward pass) and averaged over the epoch; the loss
 includes the kernel regularizers' penalties; ``sample_weight`` / ``class_weight`` scale each
-row's loss (the mean still over the batch's rows) and weight the metrics. How each loss is
+row's loss (the mean still over the batch's rows) and weight the ``weighted_metrics``. How each loss is
 trained (fused on logits, or on Keras's clipped probabilities) is described in fusedense.losses.
 Differences from Keras: the default optimizer is Adam (Keras: RMSprop, which fusedense does not
 have); ``predict`` prints nothing unless verbose=1 is asked for; Dropout layers train only with
@@ -186,19 +186,24 @@ class Sequential:
             raise TypeError(f"compile: unexpected keyword argument(s) {', '.join(sorted(unknown))}")
         if loss is None:
             raise ValueError("loss: compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
-        if loss_weights is not None or weighted_metrics is not None:
-            raise NotImplementedError("loss_weights / weighted_metrics: a Sequential model has one output; "
-                                      "metrics are weighted by sample_weight already")
+        if loss_weights is not None:
+            raise NotImplementedError("loss_weights: a Sequential model has one output and one loss")
         self._dense_layers()
         loss_object = _losses.get(loss)
         self._loss_path = _training_path(loss_object, self.output_activation)
         self.optimizer = _optimizers.get(optimizer)
         self.loss_object, self.loss = loss_object, loss_object.spec
         self._from_logits = loss_object.from_logits and self.loss.id != abi.LOSS_MSE
-        if isinstance(metrics, (str, dict)) or metrics is not None and not isinstance(metrics, (list, tuple)):
-            metrics = [metrics]
-        self.metrics = [get_metric(m, self.loss, self._dense_layers()[-1].units) for m in metrics or []]
-        self._compile_config = {"loss": _losses.serialize(loss_object), "metrics": [name for name, _ in self.metrics]}
+        n_out = self._dense_layers()[-1].units
+        # Keras: ``metrics`` ignore sample weights, ``weighted_metrics`` apply them (Σ w·m / Σ w)
+        self.metrics = [(*get_metric(m, self.loss, n_out), False) for m in _as_list(metrics)]
+        taken = {name for name, _, _ in self.metrics}
+        for m in _as_list(weighted_metrics):
+            name, fn = get_metric(m, self.loss, n_out)
+            self.metrics.append((f"weighted_{name}" if name in taken else name, fn, True))
+        self._compile_config = {"loss": _losses.serialize(loss_object),
+                                "metrics": [name for name, _, weighted in self.metrics if not weighted],
+                                "weighted_metrics": [name for name, _, weighted in self.metrics if weighted]}
         if self.network is not None:
             self._attach_optimizer()
         elif self.input_dim is not None:
@@ -209,7 +214,7 @@ class Sequential:
 
     @property
     def metrics_names(self):
-        return ["loss"] + [name for name, _ in self.metrics]
+        return ["loss"] + [name for name, _, _ in self.metrics]
 
     def _require_compiled(self, what):
         if self.loss is None:
@@ -274,7 +279,8 @@ class Sequential:
         callbacks = list(callbacks or [])
         if any(isinstance(cb, ProgbarLogger) for cb in callbacks) and not verbose:
             verbose = 1
-        callbacks = [history] + [cb for cb in callbacks if not isinstance(cb, ProgbarLogger)]
+        # History last, as in Keras: it records what the other callbacks add to the logs (e.g. learning_rate)
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgbarLogger)] + [history]
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks: expected fd.callbacks.Callback objects, got {type(cb).__name__}")
@@ -381,7 +387,7 @@ class Sequential:
 
     def _custom_step(self, net, xb, tb, wb, out) -> float:
         """A step the fused loss cannot take alone: Keras's losses on the outputs (their gradient
-        with respect to the outputs becomes an MSE target) and kernel regularizers (the gradient, the
+        with respect to the outputs becomes a weighted MSE target) and kernel regularizers (the gradient, the
         penalties' gradients added, then the optimizer on the flat buffers)."""
         with net.training():
             loss_id, targets, weights, data_loss = self.loss.id, tb, wb, None
@@ -392,9 +398,13 @@ class Sequential:
                 if not math.isfinite(data_loss) or not np.isfinite(grad).all():
                     raise FloatingPointError(f"the loss became {data_loss} at optimizer step {net.step + 1}, "
                                              f"which was not applied")
-                # MSE's gradient is 2·(outputs − targets)/(B·C): these targets make it ``grad``
-                targets = (out - grad * (out.size / 2)).astype(net.dtype)
-                loss_id, weights = abi.LOSS_MSE, None
+                # The engine's weighted MSE gradient is w_i·2·(outputs − targets)/(B·C): each row's
+                # weight carries its gradient's scale so that outputs − targets stays within ±1,
+                # where rounding the targets to the model's dtype costs the least.
+                scale = np.abs(grad).max(axis=1) * (out.size / 2)
+                scale[scale == 0] = 1.0
+                targets = (out - grad * (out.size / 2) / scale[:, None]).astype(net.dtype)
+                loss_id, weights = abi.LOSS_MSE, scale.astype(net.dtype)
                 out = None
             regularized = self._regularized()
             if not regularized:
@@ -418,7 +428,8 @@ class Sequential:
         outputs = self.network.predict(x)
         loss = self.loss.value(outputs, y, self._from_logits, self.network.engine, sample_weight)
         return {"loss": loss + self._penalty(),
-                **{name: metric_value(fn, outputs, y, self._from_logits, sample_weight) for name, fn in self.metrics}}
+                **{name: metric_value(fn, outputs, y, self._from_logits, sample_weight if weighted else None)
+                   for name, fn, weighted in self.metrics}}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
@@ -548,6 +559,12 @@ def _training_path(loss, output_activation) -> str:
     return "outputs"
 
 
+def _as_list(metrics):
+    if metrics is None:
+        return []
+    return list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+
+
 def _validation_schedule(validation_freq):
     """epoch (0-based) → whether to validate after it (Keras: every ``validation_freq``-th epoch,
     or the 1-based epochs listed)."""
@@ -579,7 +596,7 @@ class _Running:
         self.loss_sum = 0.0
         self.done = 0  # rows whose metrics are summed in ``sums``
         self.sums = [0.0] * len(model.metrics)
-        self.weight_sum = 0.0
+        self.weight_sums = [0.0] * len(model.metrics)
 
     def next_outputs(self, rows):
         """Where the outputs of the batch ``rows`` go (None: no metrics to measure)."""
@@ -601,13 +618,13 @@ class _Running:
             idx = self.visited[self.done:self.rows]
             out, y = self.outputs[self.done:self.rows], self.y[idx]
             w = None if self.weights is None else self.weights[idx].astype(np.float64)
-            chunk_weight = len(idx) if w is None else float(w.sum())
-            for i, (_, fn) in enumerate(self.model.metrics):
-                self.sums[i] += metric_value(fn, out, y, self.model._from_logits, w) * chunk_weight
-            self.weight_sum += chunk_weight
+            for i, (_, fn, weighted) in enumerate(self.model.metrics):
+                chunk_weight = float(w.sum()) if weighted and w is not None else len(idx)
+                self.sums[i] += metric_value(fn, out, y, self.model._from_logits, w if weighted else None) * chunk_weight
+                self.weight_sums[i] += chunk_weight
             self.done = self.rows
-        for i, (name, _) in enumerate(self.model.metrics):
-            logs[name] = self.sums[i] / self.weight_sum if self.weight_sum else 0.0
+        for i, (name, _, _) in enumerate(self.model.metrics):
+            logs[name] = self.sums[i] / self.weight_sums[i] if self.weight_sums[i] else 0.0
         return logs
 
 
