@@ -10,7 +10,7 @@ from ._backends import backends, get_backend, set_backend, use_backend
 from .functional import (activate, activation_grad, adam_step, binary_cross_entropy, dense, dense_grad,
                          mean_squared_error, mlp_forward, sgd_step, softmax_cross_entropy)
 from .hashing import HashingVectorizer
-from .io import load_model
+from .keras_io import load_keras, load_model  # fd.Sequential.from_keras, model.save("m.keras")
 from .layout import layer_views, make_layout
 from .embedding import EmbeddingMLP
 from .layers import Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer
@@ -37,7 +37,7 @@ __all__ = [
     "Activation", "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Dropout", "Embedding",
     "EmbeddingMLP", "InputLayer",
     "Flatten", "Input", "Sequential",
-    "callbacks", "datasets", "initializers", "layers", "load_model", "losses", "metrics", "optimizers",
+    "callbacks", "datasets", "initializers", "layers", "load_keras", "load_model", "losses", "metrics", "optimizers",
     "regularizers",
     # the functional API and backend control
     "ACTIVATIONS", "activate", "activation_grad", "adam_step", "backends", "binary_cross_entropy",

@@ -35,7 +35,7 @@ def unique_name(prefix: str) -> str:
     return prefix if uid == 0 else f"{prefix}_{uid}"
 
 
-def _snake_case(name: str) -> str:
+def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
@@ -49,7 +49,7 @@ class Layer:
     """Base class: a name (Keras's automatic one unless given)."""
 
     def __init__(self, name=None):
-        self.name = unique_name(_snake_case(type(self).__name__)) if name is None else str(name)
+        self.name = unique_name(snake_case(type(self).__name__)) if name is None else str(name)
 
     def get_weights(self):
         return []
