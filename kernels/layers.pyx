@@ -1,5 +1,5 @@
-"""Dense layers and whole networks: dense_forward, dense_backward, mlp_forward,
-softmax_xent and the fused training step mlp_train_step.
+"""Dense layers and whole networks: dense_forward, dense_backward, mlp_forward, loss and
+the fused training step mlp_train_step.
 
 Every product goes through gemm.matmul-style dispatch: BLAS for large shapes (its own
 threads), register-blocked micro-kernels for small ones (no temporaries). The epilogue
@@ -20,6 +20,7 @@ from abi cimport *
 from act cimport (act_backward_row, bias_act_forward_row, check_act, exp_nonpos, exp_shifted_row,
                  needs_z, r_log, r_log1p, relu, sigmoid)
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
+from layer cimport Layer, bias_offset, widest
 from gemm cimport (blas_gemm, matmul, micro_gemm_atb, micro_gemm_nb, packed_gemm_nb, transpose,
                   worth_blas, worth_packing)
 from optim cimport Optimizer, optimizer_pass, optimizer_update
@@ -58,11 +59,11 @@ cdef enum:
 cdef int n_threads = 1
 
 
-cdef int threads_for(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) noexcept nogil:
+cdef int threads_for(Py_ssize_t B, const Layer* layers, Py_ssize_t L) noexcept nogil:
     """OpenMP threads for a micro-kernel network call of batch B."""
     cdef Py_ssize_t l, work = 0
     for l in range(L):
-        work += B * lay[4 * l + 1] * lay[4 * l + 2]
+        work += B * layers[l].fan_in * layers[l].fan_out
     return n_threads if work >= PARALLEL_MIN_WORK else 1
 
 def set_num_threads(int n):
@@ -177,7 +178,7 @@ cdef int _dense_backward(real tag, dy, x, W, z, y, int act, double alpha, dx, dW
     return 0
 
 
-def dense_forward(x, W, b, int act_id, double alpha, y, z=None):
+def dense_forward(x, W, b, int act_id, double alpha, y, z):
     """y = act(x @ W + b); z = x @ W + b as well unless z is None."""
     check_act(act_id)
     if is_float32(x):
@@ -197,131 +198,96 @@ def dense_backward(dy, x, W, z, y, int act_id, double alpha, dx, dW, db):
 
 # --- whole networks over the flat parameter buffer --------------------------------------------
 
-cdef int check_network(params, layout, alphas, Py_ssize_t n_in, Py_ssize_t n_out) except -1:
-    """The layout must describe layers inside params, chained n_in → … → n_out."""
-    cdef Py_ssize_t L = dim(layout, 0, "layout"), l, n_params = dim(params, 0, "params")
-    cdef const int64_t* lay = <int64_t*>buffer(layout, "layout", cnp.NPY_INT64, L, 4)
-    buffer(alphas, "alphas", cnp.NPY_FLOAT64, -1, L)
-    cdef int64_t offset, fan_in, fan_out, act, previous = n_in
-    if L < 1:
-        raise ValueError("layout: expected at least one layer")
-    for l in range(L):
-        offset, fan_in, fan_out, act = lay[4 * l], lay[4 * l + 1], lay[4 * l + 2], lay[4 * l + 3]
-        if (offset < 0 or fan_in != previous or fan_out < 1 or not 0 <= act < N_ACTIVATIONS
-                or offset + fan_in * fan_out + fan_out > n_params):
-            raise ValueError(f"layout[{l}]: invalid row {(offset, fan_in, fan_out, act)} "
-                             f"for {n_params} parameters and fan_in {previous}")
-        previous = fan_out
-    if previous != n_out:
-        raise ValueError(f"layout: the last layer has fan_out {previous}, the output has {n_out} columns")
-    return 0
-
-
-cdef Py_ssize_t widest(const int64_t* lay, Py_ssize_t L) noexcept nogil:
-    cdef Py_ssize_t l, width = 0
-    for l in range(L):
-        width = max(width, lay[4 * l + 2])
-    return width
-
-
-cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
-                          const double* alphas, Py_ssize_t L, real* out, real* scratch,
+cdef void network_forward(Py_ssize_t B, const real* x, const real* params, const Layer* layers,
+                          Py_ssize_t L, real* out, real* scratch,
                           Py_ssize_t block, bint micro, int threads) noexcept nogil:
     """Every layer for `block` rows at a time, so activations stay in cache from one layer
     to the next; hidden layers ping-pong between two halves of the thread's scratch
     (2 x block x widest each), the last layer writes to out. micro: the micro-kernel path,
     row blocks shared out over `threads` OpenMP threads."""
-    cdef Py_ssize_t half = block * widest(lay, L), n_blocks = (B + block - 1) // block, i
+    cdef Py_ssize_t half = block * widest(layers, L), n_blocks = (B + block - 1) // block, i
     if micro and in_parallel(threads, n_blocks):
         for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads):
-            forward_block(i * block, min(block, B - i * block), x, params, lay, alphas, L, out,
+            forward_block(i * block, min(block, B - i * block), x, params, layers, L, out,
                           scratch + 2 * half * threadid(), half, micro)
     else:
         for i in range(n_blocks):
-            forward_block(i * block, min(block, B - i * block), x, params, lay, alphas, L, out,
+            forward_block(i * block, min(block, B - i * block), x, params, layers, L, out,
                           scratch, half, micro)
 
 
 cdef void forward_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, const real* params,
-                        const int64_t* lay, const double* alphas, Py_ssize_t L, real* out,
+                        const Layer* layers, Py_ssize_t L, real* out,
                         real* mine, Py_ssize_t half, bint micro) noexcept nogil:
     """network_forward's rows [r0, r0 + rows) through every layer; mine: this thread's two
     halves of scratch."""
     cdef Py_ssize_t l
-    cdef const real* src = x + r0 * lay[1]
+    cdef const real* src = x + r0 * layers[0].fan_in
     cdef real* dst
     for l in range(L):
-        dst = out + r0 * lay[4 * l + 2] if l == L - 1 else mine + (l % 2) * half
-        layer_forward(rows, lay[4 * l + 1], lay[4 * l + 2], src, params + lay[4 * l],
-                      params + lay[4 * l] + lay[4 * l + 1] * lay[4 * l + 2],
-                      <int>lay[4 * l + 3], <real>alphas[l], dst, NULL, not micro)
+        dst = out + r0 * layers[l].fan_out if l == L - 1 else mine + (l % 2) * half
+        layer_forward(rows, layers[l].fan_in, layers[l].fan_out, src, params + layers[l].offset,
+                      params + bias_offset(&layers[l]), <int>layers[l].activation,
+                      <real>layers[l].alpha, dst, NULL, not micro)
         src = dst
 
 
-cdef int forward_plan(Py_ssize_t B, const int64_t* lay, Py_ssize_t L, size_t itemsize,
+cdef int forward_plan(Py_ssize_t B, const Layer* layers, Py_ssize_t L, size_t itemsize,
                       Py_ssize_t* block, bint* micro) noexcept nogil:
     """network_forward's row block and path for a batch of B; returns its thread count."""
-    micro[0] = small_weights(lay, L, itemsize)
+    micro[0] = small_weights(layers, L, itemsize)
     block[0] = min(B, NETWORK_MICRO_ROWS if micro[0] else NETWORK_BLAS_ROWS)
-    return network_threads(B, lay, L, itemsize)
+    return network_threads(B, layers, L, itemsize)
 
 
-cdef Py_ssize_t forward_scratch_size(int threads, Py_ssize_t block, const int64_t* lay,
+cdef Py_ssize_t forward_scratch_size(int threads, Py_ssize_t block, const Layer* layers,
                                      Py_ssize_t L) noexcept nogil:
     """Elements of network_forward's scratch: two halves of block x widest per thread."""
-    return threads * 2 * block * widest(lay, L)
+    return threads * 2 * block * widest(layers, L)
 
 
-cdef int _mlp_forward(real tag, x, params, layout, alphas, out) except -1:
-    cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), n_out = dim(out, 1, "out")
-    cdef Py_ssize_t L = dim(layout, 0, "layout")
+cdef int _mlp_forward(real tag, x, params, const Layer* layers, Py_ssize_t L, out) except -1:
+    cdef Py_ssize_t B = dim(x, 0, "x")
     cdef int t = typenum(tag)
-    check_network(params, layout, alphas, n_in, n_out)
-    cdef const real* xp = <real*>buffer(x, "x", t, B, n_in)
+    cdef const real* xp = <real*>buffer(x, "x", t, B, layers[0].fan_in)
     cdef const real* pp = <real*>buffer(params, "params", t, -1, dim(params, 0, "params"))
-    cdef real* outp = <real*>buffer(out, "out", t, B, n_out, True)
-    cdef const int64_t* lay = <int64_t*>cnp.PyArray_DATA(layout)
-    cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
+    cdef real* outp = <real*>buffer(out, "out", t, B, layers[L - 1].fan_out, True)
     cdef Py_ssize_t block
     cdef bint micro
-    cdef int threads = forward_plan(B, lay, L, sizeof(real), &block, &micro)
-    cdef real* scratch = <real*>malloc(forward_scratch_size(threads, block, lay, L) * sizeof(real))
+    cdef int threads = forward_plan(B, layers, L, sizeof(real), &block, &micro)
+    cdef real* scratch = <real*>malloc(forward_scratch_size(threads, block, layers, L) * sizeof(real))
     if scratch == NULL:
         raise MemoryError()
     with nogil:
-        network_forward(B, xp, pp, lay, al, L, outp, scratch, block, micro, threads)
+        network_forward(B, xp, pp, layers, L, outp, scratch, block, micro, threads)
     free(scratch)
     return 0
 
 
-def mlp_forward(x, params, layout, alphas, out):
+def mlp_forward(x, params, const Layer[::1] layers, out):
     """out = the network's output for x: every layer in one call (see fusedense.layout)."""
     if is_float32(x):
-        _mlp_forward(<float>0, x, params, layout, alphas, out)
+        _mlp_forward(<float>0, x, params, &layers[0], layers.shape[0], out)
     else:
-        _mlp_forward(<double>0, x, params, layout, alphas, out)
+        _mlp_forward(<double>0, x, params, &layers[0], layers.shape[0], out)
 
 
-# --- losses on one row of logits: return the row's loss, write its gradient (scaled by 1/B) ---
+# --- losses on one row: return the row's loss, write its gradient (scaled by 1/B or 1/(B·C)) ---
 
 cdef double xent_row(const real* z, int64_t label, real* dz, Py_ssize_t n, real scale) noexcept nogil:
-    """−log softmax(z)[label]; dz = (softmax(z) − onehot(label))·scale unless dz is NULL."""
+    """−log softmax(z)[label]; dz = (softmax(z) − onehot(label))·scale."""
     cdef Py_ssize_t j
     cdef real top = z[0], total = 0, total_scale
     for j in range(1, n):
         if z[j] > top:
             top = z[j]
-    if dz == NULL:
-        for j in range(n):
-            total += exp_nonpos(z[j] - top)
-    else:  # one exp per entry: dz holds e^(z - top) until the total is known
-        exp_shifted_row(z, top, dz, n)
-        for j in range(n):
-            total += dz[j]
-        total_scale = scale / total
-        for j in range(n):
-            dz[j] *= total_scale
-        dz[label] -= scale
+    exp_shifted_row(z, top, dz, n)  # one exp per entry: dz holds e^(z - top) until the total is known
+    for j in range(n):
+        total += dz[j]
+    total_scale = scale / total
+    for j in range(n):
+        dz[j] *= total_scale
+    dz[label] -= scale
     return r_log(total) - (z[label] - top)
 
 
@@ -369,81 +335,83 @@ cdef double squared_error_row(const real* y, const real* t, real* dy, Py_ssize_t
     return loss
 
 
-cdef int check_labels(labels, Py_ssize_t B, Py_ssize_t n_classes) except -1:
-    """Labels index rows of logits: one out of range would read outside them."""
-    cdef const int64_t* lab = <int64_t*>buffer(labels, "labels", cnp.NPY_INT64, -1, B)
-    cdef Py_ssize_t i
-    for i in range(B):
-        if not 0 <= lab[i] < n_classes:
-            raise ValueError(f"labels[{i}]: expected a class id in [0, {n_classes}), got {lab[i]}")
-    return 0
-
-
-cdef double _softmax_xent(real tag, logits, labels, dlogits) except? -1:
-    cdef Py_ssize_t B = dim(logits, 0, "logits"), C = dim(logits, 1, "logits"), i
-    cdef int t = typenum(tag)
-    cdef const real* zp = <real*>buffer(logits, "logits", t, B, C)
-    cdef real* dzp = <real*>optional_buffer(dlogits, "dlogits", t, B, C, True)
-    check_labels(labels, B, C)
-    cdef const int64_t* lab = <int64_t*>cnp.PyArray_DATA(labels)
-    cdef double loss = 0
-    with nogil:
-        for i in range(B):
-            loss += xent_row(zp + i * C, lab[i], NULL if dzp == NULL else dzp + i * C, C, <real>1 / B)
-    return loss / B
-
-
-def softmax_xent(logits, labels, dlogits):
-    """Mean softmax cross-entropy of integer labels; dlogits = (softmax − onehot)/B unless None."""
-    if is_float32(logits):
-        return _softmax_xent(<float>0, logits, labels, dlogits)
-    return _softmax_xent(<double>0, logits, labels, dlogits)
-
-
-# --- the fused training step ------------------------------------------------------------------
-
-cdef double output_loss(int loss_id, Py_ssize_t B, Py_ssize_t C, const real* logits,
-                        const real* y, const int64_t* labels, const real* targets,
-                        real* grad) noexcept nogil:
-    """Mean loss of the last layer; grad = dLoss/dlogits (cross-entropies) or dLoss/dy (MSE)."""
+cdef double loss_forward_backward(int loss_id, Py_ssize_t B, Py_ssize_t C, const real* outputs,
+                                  const int64_t* labels, const real* targets,
+                                  real* grad) noexcept nogil:
+    """Mean loss of outputs (B x C: logits for the cross-entropies, predictions for MSE) and
+    grad = dLoss/doutputs (see fusedense._backends.interface.loss)."""
     cdef Py_ssize_t i
     cdef double total = 0
     cdef real scale = <real>1 / (B if loss_id == LOSS_SPARSE_XENT or loss_id == LOSS_CATEGORICAL_XENT
                                  else B * C)
     for i in range(B):
         if loss_id == LOSS_SPARSE_XENT:
-            total += xent_row(logits + i * C, labels[i], grad + i * C, C, scale)
+            total += xent_row(outputs + i * C, labels[i], grad + i * C, C, scale)
         elif loss_id == LOSS_CATEGORICAL_XENT:
-            total += xent_probs_row(logits + i * C, targets + i * C, grad + i * C, C, scale)
+            total += xent_probs_row(outputs + i * C, targets + i * C, grad + i * C, C, scale)
         elif loss_id == LOSS_BINARY_XENT:
-            total += binary_xent_row(logits + i * C, targets + i * C, grad + i * C, C, scale)
+            total += binary_xent_row(outputs + i * C, targets + i * C, grad + i * C, C, scale)
         else:
-            total += squared_error_row(y + i * C, targets + i * C, grad + i * C, C, scale)
+            total += squared_error_row(outputs + i * C, targets + i * C, grad + i * C, C, scale)
     return total * scale
 
 
-cdef bint layers_tile(const int64_t* lay, Py_ssize_t L, Py_ssize_t start,
+cdef double _loss(real tag, int loss_id, outputs, targets, grad) except? -1:
+    cdef Py_ssize_t B = dim(outputs, 0, "outputs"), C = dim(outputs, 1, "outputs")
+    cdef int t = typenum(tag)
+    cdef const real* op = <real*>buffer(outputs, "outputs", t, B, C)
+    cdef const int64_t* lab = NULL
+    cdef const real* tp = NULL
+    if loss_id == LOSS_SPARSE_XENT:
+        lab = <int64_t*>buffer(targets, "targets", cnp.NPY_INT64, -1, B)
+    else:
+        tp = <real*>buffer(targets, "targets", t, B, C)
+    # the row losses compute the gradient on the way (the softmax rows keep their exps in it)
+    cdef real* gp = <real*>optional_buffer(grad, "grad", t, B, C, True)
+    cdef real* scratch = NULL
+    if gp == NULL:
+        gp = scratch = <real*>malloc(B * C * sizeof(real))
+        if scratch == NULL:
+            raise MemoryError()
+    cdef double value
+    with nogil:
+        value = loss_forward_backward(loss_id, B, C, op, lab, tp, gp)
+    free(scratch)
+    return value
+
+
+def loss(int loss_id, outputs, targets, grad):
+    """Mean loss of outputs against targets (fusedense.abi.LOSS_*); grad = dLoss/doutputs
+    unless None."""
+    if is_float32(outputs):
+        return _loss(<float>0, loss_id, outputs, targets, grad)
+    return _loss(<double>0, loss_id, outputs, targets, grad)
+
+
+# --- the fused training step ------------------------------------------------------------------
+
+cdef bint layers_tile(const Layer* layers, Py_ssize_t L, Py_ssize_t start,
                       Py_ssize_t n_params) noexcept nogil:
     """True when the layers tile params[start:] exactly (as make_layout lays them out)."""
     cdef Py_ssize_t l, end = start
     for l in range(L):
-        if lay[4 * l] != end:
+        if layers[l].offset != end:
             return False
-        end += lay[4 * l + 1] * lay[4 * l + 2] + lay[4 * l + 2]
+        end = bias_offset(&layers[l]) + layers[l].fan_out
     return end == n_params
 
 
-cdef bint small_weights(const int64_t* lay, Py_ssize_t L, size_t itemsize) noexcept nogil:
+cdef bint small_weights(const Layer* layers, Py_ssize_t L, size_t itemsize) noexcept nogil:
     """Every W fits the micro-kernel path (stays in a core's L2 across row blocks)."""
     cdef Py_ssize_t l
     for l in range(L):
-        if lay[4 * l + 1] * lay[4 * l + 2] * itemsize > MICRO_MAX_WEIGHT_BYTES:
+        if layers[l].fan_in * layers[l].fan_out * itemsize > MICRO_MAX_WEIGHT_BYTES:
             return False
     return True
 
 
-cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const int64_t* lay,
-                       const double* alphas, Py_ssize_t L, real** z_of, real** y_of,
+cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const Layer* layers,
+                       Py_ssize_t L, real** z_of, real** y_of,
                        bint logits_only, bint micro, int threads) noexcept nogil:
     """Forward keeping every layer's y, and z where the backward reads it: a hidden layer's
     whose activation needs z for its derivative (needs_z; the others' derivatives come from
@@ -457,27 +425,27 @@ cdef void forward_keep(Py_ssize_t B, const real* x, const real* params, const in
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i
     if micro and in_parallel(threads, n_blocks):
         for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads):
-            keep_block(i * block, min(block, B - i * block), x, params, lay, alphas, L, z_of, y_of,
+            keep_block(i * block, min(block, B - i * block), x, params, layers, L, z_of, y_of,
                        logits_only, micro)
     else:
         for i in range(n_blocks):
-            keep_block(i * block, min(block, B - i * block), x, params, lay, alphas, L, z_of, y_of,
+            keep_block(i * block, min(block, B - i * block), x, params, layers, L, z_of, y_of,
                        logits_only, micro)
 
 
 cdef void keep_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, const real* params,
-                     const int64_t* lay, const double* alphas, Py_ssize_t L, real** z_of,
+                     const Layer* layers, Py_ssize_t L, real** z_of,
                      real** y_of, bint logits_only, bint micro) noexcept nogil:
     """forward_keep's rows [r0, r0 + rows) through every layer."""
     cdef Py_ssize_t l, k, n
     cdef bint last, keep_z
     for l in range(L):
-        k, n = lay[4 * l + 1], lay[4 * l + 2]
+        k, n = layers[l].fan_in, layers[l].fan_out
         last = logits_only and l == L - 1
-        keep_z = not last and (l == L - 1 or needs_z(<int>lay[4 * l + 3]))
+        keep_z = not last and (l == L - 1 or needs_z(<int>layers[l].activation))
         layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
-                      params + lay[4 * l], params + lay[4 * l] + k * n,
-                      ACT_IDENTITY if last else <int>lay[4 * l + 3], <real>alphas[l],
+                      params + layers[l].offset, params + bias_offset(&layers[l]),
+                      ACT_IDENTITY if last else <int>layers[l].activation, <real>layers[l].alpha,
                       y_of[l] + r0 * n, z_of[l] + r0 * n if keep_z else NULL, not micro)
 
 
@@ -538,20 +506,20 @@ cdef void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_ssize_t 
                              prev_y + r * k, dx + r * k, k)
 
 
-cdef int network_threads(Py_ssize_t B, const int64_t* lay, Py_ssize_t L,
+cdef int network_threads(Py_ssize_t B, const Layer* layers, Py_ssize_t L,
                          size_t itemsize) noexcept nogil:
     """OpenMP threads of a whole-network call (forward or training step): only on the
     micro-kernel path (BLAS brings its own threads; never two pools at once)."""
-    return threads_for(B, lay, L) if small_weights(lay, L, itemsize) else 1
+    return threads_for(B, layers, L) if small_weights(layers, L, itemsize) else 1
 
 
-cdef Py_ssize_t train_work_size(Py_ssize_t B, const int64_t* lay, Py_ssize_t L) noexcept nogil:
+cdef Py_ssize_t train_work_size(Py_ssize_t B, const Layer* layers, Py_ssize_t L) noexcept nogil:
     """Elements of train_gradients' work: z and y per layer, two gradient buffers, one Wᵀ."""
     cdef Py_ssize_t l, n_work = 0, biggest = 0
     for l in range(L):
-        n_work += 2 * B * lay[4 * l + 2]
-        biggest = max(biggest, lay[4 * l + 1] * lay[4 * l + 2])
-    return n_work + 2 * B * widest(lay, L) + biggest
+        n_work += 2 * B * layers[l].fan_out
+        biggest = max(biggest, layers[l].fan_in * layers[l].fan_out)
+    return n_work + 2 * B * widest(layers, L) + biggest
 
 
 cdef inline real* offset_or_null(real* a, Py_ssize_t by) noexcept nogil:
@@ -561,8 +529,8 @@ cdef inline real* offset_or_null(real* a, Py_ssize_t by) noexcept nogil:
 
 cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
                             const real* targets, real* params, real* grads,
-                            const int64_t* lay, const double* alphas, Py_ssize_t L,
-                            int loss_id, real* work, int threads, real* dx, real* outputs,
+                            const Layer* layers, Py_ssize_t L, int loss_id, real* work,
+                            real** kept, int threads, real* dx, real* outputs,
                             const Optimizer* opt, real* first, real* second) noexcept nogil:
     """Forward keeping every layer's y and the z the backward reads (forward_keep; a copy of
     the outputs in ``outputs`` unless it is NULL), the loss, backward from the last layer down (dz of each layer is made as soon
@@ -574,11 +542,12 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
     them any more: the update runs while the gradient is in cache instead of in a pass of
     its own over the whole buffer. The layers must not overlap (each element updated once).
     Small weights: micro-kernels over `threads` OpenMP threads; large: BLAS.
-    work: train_work_size elements (z and y per layer, two gradient buffers, one Wᵀ)."""
-    cdef Py_ssize_t l, r, k, n, offset, width = widest(lay, L), used = 0
-    cdef bint micro = small_weights(lay, L, sizeof(real))
-    cdef real* z_of[64]
-    cdef real* y_of[64]
+    work: train_work_size elements (z and y per layer, two gradient buffers, one Wᵀ);
+    kept: 2 L pointers, set here to each layer's z and y in work."""
+    cdef Py_ssize_t l, r, k, n, offset, width = widest(layers, L), used = 0
+    cdef bint micro = small_weights(layers, L, sizeof(real))
+    cdef real** z_of = kept
+    cdef real** y_of = kept + L
     cdef real* dcur
     cdef real* dnext
     cdef real* d_in
@@ -587,41 +556,42 @@ cdef double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
     cdef double loss
     for l in range(L):
         z_of[l] = work + used
-        y_of[l] = work + used + B * lay[4 * l + 2]
-        used += 2 * B * lay[4 * l + 2]
+        y_of[l] = work + used + B * layers[l].fan_out
+        used += 2 * B * layers[l].fan_out
     dcur = work + used
     dnext = dcur + B * width
     Wt = dnext + B * width
     cdef bint logits_only = loss_id != LOSS_MSE and outputs == NULL
-    forward_keep(B, x, params, lay, alphas, L, z_of, y_of, logits_only, micro, threads)
+    forward_keep(B, x, params, layers, L, z_of, y_of, logits_only, micro, threads)
     if logits_only:
         z_of[L - 1] = y_of[L - 1]  # the logits (see forward_keep)
-    n = lay[4 * (L - 1) + 2]
+    n = layers[L - 1].fan_out
     if outputs != NULL:
         memcpy(outputs, y_of[L - 1], B * n * sizeof(real))
     # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
-    loss = output_loss(loss_id, B, n, z_of[L - 1], y_of[L - 1], labels, targets, dcur)
+    loss = loss_forward_backward(loss_id, B, n, y_of[L - 1] if loss_id == LOSS_MSE else z_of[L - 1],
+                                 labels, targets, dcur)
     if loss_id == LOSS_MSE:
         for r in range(B):
-            act_backward_row(<int>lay[4 * (L - 1) + 3], <real>alphas[L - 1], dcur + r * n,
+            act_backward_row(<int>layers[L - 1].activation, <real>layers[L - 1].alpha, dcur + r * n,
                              z_of[L - 1] + r * n, y_of[L - 1] + r * n, dcur + r * n, n)
     for l in range(L - 1, -1, -1):  # dcur holds this layer's dz
-        offset, k, n = lay[4 * l], lay[4 * l + 1], lay[4 * l + 2]
+        offset, k, n = layers[l].offset, layers[l].fan_in, layers[l].fan_out
         dW = grads + offset
         d_in = dnext if l > 0 else dx  # the first layer's dx is the network's (NULL: skipped)
         if micro:
             if d_in != NULL:
                 transpose(k, n, params + offset, n, Wt)
             backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, d_in,
-                           <int>lay[4 * (l - 1) + 3] if l > 0 else ACT_IDENTITY,
-                           <real>alphas[l - 1] if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
+                           <int>layers[l - 1].activation if l > 0 else ACT_IDENTITY,
+                           <real>layers[l - 1].alpha if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
                            y_of[l - 1] if l > 0 else NULL, opt, params + offset,
                            offset_or_null(first, offset), offset_or_null(second, offset), threads)
         else:
             layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
                            NULL, ACT_IDENTITY, 0, dcur, d_in, dW, dW + k * n)
             for r in range(B if l > 0 else 0):
-                act_backward_row(<int>lay[4 * (l - 1) + 3], <real>alphas[l - 1], dnext + r * k,
+                act_backward_row(<int>layers[l - 1].activation, <real>layers[l - 1].alpha, dnext + r * k,
                                  z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)
             if opt != NULL:  # after dx, the last reader of W
                 optimizer_pass(opt, params, grads, first, second, offset, offset + k * n + n, threads)
@@ -641,17 +611,11 @@ cdef int read_optimizer(hyper, Optimizer* opt) except -1:
     return 0
 
 
-cdef int check_training(real tag, params, grads, opt_state, layout, alphas, hyper,
-                        Py_ssize_t n_in, Optimizer* opt) except -1:
-    """The arguments every training step shares: 1 to 64 layers chained from n_in inside
-    params; grads and opt_state (1 row for SGD, 2 for Adam) shaped like params, all writeable;
-    a known optimizer in hyper (read into opt)."""
-    cdef Py_ssize_t L = dim(layout, 0, "layout"), P = dim(params, 0, "params")
+cdef int check_training(real tag, params, grads, opt_state, hyper, Optimizer* opt) except -1:
+    """The arrays every training step shares: grads and opt_state (1 row for SGD, 2 for Adam)
+    shaped like params, all writeable; hyper read into opt."""
+    cdef Py_ssize_t P = dim(params, 0, "params")
     cdef int t = typenum(tag)
-    if not 1 <= L <= 64:
-        raise ValueError(f"layout: expected 1 to 64 layers, got {L}")
-    cdef const int64_t* lay = <int64_t*>buffer(layout, "layout", cnp.NPY_INT64, L, 4)
-    check_network(params, layout, alphas, n_in, lay[4 * (L - 1) + 2])
     read_optimizer(hyper, opt)
     buffer(params, "params", t, -1, P, True)
     buffer(grads, "grads", t, -1, P, True)
@@ -659,56 +623,61 @@ cdef int check_training(real tag, params, grads, opt_state, layout, alphas, hype
     return 0
 
 
-cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, layout, alphas,
-                            int loss_id, hyper, outputs) except? -1:
-    cdef Py_ssize_t B = dim(x, 0, "x"), n_in = dim(x, 1, "x"), P = dim(params, 0, "params")
-    cdef Py_ssize_t L = dim(layout, 0, "layout")
+cdef void* alloc_train_work(size_t work_bytes, Py_ssize_t L, void** kept) except NULL:
+    """train_gradients' work (work_bytes) and its 2 L layer pointers (*kept); free both."""
+    cdef void* work = malloc(work_bytes)
+    kept[0] = malloc(2 * L * sizeof(void*))
+    if work == NULL or kept[0] == NULL:
+        free(work)
+        free(kept[0])
+        raise MemoryError()
+    return work
+
+
+cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, const Layer* layers,
+                            Py_ssize_t L, int loss_id, hyper, outputs) except? -1:
+    cdef Py_ssize_t B = dim(x, 0, "x"), P = dim(params, 0, "params"), C = layers[L - 1].fan_out
     cdef int t = typenum(tag)
-    if loss_id not in (LOSS_SPARSE_XENT, LOSS_CATEGORICAL_XENT, LOSS_BINARY_XENT, LOSS_MSE):
-        raise ValueError(f"loss_id: unknown loss code {loss_id}")
     cdef Optimizer opt
-    check_training(tag, params, grads, opt_state, layout, alphas, hyper, n_in, &opt)
-    cdef const int64_t* lay = <int64_t*>cnp.PyArray_DATA(layout)
-    cdef Py_ssize_t C = lay[4 * (L - 1) + 2]
-    cdef const real* xp = <real*>buffer(x, "x", t, B, n_in)
+    check_training(tag, params, grads, opt_state, hyper, &opt)
+    cdef const real* xp = <real*>buffer(x, "x", t, B, layers[0].fan_in)
     cdef real* pp = <real*>cnp.PyArray_DATA(params)
     cdef real* gp = <real*>cnp.PyArray_DATA(grads)
     cdef real* sp = <real*>cnp.PyArray_DATA(opt_state)
     cdef const int64_t* lab = NULL
     cdef const real* tp = NULL
     if loss_id == LOSS_SPARSE_XENT:
-        check_labels(targets, B, C)
-        lab = <int64_t*>cnp.PyArray_DATA(targets)
+        lab = <int64_t*>buffer(targets, "targets", cnp.NPY_INT64, -1, B)
     else:
         tp = <real*>buffer(targets, "targets", t, B, C)
     cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
-    cdef const double* al = <double*>cnp.PyArray_DATA(alphas)
     cdef double loss
-    cdef int threads = network_threads(B, lay, L, sizeof(real))
+    cdef int threads = network_threads(B, layers, L, sizeof(real))
     # layers tiling params (as make_layout lays them out) take their step inside the gradient
     # pass; otherwise gaps get a zero gradient, as in the reference, and one pass updates all
-    cdef bint fused = layers_tile(lay, L, 0, P)
-    cdef real* work = <real*>malloc(train_work_size(B, lay, L) * sizeof(real))
-    if work == NULL:
-        raise MemoryError()
+    cdef bint fused = layers_tile(layers, L, 0, P)
+    cdef real** kept
+    cdef real* work = <real*>alloc_train_work(train_work_size(B, layers, L) * sizeof(real), L,
+                                              <void**>&kept)
     with nogil:
         if not fused:
             memset(gp, 0, P * sizeof(real))
-        loss = train_gradients(B, xp, lab, tp, pp, gp, lay, al, L, loss_id, work, threads, NULL, op,
-                               &opt if fused else NULL, sp, sp + P)
+        loss = train_gradients(B, xp, lab, tp, pp, gp, layers, L, loss_id, work, kept, threads,
+                               NULL, op, &opt if fused else NULL, sp, sp + P)
         if not fused:
             optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
     free(work)
+    free(kept)
     return loss
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, int loss_id, hyper,
-                   outputs=None):
+def mlp_train_step(x, targets, params, grads, opt_state, const Layer[::1] layers, int loss_id,
+                   hyper, outputs):
     """Forward, loss, backward and optimizer update in one call; returns the loss. grads
     receives the gradient; params and opt_state are updated in place (see fusedense.abi);
     outputs, unless None, the network's outputs before the update."""
     if is_float32(x):
-        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, layout, alphas, loss_id,
-                               hyper, outputs)
-    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, layout, alphas, loss_id,
-                           hyper, outputs)
+        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, &layers[0],
+                               layers.shape[0], loss_id, hyper, outputs)
+    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, &layers[0],
+                           layers.shape[0], loss_id, hyper, outputs)
