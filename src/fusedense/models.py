@@ -306,7 +306,8 @@ class Sequential:
 
     def _loss_and_metrics(self, x, y):
         outputs = self.network.predict(x)
-        return {"loss": self.loss.value(outputs, y, self._from_logits), **self._metric_values(y, outputs)}
+        return {"loss": self.loss.value(outputs, y, self._from_logits, self.network.engine),
+                **self._metric_values(y, outputs)}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
         """The loss (and metrics) on ``(x, y)``: a float, or [loss, metric, ...] when metrics were compiled."""

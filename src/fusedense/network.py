@@ -18,8 +18,9 @@ import numpy as np
 
 from . import _backends, abi
 from . import optimizers as _optimizers
-from .activations import get_activation
-from .layout import layer_views, make_layout
+from .activations import BY_ID, get_activation
+from .gate import checked_record
+from .layout import layer_views, make_layout, record_layout
 from .losses import get_loss
 from .validation import as_labels, as_numeric_array
 
@@ -73,9 +74,8 @@ class MLP:
         n_layers = len(sizes) - 1
         if isinstance(activations, str) or activations is None:
             activations = [activations] * (n_layers - 1) + [output_activation]
-        self.activations = tuple(get_activation(a).name for a in activations)
-        self.layout, self.alphas, self.n_params = make_layout(sizes, self.activations, alphas, start=prefix)
-        self.sizes = tuple(sizes)
+        layout, alphas, self.n_params = make_layout(sizes, activations, alphas, start=prefix)
+        self.layers = checked_record(layout, alphas, self.n_params)
         self.dtype = _check_dtype(dtype)
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = None  # allocated by the first training step
@@ -88,6 +88,55 @@ class MLP:
         self.initialize(init, random_state)
 
     # --- structure ------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> np.ndarray:
+        """The checked, read-only layer record (see fusedense.layout) every kernel call reads."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, record):
+        self._layers = record
+        self.sizes = (int(record[0]["fan_in"]),) + tuple(int(f) for f in record["fan_out"])
+        self.activations = tuple(BY_ID[a].name for a in record["activation"])
+        self._layout = record_layout(record)
+        self._layout.flags.writeable = False
+
+    @property
+    def params(self) -> np.ndarray:
+        """Every weight and bias in one flat buffer (see fusedense.layout); assignable with an
+        array of the same dtype and size, which the model then uses (no copy)."""
+        return self._params
+
+    @params.setter
+    def params(self, params):
+        if not isinstance(params, np.ndarray) or params.dtype != self.dtype or params.shape != (self.n_params,) \
+                or not params.flags.c_contiguous or not params.flags.writeable:
+            got = (f"an array of shape {params.shape} and dtype {params.dtype}"
+                   + ("" if params.flags.c_contiguous and params.flags.writeable else ", not writeable C-contiguous")
+                   if isinstance(params, np.ndarray) else type(params).__name__)
+            raise ValueError(f"params: expected a writeable C-contiguous {self.dtype} array of shape "
+                             f"({self.n_params},) like the model's, got {got}")
+        self._params = params
+
+    @property
+    def layout(self) -> np.ndarray:
+        """(n_layers, 4) int64 rows (offset, fan_in, fan_out, activation id), read-only; assign a
+        new array to change it (it is checked against ``params`` then)."""
+        return self._layout
+
+    @layout.setter
+    def layout(self, layout):
+        self.layers = checked_record(layout, self._layers["alpha"], self.n_params)
+
+    @property
+    def alphas(self) -> np.ndarray:
+        """Each layer's activation parameter (float64, read-only; assign to change)."""
+        return self._layers["alpha"]
+
+    @alphas.setter
+    def alphas(self, alphas):
+        self.layers = checked_record(self._layout, alphas, self.n_params, name="alphas")
 
     @property
     def n_inputs(self) -> int:
@@ -142,11 +191,11 @@ class MLP:
 
     def set_backend(self, backend=None):
         """Selects the backend module (by name; None/'auto' = the fastest available) for this model."""
-        self._kernels = _backends.load(backend)
+        self.engine = _backends.load(backend)
 
     @property
     def backend(self) -> str:
-        return self._kernels.NAME
+        return self.engine.NAME
 
     def __repr__(self):
         layers = " → ".join(str(s) for s in self.sizes)
@@ -189,7 +238,7 @@ class MLP:
 
     def forward(self, x, out):
         """predict without the checks: ``x`` as ``as_inputs`` returns it, ``out`` preallocated."""
-        self._kernels.mlp_forward(x, self.params, self.layout, self.alphas, out)
+        self.engine.mlp_forward(x, self.params, self._layers, out)
 
     __call__ = predict
 
@@ -258,8 +307,8 @@ class MLP:
 
     def _train_kernel(self, x, targets, loss_id, outputs) -> float:
         """The one backend call of a training step (subclasses with other inputs override it)."""
-        return self._kernels.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
-                                            self.layout, self.alphas, loss_id, self._hyper, outputs)
+        return self.engine.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
+                                            self._layers, loss_id, self._hyper, outputs)
 
     def train_epoch(self, x, targets, loss_id, batch_size, order=None, outputs=None) -> float:
         """One pass over checked ``x`` / ``targets`` (as ``as_inputs`` / ``as_targets`` return

@@ -50,8 +50,8 @@ class FusedenseKernel(System):
         self.name = f"fusedense-{backend}"
 
     def prepare(self, problem, threads):
-        kernels = _backends.load(self.backend)
-        x, layout, alphas = problem.x, problem.layout, problem.alphas
+        kernels = _backends.load_engine(self.backend)
+        x, layout, alphas, layers = problem.x, problem.layout, problem.alphas, problem.record
         params = problem.params.copy()
         if problem.workload.train:
             grads = np.empty_like(params)
@@ -60,8 +60,8 @@ class FusedenseKernel(System):
             labels = problem.labels
 
             def run():
-                kernels.mlp_train_step(x, labels, params, grads, opt_state, layout, alphas,
-                                       abi.LOSS_SPARSE_XENT, hyper)
+                kernels.mlp_train_step(x, labels, params, grads, opt_state, layers, abi.LOSS_SPARSE_XENT,
+                                       hyper, None)
                 hyper[abi.H_STEP] += 1
             return run, lambda: params
         out = np.empty((x.shape[0], problem.workload.sizes[-1]), x.dtype)
@@ -69,7 +69,7 @@ class FusedenseKernel(System):
             (W, b), = layer_views(params, layout)
             act_id, alpha = int(layout[0, 3]), float(alphas[0])
             return (lambda: kernels.dense_forward(x, W, b, act_id, alpha, out, None)), lambda: out
-        return (lambda: kernels.mlp_forward(x, params, layout, alphas, out)), lambda: out
+        return (lambda: kernels.mlp_forward(x, params, layers, out)), lambda: out
 
 
 class FusedenseAPI(System):
