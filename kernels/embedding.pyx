@@ -17,7 +17,7 @@ from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from fusedense._kernels.layers cimport (alloc_train_work, check_training, forward_plan,
                                         forward_scratch_size, layers_tile, network_forward,
                                         network_threads, train_gradients, train_work_size)
-from layer cimport Layer
+from layer cimport Layer, records
 from optim cimport Optimizer, optimizer_pass
 from real cimport real
 
@@ -71,12 +71,14 @@ cdef int _embedding_forward(real tag, tokens, params, const Layer* layers, Py_ss
     return 0
 
 
-def embedding_forward(tokens, params, const Layer[::1] layers, Py_ssize_t vocab_size, out):
+def embedding_forward(tokens, params, layers, Py_ssize_t vocab_size, out):
     """out = the network's output for token contexts (the gather inside)."""
+    cdef Py_ssize_t L
+    cdef const Layer* lp = records(layers, &L)
     if is_float32(params):
-        _embedding_forward(<float>0, tokens, params, &layers[0], layers.shape[0], out)
+        _embedding_forward(<float>0, tokens, params, lp, L, out)
     else:
-        _embedding_forward(<double>0, tokens, params, &layers[0], layers.shape[0], out)
+        _embedding_forward(<double>0, tokens, params, lp, L, out)
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -119,16 +121,18 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
     return loss
 
 
-def embedding_train_step(tokens, labels, params, grads, opt_state, const Layer[::1] layers, hyper,
+def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper,
                          Py_ssize_t vocab_size, outputs):
     """Gather, forward, softmax cross-entropy, backward down to dLoss/dx, scatter-add of dx
     into the table's rows of grads, optimizer update of the whole buffer; returns the loss.
     outputs, unless None, the network's outputs before the update."""
+    cdef Py_ssize_t L
+    cdef const Layer* lp = records(layers, &L)
     if is_float32(params):
         return _embedding_train_step(<float>0, tokens, labels, params, grads, opt_state,
-                                     &layers[0], layers.shape[0], hyper, vocab_size, outputs)
-    return _embedding_train_step(<double>0, tokens, labels, params, grads, opt_state, &layers[0],
-                                 layers.shape[0], hyper, vocab_size, outputs)
+                                     lp, L, hyper, vocab_size, outputs)
+    return _embedding_train_step(<double>0, tokens, labels, params, grads, opt_state, lp, L, hyper,
+                                 vocab_size, outputs)
 
 
 # --- generation -----------------------------------------------------------------------------
@@ -232,13 +236,15 @@ cdef void free_all(void* a, void* b, void* c, void* d) noexcept nogil:
     free(d)
 
 
-def embedding_generate(params, const Layer[::1] layers, Py_ssize_t vocab_size, Py_ssize_t context, uniforms,
+def embedding_generate(params, layers, Py_ssize_t vocab_size, Py_ssize_t context, uniforms,
                        double temperature, int64_t boundary, tokens, lengths):
     """Batched autoregressive sampling, the whole loop in one call (see
     fusedense.reference.embedding_generate); writes tokens (n, max_len) and lengths (n,)."""
+    cdef Py_ssize_t L
+    cdef const Layer* lp = records(layers, &L)
     if is_float32(params):
-        _embedding_generate(<float>0, params, &layers[0], layers.shape[0], vocab_size, context, uniforms,
+        _embedding_generate(<float>0, params, lp, L, vocab_size, context, uniforms,
                             temperature, boundary, tokens, lengths)
     else:
-        _embedding_generate(<double>0, params, &layers[0], layers.shape[0], vocab_size, context, uniforms,
+        _embedding_generate(<double>0, params, lp, L, vocab_size, context, uniforms,
                             temperature, boundary, tokens, lengths)

@@ -20,7 +20,7 @@ from abi cimport *
 from act cimport (act_backward_row, bias_act_forward_row, check_act, exp_nonpos, exp_shifted_row,
                  needs_z, r_log, r_log1p, relu, sigmoid)
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
-from layer cimport Layer, bias_offset, widest
+from layer cimport Layer, bias_offset, records, widest
 from gemm cimport (blas_gemm, matmul, micro_gemm_atb, micro_gemm_nb, packed_gemm_nb, transpose,
                   worth_blas, worth_packing)
 from optim cimport Optimizer, optimizer_pass, optimizer_update
@@ -264,12 +264,14 @@ cdef int _mlp_forward(real tag, x, params, const Layer* layers, Py_ssize_t L, ou
     return 0
 
 
-def mlp_forward(x, params, const Layer[::1] layers, out):
+def mlp_forward(x, params, layers, out):
     """out = the network's output for x: every layer in one call (see fusedense.layout)."""
+    cdef Py_ssize_t L
+    cdef const Layer* lp = records(layers, &L)
     if is_float32(x):
-        _mlp_forward(<float>0, x, params, &layers[0], layers.shape[0], out)
+        _mlp_forward(<float>0, x, params, lp, L, out)
     else:
-        _mlp_forward(<double>0, x, params, &layers[0], layers.shape[0], out)
+        _mlp_forward(<double>0, x, params, lp, L, out)
 
 
 # --- losses on one row: return the row's loss, write its gradient (scaled by 1/B or 1/(B·C)) ---
@@ -671,13 +673,15 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, cons
     return loss
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, const Layer[::1] layers, int loss_id,
+def mlp_train_step(x, targets, params, grads, opt_state, layers, int loss_id,
                    hyper, outputs):
     """Forward, loss, backward and optimizer update in one call; returns the loss. grads
     receives the gradient; params and opt_state are updated in place (see fusedense.abi);
     outputs, unless None, the network's outputs before the update."""
+    cdef Py_ssize_t L
+    cdef const Layer* lp = records(layers, &L)
     if is_float32(x):
-        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, &layers[0],
-                               layers.shape[0], loss_id, hyper, outputs)
-    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, &layers[0],
-                           layers.shape[0], loss_id, hyper, outputs)
+        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, lp, L, loss_id, hyper,
+                               outputs)
+    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, lp, L, loss_id, hyper,
+                           outputs)
