@@ -46,9 +46,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         build_dir="build/cython",  # generated C stays out of kernels/
-        # kernels/: the shared .pxd helpers; src/: the .pxd of a kernel module that others cimport
-        # (fusedense/_kernels/NAME.pxd, found under the module's full name)
-        include_path=["kernels", "src"],
+        include_path=["kernels"],  # the shared .pxd helpers
         compiler_directives={
             "language_level": 3,
             "boundscheck": DEBUG,

@@ -2,7 +2,7 @@
 embedding_train_step and embedding_generate, each one call with the gather inside.
 
 The table (vocab_size x dim, dim = the first layer's fan_in / context) is the front of the
-flat buffer, params[:vocab_size * dim]; the layers (layers.pyx) follow it. Tokens are int64
+flat buffer, params[:vocab_size * dim]; the layers (network.pxd, train.pxd) follow it. Tokens are int64
 (n, context), in range (the gate checks them); a generated token indexes the table only
 because the output layer is vocab_size wide.
 """
@@ -14,14 +14,22 @@ from libc.string cimport memcpy, memset
 from abi cimport LOSS_SPARSE_XENT
 from act cimport exp_nonpos
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
-from fusedense._kernels.layers cimport (alloc_train_work, check_training, forward_plan,
-                                        forward_scratch_size, layers_tile, network_forward,
-                                        network_threads, train_gradients, train_work_size)
 from layer cimport Layer, records
+from network cimport forward_plan, forward_scratch_size, network_forward, network_threads
 from optim cimport Optimizer, optimizer_pass
 from real cimport real
+from thread_policy cimport fd_num_threads, fd_set_num_threads
+from train cimport alloc_train_work, check_training, layers_tile, train_gradients, train_work_size
 
 cnp.import_array()
+
+
+def set_num_threads(int n):
+    fd_set_num_threads(n)
+
+
+def get_num_threads():
+    return fd_num_threads
 
 
 cdef void gather(const int64_t* tokens, Py_ssize_t n, Py_ssize_t context, const real* table,

@@ -18,7 +18,7 @@ from .._kernels import optim as _optim
 
 NAME = "cython"
 
-_MODULES = (_activations, _layers, _optim)
+_MODULES = (_activations, _embedding, _layers, _optim)
 
 
 def activation_forward(z, act_id, alpha, y):
