@@ -8,6 +8,7 @@ from abi cimport *
 from act cimport act_backward_row, act_forward_row, check_act, needs_z
 from arrays cimport buffer, is_float32, optional_buffer, typenum
 from thread_policy cimport elementwise_threads, fd_num_threads, fd_set_num_threads, in_parallel
+from tuning cimport ACTIVATION_CHUNK
 from real cimport real
 
 cnp.import_array()
@@ -26,9 +27,6 @@ ABI = {
     "H_DECOUPLED": H_DECOUPLED, "H_STEP": H_STEP, "N_HYPER": N_HYPER,
 }
 
-# Element-wise work is cut into chunks of this many elements (one row-function call each).
-cdef Py_ssize_t CHUNK = 4096
-
 
 def set_num_threads(int n):
     fd_set_num_threads(n)
@@ -44,8 +42,8 @@ cdef inline Py_ssize_t split(int act, Py_ssize_t rows, Py_ssize_t cols, Py_ssize
     if act == ACT_SOFTMAX or act == ACT_LOG_SOFTMAX:
         width[0] = cols
         return rows
-    width[0] = CHUNK
-    return (rows * cols + CHUNK - 1) // CHUNK
+    width[0] = ACTIVATION_CHUNK
+    return (rows * cols + ACTIVATION_CHUNK - 1) // ACTIVATION_CHUNK
 
 
 cdef int _forward(real tag, z, int act, double alpha, y) except -1:

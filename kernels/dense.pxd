@@ -7,21 +7,7 @@ from act cimport act_backward_row, bias_act_forward_row
 from gemm cimport blas_gemm, matmul, micro_gemm_nb, packed_gemm_nb, worth_blas, worth_packing
 from real cimport real
 from thread_policy cimport single_threaded
-
-# Rows per block between a product and its epilogue. Micro-kernel blocks stay in L1. BLAS
-# blocks are large: every BLAS call re-packs all of W (measured: 512-row blocks of a
-# 2048x1024x1024 product cost +14%, 256-row blocks +33%), while an epilogue pass over a
-# 16 MB block still runs from L3 (the relu pass over 8 MB takes ~0.85 ms against ~31 ms
-# for the product, single-threaded).
-# The packed micro-kernel path (large W, at most PACKED_MAX_ROWS rows) takes all rows in one
-# block: each block packs all of W again, which costs more than an epilogue pass from L3.
-cdef enum:
-    BLAS_BLOCK_BYTES = 1 << 24
-    MICRO_BLOCK_BYTES = 1 << 15
-    # single-threaded, the packed micro-kernels beat SciPy's OpenBLAS on a large W up to this
-    # batch (measured at 64x1024x1024: ~100 GFLOP/s against ~60), BLAS beats them above
-    # (2048x1024x1024: ~140 against ~105); with more threads BLAS shares the rows out
-    PACKED_MAX_ROWS = 256
+from tuning cimport BLAS_BLOCK_BYTES, MICRO_BLOCK_BYTES, PACKED_MAX_ROWS
 
 
 cdef inline void finish_rows(real* y, real* z, Py_ssize_t rows, Py_ssize_t n, const real* bias,
@@ -41,7 +27,9 @@ cdef inline void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const r
                         const real* b, int act, real alpha, real* y, real* z,
                         bint allow_blas=True) noexcept nogil:
     """y = act(x @ W + b) for m rows (x m x k, W k x n); z = x @ W + b too unless z is NULL.
-    y must not overlap x. allow_blas=False inside OpenMP regions."""
+    y must not overlap x. allow_blas=False inside OpenMP regions. The epilogue follows the
+    product block by block: L1-sized blocks after the micro-kernels, large ones after BLAS (each
+    call re-packs all of W), one block on the packed path (each block would pack W again)."""
     # (inside OpenMP regions, allow_blas=False, every W is under MICRO_MAX_WEIGHT_BYTES: never packed)
     cdef bint pack_operands = (allow_blas and single_threaded() and m <= PACKED_MAX_ROWS
                                and worth_packing(m, n, k, sizeof(real)))
@@ -68,8 +56,7 @@ cdef inline void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const r
 cdef inline void column_sums(const real* a, Py_ssize_t rows, Py_ssize_t n, real* out) noexcept nogil:
     """out = Σ_rows a, rows added in order (deterministic): the product 1ᵀ a through the
     micro-kernels (a row of ones: one `one` read at strides 0), whose FMAs add 1·a exactly.
-    They run in the CPU's widest vectors, where a loop here is compiled for SSE2 (AVX2, AMD
-    EPYC, 200 x 100: float64 2.4 against 7.3 µs, float32 1.4 against 2.1; the same bits)."""
+    They run in the CPU's widest vectors, where a loop here is compiled for SSE2."""
     cdef real one = 1
     micro_gemm_nb(1, n, rows, &one, 0, 0, a, n, NULL, out, n, False)
 

@@ -9,15 +9,7 @@ from dense cimport layer_forward
 from layer cimport Layer, bias_offset, widest
 from real cimport real
 from thread_policy cimport in_parallel, network_threads_for
-
-cdef enum:
-    # mlp_forward carries a block of rows through every layer before starting the next:
-    # 256 rows when BLAS does the products, 32 on the micro-kernel path, where each thread
-    # takes blocks in turn (dynamic schedule: a thread slowed by a busy core takes fewer)
-    NETWORK_BLAS_ROWS = 256
-    NETWORK_MICRO_ROWS = 32
-    # weights up to this size stay in a core's L2 across row blocks: the micro-kernel path
-    MICRO_MAX_WEIGHT_BYTES = 1 << 20
+from tuning cimport MICRO_MAX_WEIGHT_BYTES, NETWORK_BLAS_ROWS, NETWORK_MICRO_ROWS
 
 
 cdef inline bint small_weights(const Layer* layers, Py_ssize_t L, size_t itemsize) noexcept nogil:
@@ -77,7 +69,8 @@ cdef inline void network_forward(Py_ssize_t B, const real* x, const real* params
     """Every layer for `block` rows at a time, so activations stay in cache from one layer
     to the next; hidden layers ping-pong between two halves of the thread's scratch
     (2 x block x widest each), the last layer writes to out. micro: the micro-kernel path,
-    row blocks shared out over `threads` OpenMP threads."""
+    row blocks shared out over `threads` OpenMP threads (dynamic schedule: a thread slowed by a
+    busy core takes fewer)."""
     cdef Py_ssize_t half = block * widest(layers, L), n_blocks = (B + block - 1) // block, i
     if micro and in_parallel(threads, n_blocks):
         for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads):

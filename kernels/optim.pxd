@@ -5,6 +5,7 @@ from cython.parallel cimport prange
 
 from abi cimport OPT_SGD
 from thread_policy cimport elementwise_threads, in_parallel
+from tuning cimport OPTIMIZER_CHUNK
 from real cimport real
 
 cdef extern from "optimizers.h" nogil:
@@ -26,10 +27,6 @@ cdef struct Optimizer:
     int kind
     double lr, beta1, beta2, eps, weight_decay, correction1, correction2
     bint nesterov, decoupled
-
-
-cdef enum:
-    OPT_CHUNK = 1 << 13  # parameters per task of optimizer_pass
 
 
 cdef inline void sgd_update(real* p, const real* g, real* v, Py_ssize_t n, real lr, real momentum,
@@ -74,12 +71,12 @@ cdef inline void optimizer_pass(const Optimizer* opt, real* params, const real* 
     """The step on params[start:end] (arguments as optimizer_update), in chunks shared over
     OpenMP threads. Each element's update depends on that element alone: the same result for
     any thread count."""
-    cdef Py_ssize_t c, chunks = (end - start + OPT_CHUNK - 1) // OPT_CHUNK
+    cdef Py_ssize_t c, chunks = (end - start + OPTIMIZER_CHUNK - 1) // OPTIMIZER_CHUNK
     if in_parallel(elementwise_threads(threads, end - start), chunks):
         for c in prange(chunks, nogil=True, schedule="static", num_threads=threads):
-            optimizer_update(opt, params, grads, first, second, start + c * OPT_CHUNK,
-                             min(OPT_CHUNK, end - start - c * OPT_CHUNK))
+            optimizer_update(opt, params, grads, first, second, start + c * OPTIMIZER_CHUNK,
+                             min(OPTIMIZER_CHUNK, end - start - c * OPTIMIZER_CHUNK))
     else:
         for c in range(chunks):
-            optimizer_update(opt, params, grads, first, second, start + c * OPT_CHUNK,
-                             min(OPT_CHUNK, end - start - c * OPT_CHUNK))
+            optimizer_update(opt, params, grads, first, second, start + c * OPTIMIZER_CHUNK,
+                             min(OPTIMIZER_CHUNK, end - start - c * OPTIMIZER_CHUNK))

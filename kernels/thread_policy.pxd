@@ -12,15 +12,7 @@ cdef extern from *:
     """
     int fd_num_threads
     void fd_set_num_threads(int n) noexcept nogil
-
-cdef enum:
-    # Element-wise passes (activations, optimizers) split across threads only from this many
-    # elements: below, a pass takes a few µs, less than waking the threads.
-    PARALLEL_MIN_ELEMENTS = 1 << 16
-    # Whole-network calls use threads from this many multiply-adds (batch x Σ W sizes): each
-    # parallel region ends in a barrier, which a descheduled thread on a busy machine holds
-    # for a scheduler time slice.
-    PARALLEL_MIN_WORK = 1 << 24
+from tuning cimport PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK
 
 
 cdef inline bint in_parallel(int threads, Py_ssize_t tasks) noexcept nogil:
@@ -31,12 +23,15 @@ cdef inline bint in_parallel(int threads, Py_ssize_t tasks) noexcept nogil:
 
 
 cdef inline int elementwise_threads(int threads, Py_ssize_t elements) noexcept nogil:
-    """Threads for an element-wise pass over `elements`, at most `threads`."""
+    """Threads for an element-wise pass over `elements`, at most `threads`: a short pass takes
+    less time than waking the threads."""
     return threads if elements >= PARALLEL_MIN_ELEMENTS else 1
 
 
 cdef inline int network_threads_for(Py_ssize_t work) noexcept nogil:
-    """Threads for a whole-network call on the micro-kernel path of `work` multiply-adds."""
+    """Threads for a whole-network call on the micro-kernel path of `work` multiply-adds (batch
+    x Σ W sizes): each parallel region ends in a barrier, which a descheduled thread on a busy
+    machine holds for a scheduler time slice."""
     return fd_num_threads if work >= PARALLEL_MIN_WORK else 1
 
 

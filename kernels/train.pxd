@@ -19,10 +19,7 @@ from network cimport forward_keep, small_weights
 from optim cimport Optimizer, optimizer_pass, optimizer_update
 from real cimport real
 from thread_policy cimport in_parallel
-
-cdef enum:
-    DW_ROWS = 16  # rows of dW per task
-    DX_ROWS = 32  # batch rows of dx per task
+from tuning cimport DW_ROWS, DX_ROWS
 
 
 cdef inline bint layers_tile(const Layer* layers, Py_ssize_t L, Py_ssize_t start,
