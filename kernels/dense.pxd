@@ -11,7 +11,7 @@ from tuning cimport BLAS_BLOCK_BYTES, MICRO_BLOCK_BYTES, PACKED_MAX_ROWS
 
 
 cdef inline void finish_rows(real* y, real* z, Py_ssize_t rows, Py_ssize_t n, const real* bias,
-                      int act, real alpha) noexcept nogil:
+                             int act, real alpha) noexcept nogil:
     """The epilogue on a block that holds x@W (+ b when bias is NULL): adds bias, keeps z when
     asked, applies the activation in place (bias and activation in one pass when z is not kept)."""
     cdef Py_ssize_t r
@@ -24,8 +24,8 @@ cdef inline void finish_rows(real* y, real* z, Py_ssize_t rows, Py_ssize_t n, co
 
 
 cdef inline void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* x, const real* W,
-                        const real* b, int act, real alpha, real* y, real* z,
-                        bint allow_blas=True) noexcept nogil:
+                               const real* b, int act, real alpha, real* y, real* z,
+                               bint allow_blas=True) noexcept nogil:
     """y = act(x @ W + b) for m rows (x m x k, W k x n); z = x @ W + b too unless z is NULL.
     y must not overlap x. allow_blas=False inside OpenMP regions. The epilogue follows the
     product block by block: L1-sized blocks after the micro-kernels, large ones after BLAS (each
@@ -62,8 +62,8 @@ cdef inline void column_sums(const real* a, Py_ssize_t rows, Py_ssize_t n, real*
 
 
 cdef inline void layer_backward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* dy, const real* x,
-                         const real* W, const real* z, const real* y, int act, real alpha,
-                         real* dz, real* dx, real* dW, real* db) noexcept nogil:
+                                const real* W, const real* z, const real* y, int act, real alpha,
+                                real* dz, real* dx, real* dW, real* db) noexcept nogil:
     """dz = dy · act'(z or y), db = Σ_rows dz, dW = xᵀ dz, dx = dz Wᵀ (skipped when dx is NULL).
     dz (m x n scratch) may be dy. db sums rows in order: deterministic."""
     cdef Py_ssize_t r

@@ -28,7 +28,7 @@ cdef inline Py_ssize_t widest(const Layer* layers, Py_ssize_t L) noexcept nogil:
 
 cdef inline const Layer* records(object layers, Py_ssize_t* L) noexcept:
     """The structs of a LAYER record array, read in place (the gate hands engines only
-    those). Not a typed memoryview (const Layer[::1]): its acquisition costs ~0.5 µs a call,
-    a tenth of a batch-1 MLP forward."""
+    those). Not a typed memoryview (const Layer[::1]): acquiring one costs a tenth of a
+    batch-1 MLP forward."""
     L[0] = cnp.PyArray_DIMS(<cnp.ndarray>layers)[0]
     return <const Layer*>cnp.PyArray_DATA(<cnp.ndarray>layers)

@@ -26,7 +26,7 @@ cdef inline double xent_row(const real* z, int64_t label, real* dz, Py_ssize_t n
 
 
 cdef inline double xent_probs_row(const real* z, const real* t, real* dz, Py_ssize_t n,
-                           real scale) noexcept nogil:
+                                  real scale) noexcept nogil:
     """−Σ t log softmax(z); dz = (softmax(z)·Σt − t)·scale."""
     cdef Py_ssize_t j
     cdef real top = z[0], total = 0, t_sum = 0
@@ -46,7 +46,7 @@ cdef inline double xent_probs_row(const real* z, const real* t, real* dz, Py_ssi
 
 
 cdef inline double binary_xent_row(const real* z, const real* t, real* dz, Py_ssize_t n,
-                            real scale) noexcept nogil:
+                                   real scale) noexcept nogil:
     """Σ log(1 + e^z) − z·t written without overflow; dz = (σ(z) − t)·scale."""
     cdef Py_ssize_t j
     cdef double loss = 0
@@ -57,7 +57,7 @@ cdef inline double binary_xent_row(const real* z, const real* t, real* dz, Py_ss
 
 
 cdef inline double squared_error_row(const real* y, const real* t, real* dy, Py_ssize_t n,
-                              real scale) noexcept nogil:
+                                     real scale) noexcept nogil:
     """Σ (y − t)²; dy = 2 (y − t)·scale."""
     cdef Py_ssize_t j
     cdef double loss = 0
@@ -70,8 +70,8 @@ cdef inline double squared_error_row(const real* y, const real* t, real* dy, Py_
 
 
 cdef inline double loss_forward_backward(int loss_id, Py_ssize_t B, Py_ssize_t C, const real* outputs,
-                                  const int64_t* labels, const real* targets,
-                                  real* grad) noexcept nogil:
+                                         const int64_t* labels, const real* targets,
+                                         real* grad) noexcept nogil:
     """Mean loss of outputs (B x C: logits for the cross-entropies, predictions for MSE) and
     grad = dLoss/doutputs (see fusedense._backends.interface.loss)."""
     cdef Py_ssize_t i

@@ -226,10 +226,9 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(panel)(
         FD_NAME(column_of_tiles)(rows, 1, (int)(n - j), i0, i1, j, s);
 }
 
-/* One compiled panel per row count (panel_FD_ROWS: the full tiles). With all of them inlined
- * into gemm_nb, the register allocator of that one large function kept the edge tiles' strides
- * and an accumulator on the stack (measured at 200x64x100 float32: 100 GFLOP/s inlined, 112
- * split; masked edge stores then brought it to 131). */
+/* One compiled panel per row count (panel_FD_ROWS: the full tiles): with all of them inlined
+ * into gemm_nb, the register allocator kept the edge tiles' strides and an accumulator on the
+ * stack. */
 #define FD_PANEL(rows, nv)                                                                     \
     static __attribute__((noinline)) FD_TARGET void FD_NAME(panel_##rows)(                      \
             ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t n, const FD_NAME(slice) *s)                    \
@@ -252,11 +251,9 @@ FD_PANEL(1, FD_WIDE)
  * stay in L1/L2. Every element still adds its products one by one in increasing p, from the
  * same start: the same bits as the tiles. */
 
-/* c + a * b rounded once where the ISA has FMA: the tiles' `acc += a * b` becomes one through
- * GCC's contraction, but in a streamed pass, whose start is a runtime choice, GCC hoisted the
- * product out of the start's branches and, with two uses, left it a separate multiply and add
- * (measured: other bits than the tiles at 3 rows x 2 steps per pass). Without FMA (the SSE2
- * build) both are a multiply and an add. */
+/* c + a * b rounded once where the ISA has FMA, written out: the tiles get theirs from GCC's
+ * contraction of `acc += a * b`, which GCC did not apply in a streamed pass (other bits than
+ * the tiles). Without FMA (the SSE2 build) both are a multiply and an add. */
 static inline __attribute__((always_inline)) FD_TARGET FD_NAME(vec) FD_NAME(fma)(
         FD_NAME(vec) c, FD_REAL a, FD_NAME(vec) b)
 {
@@ -375,13 +372,9 @@ static FD_TARGET void FD_NAME(streamed_rows)(
 }
 
 /* gemm_nb's rows [0, result) go to the tiles, the rest is streamed (FD_STREAM_*). Under
- * FD_STREAM_ALL_MIN_B_BYTES the rows of 2- and 1-row tiles are streamed, not those of a 4-row
- * tile (AVX2 f32, 4 rows, tiles' time / streamed: 0.90 at 784x128, 0.83 at 5x128x128 against
- * 4 + 1 streamed rows; 1.2 at 200x1000, 1.1 at 400x400, near the threshold), and a lone row
- * only past two of its tiles' widths: over two strips its tiles keep pace (dense_forward, one
- * row, W 16 bytes past a cache line as numpy's large arrays start: 6.2 us tiled, 7.0 streamed
- * at 784x128; at 256 and more columns streaming wins, 4.3 -> 4.0 us at 256x256, 14.6 -> 11.4
- * at 200x1000; 2 and 3 rows at 784x128 stream in 7.4 and 8.9 us against 10.3 and 16.0). */
+ * FD_STREAM_ALL_MIN_B_BYTES only the rows of 2- and 1-row tiles are streamed (a 4-row tile
+ * keeps pace with streaming there), and a lone row only past two of its tiles' widths (over two
+ * strips its tiles keep pace). */
 static inline FD_TARGET ptrdiff_t FD_NAME(tiled_rows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
     ptrdiff_t b_bytes = k * n * (ptrdiff_t)sizeof(FD_REAL), few = m % FD_ROWS % 4;
@@ -457,8 +450,7 @@ static FD_TARGET void FD_NAME(gemm_nb)(
 /* --- the packed path (large B): GotoBLAS-style copies so the inner loops read contiguous memory ---
  * Read in place, a tile's B strip has its rows ldb apart: with ldb a multiple of 4 KiB (a width
  * of 1024 floats) all rows of the strip fall in the same L1 sets and each sits on its own page,
- * so the strip does not stay in L1 and every step misses the TLB (measured at 64x1024x1024:
- * 55-64 GFLOP/s in place against 130+ when B fits L2). Copied once per k slice and column chunk
+ * so the strip does not stay in L1 and every step misses the TLB. Copied once per k slice and column chunk
  * into strips of FD_LANES columns (kc x FD_LANES, contiguous) the strip stays in L1 across the
  * row tiles; A, copied per k slice into groups of FD_ROWS rows (a step's FD_ROWS elements side
  * by side), streams from L2. The arithmetic is the same products in the same order, so the

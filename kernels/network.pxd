@@ -34,7 +34,7 @@ cdef inline int network_threads(Py_ssize_t B, const Layer* layers, Py_ssize_t L,
 
 
 cdef inline int forward_plan(Py_ssize_t B, const Layer* layers, Py_ssize_t L, size_t itemsize,
-                      Py_ssize_t* block, bint* micro) noexcept nogil:
+                             Py_ssize_t* block, bint* micro) noexcept nogil:
     """network_forward's row block and path for a batch of B; returns its thread count."""
     micro[0] = small_weights(layers, L, itemsize)
     block[0] = min(B, NETWORK_MICRO_ROWS if micro[0] else NETWORK_BLAS_ROWS)
@@ -42,14 +42,14 @@ cdef inline int forward_plan(Py_ssize_t B, const Layer* layers, Py_ssize_t L, si
 
 
 cdef inline Py_ssize_t forward_scratch_size(int threads, Py_ssize_t block, const Layer* layers,
-                                     Py_ssize_t L) noexcept nogil:
+                                            Py_ssize_t L) noexcept nogil:
     """Elements of network_forward's scratch: two halves of block x widest per thread."""
     return threads * 2 * block * widest(layers, L)
 
 
 cdef inline void forward_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, const real* params,
-                        const Layer* layers, Py_ssize_t L, real* out,
-                        real* mine, Py_ssize_t half, bint micro) noexcept nogil:
+                               const Layer* layers, Py_ssize_t L, real* out,
+                               real* mine, Py_ssize_t half, bint micro) noexcept nogil:
     """network_forward's rows [r0, r0 + rows) through every layer; mine: this thread's two
     halves of scratch."""
     cdef Py_ssize_t l
@@ -64,8 +64,8 @@ cdef inline void forward_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, co
 
 
 cdef inline void network_forward(Py_ssize_t B, const real* x, const real* params, const Layer* layers,
-                          Py_ssize_t L, real* out, real* scratch,
-                          Py_ssize_t block, bint micro, int threads) noexcept nogil:
+                                 Py_ssize_t L, real* out, real* scratch,
+                                 Py_ssize_t block, bint micro, int threads) noexcept nogil:
     """Every layer for `block` rows at a time, so activations stay in cache from one layer
     to the next; hidden layers ping-pong between two halves of the thread's scratch
     (2 x block x widest each), the last layer writes to out. micro: the micro-kernel path,
@@ -83,8 +83,8 @@ cdef inline void network_forward(Py_ssize_t B, const real* x, const real* params
 
 
 cdef inline void keep_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, const real* params,
-                     const Layer* layers, Py_ssize_t L, real** z_of,
-                     real** y_of, bint logits_only, bint micro) noexcept nogil:
+                            const Layer* layers, Py_ssize_t L, real** z_of,
+                            real** y_of, bint logits_only, bint micro) noexcept nogil:
     """forward_keep's rows [r0, r0 + rows) through every layer."""
     cdef Py_ssize_t l, k, n
     cdef bint last, keep_z
@@ -99,8 +99,8 @@ cdef inline void keep_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, const
 
 
 cdef inline void forward_keep(Py_ssize_t B, const real* x, const real* params, const Layer* layers,
-                       Py_ssize_t L, real** z_of, real** y_of,
-                       bint logits_only, bint micro, int threads) noexcept nogil:
+                              Py_ssize_t L, real** z_of, real** y_of,
+                              bint logits_only, bint micro, int threads) noexcept nogil:
     """Forward keeping every layer's y, and z where the backward reads it: a hidden layer's
     whose activation needs z for its derivative (needs_z; the others' derivatives come from
     y, and skipping z saves a copy of the layer's output) and, unless logits_only, the last

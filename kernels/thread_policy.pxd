@@ -18,7 +18,7 @@ from tuning cimport PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK
 cdef inline bint in_parallel(int threads, Py_ssize_t tasks) noexcept nogil:
     """Whether a loop of `tasks` runs over `threads` OpenMP threads. If not, it runs as a plain
     loop outside any OpenMP region (each prange has a `for` twin): a prange kept on one thread
-    by its `if` still opens a region, which costs ~0.9 µs once a thread pool exists."""
+    by its `if` still opens a region, which costs about a microsecond once a thread pool exists."""
     return threads > 1 and tasks > 1
 
 

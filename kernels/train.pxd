@@ -23,7 +23,7 @@ from tuning cimport DW_ROWS, DX_ROWS
 
 
 cdef inline bint layers_tile(const Layer* layers, Py_ssize_t L, Py_ssize_t start,
-                      Py_ssize_t n_params) noexcept nogil:
+                             Py_ssize_t n_params) noexcept nogil:
     """True when the layers tile params[start:] exactly (as make_layout lays them out)."""
     cdef Py_ssize_t l, end = start
     for l in range(L):
@@ -34,9 +34,9 @@ cdef inline bint layers_tile(const Layer* layers, Py_ssize_t L, Py_ssize_t start
 
 
 cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
-                        const real* inp, const real* Wt, real* dW, real* dx,
-                        int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
-                        const Optimizer* opt, real* W, real* first, real* second) noexcept nogil:
+                               const real* inp, const real* Wt, real* dW, real* dx,
+                               int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
+                               const Optimizer* opt, real* W, real* first, real* second) noexcept nogil:
     """Task `task` of backward_tasks: dW's rows, then db, then dx's row blocks."""
     cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS, i0, rows, r
     if task < n_dW:
@@ -59,10 +59,10 @@ cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_s
 
 
 cdef inline void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
-                         const real* inp, const real* Wt, real* dW, real* dx,
-                         int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
-                         const Optimizer* opt, real* W, real* first, real* second,
-                         int threads) noexcept nogil:
+                                const real* inp, const real* Wt, real* dW, real* dx,
+                                int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
+                                const Optimizer* opt, real* W, real* first, real* second,
+                                int threads) noexcept nogil:
     """One layer's backward on the micro-kernel path as independent tasks over OpenMP
     threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz) at dW + k·n (W and b, and
     their gradients, lie as params lays them out), and unless dx is NULL,
@@ -100,10 +100,10 @@ cdef inline real* offset_or_null(real* a, Py_ssize_t by) noexcept nogil:
 
 
 cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
-                            const real* targets, real* params, real* grads,
-                            const Layer* layers, Py_ssize_t L, int loss_id, real* work,
-                            real** kept, int threads, real* dx, real* outputs,
-                            const Optimizer* opt, real* first, real* second) noexcept nogil:
+                                   const real* targets, real* params, real* grads,
+                                   const Layer* layers, Py_ssize_t L, int loss_id, real* work,
+                                   real** kept, int threads, real* dx, real* outputs,
+                                   const Optimizer* opt, real* first, real* second) noexcept nogil:
     """Forward keeping every layer's y and the z the backward reads (forward_keep; a copy of
     the outputs in ``outputs`` unless it is NULL), the loss, backward from the last layer down
     (dz of each layer is made as soon as its dy is) into the layers' W and b in grads (the
