@@ -199,8 +199,8 @@ def test_mlp_train_step_matches_reference(backend, dtype, loss_id, optimizer, ba
                        lr=0.1 if optimizer == "sgd" else 0.01, momentum=0.9,
                        weight_decay=1e-3 if optimizer == "sgd" else 1e-2)
     targets64 = targets if loss_id == abi.LOSS_SPARSE_XENT else targets.astype(np.float64)
-    loss_ref, grads_ref = reference.mlp_train_step(x.astype(np.float64), targets64, expected_params, layout,
-                                                   alphas, expected_state, loss_id, hyper)
+    loss_ref, grads_ref = reference.mlp_train_step(x.astype(np.float64), targets64, expected_params,
+                                                   record(layout, alphas), expected_state, loss_id, hyper)
     grads = np.zeros_like(params)
     loss = _backends.load(backend).mlp_train_step(x, targets, params, grads, state, record(layout, alphas), loss_id, hyper)
     assert loss == pytest.approx(loss_ref, rel=10 * TOLERANCES[dtype]["rtol"])

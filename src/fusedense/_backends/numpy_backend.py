@@ -1,7 +1,9 @@
 """The numpy backend: the reference equations behind the common kernel interface."""
 from __future__ import annotations
 
-from .. import reference
+import numpy as np
+
+from .. import abi, reference
 from ..activations import BY_ID, activation_vjp
 
 NAME = "numpy"
@@ -48,11 +50,17 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
     reference.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
+def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
+    value, grads[...] = reference.mlp_loss_and_grad(x, targets, params, layers, loss_id,
+                                                    sample_weight=sample_weight)
+    return float(value)
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
     if outputs is not None:  # the oracle spends a second forward pass on them: it stays simple
         outputs[...] = reference.mlp_forward(x, params, layers)
-    value, grads[...] = reference.mlp_train_step(x, targets, params, layers, opt_state, loss_id, hyper)
-    return float(value)
+    value = mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight)
+    return _update(value, params, grads, opt_state, hyper)
 
 
 def embedding_forward(tokens, params, layers, vocab_size, out):
@@ -62,9 +70,16 @@ def embedding_forward(tokens, params, layers, vocab_size, out):
 def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
     if outputs is not None:  # a second forward pass, as in mlp_train_step
         embedding_forward(tokens, params, layers, vocab_size, outputs)
-    value, grads[...] = reference.embedding_train_step(tokens, labels, params, layers, opt_state, hyper,
-                                                       vocab_size)
-    return float(value)
+    value, grads[...] = reference.embedding_loss_and_grad(tokens, labels, params, layers, vocab_size)
+    return _update(value, params, grads, opt_state, hyper)
+
+
+def _update(loss, params, grads, opt_state, hyper):
+    """The optimizer step of a training step, applied only for a finite loss (the contract)."""
+    if np.isfinite(loss):
+        reference.optimizer_step(params, grads, opt_state, hyper)
+        hyper[abi.H_APPLIED] = hyper[abi.H_STEP]
+    return float(loss)
 
 
 def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens, lengths):

@@ -275,9 +275,9 @@ def _jax_activations(jax):
 
 def _start_jax_on_one_cpu():
     """Starts JAX's CPU client while this process may run on one CPU only: XLA sizes its thread
-    pool from the CPU affinity when the client starts. (Its XLA_FLAGS thread options no longer
-    do: measured with jax 0.10.2, a 1024² matmul used 1.9 cores with them.) The process's
-    affinity is restored afterwards; XLA's pool keeps one thread."""
+    pool from the CPU affinity when the client starts, and its XLA_FLAGS thread options no longer
+    cap it (docs/performance-notes.md). The process's affinity is restored afterwards; XLA's pool
+    keeps one thread."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if not cpus:  # no affinity control here: the caller's import starts the client as it is
         return

@@ -34,9 +34,8 @@ def check_error(actual, expected) -> float:
 #: Optimizer settings of the training workload: Adam as ``torch.optim.Adam``'s defaults, but ε.
 #: Every system is checked on the parameters after one step, which moves each by
 #: lr·g/(|g| + ε): with ε = 1e-8 a gradient that cancels to ~1e-8 moves anywhere in (−lr, lr)
-#: with the last bits of its sum (seen at batch 64 on an AMD EPYC: g = −1.04e-8 in float32,
-#: −0.70e-8 in float64, moving the parameter 5.1e-4 against 3.6e-4). With ε = 1e-3 that move
-#: stays proportional to g, and the arithmetic timed is the same.
+#: with the last bits of its sum (docs/performance-notes.md). With ε = 1e-3 that move stays
+#: proportional to g, and the arithmetic timed is the same.
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-3)
 
 
