@@ -7,11 +7,12 @@ flat buffer, params[:vocab_size * dim]; the layers (network.pxd, train.pxd) foll
 because the output layer is vocab_size wide.
 """
 cimport numpy as cnp
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from abi cimport LOSS_SPARSE_XENT
+from abi cimport H_APPLIED, H_STEP, LOSS_SPARSE_XENT
 from act cimport exp_nonpos
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from layer cimport Layer, records
@@ -98,6 +99,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
     cdef Py_ssize_t P = dim(params, 0, "params"), width = table_width(layers, context)
     cdef Optimizer opt
     check_training(tag, params, grads, opt_state, hyper, &opt)
+    cdef double* h = <double*>cnp.PyArray_DATA(hyper)
     cdef const int64_t* tok = <int64_t*>buffer(tokens, "tokens", cnp.NPY_INT64, B, context)
     cdef const int64_t* lab = <int64_t*>buffer(labels, "labels", cnp.NPY_INT64, -1, B)
     cdef real* op = <real*>optional_buffer(outputs, "outputs", typenum(tag), B,
@@ -119,11 +121,13 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
         # the table's gradient starts at zero for the scatter-add; unfused, so do the gaps (as
         # in the reference)
         memset(gp, 0, (n_table if fused else P) * sizeof(real))
-        loss = train_gradients(B, x, lab, NULL, pp, gp, layers, L, LOSS_SPARSE_XENT,
+        loss = train_gradients(B, x, lab, NULL, NULL, pp, gp, layers, L, LOSS_SPARSE_XENT,
                                x + 2 * n_x, kept, threads, x + n_x, op, &opt if fused else NULL,
                                sp, sp + P)
-        scatter_add(tok, B, context, x + n_x, width, gp)
-        optimizer_pass(&opt, pp, gp, sp, sp + P, 0, n_table if fused else P, threads)
+        if isfinite(loss):  # else nothing was updated (transactional, as mlp_train_step)
+            scatter_add(tok, B, context, x + n_x, width, gp)
+            optimizer_pass(&opt, pp, gp, sp, sp + P, 0, n_table if fused else P, threads)
+            h[H_APPLIED] = h[H_STEP]
     free(x)
     free(kept)
     return loss

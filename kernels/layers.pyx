@@ -12,11 +12,12 @@ BLAS inside that region; everything else leaves threading to BLAS: two pools spi
 against each other cost a thousand times the call.
 """
 cimport numpy as cnp
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from abi cimport LOSS_SPARSE_XENT
+from abi cimport H_APPLIED, H_STEP, LOSS_SPARSE_XENT
 from act cimport check_act, needs_z
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from dense cimport layer_backward, layer_forward
@@ -146,7 +147,7 @@ cdef double _loss(real tag, int loss_id, outputs, targets, grad) except? -1:
             raise MemoryError()
     cdef double value
     with nogil:
-        value = loss_forward_backward(loss_id, B, C, op, lab, tp, gp)
+        value = loss_forward_backward(loss_id, B, C, op, lab, tp, NULL, gp)
     free(scratch)
     return value
 
@@ -161,16 +162,22 @@ def loss(int loss_id, outputs, targets, grad):
 
 # --- the fused training step ------------------------------------------------------------------
 
-cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, const Layer* layers,
-                            Py_ssize_t L, int loss_id, hyper, outputs) except? -1:
+cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Layer* layers,
+                      Py_ssize_t L, int loss_id, hyper, outputs, sample_weight) except? -1:
+    """mlp_train_step, or mlp_gradient when hyper is None (no update; opt_state unused)."""
     cdef Py_ssize_t B = dim(x, 0, "x"), P = dim(params, 0, "params"), C = layers[L - 1].fan_out
     cdef int t = typenum(tag)
+    cdef bint update = hyper is not None
     cdef Optimizer opt
-    check_training(tag, params, grads, opt_state, hyper, &opt)
+    cdef double* h = NULL
+    cdef real* sp = NULL
+    if update:
+        check_training(tag, params, grads, opt_state, hyper, &opt)
+        h = <double*>cnp.PyArray_DATA(hyper)
+        sp = <real*>cnp.PyArray_DATA(opt_state)
     cdef const real* xp = <real*>buffer(x, "x", t, B, layers[0].fan_in)
-    cdef real* pp = <real*>cnp.PyArray_DATA(params)
-    cdef real* gp = <real*>cnp.PyArray_DATA(grads)
-    cdef real* sp = <real*>cnp.PyArray_DATA(opt_state)
+    cdef real* pp = <real*>buffer(params, "params", t, -1, P, True)
+    cdef real* gp = <real*>buffer(grads, "grads", t, -1, P, True)
     cdef const int64_t* lab = NULL
     cdef const real* tp = NULL
     if loss_id == LOSS_SPARSE_XENT:
@@ -178,35 +185,50 @@ cdef double _mlp_train_step(real tag, x, targets, params, grads, opt_state, cons
     else:
         tp = <real*>buffer(targets, "targets", t, B, C)
     cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
+    cdef const real* wp = <real*>optional_buffer(sample_weight, "sample_weight", t, -1, B)
     cdef double loss
     cdef int threads = network_threads(B, layers, L, sizeof(real))
     # layers tiling params (as make_layout lays them out) take their step inside the gradient
     # pass; otherwise gaps get a zero gradient, as in the reference, and one pass updates all
-    cdef bint fused = layers_tile(layers, L, 0, P)
+    cdef bint tiled = layers_tile(layers, L, 0, P)
+    cdef bint fused = update and tiled
     cdef real** kept
     cdef real* work = <real*>alloc_train_work(train_work_size(B, layers, L) * sizeof(real), L,
                                               <void**>&kept)
     with nogil:
-        if not fused:
+        if not tiled:
             memset(gp, 0, P * sizeof(real))
-        loss = train_gradients(B, xp, lab, tp, pp, gp, layers, L, loss_id, work, kept, threads,
-                               NULL, op, &opt if fused else NULL, sp, sp + P)
-        if not fused:
-            optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
+        loss = train_gradients(B, xp, lab, tp, wp, pp, gp, layers, L, loss_id, work, kept, threads,
+                               NULL, op, &opt if fused else NULL, sp, sp + P if update else NULL)
+        if update and isfinite(loss):
+            if not fused:
+                optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
+            h[H_APPLIED] = h[H_STEP]
     free(work)
     free(kept)
     return loss
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layers, int loss_id,
-                   hyper, outputs):
-    """Forward, loss, backward and optimizer update in one call; returns the loss. grads
-    receives the gradient; params and opt_state are updated in place (see fusedense.abi);
-    outputs, unless None, the network's outputs before the update."""
+def mlp_gradient(x, targets, params, grads, layers, int loss_id, sample_weight):
+    """Forward, loss and backward into grads (every element), no update; returns the loss."""
     cdef Py_ssize_t L
     cdef const Layer* lp = records(layers, &L)
     if is_float32(x):
-        return _mlp_train_step(<float>0, x, targets, params, grads, opt_state, lp, L, loss_id, hyper,
-                               outputs)
-    return _mlp_train_step(<double>0, x, targets, params, grads, opt_state, lp, L, loss_id, hyper,
-                           outputs)
+        return _mlp_step(<float>0, x, targets, params, grads, None, lp, L, loss_id, None, None,
+                         sample_weight)
+    return _mlp_step(<double>0, x, targets, params, grads, None, lp, L, loss_id, None, None,
+                     sample_weight)
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layers, int loss_id, hyper, outputs,
+                   sample_weight):
+    """Forward, loss, backward and optimizer update in one call; returns the loss. grads
+    receives the gradient; params and opt_state are updated in place (see fusedense.abi), unless
+    the loss is not finite; outputs, unless None, the network's outputs before the update."""
+    cdef Py_ssize_t L
+    cdef const Layer* lp = records(layers, &L)
+    if is_float32(x):
+        return _mlp_step(<float>0, x, targets, params, grads, opt_state, lp, L, loss_id, hyper,
+                         outputs, sample_weight)
+    return _mlp_step(<double>0, x, targets, params, grads, opt_state, lp, L, loss_id, hyper,
+                     outputs, sample_weight)

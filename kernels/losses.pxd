@@ -71,20 +71,25 @@ cdef inline double squared_error_row(const real* y, const real* t, real* dy, Py_
 
 cdef inline double loss_forward_backward(int loss_id, Py_ssize_t B, Py_ssize_t C, const real* outputs,
                                          const int64_t* labels, const real* targets,
-                                         real* grad) noexcept nogil:
+                                         const real* weights, real* grad) noexcept nogil:
     """Mean loss of outputs (B x C: logits for the cross-entropies, predictions for MSE) and
-    grad = dLoss/doutputs (see fusedense._backends.interface.loss)."""
+    grad = dLoss/doutputs (see fusedense._backends.interface.loss); unless weights is NULL,
+    row i's loss and gradient are scaled by weights[i] (the mean still over B rows)."""
     cdef Py_ssize_t i
-    cdef double total = 0
+    cdef double total = 0, row_loss
     cdef real scale = <real>1 / (B if loss_id == LOSS_SPARSE_XENT or loss_id == LOSS_CATEGORICAL_XENT
                                  else B * C)
+    cdef real row_scale = scale
     for i in range(B):
+        if weights != NULL:
+            row_scale = scale * weights[i]
         if loss_id == LOSS_SPARSE_XENT:
-            total += xent_row(outputs + i * C, labels[i], grad + i * C, C, scale)
+            row_loss = xent_row(outputs + i * C, labels[i], grad + i * C, C, row_scale)
         elif loss_id == LOSS_CATEGORICAL_XENT:
-            total += xent_probs_row(outputs + i * C, targets + i * C, grad + i * C, C, scale)
+            row_loss = xent_probs_row(outputs + i * C, targets + i * C, grad + i * C, C, row_scale)
         elif loss_id == LOSS_BINARY_XENT:
-            total += binary_xent_row(outputs + i * C, targets + i * C, grad + i * C, C, scale)
+            row_loss = binary_xent_row(outputs + i * C, targets + i * C, grad + i * C, C, row_scale)
         else:
-            total += squared_error_row(outputs + i * C, targets + i * C, grad + i * C, C, scale)
+            row_loss = squared_error_row(outputs + i * C, targets + i * C, grad + i * C, C, row_scale)
+        total += row_loss if weights == NULL else row_loss * weights[i]
     return total * scale

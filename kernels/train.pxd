@@ -3,7 +3,7 @@
 # layers.pyx (mlp_train_step) and embedding.pyx. Inline functions, as dense.pxd.
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport pow
+from libc.math cimport isfinite, pow
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -100,7 +100,7 @@ cdef inline real* offset_or_null(real* a, Py_ssize_t by) noexcept nogil:
 
 
 cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
-                                   const real* targets, real* params, real* grads,
+                                   const real* targets, const real* weights, real* params, real* grads,
                                    const Layer* layers, Py_ssize_t L, int loss_id, real* work,
                                    real** kept, int threads, real* dx, real* outputs,
                                    const Optimizer* opt, real* first, real* second) noexcept nogil:
@@ -109,7 +109,8 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
     (dz of each layer is made as soon as its dy is) into the layers' W and b in grads (the
     rest of grads is left as it is);
     dx = dLoss/dx too unless it is NULL (an embedding in front of the network needs it).
-    Returns the loss.
+    weights: the rows' sample weights, or NULL. Returns the loss; a loss that is not finite
+    ends the call before the backward (no gradient, no update: the step is transactional).
     Unless opt is NULL, each layer's W and b also take the optimizer step (state first and
     second, indexed like params) as soon as their gradient is complete and nothing reads
     them any more: the update runs while the gradient is in cache instead of in a pass of
@@ -143,7 +144,9 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
         memcpy(outputs, y_of[L - 1], B * n * sizeof(real))
     # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
     loss = loss_forward_backward(loss_id, B, n, y_of[L - 1] if loss_id == LOSS_MSE else z_of[L - 1],
-                                 labels, targets, dcur)
+                                 labels, targets, weights, dcur)
+    if not isfinite(loss):
+        return loss
     if loss_id == LOSS_MSE:
         for r in range(B):
             act_backward_row(<int>layers[L - 1].activation, <real>layers[L - 1].alpha, dcur + r * n,
@@ -174,7 +177,7 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
 
 cdef inline int read_optimizer(hyper, Optimizer* opt) except -1:
     """opt from the hyper vector (see fusedense.abi), with the step's bias corrections."""
-    cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER)
+    cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER, True)
     if h[H_OPTIMIZER] not in (OPT_SGD, OPT_ADAM):
         raise ValueError(f"hyper[{H_OPTIMIZER}]: unknown optimizer code {h[H_OPTIMIZER]}")
     opt.kind = <int>h[H_OPTIMIZER]
@@ -186,7 +189,7 @@ cdef inline int read_optimizer(hyper, Optimizer* opt) except -1:
 
 cdef inline int check_training(real tag, params, grads, opt_state, hyper, Optimizer* opt) except -1:
     """The arrays every training step shares: grads and opt_state (1 row for SGD, 2 for Adam)
-    shaped like params, all writeable; hyper read into opt."""
+    shaped like params, all writeable; hyper (writeable: H_APPLIED) read into opt."""
     cdef Py_ssize_t P = dim(params, 0, "params")
     cdef int t = typenum(tag)
     read_optimizer(hyper, opt)

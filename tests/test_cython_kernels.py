@@ -125,7 +125,7 @@ def test_mlp_train_step_matches_reference_across_thresholds(dtype, batch, loss_i
     p_ref, s_ref = params.copy(), state.copy()
     loss_ref, grads_ref = reference.mlp_train_step(x, targets, p_ref, layers_, s_ref, loss_id, hyper)
     grads = np.empty_like(params)
-    loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layers_, loss_id, hyper, None)
+    loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layers_, loss_id, hyper, None, None)
     np.testing.assert_allclose(loss, loss_ref, rtol=TOL[dtype]["rtol"])
     for got, want in ((grads, grads_ref), (params, p_ref), (state, s_ref)):
         np.testing.assert_allclose(got, want, **TOL[dtype])
@@ -146,7 +146,7 @@ def test_train_step_dW_is_the_same_bits_as_dense_backward_at_every_width(dtype, 
     targets = rng.standard_normal((batch, n_out)).astype(dtype)
     grads, y = np.empty_like(params), np.empty((batch, n_out), dtype)
     cython_backend.mlp_train_step(x, targets, params.copy(), grads, np.zeros((1, n), dtype),
-                                  record(layout, alphas), abi.LOSS_MSE, _hyper("sgd"), y)
+                                  record(layout, alphas), abi.LOSS_MSE, _hyper("sgd"), y, None)
     dz = 2 * (y - targets) * (dtype(1) / dtype(batch * n_out))
     dW, db = np.empty((n_in, n_out), dtype), np.empty(n_out, dtype)
     W = params[:n_in * n_out].reshape(n_in, n_out)
@@ -191,7 +191,7 @@ def test_mlp_train_step_with_gaps_in_params_matches_reference():
     layers_ = record(layout, alphas, n + 4)
     _, grads_ref = reference.mlp_train_step(x, labels, p_ref, layers_, state.copy(), 0, hyper)
     grads = np.full_like(params, np.nan)
-    cython_backend.mlp_train_step(x, labels, params, grads, state, layers_, 0, hyper, None)
+    cython_backend.mlp_train_step(x, labels, params, grads, state, layers_, 0, hyper, None, None)
     np.testing.assert_allclose(grads, grads_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(params, p_ref, rtol=1e-12, atol=1e-12)
 
@@ -270,7 +270,7 @@ def test_mlp_train_step_results_do_not_depend_on_the_thread_count():
                 network, abi.LOSS_SPARSE_XENT, "adamw", np.float32, 1000, _rng())  # enough work for threads
             grads = np.empty_like(params)
             loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layers_,
-                                                 abi.LOSS_SPARSE_XENT, _hyper("adamw"), None)
+                                                 abi.LOSS_SPARSE_XENT, _hyper("adamw"), None, None)
             results.append((loss, grads, params, state))
     finally:
         fd.set_num_threads(previous)
@@ -374,6 +374,6 @@ def test_networks_of_more_than_64_layers_forward_and_train(loss_id):
     p_ref, state, hyper = params.copy(), np.zeros((1, n)), _hyper("sgd")
     loss_ref, grads_ref = reference.mlp_train_step(x, targets, p_ref, layers_, state.copy(), loss_id, hyper)
     grads = np.empty_like(params)
-    loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layers_, loss_id, hyper, None)
+    loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layers_, loss_id, hyper, None, None)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
     np.testing.assert_allclose(grads, grads_ref, **TOL[np.float64])

@@ -53,8 +53,13 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
     _optim.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
-    return _layers.mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs)
+def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
+    return _layers.mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight)
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
+    return _layers.mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs,
+                                  sample_weight)
 
 
 def embedding_forward(tokens, params, layers, vocab_size, out):
