@@ -128,16 +128,23 @@ def mlp_forward(x, params, layers, out):
 
 # --- losses -----------------------------------------------------------------------------------
 
+cdef int targets_of(real tag, int loss_id, targets, Py_ssize_t B, Py_ssize_t C,
+                    const int64_t** labels, const real** values) except -1:
+    """The targets of loss_id: int64 labels (B,) for sparse cross-entropy, else (B, C) values."""
+    if loss_id == LOSS_SPARSE_XENT:
+        labels[0] = <int64_t*>buffer(targets, "targets", cnp.NPY_INT64, -1, B)
+    else:
+        values[0] = <real*>buffer(targets, "targets", typenum(tag), B, C)
+    return 0
+
+
 cdef double _loss(real tag, int loss_id, outputs, targets, grad) except? -1:
     cdef Py_ssize_t B = dim(outputs, 0, "outputs"), C = dim(outputs, 1, "outputs")
     cdef int t = typenum(tag)
     cdef const real* op = <real*>buffer(outputs, "outputs", t, B, C)
     cdef const int64_t* lab = NULL
     cdef const real* tp = NULL
-    if loss_id == LOSS_SPARSE_XENT:
-        lab = <int64_t*>buffer(targets, "targets", cnp.NPY_INT64, -1, B)
-    else:
-        tp = <real*>buffer(targets, "targets", t, B, C)
+    targets_of(tag, loss_id, targets, B, C, &lab, &tp)
     # the row losses compute the gradient on the way (the softmax rows keep their exps in it)
     cdef real* gp = <real*>optional_buffer(grad, "grad", t, B, C, True)
     cdef real* scratch = NULL
@@ -180,10 +187,7 @@ cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Laye
     cdef real* gp = <real*>buffer(grads, "grads", t, -1, P, True)
     cdef const int64_t* lab = NULL
     cdef const real* tp = NULL
-    if loss_id == LOSS_SPARSE_XENT:
-        lab = <int64_t*>buffer(targets, "targets", cnp.NPY_INT64, -1, B)
-    else:
-        tp = <real*>buffer(targets, "targets", t, B, C)
+    targets_of(tag, loss_id, targets, B, C, &lab, &tp)
     cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
     cdef const real* wp = <real*>optional_buffer(sample_weight, "sample_weight", t, -1, B)
     cdef double loss
