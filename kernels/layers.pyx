@@ -1,5 +1,5 @@
 """Dense layers and whole networks: the entry points dense_forward, dense_backward,
-mlp_forward, loss and mlp_train_step. The kernels behind them are split by job:
+mlp_forward, loss, mlp_gradient and mlp_train_step. The kernels behind them are split by job:
 dense.pxd (one layer, forward and backward), network.pxd (every layer), losses.pxd,
 train.pxd (the fused training step), thread_policy.pxd (OpenMP thread counts).
 
