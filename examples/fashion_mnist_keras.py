@@ -1,7 +1,7 @@
 """The seed example in Keras style on Fashion-MNIST, trained by fusedense and by real Keras 3 (JAX
 backend) alternately in one process, one thread each; then a Keras-trained model loaded by fusedense.
 
-    python examples/fashion_mnist_keras.py --rounds 3 --epochs 5
+    python examples/fashion_mnist_keras.py --rounds 3 --epochs 5 [--all-cores]
 
 The model code is written once (``script(keras, ...)``) and run with ``keras`` = the real Keras or
 ``import fusedense as keras``: the Keras-style example runs with only the import changed. Needs
@@ -13,14 +13,12 @@ import statistics
 import tempfile
 import time
 
-# one thread for XLA (set before JAX loads); fusedense gets one thread through threads_limited(1)
 os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                           "intra_op_parallelism_threads=1").strip()
 
 import numpy as np  # noqa: E402
 
 import fusedense  # noqa: E402
+from fusedense.benchmarking.systems import _start_jax_on_one_cpu  # noqa: E402
 from fusedense.threads import threads_limited  # noqa: E402
 
 
@@ -48,16 +46,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--all-cores", action="store_true", help="every core for both instead of one thread each")
     args = parser.parse_args()
+    if not args.all_cores:
+        # XLA's thread flags alone no longer cap its pool (docs/performance-notes.md): JAX also starts on one CPU
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+        _start_jax_on_one_cpu()
     import keras
 
     (x_train, y_train), (x_test, y_test) = fusedense.datasets.load_fashion_mnist()
     x_train = (x_train.reshape(len(x_train), -1) / 255.0).astype(np.float32)
     x_test = (x_test.reshape(len(x_test), -1) / 255.0).astype(np.float32)
+    threads = os.cpu_count() if args.all_cores else 1
     print(f"fusedense {fusedense.__version__} (backend {fusedense.get_backend()}), keras {keras.__version__} "
-          f"(backend {keras.backend.backend()}), one thread each, {args.epochs} epochs max, Fashion-MNIST")
+          f"(backend {keras.backend.backend()}), {threads} thread(s) each, {args.epochs} epochs max, Fashion-MNIST")
     results = {"fusedense": [], "keras": []}
-    with threads_limited(1):
+    with threads_limited(threads):
         for round_ in range(args.rounds):
             for name, module in (("fusedense", fusedense), ("keras", keras)):
                 seconds, epochs, accuracy, model = script(module, x_train, y_train, x_test, y_test, args.epochs, round_)

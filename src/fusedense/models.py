@@ -298,7 +298,6 @@ class Sequential:
         track = bool(self.metrics)
         outputs = np.empty((steps * batch_size, net.n_outputs), net.dtype) if track else None
         visited = np.empty(steps * batch_size, np.int64) if track else None
-        epoch = initial_epoch
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
