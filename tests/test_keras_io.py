@@ -115,3 +115,18 @@ def test_unsupported_keras_layers_are_refused_by_name(keras):
     selu = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="selu", name="d")])
     with pytest.raises(ValueError, match=r"layer 'd' \(Dense\): activation 'selu' has no fusedense kernel"):
         fd.Sequential.from_keras(selu)
+
+
+def test_model_checkpoint_writes_keras_files_and_weights(h5py, tmp_path):
+    x, y = _data(60)
+    model = fd.Sequential([fd.Input(shape=(6,)), fd.layers.Dense(3, activation="softmax")], seed=0)
+    model.compile(loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[
+        fd.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch}.keras")),
+        fd.callbacks.ModelCheckpoint(str(tmp_path / "w.weights.h5"), save_weights_only=True)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-1.keras", "m-2.keras", "w.weights.h5"]
+    last = fd.load_keras(tmp_path / "m-2.keras")
+    np.testing.assert_array_equal(last.predict(x), model.predict(x))
+    fresh = fd.Sequential([fd.Input(shape=(6,)), fd.layers.Dense(3, activation="softmax")], seed=1)
+    fresh.load_weights(tmp_path / "w.weights.h5")
+    np.testing.assert_array_equal(fresh.predict(x), model.predict(x))

@@ -216,11 +216,9 @@ def test_fit_arguments_initial_epoch_steps_per_epoch_validation_freq():
     assert len(h.history["loss"]) == 3 and len(h.history["val_loss"]) == 1  # epoch 4 (1-based) only
     assert model.network.step == 9
     # steps_per_epoch: the epochs take consecutive batches, so 3 + 3 + 4 steps visit the data exactly once
-    twin = _fd_model("softmax")
-    twin.compile(loss="sparse_categorical_crossentropy")
-    twin.set_weights(model.get_weights() if False else _fd_model("softmax").get_weights())
-    other = _fd_model("softmax")
-    other.compile(loss="sparse_categorical_crossentropy")
+    twin, other = _fd_model("softmax"), _fd_model("softmax")
+    for m in (twin, other):
+        m.compile(loss="sparse_categorical_crossentropy")
     other.set_weights(twin.get_weights())
     twin.fit(x, y, epochs=1, batch_size=10, shuffle=False, verbose=0)
     other.fit(x, y, epochs=3, batch_size=10, steps_per_epoch=3, shuffle=False, verbose=0)
