@@ -250,14 +250,31 @@ class Gate:
             raise ValueError("opt_state: shares memory with grads; pass a separate array")
         return dtype
 
-    def mlp_train_step(self, x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs=None):
-        dtype = self._train_buffers(params, grads, opt_state, layers, hyper)
+    def _batch(self, x, targets, params, layers, loss_id, sample_weight, dtype):
+        """(B, n_out) after checking a training batch against the network."""
         B = _rows("x", x, dtype, int(layers[0]["fan_in"]))
         n_out = int(layers[-1]["fan_out"])
         _targets("y", targets, loss_id, dtype, B, n_out)
+        if sample_weight is not None:
+            _array("sample_weight", sample_weight, dtype, (B,))
+            if not (np.isfinite(sample_weight).all() and (sample_weight >= 0).all()):
+                raise ValueError("sample_weight: expected finite weights >= 0")
+        return B, n_out
+
+    def mlp_gradient(self, x, targets, params, grads, layers, loss_id, sample_weight=None):
+        dtype = _network(params, layers)
+        _output("grads", grads, dtype, params.shape, ("params", params))
+        self._batch(x, targets, params, layers, loss_id, sample_weight, dtype)
+        return self.engine.mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight)
+
+    def mlp_train_step(self, x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs=None,
+                       sample_weight=None):
+        dtype = self._train_buffers(params, grads, opt_state, layers, hyper)
+        B, n_out = self._batch(x, targets, params, layers, loss_id, sample_weight, dtype)
         if outputs is not None:
             _output("outputs", outputs, dtype, (B, n_out), ("x", x), ("params", params), ("grads", grads))
-        return self.engine.mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs)
+        return self.engine.mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs,
+                                          sample_weight)
 
     def _tokens(self, tokens, layers, vocab_size):
         _array("x", tokens, np.dtype(np.int64), (None, None))

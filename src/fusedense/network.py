@@ -195,6 +195,26 @@ class MLP:
         """Selects the backend module (by name; None/'auto' = the fastest available) for this model."""
         self.engine = _backends.load(backend)
 
+    def __getstate__(self):
+        """Pickling (copy, joblib, multiprocessing, Dask) keeps the weights, the optimizer and its
+        state, and the engine's name; the engine and the gate's record registration are rebuilt
+        on unpickling (the record is checked again there), the lock is made anew."""
+        state = self.__dict__.copy()
+        for transient in ("engine", "_training", "_layers", "_layout", "_batch_rows"):
+            state.pop(transient, None)
+        state["backend_name"] = self.engine.NAME
+        state["layout"], state["alphas"] = self._layout, self._layers["alpha"].copy()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        backend, layout, alphas = state.pop("backend_name"), state.pop("layout"), state.pop("alphas")
+        self.__dict__.update(state)
+        self._training = threading.RLock()
+        self._batch_rows = None
+        self.layers = checked_record(layout, alphas, self.n_params)
+        self.set_backend(backend)
+
     @property
     def backend(self) -> str:
         return self.engine.NAME

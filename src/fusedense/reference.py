@@ -39,47 +39,60 @@ def _log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, labels):
-    """Integer labels. loss = mean_i −log softmax(logits_i)[labels_i]; grad = (softmax − onehot)/B."""
+def _row_weights(sample_weight, n_rows):
+    """Each row's weight as a column (B, 1): ones when there are none."""
+    return np.ones((n_rows, 1)) if sample_weight is None else np.asarray(sample_weight, np.float64)[:, None]
+
+
+def softmax_cross_entropy(logits, labels, sample_weight=None):
+    """Integer labels. loss = mean_i w_i · −log softmax(logits_i)[labels_i];
+    grad = w_i (softmax − onehot)/B (w_i = 1 without sample weights)."""
     B = logits.shape[0]
+    w = _row_weights(sample_weight, B)
     logp = _log_softmax(logits)
     rows = np.arange(B)
-    loss = -logp[rows, labels].mean()
+    loss = -(w[:, 0] * logp[rows, labels]).mean()
     grad = np.exp(logp)
     grad[rows, labels] -= 1
-    return loss, grad / B
+    return loss, w * grad / B
 
 
-def softmax_cross_entropy_probs(logits, targets):
-    """Probability targets. loss = mean_i −Σ_j t_ij log softmax_ij; grad = (softmax·Σ_j t_ij − t)/B."""
+def softmax_cross_entropy_probs(logits, targets, sample_weight=None):
+    """Probability targets. loss = mean_i w_i · −Σ_j t_ij log softmax_ij;
+    grad = w_i (softmax·Σ_j t_ij − t)/B."""
     B = logits.shape[0]
+    w = _row_weights(sample_weight, B)
     logp = _log_softmax(logits)
-    loss = -(targets * logp).sum(axis=1).mean()
+    loss = -(w[:, 0] * (targets * logp).sum(axis=1)).mean()
     grad = np.exp(logp) * targets.sum(axis=1, keepdims=True) - targets
-    return loss, grad / B
+    return loss, w * grad / B
 
 
-def binary_cross_entropy_with_logits(logits, targets):
-    """Element-wise sigmoid cross-entropy, mean over all elements; grad = (σ(z) − t)/size."""
+def binary_cross_entropy_with_logits(logits, targets, sample_weight=None):
+    """Element-wise sigmoid cross-entropy, mean over all elements of w_i · ℓ_ij;
+    grad = w_i (σ(z) − t)/size."""
+    w = _row_weights(sample_weight, logits.shape[0]) if logits.ndim == 2 else 1.0
     # log(1 + e^z) − z·t, written so that exp never overflows
     per_element = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
-    return per_element.mean(), (_SIGMOID.forward(logits, 0.0) - targets) / logits.size
+    return (w * per_element).mean(), w * (_SIGMOID.forward(logits, 0.0) - targets) / logits.size
 
 
-def mean_squared_error(y, targets):
-    """loss = mean((y − t)²) over all elements; grad = 2 (y − t)/size."""
+def mean_squared_error(y, targets, sample_weight=None):
+    """loss = mean of w_i (y − t)² over all elements; grad = 2 w_i (y − t)/size."""
+    w = _row_weights(sample_weight, y.shape[0]) if y.ndim == 2 else 1.0
     diff = y - targets
-    return (diff * diff).mean(), 2 * diff / y.size
+    return (w * diff * diff).mean(), 2 * w * diff / y.size
 
 
-def loss_and_gradient(loss_id, outputs, targets):
+def loss_and_gradient(loss_id, outputs, targets, sample_weight=None):
     """The loss ``loss_id`` (abi.LOSS_*) and its gradient w.r.t. ``outputs`` (logits for the
-    cross-entropies, predictions for MSE)."""
+    cross-entropies, predictions for MSE); ``sample_weight`` (B,) scales each row's loss and
+    gradient, the mean still over B rows (the caller normalises the weights)."""
     losses = {abi.LOSS_SPARSE_XENT: softmax_cross_entropy,
               abi.LOSS_CATEGORICAL_XENT: softmax_cross_entropy_probs,
               abi.LOSS_BINARY_XENT: binary_cross_entropy_with_logits,
               abi.LOSS_MSE: mean_squared_error}
-    return losses[loss_id](outputs, targets)
+    return losses[loss_id](outputs, targets, sample_weight)
 
 
 # --- optimizers: update params (and state) in place ---------------------------------------
@@ -153,15 +166,15 @@ def mlp_backward(d_out, x, params, layers, cache, d_last_z=None, need_dx=False):
     return (grads, dy) if need_dx else grads
 
 
-def mlp_loss_and_grad(x, targets, params, layers, loss_id, need_dx=False):
+def mlp_loss_and_grad(x, targets, params, layers, loss_id, need_dx=False, sample_weight=None):
     """Forward, loss and backward: (loss, grads), or (loss, (grads, dx)) with need_dx (as
     mlp_backward). Cross-entropy losses read the last layer's pre-activation (the logits), so
     the last activation (softmax/sigmoid/identity) is folded into the loss."""
     out, cache = mlp_forward(x, params, layers, keep=True)
     if loss_id == abi.LOSS_MSE:
-        loss, dy = loss_and_gradient(loss_id, out, targets)
+        loss, dy = loss_and_gradient(loss_id, out, targets, sample_weight)
         return loss, mlp_backward(dy, x, params, layers, cache, need_dx=need_dx)
-    loss, dz = loss_and_gradient(loss_id, cache[-1][0], targets)  # the logits
+    loss, dz = loss_and_gradient(loss_id, cache[-1][0], targets, sample_weight)  # the logits
     return loss, mlp_backward(None, x, params, layers, cache, d_last_z=dz, need_dx=need_dx)
 
 
@@ -176,9 +189,9 @@ def optimizer_step(params, grads, opt_state, hyper):
                   hyper[abi.H_WEIGHT_DECAY], bool(hyper[abi.H_DECOUPLED]))
 
 
-def mlp_train_step(x, targets, params, layers, opt_state, loss_id, hyper):
+def mlp_train_step(x, targets, params, layers, opt_state, loss_id, hyper, sample_weight=None):
     """One minibatch: forward, loss, backward, optimizer update (in place). Returns (loss, grads)."""
-    loss, grads = mlp_loss_and_grad(x, targets, params, layers, loss_id)
+    loss, grads = mlp_loss_and_grad(x, targets, params, layers, loss_id, sample_weight=sample_weight)
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
 

@@ -61,7 +61,15 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
     """Adam / AdamW in place on flat buffers; step ≥ 1 for the bias correction."""
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
+def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
+    """Forward, loss ``loss_id`` and backward into ``grads`` (every element written), no update:
+    one call; returns the loss. For full-batch optimizers (L-BFGS) and data-parallel training.
+    ``sample_weight``: None, or (B,) in params' dtype, finite and >= 0: each row's loss and
+    gradient are scaled by its weight, the mean still taken over B rows (callers wanting a
+    weighted average pass weights that sum to B)."""
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
     """Forward, loss ``loss_id`` on the last layer, backward into ``grads``, optimizer (``hyper``)
     update of ``params`` and ``opt_state``: one call; returns the loss before the update.
     Transactional: when the loss is not finite (NaN/inf in the batch, or divergence), ``params``
@@ -69,7 +77,8 @@ def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper,
     when the update is applied, its last act is ``hyper[H_APPLIED] = hyper[H_STEP]`` (so a step
     count read from there always matches the parameters, whatever interrupts the caller).
     ``targets``: int64 labels (B,) for LOSS_SPARSE_XENT, else (B, n_out) in params' dtype.
-    ``outputs``: None, or (B, n_out): receives the step's own forward outputs (before the update)."""
+    ``outputs``: None, or (B, n_out): receives the step's own forward outputs (before the update).
+    ``sample_weight``: as for mlp_gradient."""
 
 
 def embedding_forward(tokens, params, layers, vocab_size, out):
@@ -91,5 +100,5 @@ def embedding_generate(params, layers, vocab_size, context, uniforms, temperatur
 
 #: The contract's function names, in the order above (engines define them in this order too).
 FUNCTIONS = ("activation_forward", "activation_backward", "dense_forward", "dense_backward",
-             "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_train_step",
+             "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_gradient", "mlp_train_step",
              "embedding_forward", "embedding_train_step", "embedding_generate")

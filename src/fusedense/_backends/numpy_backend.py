@@ -50,10 +50,16 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
     reference.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
+def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
+    value, grads[...] = reference.mlp_loss_and_grad(x, targets, params, layers, loss_id,
+                                                    sample_weight=sample_weight)
+    return float(value)
+
+
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
     if outputs is not None:  # the oracle spends a second forward pass on them: it stays simple
         outputs[...] = reference.mlp_forward(x, params, layers)
-    value, grads[...] = reference.mlp_loss_and_grad(x, targets, params, layers, loss_id)
+    value = mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight)
     return _update(value, params, grads, opt_state, hyper)
 
 
