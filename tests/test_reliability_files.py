@@ -369,3 +369,33 @@ def test_check_output_path(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(ValueError, match="not writable"):
             fd_io.check_output_path(locked / "m.npz")
+
+
+@pytest.mark.parametrize("anonymous", [True, False], ids=["o_tmpfile", "named_temporary"])
+def test_a_save_killed_half_way_leaves_the_old_model_and_no_temporary_file(tmp_path, anonymous):
+    """SIGKILL runs no cleanup: with O_TMPFILE the half-written file never had a name. Without
+    it (other filesystems), the named temporary file is what remains, the model intact."""
+    path = tmp_path / "m.npz"
+    fd.MLP([3, 2], random_state=0, backend="numpy").save(path)
+    before = path.read_bytes()
+    code = textwrap.dedent(f"""
+        import os, signal
+        import numpy as np
+        import fusedense as fd
+        if not {anonymous}:
+            del os.O_TMPFILE
+        def killed(file, **arrays):
+            file.write(b"PK partial")
+            file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        np.savez = killed
+        fd.MLP([3, 2], random_state=1, backend="numpy").save({str(path)!r})
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    assert path.read_bytes() == before
+    left = sorted(os.listdir(tmp_path))
+    if anonymous:
+        assert left == ["m.npz"]
+    else:  # the one thing SIGKILL can leave: a hidden temporary file beside the intact model
+        assert len(left) == 2 and left[0].startswith(".m.npz.") and left[0].endswith(".tmp") and left[1] == "m.npz"

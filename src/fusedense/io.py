@@ -141,10 +141,7 @@ def save_model(model, path) -> None:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
         mode = None
-    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    # 0o666 minus the umask, applied by the kernel (reading the umask is not thread-safe)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    done = False
+    fd, tmp = _open_temporary(directory, name)
     try:
         with os.fdopen(fd, "wb") as f:
             if mode is not None:
@@ -153,14 +150,44 @@ def save_model(model, path) -> None:
                      params=params)
             f.flush()
             os.fsync(f.fileno())
+            if tmp is None:  # the anonymous file gets a name only now, complete, for the rename
+                tmp = _temporary_name(directory, name)
+                _link_anonymous(f.fileno(), tmp)
         os.replace(tmp, target)
-        done = True
+        tmp = None
     finally:
-        if not done:
+        if tmp is not None:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+
+def _link_anonymous(fd, path):
+    """Names the O_TMPFILE file ``fd`` (linkat through /proc/self/fd, following the magic link;
+    a src_dir_fd makes CPython call linkat with AT_SYMLINK_FOLLOW rather than link)."""
+    descriptors = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(fd), path, src_dir_fd=descriptors, follow_symlinks=True)
+    finally:
+        os.close(descriptors)
+
+
+def _temporary_name(directory, name):
+    return os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+
+
+def _open_temporary(directory, name):
+    """(fd, None) for an anonymous file in ``directory`` (Linux O_TMPFILE: a process killed while
+    writing leaves nothing behind), else (fd, path) of a new named file. The mode is 0o666
+    minus the umask, applied by the kernel (reading the umask is not thread-safe)."""
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666), None
+        except OSError:  # a filesystem without O_TMPFILE support
+            pass
+    tmp = _temporary_name(directory, name)
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
 
 
 # --- loading: the archive ----------------------------------------------------------------------
