@@ -11,6 +11,7 @@ import textwrap
 import zipfile
 
 import numpy as np
+from hypothesis import given, settings, strategies as st
 import pytest
 
 import fusedense as fd
@@ -399,3 +400,60 @@ def test_a_save_killed_half_way_leaves_the_old_model_and_no_temporary_file(tmp_p
         assert left == ["m.npz"]
     else:  # the one thing SIGKILL can leave: a hidden temporary file beside the intact model
         assert len(left) == 2 and left[0].startswith(".m.npz.") and left[0].endswith(".tmp") and left[1] == "m.npz"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@st.composite
+def record_edits(draw, record):
+    """A copy of ``record`` with the value at a random path replaced, deleted, or given a new key."""
+    record = copy.deepcopy(record)
+    node = record
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        key = draw(st.sampled_from(keys))
+        if not isinstance(node[key], (dict, list)) or draw(st.booleans()):
+            break
+        node = node[key]
+    if not keys:
+        return record
+    action = draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace":
+        node[key] = draw(json_values)
+    elif action == "delete":
+        del node[key]
+    elif isinstance(node, dict):
+        node[draw(st.text(max_size=8))] = draw(json_values)
+    else:
+        node.append(draw(json_values))
+    return record
+
+
+@pytest.mark.parametrize("make", [_sequential, _embedding_net], ids=["sequential", "embedding_mlp"])
+def test_any_edit_of_a_record_loads_the_same_model_or_raises_value_error(tmp_path, make):
+    path = tmp_path / "m.npz"
+    make().save(path)
+    record, params = _contents(path)
+    original = fd.load_model(path, backend="numpy")
+
+    @settings(max_examples=80, deadline=None, derandomize=True, database=None)
+    @given(st.data())
+    def check(data):
+        _write(path, data.draw(record_edits(record)), params)
+        try:
+            loaded = fd.load_model(path, backend="numpy")
+        except ValueError as exc:
+            assert type(exc) is ValueError and str(path) in str(exc)
+            return
+        net = loaded.network if isinstance(loaded, fd.Sequential) else loaded
+        reference = original.network if isinstance(original, fd.Sequential) else original
+        assert net.architecture() == reference.architecture()
+        np.testing.assert_array_equal(net.params, reference.params)
+
+    check()
