@@ -42,6 +42,9 @@ def _attempt(call, allowed=(ValueError, TypeError)):
         return None
 
 
+thread_counts = st.sampled_from([1, 2, threads.max_threads(), 0, -1, threads.max_threads() + 1, 2**33, 2.5, "4", True])
+
+
 def _layout_edit(draw, layout):
     rows = np.array(layout)
     kind = draw(st.sampled_from(["cell", "shape", "dtype", "empty"]))
@@ -103,8 +106,7 @@ def edits(draw, net):
         elif what == "step":
             out.append((what, draw(st.sampled_from([2**63, 2**53 + 1, -1, 10**30, float("nan")]))))
         else:
-            out.append((what, draw(st.sampled_from([1, 2, threads.max_threads(), 0, -1, threads.max_threads() + 1,
-                                                    2**33, 2.5, "4", True]))))
+            out.append((what, draw(thread_counts)))
     return out
 
 
@@ -159,13 +161,17 @@ def fuzz(engine, max_examples=60):
         net.set_optimizer("adam")
         for edit in data.draw(edits(net)):
             _apply(net, edit)
+        calls = [lambda: _attempt(lambda: net.train_step(x[kind], y[kind], LOSS),
+                                  (ValueError, TypeError, FloatingPointError)),
+                 lambda: _attempt(lambda: net.predict(x[kind]))]
+        if kind == "embedding":
+            calls.insert(1, lambda: _attempt(lambda: net.generate(2, 4, 0.7, seed=0)))
         try:
             got = _attempt(lambda: net.predict(x[kind]))
             _same_as_oracle(got, _attempt(lambda: _as_numpy_engine(net, lambda: net.predict(x[kind]))))
-            _attempt(lambda: net.train_step(x[kind], y[kind], LOSS), (ValueError, TypeError, FloatingPointError))
-            if kind == "embedding":
-                _attempt(lambda: net.generate(2, 4, 0.7, seed=0))
-            _attempt(lambda: net.predict(x[kind]))
+            for call in calls:  # a new thread count (or a refused one) between calls
+                _apply(net, ("threads", data.draw(thread_counts)))
+                call()
         finally:
             fd.set_num_threads(count)
 

@@ -4,6 +4,7 @@ before any data is loaded or any training starts; output paths included."""
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import fusedense as fd
@@ -105,3 +106,15 @@ def test_good_flags_pass_the_checks(monkeypatch, tmp_path):
     assert cli.main(["bench", "--dense-shape", "1x1", "--batch", "1,2", "--systems", "numpy",
                      "--json", str(tmp_path / "b.json")]) == 0
     assert calls[-1].dense_shape == (1, 1) and calls[-1].systems == {"numpy"}
+
+
+def test_lm_saves_in_the_temporary_directory_when_the_path_vanished_during_training(tmp_path, monkeypatch, capsys):
+    from fusedense.cli import lm as lm_command
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    model = fd.MLP([3, 2], random_state=0, backend="numpy")
+    assert lm_command._save(model, str(tmp_path / "gone" / "m.npz")) == 1
+    err = capsys.readouterr().err
+    saved = err.rsplit("saved to ", 1)[1].split(" instead")[0]
+    assert err.count("\n") == 1 and "could not save to" in err and saved.startswith(str(tmp_path / "tmp"))
+    assert np.array_equal(fd.load_model(saved).params, model.params)

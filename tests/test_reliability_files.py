@@ -457,3 +457,22 @@ def test_any_edit_of_a_record_loads_the_same_model_or_raises_value_error(tmp_pat
         np.testing.assert_array_equal(net.params, reference.params)
 
     check()
+
+
+def test_a_zip64_directory_listing_many_members_is_refused_before_parsing(tmp_path):
+    """The classic end record says 2 members, a zip64 end record (which zipfile trusts) says a
+    million: the count is checked on both before zipfile parses the directory."""
+    import struct
+    path = tmp_path / "m.npz"
+    fd.MLP([3, 2], random_state=0, backend="numpy").save(path)
+    content = path.read_bytes()
+    end = content.rfind(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack("<II", content[end + 12:end + 20])
+    for members in (2, 10**6):  # 2: as save_model writes a model over 4 GB, which loads
+        zip64_end = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, members, members, cd_size, cd_offset)
+        locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, end, 1)
+        path.write_bytes(content[:end] + zip64_end + locator + content[end:])
+        if members == 2:
+            fd.load_model(path)
+    with pytest.raises(ValueError, match="lists 1000000 members"):
+        fd.load_model(path)

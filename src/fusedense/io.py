@@ -211,7 +211,7 @@ def _open_regular(path):
         raise
 
 
-_EOCD = b"PK\x05\x06"
+_EOCD, _ZIP64_LOCATOR, _ZIP64_END = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
 
 
 def _check_entry_count(f, size):
@@ -223,9 +223,16 @@ def _check_entry_count(f, size):
     at = tail.rfind(_EOCD)
     if at < 0 or at + 22 > len(tail):
         raise _Invalid("it is not a zip archive (.npz)")
-    entries_here, entries = struct.unpack("<HH", tail[at + 8:at + 12])
-    if entries != len(_MEMBERS) or entries_here != len(_MEMBERS):
-        raise _Invalid(f"the archive lists {entries} members, not a fusedense model's {len(_MEMBERS)}")
+    counts = struct.unpack("<HH", tail[at + 8:at + 12])
+    locator = tail[at - 20:at] if at >= 20 else b""
+    if locator[:4] == _ZIP64_LOCATOR:  # a zip64 end record (save_model's for files over 4 GB) holds the counts
+        f.seek(struct.unpack("<Q", locator[8:16])[0])
+        zip64_end = f.read(40)
+        if len(zip64_end) < 40 or zip64_end[:4] != _ZIP64_END:
+            raise _Invalid("its zip64 end record is missing or corrupted")
+        counts = struct.unpack("<QQ", zip64_end[24:40])
+    if set(counts) != {len(_MEMBERS)}:
+        raise _Invalid(f"the archive lists {max(counts)} members, not a fusedense model's {len(_MEMBERS)}")
     f.seek(0)
 
 

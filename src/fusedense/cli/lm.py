@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
+import tempfile
 from contextlib import nullcontext
 
 from .. import datasets
@@ -110,6 +113,20 @@ def run(args) -> int:
             print(f"samples (temperature {args.temperature:g}, seed {args.seed}):")
             print("  " + ", ".join(data.decode(tokens) for tokens in names))
         if args.save:
-            model.save(args.save)
-            print(f"saved to {args.save}")
+            return _save(model, args.save)
         return 0
+
+
+def _save(model, path) -> int:
+    """Saves the trained model; if ``path`` stopped being writable during training (checked at
+    the start), saves it in the temporary directory instead of losing it, and says so."""
+    try:
+        model.save(path)
+    except OSError as exc:
+        fallback = os.path.join(tempfile.gettempdir(), f"fusedense-lm-{os.getpid()}.npz")
+        model.save(fallback)
+        print(f"fusedense lm: could not save to {path} ({exc.strerror or exc}); saved to {fallback} instead",
+              file=sys.stderr)
+        return 1
+    print(f"saved to {path}")
+    return 0
