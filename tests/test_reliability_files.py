@@ -476,3 +476,15 @@ def test_a_zip64_directory_listing_many_members_is_refused_before_parsing(tmp_pa
             fd.load_model(path)
     with pytest.raises(ValueError, match="lists 1000000 members"):
         fd.load_model(path)
+
+
+def test_a_sequential_embedding_model_built_by_fit_round_trips(tmp_path):
+    """Its Embedding layer has no input_length (fit found it): still the architecture's context."""
+    model = fd.Sequential([fd.Embedding(7, 3), fd.Flatten(), fd.Dense(5, activation="tanh"), fd.Dense(7)],
+                          seed=0, backend="numpy")
+    model.compile(optimizer="adam", loss=LOSS)
+    tokens = np.random.default_rng(0).integers(0, 7, (12, 4))
+    model.fit(tokens, tokens[:, 0], epochs=1, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = fd.load_model(tmp_path / "m.npz", backend="numpy")
+    np.testing.assert_array_equal(loaded.predict(tokens), model.predict(tokens))

@@ -272,7 +272,7 @@ def _npy_header(member, info):
         raise _Invalid(f"member {info.filename!r} has a malformed .npy header: {exc}") from None
     if dtype.hasobject or dtype.kind not in "uf" or dtype.fields is not None or dtype.subdtype is not None:
         raise _Invalid(f"member {info.filename!r} holds dtype {dtype}, not plain numbers (nothing is unpickled)")
-    if len(shape) != 1 or fortran:
+    if len(shape) != 1 or shape[0] < 0 or fortran:
         raise _Invalid(f"member {info.filename!r} holds an array of shape {shape}, expected a 1-D array")
     data_bytes = shape[0] * dtype.itemsize
     header_bytes = member.tell()
@@ -400,8 +400,9 @@ def _checked_layers(layers, architecture):
         elif kind == "Embedding":
             _keys(name, layer, ("type", "vocab_size", "dim", "input_length", "name"))
             emb = architecture.get("embedding")
-            if i != 0 or emb is None or (layer["vocab_size"], layer["dim"], layer["input_length"]) != (
-                    emb["vocab_size"], emb["dim"], emb["context"]):
+            # input_length is None when fit found the context length from the data
+            if i != 0 or emb is None or (layer["vocab_size"], layer["dim"]) != (emb["vocab_size"], emb["dim"]) \
+                    or layer["input_length"] not in (None, emb["context"]):
                 raise _Invalid(f"{name}: the Embedding layer does not match the architecture record")
         elif kind == "Flatten":
             _keys(name, layer, ("type", "name"))
