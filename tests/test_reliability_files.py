@@ -91,6 +91,8 @@ MALFORMED = [
     ("sha_not_string", ("sha256",), 5, "sha256"),
     ("version_unknown", ("version",), 99, "format version 99"),
     ("version_string", ("version",), "2", "format version '2'"),
+    ("version_true", ("version",), True, "format version True"),
+    ("version_float", ("version",), 2.0, "format version 2.0"),
     ("name_not_string", ("name",), ["x"], "name"),
     ("layers_not_list", ("layers",), {"a": 1}, "layers"),
     ("layer_unknown_type", ("layers", 0, "type"), "Conv2D", "unknown layer type"),

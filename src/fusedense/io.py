@@ -311,7 +311,7 @@ def _parse_record(raw: bytes) -> dict:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise _Invalid(f"it is not a fusedense model file (format "
                        f"{record.get('format') if isinstance(record, dict) else None!r})")
-    if record.get("version") not in READABLE_VERSIONS:
+    if type(record.get("version")) is not int or record["version"] not in READABLE_VERSIONS:
         raise _Invalid(f"it has format version {record.get('version')!r}; this fusedense reads versions "
                        f"{', '.join(map(str, READABLE_VERSIONS))}")
     return record
