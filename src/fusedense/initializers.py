@@ -154,7 +154,7 @@ _BY_NAME = {"glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_
             "he_normal": HeNormal, "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal,
             "random_uniform": RandomUniform, "uniform": RandomUniform, "random_normal": RandomNormal,
             "normal": RandomNormal, "truncated_normal": TruncatedNormal, "zeros": Zeros, "zero": Zeros,
-            "ones": Ones, "one": Ones, "constant": Constant}
+            "ones": Ones, "one": Ones, "constant": Constant, "variance_scaling": VarianceScaling}
 
 
 def get(identifier) -> Initializer:
@@ -163,7 +163,7 @@ def get(identifier) -> Initializer:
     if isinstance(identifier, Initializer):
         return identifier
     if isinstance(identifier, dict) and "class_name" in identifier:
-        classes = {cls.__name__: cls for cls in _BY_NAME.values()} | {"VarianceScaling": VarianceScaling}
+        classes = {cls.__name__: cls for cls in _BY_NAME.values()}
         cls = classes.get(identifier["class_name"])
         if cls is not None:
             return cls(**{k: v for k, v in (identifier.get("config") or {}).items()})
@@ -176,5 +176,6 @@ def get(identifier) -> Initializer:
                      f"or a fusedense.initializers.Initializer")
 
 
-def serialize(initializer: Initializer) -> dict:
-    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+def name_of(initializer: Initializer) -> str:
+    """The Keras name that ``get`` turns back into an initializer of this class (default settings)."""
+    return next(name for name, cls in _BY_NAME.items() if cls is type(initializer))

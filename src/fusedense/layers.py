@@ -111,12 +111,18 @@ class Dense(Layer):
         self._views = None  # (kernel, bias) views into the model's flat buffer once built
 
     def get_config(self):
-        return {"name": self.name, "units": self.units, "activation": self.activation, "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": None if self.kernel_regularizer is None else {
-                    "class_name": type(self.kernel_regularizer).__name__, "config": self.kernel_regularizer.get_config()},
-                "alpha": self.alpha}
+        """The constructor arguments, JSON-serialisable (initializers by name: their seeds and
+        settings only matter before the weights exist)."""
+        config = {"units": self.units, "activation": self.activation, "name": self.name,
+                  "kernel_initializer": initializers.name_of(self.kernel_initializer), "alpha": self.alpha}
+        if not self.use_bias:
+            config["use_bias"] = False
+        if not isinstance(self.bias_initializer, initializers.Zeros):
+            config["bias_initializer"] = initializers.name_of(self.bias_initializer)
+        if self.kernel_regularizer is not None:
+            config["kernel_regularizer"] = {"class_name": type(self.kernel_regularizer).__name__,
+                                            "config": self.kernel_regularizer.get_config()}
+        return config
 
     @property
     def kernel(self):
@@ -170,7 +176,7 @@ class Dropout(Layer):
         self.rate, self.seed = float(rate), seed
 
     def get_config(self):
-        return {"name": self.name, "rate": self.rate, "seed": self.seed}
+        return {"rate": self.rate, "name": self.name} | ({} if self.seed is None else {"seed": self.seed})
 
 
 class Embedding(Layer):
@@ -192,8 +198,7 @@ class Embedding(Layer):
         self._views = None  # (table,) once built
 
     def get_config(self):
-        return {"name": self.name, "vocab_size": self.vocab_size, "dim": self.dim, "input_length": self.input_length,
-                "embeddings_initializer": initializers.serialize(self.embeddings_initializer)}
+        return {"vocab_size": self.vocab_size, "dim": self.dim, "input_length": self.input_length, "name": self.name}
 
     input_dim = property(lambda self: self.vocab_size)
     output_dim = property(lambda self: self.dim)

@@ -249,6 +249,9 @@ def get(identifier) -> Loss:
     return by_fn[spec.name]()
 
 
-def serialize(loss: Loss) -> dict:
-    return {"class_name": type(loss).__name__, "config": {"from_logits": loss.from_logits}
-            if not isinstance(loss, MeanSquaredError) else {}}
+def serialize(loss: Loss):
+    """The loss's name, or ``{"class_name": ..., "config": {"from_logits": true}}`` for logits
+    (JSON; ``get`` reads both)."""
+    if not loss.from_logits:
+        return loss.spec.name
+    return {"class_name": type(loss).__name__, "config": {"from_logits": True}}
