@@ -14,7 +14,7 @@ import fusedense as fd
 from fusedense import reference
 from fusedense._numba_kernels import dense, gemm, jit, mlp, optimizers
 from fusedense.activations import BY_ID, activation_forward, activation_vjp, get_activation
-from fusedense.layout import make_layout
+from fusedense.layout import layer_record, make_layout
 
 from support import assert_close
 
@@ -221,12 +221,13 @@ def test_vectorised_activation_loops_match_reference_at_extreme_inputs(dtype, ac
 
 def test_mlp_forward_kernel_asks_for_a_larger_workspace_before_computing(rng):
     layout, alphas, n = make_layout([13, 40, 7, 5], ["tanh", "relu", "softmax"])
+    layers = layer_record(layout, alphas, n)
     params = (rng.normal(size=n) * 0.3).astype(np.float32)
     x = rng.normal(size=(9, 13)).astype(np.float32)
     out = np.full((9, 5), np.nan, np.float32)
-    needed = mlp.mlp_forward(x, params, layout, alphas, out, np.empty(0, np.float32))
+    needed = mlp.mlp_forward(x, params, layers, out, np.empty(0, np.float32))
     assert needed > 0 and np.isnan(out).all()
-    assert mlp.mlp_forward(x, params, layout, alphas, out, np.empty(needed, np.float32)) == 0
+    assert mlp.mlp_forward(x, params, layers, out, np.empty(needed, np.float32)) == 0
     assert_close(out, reference.mlp_forward(x, params, layout, alphas), np.float32, 4)
 
 
@@ -298,7 +299,7 @@ def test_kernels_run_as_plain_python_match_reference():
         import numba, numpy as np
         from fusedense import abi, reference
         from fusedense.activations import BY_ID, activation_vjp
-        from fusedense.layout import make_layout
+        from fusedense.layout import layer_record, make_layout
         from fusedense._backends import numba_backend as nb
         from fusedense._numba_kernels import gemm
         assert numba.config.DISABLE_JIT and not hasattr(nb.dense.dense_rows, "signatures")
@@ -321,9 +322,10 @@ def test_kernels_run_as_plain_python_match_reference():
         nb.activation_forward(wide, 1, 0.0, out)
         check(out, np.maximum(wide, 0))
         layout, alphas, n = make_layout([5, 6, 4], ["tanh", "softmax"])
+        layers = layer_record(layout, alphas, n)
         params = rng.normal(size=n)
         out = np.empty((3, 4))
-        nb.mlp_forward(x, params, layout, alphas, out)
+        nb.mlp_forward(x, params, layers, out)
         check(out, reference.mlp_forward(x, params, layout, alphas))
         a, b = rng.normal(size=(7, 260)), rng.normal(size=(260, 20))  # two k slices, 4+2+1 rows
         out = np.empty((7, 20))
@@ -334,7 +336,7 @@ def test_kernels_run_as_plain_python_match_reference():
                                  (abi.LOSS_MSE, rng.normal(size=(3, 4)))]:
             p1, p2, s1, s2 = params.copy(), params.copy(), np.zeros((1, n)), np.zeros((1, n))
             grads = np.empty(n)
-            loss = nb.mlp_train_step(x, targets, p1, grads, s1, layout, alphas, loss_id, hyper)
+            loss = nb.mlp_train_step(x, targets, p1, grads, s1, layers, loss_id, hyper, None)
             loss_ref, grads_ref = reference.mlp_train_step(x, targets, p2, layout, alphas, s2, loss_id, hyper)
             check(loss, loss_ref); check(grads, grads_ref); check(p1, p2); check(s1, s2)
         print("ok")
