@@ -8,13 +8,12 @@ import numpy as np
 
 from .activations import IDENTITY, activation_row, activation_vjp_row, row_or_empty
 from .gemm import matmul
-from .jit import kernel
+from .jit import TUNING, kernel
 
 #: Forward row blocks hold about this many bytes of output: still in L2 when the epilogue
 #: (bias + activation) runs over a block right after its GEMM, yet large, because each BLAS
-#: call re-packs W and, on shared cores, waits for its threads to be scheduled (256-row
-#: blocks made the seed MLP at batch 1024 several times slower than one call per layer).
-GEMM_BLOCK_BYTES = 1 << 21
+#: call re-packs W and, on shared cores, waits for its threads to be scheduled.
+GEMM_BLOCK_BYTES = TUNING["NUMBA_FORWARD_BLOCK_BYTES"]
 
 
 @kernel

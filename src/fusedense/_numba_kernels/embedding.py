@@ -42,7 +42,7 @@ def embedding_forward(tokens, params, layers, vocab_size, out, workspace):
     needed = mlp_forward_workspace_size(tokens.shape[0], layers, out.itemsize)
     if workspace.size < needed:
         return needed
-    x = np.empty((tokens.shape[0], layers[0].fan_in), params.dtype)
+    x = np.empty((tokens.shape[0], layers[0]["fan_in"]), params.dtype)
     gather(tokens, _table(params, vocab_size, x.shape[1] // tokens.shape[1]), x)
     mlp_forward(x, params, layers, out, workspace)
     return 0
@@ -55,7 +55,7 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layers, loss_
     the table's gradient rows, optimizer update of the whole buffer. Returns the loss. The
     outputs go to ``outputs`` unless it is empty."""
     n_rows, context = tokens.shape
-    dim = layers[0].fan_in // context
+    dim = layers[0]["fan_in"] // context
     x = np.empty((n_rows, context * dim), params.dtype)
     gather(tokens, _table(params, vocab_size, dim), x)
     dx = np.empty_like(x)
@@ -100,12 +100,12 @@ def embedding_generate(params, layers, vocab_size, context, uniforms, temperatur
     if workspace.size < needed:
         return needed
     n, max_len = uniforms.shape
-    dim = layers[0].fan_in // context
+    dim = layers[0]["fan_in"] // context
     table = _table(params, vocab_size, dim)
     rows = np.arange(n)  # the running rows' sequence numbers
     ctx = np.full((n, context), boundary, np.int64)
     x = np.empty((n, context * dim), params.dtype)
-    logits = np.empty((n, layers[layers.size - 1].fan_out), params.dtype)
+    logits = np.empty((n, layers[layers.size - 1]["fan_out"]), params.dtype)
     cdf = np.empty(logits.shape[1], np.float64)
     tokens[:] = boundary
     lengths[:] = max_len

@@ -14,7 +14,6 @@ broadcasts of a, vector loads of b and ``vfmadd231p*``, nothing else.
 """
 import numba
 import numpy as np
-from llvmlite import binding as llvm
 from numba import carray, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -23,25 +22,19 @@ try:  # private to numba (see _num_threads below); a numba without them still ru
 except ImportError:
     _iget_num_threads = _launch_threads = None
 
-from .jit import inline_kernel, kernel
+from .jit import TUNING, VECTOR_BYTES, inline_kernel, kernel
 
 #: Products of fewer multiply-adds (or with fewer than BLAS_MIN_ROWS rows or columns) use the
-#: tiles (the same thresholds as the Cython kernels). A BLAS call wakes BLAS's thread pool, and
-#: on shared cores waiting for those threads cost milliseconds per call.
-BLAS_MIN_WORK = 1 << 23
-BLAS_MIN_ROWS = 8
+#: tiles: a BLAS call wakes BLAS's thread pool, which on shared cores costs milliseconds.
+BLAS_MIN_WORK = TUNING["BLAS_MIN_WORK"]
+BLAS_MIN_ROWS = TUNING["BLAS_MIN_ROWS"]
 
-#: Vector registers: 512-bit on AVX-512 (32 of them), else 256-bit (16 of them).
-_AVX512 = bool(llvm.get_host_cpu_features().get("avx512f", False))
-VECTOR_BYTES = 64 if _AVX512 else 32
-#: A batch tile: 8 rows × 2 vectors = 16 accumulators (half the AVX-512 registers), each
-#: broadcast of a[i, k] shared by 2 FMAs and each load of b[k, j] by 8. AVX2 has 16
-#: registers: 4 rows there.
-TILE_ROWS = 8 if _AVX512 else 4
+#: A batch tile: TILE_ROWS rows × 2 vectors of accumulators, each broadcast of a[i, k] shared
+#: by 2 FMAs and each load of b[k, j] by TILE_ROWS.
+TILE_ROWS = TUNING["TILE_ROWS"]
 TILE_BYTES = 2 * VECTOR_BYTES
-#: A lone row (batch 1-7 and a batch's last rows): 8 vectors, enough independent
-#: accumulators to hide the FMA latency.
-ROW_BYTES = 8 * VECTOR_BYTES
+#: A lone row (a batch's last rows): enough independent accumulators to hide the FMA latency.
+ROW_BYTES = TUNING["ROW_VECTORS"] * VECTOR_BYTES
 STACK_BYTES = max(TILE_ROWS * TILE_BYTES, ROW_BYTES)
 
 
@@ -148,10 +141,10 @@ def _tile(a, b, out, i, j0, b_j0, rows, width, n_cols, accumulate):
                 out_r[j0 + np.uint64(j)] = acc[r, j]
 
 
-#: A b of at least this size does not fit L2 beside a and out (L2 is 1-4 MiB): it comes from
-#: memory, and the products read it in the order memory serves best (packed copies for a
-#: batch, streamed rows for a few rows).
-LARGE_B_BYTES = 1 << 22
+#: A b of at least this size does not fit L2 beside a and out: it comes from memory, and the
+#: products read it in the order memory serves best (packed copies for a batch, streamed rows
+#: for a few rows).
+LARGE_B_BYTES = TUNING["PACKED_MIN_B_BYTES"]
 
 
 @kernel
@@ -218,22 +211,18 @@ def _streamed_rows(a, b, out, first):
         _stream(a, b, out, i, 1)
 
 
-#: The packed path (:func:`packed_matmul`, the numba mirror of the Cython kernels' gemm_packed
-#: and worth_packing) for a large b (LARGE_B_BYTES) and this many rows of a. Read in place, a
-#: large b is read from memory by every row tile (its rows 4 KiB apart
-#: at 1024 columns: every k step a new page, and the rows of a strip collide in the same L1
-#: sets); packed, each strip of b is read from memory once and then from L1. With fewer rows
-#: the copy costs more than it saves; with more, BLAS (which packs too) is faster (measured on
-#: one thread at 1024x1024: 1.25x Cython's time packed, 1.33x through BLAS at 64 rows;
-#: 1.16x / 1.13x at 96; 1.22x / 1.06x at 128), and with more than one thread BLAS runs in
-#: parallel where these loops do not.
-PACKED_MIN_ROWS = 16
-PACKED_MAX_ROWS = 64
-#: k slice of the copy: a strip (PACKED_K x TILE_BYTES, 16-32 KiB) stays in L1 while every row
-#: tile passes over it
-PACKED_K = 256
-#: the copy holds one k slice x as many columns as fit this (L2 is 1-4 MiB)
-PACKED_B_BYTES = 1 << 20
+#: The packed path (:func:`packed_matmul`, the numba mirror of the Cython kernels' gemm_packed)
+#: for a large b (LARGE_B_BYTES) and PACKED_MIN_ROWS to NUMBA_PACKED_MAX_ROWS rows of a: read
+#: in place, a large b comes from memory for every row tile; packed, each strip of b comes from
+#: memory once and then from L1. Fewer rows do not repay the copy; more go to BLAS, faster
+#: than these loops there (docs/performance-notes.md, "Numba engine").
+PACKED_MIN_ROWS = TUNING["PACKED_MIN_ROWS"]
+PACKED_MAX_ROWS = TUNING["NUMBA_PACKED_MAX_ROWS"]
+#: k slice of the copy: a strip (PACKED_K x TILE_BYTES) stays in L1 while every row tile
+#: passes over it
+PACKED_K = TUNING["PACKED_KC"]
+#: the copy holds one k slice x as many columns as fit this (in L2)
+PACKED_B_BYTES = TUNING["PACKED_B_BYTES"]
 
 
 @kernel

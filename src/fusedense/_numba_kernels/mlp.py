@@ -2,7 +2,7 @@
 training step (forward, loss, backward, optimizer update) — one call, no Python in between.
 
 ``layers`` is the read-only ``fusedense.layout.LAYER`` record array; its fields are read as
-``layers[l].fan_in`` (plain loads)."""
+``layers[l]["fan_in"]`` (plain loads)."""
 import numpy as np
 
 from .. import abi
@@ -17,7 +17,7 @@ from .optimizers import adam_step, sgd_step
 def layer_params(params, layers, layer):
     """Views (W, b) of one layer in the flat buffer: W (fan_in × fan_out, C order), then b."""
     record = layers[layer]
-    offset, fan_in, fan_out = record.offset, record.fan_in, record.fan_out
+    offset, fan_in, fan_out = record["offset"], record["fan_in"], record["fan_out"]
     w_end = offset + fan_in * fan_out
     return params[offset:w_end].reshape((fan_in, fan_out)), params[w_end:w_end + fan_out]
 
@@ -27,7 +27,7 @@ def _widest(layers, n_layers):
     """The widest output among the first n_layers layers (at least 1)."""
     width = 1
     for layer in range(n_layers):
-        width = max(width, layers[layer].fan_out)
+        width = max(width, layers[layer]["fan_out"])
     return width
 
 
@@ -68,7 +68,7 @@ def mlp_forward(x, params, layers, out, workspace):
             else:
                 first = (layer % 2) * half
                 dst = workspace[first:first + (stop - start) * W.shape[1]].reshape((stop - start, W.shape[1]))
-            act_id, alpha = layers[layer].activation, layers[layer].alpha
+            act_id, alpha = layers[layer]["activation"], layers[layer]["alpha"]
             if layer == 0:  # x is kept out of h's type: x may be read-only, h never is
                 dense_rows(x[start:stop], W, b, act_id, alpha, dst, dst)
             else:
@@ -104,8 +104,8 @@ def loss_and_gradients(x, labels, targets, params, grads, layers, loss_id, dx, o
     starts[0] = 0
     n_covered = 0
     for layer in range(n_layers):
-        starts[layer + 1] = starts[layer] + n_rows * layers[layer].fan_out
-        n_covered += (layers[layer].fan_in + 1) * layers[layer].fan_out
+        starts[layer + 1] = starts[layer] + n_rows * layers[layer]["fan_out"]
+        n_covered += (layers[layer]["fan_in"] + 1) * layers[layer]["fan_out"]
     zs = np.empty(starts[n_layers], dtype=params.dtype)
     ys = np.empty(starts[n_layers], dtype=params.dtype)
 
@@ -116,15 +116,15 @@ def loss_and_gradients(x, labels, targets, params, grads, layers, loss_id, dx, o
         z = zs[starts[layer]:starts[layer + 1]].reshape(shape)
         y = ys[starts[layer]:starts[layer + 1]].reshape(shape)
         if layer == 0:
-            dense_rows(x, W, b, layers[layer].activation, layers[layer].alpha, z, y)
+            dense_rows(x, W, b, layers[layer]["activation"], layers[layer]["alpha"], z, y)
         else:
-            dense_rows(h, W, b, layers[layer].activation, layers[layer].alpha, z, y)
+            dense_rows(h, W, b, layers[layer]["activation"], layers[layer]["alpha"], z, y)
         h = y
     if outputs.size > 0:
         outputs[:, :] = h
 
     last = n_layers - 1
-    logits = zs[starts[last]:].reshape((n_rows, layers[last].fan_out))
+    logits = zs[starts[last]:].reshape((n_rows, layers[last]["fan_out"]))
     d_out = np.empty_like(logits)
     loss = loss_and_gradient(loss_id, logits, h, labels, targets, d_out)
     folds_activation = loss_id == SPARSE_XENT or loss_id == CATEGORICAL_XENT or loss_id == BINARY_XENT
@@ -139,8 +139,8 @@ def loss_and_gradients(x, labels, targets, params, grads, layers, loss_id, dx, o
         fan_in, fan_out = W.shape
         z = zs[starts[layer]:starts[layer + 1]].reshape((n_rows, fan_out))
         y = ys[starts[layer]:starts[layer + 1]].reshape((n_rows, fan_out))
-        act_id = IDENTITY if layer == last and folds_activation else layers[layer].activation
-        alpha = layers[layer].alpha
+        act_id = IDENTITY if layer == last and folds_activation else layers[layer]["activation"]
+        alpha = layers[layer]["alpha"]
         if layer == 0:
             dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
         else:
