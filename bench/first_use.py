@@ -1,9 +1,12 @@
 """Time to first use of the numba engine in a fresh process: the first ``fd.dense`` call per
 dtype (what a user's first line pays), then one first call of every other contract function.
 
-    NUMBA_CACHE_DIR=$(mktemp -d) python bench/first_use.py   # cold: compiles
-    NUMBA_CACHE_DIR=<same dir>   python bench/first_use.py   # warm: loads the cache
+    NUMBA_CACHE_DIR=$(mktemp -d) python bench/first_use.py [float32|float64]   # cold: compiles
+    NUMBA_CACHE_DIR=<same dir>   python bench/first_use.py [float32|float64]   # warm: loads the cache
+
+(both dtypes, in this order, without an argument; the second then pays no numba import).
 """
+import sys
 import time
 
 start = time.perf_counter()
@@ -24,7 +27,7 @@ def timed(label, call):
 
 
 rng = np.random.default_rng(0)
-for dtype in (np.float32, np.float64):
+for dtype in sys.argv[1:] or ("float32", "float64"):
     x = rng.standard_normal((8, 16)).astype(dtype)
     W = rng.standard_normal((16, 4)).astype(dtype)
     b = np.zeros(4, dtype)

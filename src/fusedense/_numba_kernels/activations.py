@@ -253,6 +253,12 @@ def activation_vjp_row(dy, z, y, act_id, alpha, dz):
     elif act_id == RELU and have_y:
         for j in range(n):
             dz[j] = dy[j] * (1.0 if y[j] > 0 else 0.0)
+    elif act_id == TANH and have_y:  # the common ones from y: loops of their own, vectorised
+        for j in range(n):
+            dz[j] = dy[j] * (1.0 - y[j] * y[j])
+    elif act_id == SIGMOID and have_y:
+        for j in range(n):
+            dz[j] = dy[j] * (y[j] * (1.0 - y[j]))
     elif act_id == GELU:  # its own loop, vectorised (as in activation_row)
         for j in range(n):
             dz[j] = dy[j] * gelu_derivative(z[j])

@@ -106,39 +106,54 @@ else:
 
 
 @inline_kernel
-def _tile(a, b, out, i, j0, b_j0, rows, width, n_cols, accumulate):
-    """out[i:i+rows, j0:j0+n_cols] (+)= a[i:i+rows] @ b[:, b_j0:b_j0+n_cols] (b_j0 = j0 but in
-    a packed copy of b); with ``accumulate`` (a constant at each call site: True on the packed
-    path) the sums start from out, else from 0. ``rows`` and
-    ``width`` are constants at every call site (inlined: the loops over them unroll); n_cols <=
-    width (fewer at the right edge of out, where a test per column keeps the loads in bounds
-    and the loop scalar: a few columns of the product). Each element sums its k in order, one
-    FMA at a time, whatever the tile (a sum carried over in out, in out's dtype, continues
-    exactly as if it had stayed in a register): a row's result does not depend on where it
-    sits in the batch, nor on the path that computed it."""
+def _tile(a, b, out, i, j0, b_j0, rows, width, accumulate):
+    """out[i:i+rows, j0:j0+width] (+)= a[i:i+rows] @ b[:, b_j0:b_j0+width] (b_j0 = j0, or 0 in
+    a packed or padded copy of b); with ``accumulate`` (a constant at each call site: True on
+    the packed path) the sums start from out, else from 0. ``rows`` and ``width`` are
+    constants at every call site (inlined: the loops over them unroll). Always whole: the
+    right edge of a product is computed into padded arrays (:func:`_edge_tiles`), because
+    stores under a per-column test keep LLVM from vectorising the accumulators. Each element
+    sums its k in order, one FMA at a time, whatever the tile (a sum carried over in out, in
+    out's dtype, continues exactly as if it had stayed in a register): a row's result does
+    not depend on where it sits in the batch, nor on the path that computed it."""
     acc = _scratch(out, (rows, width))
     av = _scratch(out, rows)
     j0, b_j0 = np.uint64(j0), np.uint64(b_j0)
-    full = n_cols == width
     for r in range(rows):
         out_r = out[np.uint64(i + r)]
         for j in range(width):
-            acc[r, j] = out_r[j0 + np.uint64(j)] if accumulate and (full or j < n_cols) else 0.0
+            acc[r, j] = out_r[j0 + np.uint64(j)] if accumulate else 0.0
     for kk in range(a.shape[1]):
         k = np.uint64(kk)
         b_k = b[k]
         for r in range(rows):
             av[r] = a[np.uint64(i + r), k]
         for j in range(width):
-            if full or j < n_cols:
-                w = b_k[b_j0 + np.uint64(j)]
-                for r in range(rows):
-                    acc[r, j] += av[r] * w
+            w = b_k[b_j0 + np.uint64(j)]
+            for r in range(rows):
+                acc[r, j] += av[r] * w
     for r in range(rows):
         out_r = out[np.uint64(i + r)]
         for j in range(width):
-            if full or j < n_cols:
-                out_r[j0 + np.uint64(j)] = acc[r, j]
+            out_r[j0 + np.uint64(j)] = acc[r, j]
+
+
+@kernel
+def _padded_columns(b, first, width):
+    """b[:, first:] (fewer than ``width`` columns) in the left of a zeroed (k, width) array."""
+    padded = np.zeros((b.shape[0], width), b.dtype)
+    for k in range(b.shape[0]):
+        for j in range(b.shape[1] - first):
+            padded[k, j] = b[k, first + j]
+    return padded
+
+
+@kernel
+def _copy_columns(src, dst, first, n_rows):
+    """dst[:n_rows, first:] = src[:n_rows, :dst.shape[1] - first]."""
+    for i in range(n_rows):
+        for j in range(dst.shape[1] - first):
+            dst[i, first + j] = src[i, j]
 
 
 #: A b of at least this size does not fit L2 beside a and out: it comes from memory, and the
@@ -148,26 +163,44 @@ LARGE_B_BYTES = TUNING["PACKED_MIN_B_BYTES"]
 
 
 @kernel
+def _whole_tiles(a, b, out, n_rows, n_cols):
+    """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_cols a multiple of TILE_BYTES:
+    TILE_ROWS-row tiles, then lone rows (ROW_BYTES wide, the rest TILE_BYTES wide). A function
+    of its own taking its arrays as arguments: with arrays allocated in the caller LLVM kept
+    the accumulators in memory (it could not rule out aliasing)."""
+    _prefer_wide_vectors()
+    tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
+    m_tiled = n_rows - n_rows % TILE_ROWS
+    for j0 in range(0, n_cols, tile_cols):
+        for i in range(0, m_tiled, TILE_ROWS):
+            _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, False)
+    n_row_tiled = n_cols - n_cols % row_cols
+    for i in range(m_tiled, n_rows):
+        for j0 in range(0, n_row_tiled, row_cols):
+            _tile(a, b, out, i, j0, j0, 1, row_cols, False)
+        for j0 in range(n_row_tiled, n_cols, tile_cols):
+            _tile(a, b, out, i, j0, j0, 1, tile_cols, False)
+
+
+@kernel
 def tiled_matmul(a, b, out):
     """out = a @ b without BLAS (b and out C-contiguous; a any layout, read element-wise):
-    TILE_ROWS-row tiles, then lone rows (ROW_BYTES wide, the rest of the row TILE_BYTES wide;
-    streamed when b is large)."""
-    _prefer_wide_vectors()
+    whole tiles, the last, partial TILE_BYTES of columns as whole tiles over a padded copy of
+    b into a scratch then copied into out; with a large b the rows after the TILE_ROWS-row
+    tiles are streamed. Only calls and arithmetic: :func:`product` runs it as Python, so that
+    each piece is compiled as its own entry, only when first called."""
     m, n = out.shape
-    tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
-    m_tiled = m - m % TILE_ROWS
-    for j0 in range(0, n, tile_cols):
-        for i in range(0, m_tiled, TILE_ROWS):
-            _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, min(tile_cols, n - j0), False)
-    if m_tiled < m and b.size * b.itemsize >= LARGE_B_BYTES:
-        _streamed_rows(a, b, out, m_tiled)
-        return
-    n_row_tiled = n - n % row_cols
-    for i in range(m_tiled, m):
-        for j0 in range(0, n_row_tiled, row_cols):
-            _tile(a, b, out, i, j0, j0, 1, row_cols, row_cols, False)
-        for j0 in range(n_row_tiled, n, tile_cols):  # the rest: two vectors at a time
-            _tile(a, b, out, i, j0, j0, 1, tile_cols, min(tile_cols, n - j0), False)
+    tile_cols = TILE_BYTES // out.itemsize  # (not _columns: this body also runs from Python)
+    n_whole = n - n % tile_cols
+    streamed = m % TILE_ROWS > 0 and b.size * b.itemsize >= LARGE_B_BYTES
+    n_rows = m - m % TILE_ROWS if streamed else m
+    _whole_tiles(a, b, out, n_rows, n_whole)
+    if n_whole < n:
+        edge_out = np.empty((n_rows, tile_cols), out.dtype)
+        _whole_tiles(a, _padded_columns(b, n_whole, tile_cols), edge_out, n_rows, tile_cols)
+        _copy_columns(edge_out, out, n_whole, n_rows)
+    if streamed:
+        _streamed_rows(a, b, out, n_rows)
 
 
 @inline_kernel
@@ -226,16 +259,17 @@ PACKED_B_BYTES = TUNING["PACKED_B_BYTES"]
 
 
 @kernel
-def worth_packing(m, n, k, itemsize):
+def worth_packing(m, n, k, itemsize, n_threads):
     return (PACKED_MIN_ROWS <= m <= PACKED_MAX_ROWS and k * n * itemsize >= LARGE_B_BYTES
-            and _num_threads() == 1)
+            and n_threads == 1)
 
 
 @kernel
 def _pack_strips(b, p0, c0, strips, kc, nc):
     """b[p0:p0+kc, c0:c0+nc] into strips of TILE_BYTES of columns, strips[s, p, l] =
     b[p0 + p, c0 + s * width + l]: a strip is contiguous. Row by row, so that the reads of b
-    stream along its rows (the lanes past nc in the last strip are never read). Unsigned
+    stream along its rows (the lanes past nc in the last strip keep what they held: zeros or
+    earlier columns, read into accumulators that are never written back). Unsigned
     indices, as in _tile: the copies are vector loads and stores."""
     width = _columns(strips, TILE_BYTES)
     n_whole = nc // width
@@ -251,26 +285,26 @@ def _pack_strips(b, p0, c0, strips, kc, nc):
 
 
 @kernel
-def _strip_tiles(a, strip, out, j0, n_cols):
-    """out[:, j0:j0+n_cols] += a @ strip (one packed strip): TILE_ROWS-row tiles, the rest in
-    tiles of 4, 2 and 1 rows, all the strip's width. A function of its own (not inlined into
-    packed_matmul's loops, whose array views LLVM could not see through): there the tiles'
-    accumulators stayed in memory."""
+def _strip_tiles(a, strip, out, j0):
+    """out[:, j0:j0+width] += a @ strip (one packed strip): TILE_ROWS-row tiles, the rest in
+    tiles of 4, 2 and 1 rows. A function of its own (not inlined into packed_matmul's loops,
+    whose array views LLVM could not see through): there the tiles' accumulators stayed in
+    memory."""
     _prefer_wide_vectors()
     width = _columns(out, TILE_BYTES)
     m = out.shape[0]
     m_tiled = m - m % TILE_ROWS
     for i in range(0, m_tiled, TILE_ROWS):
-        _tile(a, strip, out, i, j0, 0, TILE_ROWS, width, n_cols, True)
+        _tile(a, strip, out, i, j0, 0, TILE_ROWS, width, True)
     i = m_tiled
     if TILE_ROWS > 4 and m - i >= 4:
-        _tile(a, strip, out, i, j0, 0, 4, width, n_cols, True)
+        _tile(a, strip, out, i, j0, 0, 4, width, True)
         i += 4
     if m - i >= 2:
-        _tile(a, strip, out, i, j0, 0, 2, width, n_cols, True)
+        _tile(a, strip, out, i, j0, 0, 2, width, True)
         i += 2
     if m - i == 1:
-        _tile(a, strip, out, i, j0, 0, 1, width, n_cols, True)
+        _tile(a, strip, out, i, j0, 0, 1, width, True)
 
 
 @kernel
@@ -285,8 +319,9 @@ def packed_matmul(a, b, out):
     """out = a @ b through copies of b (GotoBLAS-style): one k slice (PACKED_K) and column
     chunk (PACKED_B_BYTES) at a time, b is copied into contiguous strips of TILE_BYTES of
     columns, and every row tile passes over a strip while it is in L1, continuing the sums held
-    in out (zeroed first: every tile of this path is the accumulating one). The same products
-    in the same order as tiled_matmul: the same bits."""
+    in out (zeroed first: every tile of this path is the accumulating one); the last, partial
+    strip's into a padded scratch, copied into out at the end. The same products in the same
+    order as tiled_matmul: the same bits."""
     _prefer_wide_vectors()
     m, n = out.shape
     depth = a.shape[1]
@@ -295,7 +330,9 @@ def packed_matmul(a, b, out):
         return
     width = _columns(out, TILE_BYTES)
     chunk = min(packed_chunk_columns(out), n)
-    strips = np.empty(((chunk + width - 1) // width, min(PACKED_K, depth), width), out.dtype)
+    strips = np.zeros(((chunk + width - 1) // width, min(PACKED_K, depth), width), out.dtype)
+    n_whole = n - n % width
+    edge_out = np.zeros((m if n_whole < n else 0, width), out.dtype)
     for p0 in range(0, depth, PACKED_K):
         kc = min(PACKED_K, depth - p0)
         a_slice = a[:, p0:p0 + kc]
@@ -303,8 +340,12 @@ def packed_matmul(a, b, out):
             nc = min(chunk, n - c0)
             _pack_strips(b, p0, c0, strips, kc, nc)
             for s in range((nc + width - 1) // width):
-                _strip_tiles(a_slice, strips[s, :kc], out, c0 + s * width,
-                             min(width, nc - s * width))
+                if c0 + s * width < n_whole:
+                    _strip_tiles(a_slice, strips[s, :kc], out, c0 + s * width)
+                else:
+                    _strip_tiles(a_slice, strips[s, :kc], edge_out, 0)
+    if n_whole < n:
+        _copy_columns(edge_out, out, n_whole, m)
 
 
 @kernel
@@ -316,9 +357,28 @@ def matmul(a, b, out):
     count, not across thread counts."""
     m, depth = a.shape
     n = b.shape[1]
-    if b.flags.c_contiguous and worth_packing(m, n, depth, out.itemsize):
+    if b.flags.c_contiguous and worth_packing(m, n, depth, out.itemsize, _num_threads()):
         packed_matmul(a, b, out)
     elif worth_blas(m, n, depth):
         np.dot(a, b, out)
     else:
         tiled_matmul(a, np.ascontiguousarray(b), out)
+
+
+def product(a, b, out):
+    """matmul for a C-contiguous b, called from Python: the path is chosen here, so the first
+    call compiles only the path it takes (one entry kernel, not matmul's three)."""
+    m, depth = a.shape
+    n = b.shape[1]
+    if _py(worth_packing)(m, n, depth, out.itemsize, numba.get_num_threads()):
+        packed_matmul(a, b, out)
+    elif _py(worth_blas)(m, n, depth):
+        np.dot(a, b, out)
+    else:
+        _py(tiled_matmul)(a, b, out)
+
+
+def _py(function):
+    """A kernel's Python source (itself under NUMBA_DISABLE_JIT): decisions made in Python
+    compile nothing."""
+    return getattr(function, "py_func", function)
