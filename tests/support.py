@@ -84,3 +84,12 @@ def make_hyper(optimizer="adam", lr=1e-3, step=1, momentum=0.0, weight_decay=0.0
 def relu_of(z):
     """The registry's relu on finished products: z <= 0 gives +0 (also -0), NaN passes."""
     return np.where(z <= 0, np.zeros_like(z), z)
+
+
+def record(layout, alphas=None, n_params=None):
+    """The gate's layer record for ``layout`` and ``alphas`` (n_params: by default where the
+    last layer ends), for calls that take a record: engines and reference.py."""
+    from fusedense.gate import checked_record
+    if n_params is None:
+        n_params = max(int(o) + int(i) * int(n) + int(n) for o, i, n, _ in np.asarray(layout).tolist())
+    return checked_record(layout, alphas, n_params)

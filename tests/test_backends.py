@@ -7,7 +7,7 @@ from fusedense import _backends, abi, reference
 from fusedense.activations import BY_ID, activation_vjp, get_activation, resolve_alpha
 from fusedense.layout import make_layout
 
-from support import TOLERANCES, assert_close, make_hyper
+from support import TOLERANCES, assert_close, make_hyper, record
 
 ACTIVATIONS = [a.name for a in BY_ID]
 # (batch, in, out): batch 1, odd sizes, tall and wide, one large enough for blocked/BLAS paths
@@ -119,7 +119,7 @@ def test_mlp_forward_equals_chain_of_dense_calls(backend, dtype, batch, rng):
     for (W, b), act in zip(fd.layer_views(params, layout), acts):
         h = fd.dense(h, W, b, activation=act, backend=backend)
     assert_close(out, h, dtype, 4)
-    assert_close(out, reference.mlp_forward(*f64(x, params), layout, alphas), dtype, 4)
+    assert_close(out, reference.mlp_forward(*f64(x, params), record(layout, alphas)), dtype, 4)
 
 
 def test_softmax_xent_matches_reference(backend, dtype, rng):
@@ -199,10 +199,10 @@ def test_mlp_train_step_matches_reference(backend, dtype, loss_id, optimizer, ba
                        lr=0.1 if optimizer == "sgd" else 0.01, momentum=0.9,
                        weight_decay=1e-3 if optimizer == "sgd" else 1e-2)
     targets64 = targets if loss_id == abi.LOSS_SPARSE_XENT else targets.astype(np.float64)
-    loss_ref, grads_ref = reference.mlp_train_step(x.astype(np.float64), targets64, expected_params, layout,
-                                                   alphas, expected_state, loss_id, hyper)
+    loss_ref, grads_ref = reference.mlp_train_step(x.astype(np.float64), targets64, expected_params,
+                                                   record(layout, alphas), expected_state, loss_id, hyper)
     grads = np.zeros_like(params)
-    loss = _backends.load(backend).mlp_train_step(x, targets, params, grads, state, layout, alphas, loss_id, hyper)
+    loss = _backends.load(backend).mlp_train_step(x, targets, params, grads, state, record(layout, alphas), loss_id, hyper)
     assert loss == pytest.approx(loss_ref, rel=10 * TOLERANCES[dtype]["rtol"])
     assert_close(grads, grads_ref, dtype, 4)
     assert_close(params, expected_params, dtype, 4)
@@ -220,12 +220,12 @@ def test_mlp_train_step_reports_the_outputs_before_its_update(backend, dtype, lo
     targets = make_targets(rng, 37, 6)
     if loss_id != abi.LOSS_SPARSE_XENT:
         targets = targets.astype(dtype)
-    expected = reference.mlp_forward(x.astype(np.float64), params.astype(np.float64), layout, alphas)
+    expected = reference.mlp_forward(x.astype(np.float64), params.astype(np.float64), record(layout, alphas))
     kernels, hyper = _backends.load(backend), make_hyper("adam", step=2)
     results = []
     for outputs in (None, np.full((37, 6), np.nan, dtype)):
         p, grads, state = params.copy(), np.zeros_like(params), np.zeros((2, n), dtype)
-        loss = kernels.mlp_train_step(x, targets, p, grads, state, layout, alphas, loss_id, hyper, outputs)
+        loss = kernels.mlp_train_step(x, targets, p, grads, state, record(layout, alphas), loss_id, hyper, outputs)
         results.append((loss, p, grads, state))
     assert_close(outputs, expected, dtype)
     assert results[0][0] == results[1][0]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fusedense import __main__ as cli
+from fusedense import cli
 from fusedense.benchmarking import systems
 from fusedense.benchmarking.workloads import CHECK_TOLERANCE, MLP, TRAIN, check_error, dense_workload
 

@@ -6,7 +6,7 @@ import pytest
 import fusedense as fd
 from fusedense import _backends, reference
 
-from support import assert_close, make_hyper
+from support import assert_close, make_hyper, record
 
 VOCAB, DIM, CONTEXT = 7, 3, 4
 
@@ -31,8 +31,8 @@ def test_embedding_forward_matches_reference(backend, dtype, rng, n, hidden):
     net = _net(dtype, hidden)
     tokens = _tokens(rng, n)
     out = np.empty((n, VOCAB), dtype)
-    _backends.load(backend).embedding_forward(tokens, net.params, net.layout, net.alphas, VOCAB, out)
-    assert_close(out, reference.embedding_forward(tokens, net.params, net.layout, net.alphas, VOCAB), dtype)
+    _backends.load(backend).embedding_forward(tokens, net.params, net.layers, VOCAB, out)
+    assert_close(out, reference.embedding_forward(tokens, net.params, net.layers, VOCAB), dtype)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam", "adamw"])
@@ -44,9 +44,9 @@ def test_embedding_train_step_matches_reference(backend, dtype, rng, optimizer, 
     state = rng.random((1 if optimizer in ("sgd", "nesterov") else 2, net.n_params)).astype(dtype)
     params, ref_params, ref_state = net.params.copy(), net.params.copy(), state.copy()
     grads = np.full_like(params, np.nan)  # every element must be written, the table's too
-    loss = _backends.load(backend).embedding_train_step(tokens, labels, params, grads, state, net.layout,
-                                                        net.alphas, hyper, VOCAB)
-    ref_loss, ref_grads = reference.embedding_train_step(tokens, labels, ref_params, net.layout, net.alphas,
+    loss = _backends.load(backend).embedding_train_step(tokens, labels, params, grads, state, net.layers,
+                                                        hyper, VOCAB)
+    ref_loss, ref_grads = reference.embedding_train_step(tokens, labels, ref_params, net.layers,
                                                          ref_state, hyper, VOCAB)
     assert_close(loss, ref_loss, dtype)
     assert_close(grads, ref_grads, dtype)
@@ -62,11 +62,11 @@ def test_embedding_train_step_reports_the_outputs_before_its_update(backend, dty
     tokens, labels = _tokens(rng, 40), rng.integers(0, VOCAB, 40)
     hyper = make_hyper("adam", lr=0.05, step=1)
     kernels = _backends.load(backend)
-    expected = reference.embedding_forward(tokens, net.params, net.layout, net.alphas, VOCAB)
+    expected = reference.embedding_forward(tokens, net.params, net.layers, VOCAB)
     runs = []
     for outputs in (None, np.full((40, VOCAB), np.nan, dtype)):
         params, grads, state = net.params.copy(), np.zeros_like(net.params), np.zeros((2, net.n_params), dtype)
-        loss = kernels.embedding_train_step(tokens, labels, params, grads, state, net.layout, net.alphas, hyper,
+        loss = kernels.embedding_train_step(tokens, labels, params, grads, state, net.layers, hyper,
                                             VOCAB, outputs)
         runs.append((loss, params))
     assert_close(outputs, expected, dtype)
@@ -77,10 +77,10 @@ def test_embedding_reference_gradient_matches_finite_differences(rng):
     tokens, labels = _tokens(rng, 9), rng.integers(0, VOCAB, 9)
 
     def loss_at(params):
-        logits = reference.embedding_forward(tokens, params, net.layout, net.alphas, VOCAB)
+        logits = reference.embedding_forward(tokens, params, net.layers, VOCAB)
         return reference.softmax_cross_entropy(logits, labels)[0]
     hyper = make_hyper("sgd", lr=0.0)  # lr 0: the step leaves the parameters where they are
-    _, grads = reference.embedding_train_step(tokens, labels, net.params.copy(), net.layout, net.alphas,
+    _, grads = reference.embedding_train_step(tokens, labels, net.params.copy(), net.layers,
                                               np.zeros((1, net.n_params)), hyper, VOCAB)
     eye = np.eye(net.n_params) * 1e-6
     numeric = [(loss_at(net.params + e) - loss_at(net.params - e)) / 2e-6 for e in eye]
@@ -165,11 +165,11 @@ def test_cython_kernels_check_tokens_and_the_output_width_themselves():
     kernels, net = _backends.load("cython"), _net(np.float32)
     bad = np.full((2, CONTEXT), VOCAB, np.int64)
     with pytest.raises(ValueError, match="tokens"):
-        kernels.embedding_forward(bad, net.params, net.layout, net.alphas, VOCAB, np.empty((2, VOCAB), np.float32))
+        kernels.embedding_forward(bad, net.params, net.layers, VOCAB, np.empty((2, VOCAB), np.float32))
     with pytest.raises(ValueError, match="tokens"):
         kernels.embedding_train_step(bad, np.zeros(2, np.int64), net.params, np.empty_like(net.params),
                                      np.zeros((2, net.n_params), np.float32), net.layout, net.alphas,
                                      make_hyper(), VOCAB)
     with pytest.raises(ValueError, match="fan_out"):  # sampled tokens must index the table
-        kernels.embedding_generate(net.params, net.layout, net.alphas, VOCAB - 1, CONTEXT, np.zeros((2, 3)),
+        kernels.embedding_generate(net.params, net.layers, VOCAB - 1, CONTEXT, np.zeros((2, 3)),
                                    1.0, 0, np.empty((2, 3), np.int64), np.empty(2, np.int64))

@@ -9,7 +9,7 @@ import pytest
 import fusedense as fd
 from fusedense import abi, reference
 
-from support import assert_close, make_hyper
+from support import assert_close, make_hyper, record
 
 cython_backend = pytest.importorskip(
     "fusedense._backends.cython_backend",
@@ -46,8 +46,8 @@ def _case(network, optimizer, dtype, batch, gap, rng):
 
 def _step(x, labels, params, state, layout, alphas, hyper):
     grads = np.full_like(params, np.nan)  # every element must be written
-    loss = cython_backend.mlp_train_step(x, labels, params, grads, state, layout, alphas,
-                                         abi.LOSS_SPARSE_XENT, hyper)
+    loss = cython_backend.mlp_train_step(x, labels, params, grads, state, record(layout, alphas),
+                                         abi.LOSS_SPARSE_XENT, hyper, None)
     return loss, grads
 
 
@@ -67,7 +67,7 @@ def test_update_inside_the_gradient_pass_gives_the_bits_of_a_separate_pass(dtype
     assert np.array_equal(params, gapped[2][:n])
     assert np.array_equal(state, gapped[3][:, :n])
     ref = _case(network, optimizer, dtype, 9, 1, np.random.default_rng(3))
-    ref_loss, ref_grads = reference.mlp_train_step(*ref[:3], layout, alphas, ref[3],
+    ref_loss, ref_grads = reference.mlp_train_step(*ref[:3], record(layout, alphas), ref[3],
                                                    abi.LOSS_SPARSE_XENT, hyper)
     assert_close(loss, ref_loss, dtype)
     assert_close(gapped_grads, ref_grads, dtype)  # the gap: a zero gradient
@@ -88,8 +88,8 @@ def test_embedding_step_updates_the_layers_and_the_table_like_a_separate_pass(op
         state = np.random.default_rng(5).random((_state_rows(optimizer), net.n_params))
         state = np.pad(state, ((0, 0), (0, gap)), constant_values=0.5).astype(params.dtype)
         grads = np.full_like(params, np.nan)
-        loss = cython_backend.embedding_train_step(tokens, labels, params, grads, state, net.layout,
-                                                   net.alphas, hyper, 11)
+        loss = cython_backend.embedding_train_step(tokens, labels, params, grads, state, net.layers, hyper, 11,
+                                                   None)
         results.append((loss, grads[:net.n_params], params[:net.n_params], state[:, :net.n_params]))
     (loss, *arrays), (gapped_loss, *gapped_arrays) = results
     assert loss == gapped_loss

@@ -27,7 +27,7 @@ from fusedense import _backends, abi, reference
 from fusedense.activations import BY_ID, activation_vjp, resolve_alpha
 from fusedense.layout import make_layout
 
-from support import make_hyper
+from support import make_hyper, record
 
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 #: Evaluating one activation or derivative: about 20 ulps (2·10 for libm and the formula's own steps).
@@ -210,7 +210,7 @@ def test_mlp_forward_matches_reference(backend, dtype, net, B, scale_x, scale_w,
     x = values(rng, (B, sizes[0]), scale_x, dtype)
     with np.errstate(all="ignore"):
         out = fd.mlp_forward(arranged(x, how), params, layout, alphas, backend=backend)
-        want = reference.mlp_forward(*f64(x, params), layout, alphas)
+        want = reference.mlp_forward(*f64(x, params), record(layout, alphas))
     assert out.dtype == dtype and out.shape == (B, sizes[-1])
     check_within(out, want, magnitude_bound(*f64(x, params), layout, alphas, dtype), "mlp output")
 
@@ -246,10 +246,10 @@ def test_mlp_train_step_matches_reference(backend, dtype, net, loss_id, optimize
     hyper = make_hyper(optimizer, lr, step, momentum, weight_decay)
     want_params, want_state = params.astype(np.float64), state.astype(np.float64)
     targets64 = targets if loss_id == abi.LOSS_SPARSE_XENT else targets.astype(np.float64)
-    want_loss, want_grads = reference.mlp_train_step(x.astype(np.float64), targets64, want_params, layout, alphas,
+    want_loss, want_grads = reference.mlp_train_step(x.astype(np.float64), targets64, want_params, record(layout, alphas),
                                                      want_state, loss_id, hyper)
     grads = np.zeros_like(params)
-    loss = _backends.load(backend).mlp_train_step(x, targets, params, grads, state, layout, alphas, loss_id, hyper)
+    loss = _backends.load(backend).mlp_train_step(x, targets, params, grads, state, record(layout, alphas), loss_id, hyper)
     # Normwise comparison: inputs here are O(1) and the nets shallow, so the backward pass is well
     # conditioned; the bound allows a few hundred ulps of the largest gradient per layer chain.
     tol = 50 * RTOL[dtype]

@@ -13,7 +13,7 @@ from fusedense import reference
 from fusedense.activations import BY_ID, activation_vjp
 from fusedense.layout import make_layout
 
-from support import assert_close
+from support import assert_close, record
 
 NAN, INF = np.nan, np.inf
 RNG = np.random.default_rng(7)
@@ -127,9 +127,9 @@ ACCEPTED = [
                                                          backend=be),
      lambda: ref_dense_grad(DY, INF_X, W, np.abs(DY))),
     ("mlp_nan_in_x", lambda be, dt: fd.mlp_forward(with_nan(X, (3, 0)).astype(dt), PARAMS.astype(dt), LAYOUT, ALPHAS, backend=be),
-     lambda: ref(reference.mlp_forward, with_nan(X, (3, 0)), PARAMS, LAYOUT, ALPHAS)),
+     lambda: ref(reference.mlp_forward, with_nan(X, (3, 0)), PARAMS, record(LAYOUT, ALPHAS))),
     ("mlp_inf_in_params", lambda be, dt: fd.mlp_forward(X.astype(dt), with_inf(PARAMS, 0).astype(dt), LAYOUT, ALPHAS, backend=be),
-     lambda: ref(reference.mlp_forward, X, with_inf(PARAMS, 0), LAYOUT, ALPHAS)),
+     lambda: ref(reference.mlp_forward, X, with_inf(PARAMS, 0), record(LAYOUT, ALPHAS))),
     ("xent_nan_logit", lambda be, dt: fd.softmax_cross_entropy(with_nan(DY, (2, 0)).astype(dt), LABELS, backend=be),
      lambda: ref(reference.softmax_cross_entropy, with_nan(DY, (2, 0)), LABELS)),
     ("xent_inf_logit", lambda be, dt: fd.softmax_cross_entropy(with_inf(DY, (2, 0)).astype(dt), LABELS, backend=be),
@@ -157,7 +157,7 @@ ACCEPTED = [
     # outputs that alias inputs, and awkward out= arrays
     ("dense_out_is_x", aliased_dense, lambda: ref_dense(SQUARE, SQUARE, np.zeros(3), "tanh")),
     ("activate_out_is_z", aliased_activate, lambda: ref(BY_ID[4].forward, X, 0.0)),
-    ("mlp_out_is_x", aliased_mlp, lambda: ref(reference.mlp_forward, X, PARAMS, LAYOUT, ALPHAS)),
+    ("mlp_out_is_x", aliased_mlp, lambda: ref(reference.mlp_forward, X, PARAMS, record(LAYOUT, ALPHAS))),
     ("dense_fortran_out", fortran_out, lambda: ref_dense(X, W, B)),
     # read-only, list and odd integer-typed arguments that are valid
     ("dense_read_only_inputs", lambda be, dt: fd.dense(read_only(X.astype(dt)), read_only(W.astype(dt)), read_only(B.astype(dt)),
@@ -167,10 +167,10 @@ ACCEPTED = [
      lambda: ref_dense_grad(DY, X, W, np.abs(DY))),
     ("mlp_read_only", lambda be, dt: fd.mlp_forward(read_only(X.astype(dt)), read_only(PARAMS.astype(dt)), read_only(LAYOUT),
                                                     read_only(ALPHAS), backend=be),
-     lambda: ref(reference.mlp_forward, X, PARAMS, LAYOUT, ALPHAS)),
+     lambda: ref(reference.mlp_forward, X, PARAMS, record(LAYOUT, ALPHAS))),
     ("mlp_layout_as_int32_list", lambda be, dt: fd.mlp_forward(X.astype(dt), PARAMS.astype(dt), LAYOUT.astype(np.int32).tolist(),
                                                                backend=be),
-     lambda: ref(reference.mlp_forward, X, PARAMS, LAYOUT, np.zeros(2))),
+     lambda: ref(reference.mlp_forward, X, PARAMS, record(LAYOUT, np.zeros(2)))),
     ("xent_labels_uint8_read_only", lambda be, dt: fd.softmax_cross_entropy(DY.astype(dt), read_only(LABELS.astype(np.uint8)), backend=be),
      lambda: ref(reference.softmax_cross_entropy, DY, LABELS)),
     ("xent_labels_strided", lambda be, dt: fd.softmax_cross_entropy(DY.astype(dt), np.repeat(LABELS, 2)[::2], backend=be),

@@ -1,5 +1,6 @@
-"""``fusedense lm``'s training set-up: the learning-rate schedule, the optimizer and its weight
-decay, the embedding initialisation and the checks of its options (the end-to-end run is in test_lm.py)."""
+"""The names language model's training set-up (fusedense.lm) and its command (fusedense.cli.lm): the
+learning-rate schedule, the optimizer and its weight decay, the embedding initialisation and the
+checks of the options (the end-to-end run is in test_lm.py)."""
 import argparse
 
 import numpy as np
@@ -7,22 +8,24 @@ import pytest
 
 import fusedense as fd
 from fusedense import lm
-from fusedense.__main__ import main
+from fusedense.cli import lm as lm_command
+from fusedense.cli import main
 
 
 def _args(*argv):
+    """The configuration the command builds from ``fusedense lm *argv``."""
     parser = argparse.ArgumentParser()
-    lm.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    lm_command.add_arguments(parser)
+    return lm_command.config_from(parser.parse_args(list(argv)))
 
 
 def test_cosine_decay_falls_from_the_initial_to_the_final_rate():
-    schedule = lm.CosineDecay(1e-3, 1e-4, epochs=5)
+    schedule = fd.callbacks.CosineDecay(1e-3, 1e-4, epochs=5)
     rates = [schedule.learning_rate(e) for e in range(5)]
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
     assert rates[2] == pytest.approx(5.5e-4)  # half way: the mean of the two
     assert all(a > b for a, b in zip(rates, rates[1:]))
-    assert lm.CosineDecay(1e-3, 1e-4, epochs=1).learning_rate(0) == pytest.approx(1e-3)
+    assert fd.callbacks.CosineDecay(1e-3, 1e-4, epochs=1).learning_rate(0) == pytest.approx(1e-3)
 
 
 def test_embeddings_start_from_a_normal_table_of_std_3():
@@ -49,15 +52,15 @@ def test_adam_decays_weights_decoupled_by_default_and_sgd_does_not():
 
 
 def test_default_learning_rate_depends_on_the_optimizer():
-    assert lm.initial_learning_rate(_args()) == 1e-3
-    assert lm.initial_learning_rate(_args("--optimizer", "sgd")) == 0.1
-    assert lm.initial_learning_rate(_args("--lr", "0.02")) == 0.02
+    assert _args().initial_learning_rate == 1e-3
+    assert _args("--optimizer", "sgd").initial_learning_rate == 0.1
+    assert _args("--lr", "0.02").initial_learning_rate == 0.02
 
 
 def test_cosine_decay_ends_at_a_hundredth_of_the_learning_rate_by_default():
-    assert lm.final_learning_rate(_args()) == pytest.approx(1e-5)
-    assert lm.final_learning_rate(_args("--optimizer", "sgd")) == pytest.approx(1e-3)
-    assert lm.final_learning_rate(_args("--min-lr", "3e-4")) == 3e-4
+    assert _args().final_learning_rate == pytest.approx(1e-5)
+    assert _args("--optimizer", "sgd").final_learning_rate == pytest.approx(1e-3)
+    assert _args("--min-lr", "3e-4").final_learning_rate == 3e-4
 
 
 def test_min_lr_above_lr_is_rejected():
@@ -80,6 +83,13 @@ def test_patience_must_be_positive():
         main(["lm", "--patience", "0"])
 
 
+@pytest.mark.parametrize("option", ["--threads", "--max-len"])
+def test_threads_and_max_len_must_be_positive(option, capsys):
+    with pytest.raises(SystemExit):
+        main(["lm", option, "0"])
+    assert f"argument {option}: expected a positive integer" in capsys.readouterr().err
+
+
 def test_run_with_patience_reports_the_epochs_trained(capsys):
     pytest.importorskip("gender_guesser")
     threads = fd.get_num_threads()
@@ -93,7 +103,18 @@ def test_run_with_patience_reports_the_epochs_trained(capsys):
 def test_train_reports_train_and_validation_but_never_the_test_loss():
     pytest.importorskip("gender_guesser")
     model, data, result = lm.train(_args("--epochs", "2", "--hidden", "8", "--embedding", "4", "--batch-size", "1024",
-                                         "--lr", "1e-2", "--quiet"), log=lambda line: None)
+                                         "--lr", "1e-2"), log=lambda line: None, verbose=0)
     assert set(result["losses"]) == {"train", "val"}  # what tunes on train() cannot see the test split
     assert len(result["history"]["val_loss"]) == 2 and result["losses"]["val"] < result["history"]["val_loss"][0]
     assert result["losses"]["val"] == pytest.approx(result["history"]["val_loss"][-1], rel=1e-5)
+
+
+def test_the_command_defaults_are_the_library_defaults():
+    assert _args() == lm.LMConfig()
+
+
+def test_the_library_names_the_setting_out_of_range():
+    with pytest.raises(ValueError, match=r"min_lr: must be in \(0, lr\]"):
+        lm.LMConfig(lr=1e-3, min_lr=1e-2).check()
+    with pytest.raises(ValueError, match="hidden"):
+        lm.LMConfig(hidden=()).check()

@@ -11,7 +11,7 @@ import fusedense as fd
 from fusedense import _backends, abi
 from fusedense.layout import make_layout
 
-from support import MB, make_hyper, rss
+from support import MB, make_hyper, rss, record
 
 
 def every_op(backend, B, n):
@@ -35,7 +35,7 @@ def every_op(backend, B, n):
         fd.softmax_cross_entropy(z, labels, backend=backend)
         fd.sgd_step(params, grads, m, lr=1e-6, momentum=0.5, backend=backend)
         fd.adam_step(params, grads, m, v, 1, lr=1e-6, backend=backend)
-        kernels.mlp_train_step(x, labels, params, grads, state, layout, alphas, abi.LOSS_SPARSE_XENT, hyper)
+        kernels.mlp_train_step(x, labels, params, grads, state, record(layout, alphas), abi.LOSS_SPARSE_XENT, hyper)
     return once
 
 

@@ -1,12 +1,13 @@
 """The `fusedense demo` command and its inference-speed comparison."""
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import fusedense as fd
-from fusedense import demo
-from fusedense.__main__ import main
+from fusedense.cli import demo, main
 from fusedense.benchmarking.workloads import Problem
 
 
@@ -50,3 +51,14 @@ def test_unknown_subcommand_exits_with_usage(capsys):
     with pytest.raises(SystemExit):
         main(["nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_demo_threads_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--threads", "0"])
+    assert "argument --threads: expected a positive integer" in capsys.readouterr().err
+
+
+def test_python_dash_m_fusedense_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "fusedense", "--help"], capture_output=True, text=True, check=True)
+    assert all(command in result.stdout for command in ("demo", "bench", "lm"))

@@ -22,7 +22,7 @@ def test_train_step_matches_reference(optimizer):
     state = np.zeros((optimizer.state_rows, net.n_params))
     for step in range(1, 4):
         loss = net.train_step(x, y, loss="sparse_categorical_crossentropy")
-        ref_loss, ref_grads = reference.mlp_train_step(x, y, params, net.layout, net.alphas, state,
+        ref_loss, ref_grads = reference.mlp_train_step(x, y, params, net.layers, state,
                                                        abi.LOSS_SPARSE_XENT, optimizer.hyper(step))
         assert loss == pytest.approx(ref_loss, rel=1e-12)
         np.testing.assert_allclose(net.grads, ref_grads, rtol=1e-10, atol=1e-12)
@@ -33,7 +33,7 @@ def test_predict_matches_reference_forward_in_any_batch_size():
     rng = np.random.default_rng(1)
     x, _ = _data(rng, n=37, dtype=np.float32)
     net = MLP([5, 16, 8, 3], ["relu", "gelu", "softmax"], random_state=0)
-    expected = reference.mlp_forward(x, net.params, net.layout, net.alphas)
+    expected = reference.mlp_forward(x, net.params, net.layers)
     np.testing.assert_allclose(net.predict(x), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(net.predict(x, batch_size=8), expected, rtol=1e-5, atol=1e-6)
 
@@ -141,7 +141,7 @@ def test_train_epoch_reports_each_batch_outputs_in_visiting_order():
     order = rng.permutation(len(x))
     outputs = np.empty((len(x), 3), np.float32)
     net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, len(x), order, outputs)  # one batch: outputs before any update
-    np.testing.assert_allclose(outputs, reference.mlp_forward(x[order], before, net.layout, net.alphas), rtol=1e-5)
+    np.testing.assert_allclose(outputs, reference.mlp_forward(x[order], before, net.layers), rtol=1e-5)
 
 
 def test_train_epoch_reuses_its_gather_buffers_until_the_shapes_change():

@@ -5,6 +5,7 @@ import pytest
 from fusedense import abi, reference
 from fusedense.activations import BY_ID, get_activation, resolve_alpha
 from fusedense.layout import make_layout
+from support import record
 
 ACTIVATIONS = [a.name for a in BY_ID]
 
@@ -60,9 +61,9 @@ def test_mlp_backward_matches_finite_differences(loss_id, hidden, rng):
         targets = rng.dirichlet(np.ones(4), size=3)
     else:
         targets = rng.uniform(size=(3, 4))
-    _, grads = reference.mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id)
+    _, grads = reference.mlp_loss_and_grad(x, targets, params, record(layout, alphas), loss_id)
     numeric = finite_difference_grad(
-        lambda: reference.mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id)[0], params)
+        lambda: reference.mlp_loss_and_grad(x, targets, params, record(layout, alphas), loss_id)[0], params)
     np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-8)
 
 
@@ -75,7 +76,7 @@ def test_mlp_forward_equals_chain_of_dense_layers(rng):
         W = params[offset:offset + fan_in * fan_out].reshape(fan_in, fan_out)
         b = params[offset + fan_in * fan_out:offset + fan_in * fan_out + fan_out]
         h = BY_ID[act_id].forward(h @ W + b, alpha)
-    np.testing.assert_allclose(reference.mlp_forward(x, params, layout, alphas), h, rtol=1e-14)
+    np.testing.assert_allclose(reference.mlp_forward(x, params, record(layout, alphas)), h, rtol=1e-14)
 
 
 @pytest.mark.parametrize("loss_fn, make_targets", [
@@ -167,5 +168,5 @@ def test_train_step_decreases_the_loss(rng):
     losses = []
     for step in range(1, 80):
         hyper[abi.H_STEP] = step
-        losses.append(reference.mlp_train_step(x, labels, params, layout, alphas, state, abi.LOSS_SPARSE_XENT, hyper)[0])
+        losses.append(reference.mlp_train_step(x, labels, params, record(layout, alphas), state, abi.LOSS_SPARSE_XENT, hyper)[0])
     assert losses[-1] < 0.5 * losses[0]

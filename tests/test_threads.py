@@ -13,7 +13,7 @@ from fusedense import _backends, abi
 from fusedense.activations import get_activation
 from fusedense.layout import make_layout
 
-from support import assert_close, make_hyper, run_in_threads
+from support import assert_close, make_hyper, run_in_threads, record
 
 N_THREADS = 4
 
@@ -68,8 +68,8 @@ def kernel_calls(backend, dtype=np.float32):
     return {
         "dense_forward": lambda: kernels.dense_forward(x, W, b, gelu, 0.0, y, z),
         "dense_backward": lambda: kernels.dense_backward(y, x, W, z, None, gelu, 0.0, dx, dW, db),
-        "mlp_forward": lambda: kernels.mlp_forward(x, params, layout, alphas, y),
-        "mlp_train_step": lambda: kernels.mlp_train_step(x, labels, params, grads, state, layout, alphas, abi.LOSS_SPARSE_XENT, hyper),
+        "mlp_forward": lambda: kernels.mlp_forward(x, params, record(layout, alphas), y),
+        "mlp_train_step": lambda: kernels.mlp_train_step(x, labels, params, grads, state, record(layout, alphas), abi.LOSS_SPARSE_XENT, hyper),
         "activation_forward": lambda: kernels.activation_forward(big, gelu, 0.0, big.copy()),
     }
 

@@ -3,7 +3,7 @@
     >>> import fusedense as fd
     >>> y = fd.dense(x, W, b, activation="relu")          # act(x @ W + b) in one pass
 """
-from . import callbacks, datasets, optimizers
+from . import callbacks, datasets, importers, optimizers  # importers: fd.MLP.from_torch / from_sklearn
 from .activations import ACTIVATIONS
 from ._backends import backends, get_backend, set_backend, use_backend
 from .functional import (activate, activation_grad, adam_step, binary_cross_entropy, dense, dense_grad,

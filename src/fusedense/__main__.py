@@ -1,32 +1,7 @@
-"""The ``fusedense`` command: ``fusedense <subcommand> [options]`` (also ``python -m fusedense``).
-
-Each subcommand is a module with ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args)``
-returning the exit code; add one by listing it in ``COMMANDS``.
-"""
-from __future__ import annotations
-
-import argparse
-import importlib
+"""``python -m fusedense``: the ``fusedense`` command (:mod:`fusedense.cli`)."""
 import sys
 
-#: subcommand → module implementing it
-COMMANDS = {
-    "demo": "fusedense.demo",
-    "bench": "fusedense.bench",
-    "lm": "fusedense.lm",
-}
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fusedense", description="fused CPU kernels for dense neural networks")
-    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    modules = {}
-    for name, module_name in COMMANDS.items():
-        module = modules[name] = importlib.import_module(module_name)
-        module.add_arguments(subcommands.add_parser(name, help=module.HELP, description=module.HELP))
-    args = parser.parse_args(argv)
-    return modules[args.command].run(args)
-
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

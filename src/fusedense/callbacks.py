@@ -1,4 +1,5 @@
-"""Keras-style training callbacks: ``Callback`` (the hooks), ``History`` and ``EarlyStopping``.
+"""Keras-style training callbacks: ``Callback`` (the hooks), ``History``, ``EarlyStopping`` and the
+learning-rate schedule ``CosineDecay``.
 
 ``fit`` calls ``set_model(model)`` then ``on_train_begin``, ``on_epoch_begin(epoch)``,
 ``on_epoch_end(epoch, logs)`` (logs: {"loss": …, "accuracy": …, "val_loss": …}) and
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 
-__all__ = ["Callback", "History", "EarlyStopping"]
+__all__ = ["Callback", "History", "EarlyStopping", "CosineDecay"]
 
 
 class Callback:
@@ -102,3 +103,20 @@ class EarlyStopping(Callback):
             if self.verbose:
                 print(f"Epoch {epoch + 1}: early stopping (best {self.monitor} {self.best:.4f} "
                       f"at epoch {self.best_epoch + 1})")
+
+
+class CosineDecay(Callback):
+    """Sets the learning rate of epoch ``e`` of ``epochs`` to
+    ``final + (initial - final)·(1 + cos(π·e/(epochs-1)))/2``: ``initial`` first, ``final`` last
+    (fit re-reads the hyperparameters at each epoch)."""
+
+    def __init__(self, initial, final, epochs):
+        super().__init__()
+        self.initial, self.final, self.epochs = initial, final, epochs
+
+    def learning_rate(self, epoch):
+        progress = epoch / (self.epochs - 1) if self.epochs > 1 else 0.0
+        return self.final + (self.initial - self.final) * (1 + math.cos(math.pi * progress)) / 2
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate = self.learning_rate(epoch)

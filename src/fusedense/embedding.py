@@ -33,6 +33,7 @@ import numpy as np
 
 from . import abi
 from .activations import get_activation
+from .gate import checked_record
 from .layout import ACT_ID
 from .network import MLP
 
@@ -120,7 +121,7 @@ class EmbeddingMLP(MLP):
     def forward(self, tokens, out):
         """The outputs for checked ``tokens``: ONE backend call that gathers the embedding rows and
         runs every layer."""
-        self._kernels.embedding_forward(tokens, self.params, self.layout, self.alphas, self.vocab_size, out)
+        self.engine.embedding_forward(tokens, self.params, self._layers, self.vocab_size, out)
 
     # --- training ----------------------------------------------------------------------------
 
@@ -130,9 +131,8 @@ class EmbeddingMLP(MLP):
         table's gradient rows, optimizer over the whole buffer); ``fused_step`` calls it."""
         if loss_id != abi.LOSS_SPARSE_XENT:
             raise ValueError("loss: an EmbeddingMLP trains with 'sparse_categorical_crossentropy' only")
-        return self._kernels.embedding_train_step(tokens, labels, self.params, self.grads, self.opt_state,
-                                                  self.layout, self.alphas, self._hyper, self.vocab_size,
-                                                  outputs)
+        return self.engine.embedding_train_step(tokens, labels, self.params, self.grads, self.opt_state,
+                                                  self._layers, self._hyper, self.vocab_size, outputs)
 
     # --- generation --------------------------------------------------------------------------
 
@@ -161,14 +161,15 @@ class EmbeddingMLP(MLP):
         uniforms = rng.random((n, max_len))
         tokens = np.empty((n, max_len), np.int64)
         lengths = np.empty(n, np.int64)
-        self._kernels.embedding_generate(self.params, self._logits_layout(), self.alphas, self.vocab_size,
-                                         self.context, uniforms, float(temperature), int(boundary), tokens, lengths)
+        self.engine.embedding_generate(self.params, self._logits_layers(), self.vocab_size, self.context,
+                                         uniforms, float(temperature), int(boundary), tokens, lengths)
         return [tokens[i, :lengths[i]] for i in range(n)]
 
-    def _logits_layout(self):
-        """The layout with a softmax/log_softmax output read as logits (the identity): sampling
-        from softmax(log p / T) is sampling from softmax(z / T)."""
+    def _logits_layers(self):
+        """The layer record with a softmax/log_softmax output read as logits (the identity):
+        sampling from softmax(log p / T) is sampling from softmax(z / T)."""
+        if self.layers[-1]["activation"] not in (_SOFTMAX, _LOG_SOFTMAX):
+            return self.layers
         layout = self.layout.copy()
-        if layout[-1, ACT_ID] in (_SOFTMAX, _LOG_SOFTMAX):
-            layout[-1, ACT_ID] = _IDENTITY
-        return layout
+        layout[-1, ACT_ID] = _IDENTITY
+        return checked_record(layout, self.alphas, self.n_params)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backends
-from . import reference
+from . import _backends, abi
 from .activations import get_activation, resolve_alpha
+from .gate import checked_record
 from .validation import (as_float_array, as_labels, check_float_dtype, check_nonempty, check_out,
                          check_shape, common_float_dtype)
 
@@ -146,68 +146,33 @@ def mlp_forward(x, params, layout, alphas=None, backend=None, out=None):
     """Runs a whole network over a flat parameter buffer in one call (see fusedense.layout)."""
     dtype = common_float_dtype(x=x, params=params)
     params = as_float_array("params", params, dtype, ndim=1)
-    layout, alphas = _checked_network(layout, alphas, params.size)
+    layers = network_record(layout, alphas, params.size)
     x = as_float_array("x", x, dtype, ndim=2)
-    _rows("x", x, "layout[0, 1] (fan_in of the first layer)", int(layout[0, 1]))
-    y, user_out = _output(out, (x.shape[0], int(layout[-1, 2])), dtype, x, params)
-    _backends.load(backend).mlp_forward(x, params, layout, alphas, y)
+    _rows("x", x, "layout[0, 1] (fan_in of the first layer)", int(layers[0]["fan_in"]))
+    y, user_out = _output(out, (x.shape[0], int(layers[-1]["fan_out"])), dtype, x, params)
+    _backends.load(backend).mlp_forward(x, params, layers, y)
     return _finish(y, user_out)
 
 
-#: (layout, alphas) already checked, keyed by their bytes and n_params: a network calls mlp_forward
-#: with the same few layouts over and over, and checking them costs more than a batch-1 forward.
-_CHECKED_NETWORKS: dict = {}
+#: Records already built, keyed by the layout's and alphas' bytes and n_params: a caller runs
+#: mlp_forward with the same few layouts over and over, and building a record costs more than
+#: a batch-1 forward pass.
+_RECORDS: dict = {}
 
 
-def _checked_network(layout, alphas, n_params):
-    """The layout as int64 (n_layers, 4) with every layer inside params, and alphas as float64."""
+def network_record(layout, alphas, n_params):
+    """The gate's layer record for a public ``layout`` (n_layers, 4) and ``alphas``."""
     arr = np.asarray(layout)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"layout: expected an integer array, got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != 4 or arr.shape[0] < 1:
-        raise ValueError(f"layout: expected shape (n_layers, 4), got shape {arr.shape}")
     alpha_arr = None if alphas is None else np.asarray(alphas)
-    key = (arr.dtype.str, arr.tobytes(), n_params,
+    key = (arr.dtype.str, arr.shape, arr.tobytes(), n_params,
            None if alpha_arr is None else (alpha_arr.dtype.str, alpha_arr.shape, alpha_arr.tobytes()))
-    checked = _CHECKED_NETWORKS.get(key)
-    if checked is None:
-        layout = _check_layout_rows(arr.tolist(), n_params)
-        checked = layout, _checked_alphas(alphas, layout)
-        if len(_CHECKED_NETWORKS) >= 256:
-            _CHECKED_NETWORKS.clear()
-        _CHECKED_NETWORKS[key] = checked
-    return checked
-
-
-def _check_layout_rows(rows, n_params):
-    """Checked with Python ints: int64 arithmetic would wrap for huge fan_in × fan_out and let a
-    kernel read out of bounds."""
-    from .activations import BY_ID
-    for l, (offset, fan_in, fan_out, act_id) in enumerate(rows):
-        if fan_in < 1 or fan_out < 1 or offset < 0 or not 0 <= act_id < len(BY_ID):
-            raise ValueError(f"layout[{l}]: invalid row (offset, fan_in, fan_out, act_id) = "
-                             f"{(offset, fan_in, fan_out, act_id)}")
-        end = offset + fan_in * fan_out + fan_out
-        if end > n_params:
-            raise ValueError(f"layout[{l}]: layer needs params[{offset}:{end}] but params has {n_params} elements")
-        if l and fan_in != rows[l - 1][2]:
-            raise ValueError(f"layout[{l}]: fan_in {fan_in} does not match the previous layer's fan_out {rows[l - 1][2]}")
-        if BY_ID[act_id].rowwise and l != len(rows) - 1:
-            raise ValueError(f"layout[{l}]: row-wise activation {BY_ID[act_id].name!r} only allowed on the last layer")
-    return np.array(rows, dtype=np.int64)  # every value is now <= n_params: no overflow
-
-
-def _checked_alphas(alphas, layout):
-    if alphas is None:
-        return np.zeros(len(layout))
-    alphas = np.asarray(alphas)
-    if alphas.dtype.kind not in "iuf":
-        raise TypeError(f"alphas: expected real numbers (one per layer), got dtype {alphas.dtype}")
-    alphas = np.ascontiguousarray(alphas, dtype=np.float64)  # kernels read alphas as float64
-    check_shape("alphas", alphas, (len(layout),), "one per layer")
-    if not (np.isfinite(alphas) & (alphas >= 0)).all():
-        raise ValueError(f"alphas: expected finite numbers >= 0 (one per layer), got {alphas.tolist()}")
-    return alphas
+    record = _RECORDS.get(key)
+    if record is None:
+        record = checked_record(arr, alpha_arr, n_params)
+        if len(_RECORDS) >= 256:
+            _RECORDS.clear()
+        _RECORDS[key] = record
+    return record
 
 
 def softmax_cross_entropy(logits, labels, backend=None):
@@ -221,12 +186,18 @@ def softmax_cross_entropy(logits, labels, backend=None):
     if np.ndim(labels) == 2:
         targets = as_float_array("labels", labels, logits.dtype, ndim=2)
         check_shape("labels", targets, (B, C), "probability targets like logits")
-        loss, grad = reference.softmax_cross_entropy_probs(logits, targets)
-        return float(loss), grad
-    labels = as_labels("labels", labels, B, C)
-    dlogits = np.empty_like(logits)
-    loss = _backends.load(backend).softmax_xent(logits, labels, dlogits)
-    return loss, dlogits
+        return _loss(backend, abi.LOSS_CATEGORICAL_XENT, logits, targets)
+    return _loss(backend, abi.LOSS_SPARSE_XENT, logits, as_labels("labels", labels, B, C))
+
+
+def _loss(backend, loss_id, outputs, targets):
+    """(loss, gradient) of a loss over an N-D ``outputs``, through the engine's loss kernel."""
+    grad = np.empty_like(outputs)
+    two_d = (-1, outputs.shape[-1])
+    loss = _backends.load(backend).loss(loss_id, outputs.reshape(two_d),
+                                        targets if targets.dtype == np.int64 else targets.reshape(two_d),
+                                        grad.reshape(two_d))
+    return loss, grad
 
 
 def _targets_like(name, pred, targets):
@@ -235,20 +206,18 @@ def _targets_like(name, pred, targets):
     return targets
 
 
-def binary_cross_entropy(logits, targets):
+def binary_cross_entropy(logits, targets, backend=None):
     """Mean sigmoid cross-entropy from logits and its gradient ``(σ(logits) − t)/size``."""
     logits = as_float_array("logits", logits, common_float_dtype(logits=logits, targets=targets), min_ndim=1)
     check_nonempty("logits", logits)
-    loss, grad = reference.binary_cross_entropy_with_logits(logits, _targets_like("logits", logits, targets))
-    return float(loss), grad
+    return _loss(backend, abi.LOSS_BINARY_XENT, logits, _targets_like("logits", logits, targets))
 
 
-def mean_squared_error(y, targets):
+def mean_squared_error(y, targets, backend=None):
     """Mean squared error over all elements and its gradient ``2 (y − t)/size``."""
     y = as_float_array("y", y, common_float_dtype(y=y, targets=targets), min_ndim=1)
     check_nonempty("y", y)
-    loss, grad = reference.mean_squared_error(y, _targets_like("y", y, targets))
-    return float(loss), grad
+    return _loss(backend, abi.LOSS_MSE, y, _targets_like("y", y, targets))
 
 
 def _inplace_buffer(name, a, dtype, shape=None):

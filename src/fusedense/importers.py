@@ -1,6 +1,7 @@
 """Networks from other libraries as ``fd.MLP``: PyTorch ``nn.Sequential`` and fitted
-scikit-learn MLPs. Weights are copied once (PyTorch's ``weight`` is out × in, so it is
-transposed here, once); the source library is not imported by fusedense itself.
+scikit-learn MLPs, also reached as ``fd.MLP.from_torch`` / ``fd.MLP.from_sklearn``. Weights are
+copied once (PyTorch's ``weight`` is out × in, so it is transposed here, once); the source
+library is not imported by fusedense itself.
 """
 from __future__ import annotations
 
@@ -79,3 +80,8 @@ def from_sklearn(estimator, dtype=np.float32, backend=None) -> MLP:
     net = MLP(sizes, activations, dtype=dtype, backend=backend)
     net.set_weights([a for pair in zip(coefs, intercepts) for a in pair])
     return net
+
+
+# MLP cannot import this module (it builds on MLP), so it gives MLP its importing constructors.
+MLP.from_torch = staticmethod(from_torch)
+MLP.from_sklearn = staticmethod(from_sklearn)

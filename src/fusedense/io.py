@@ -16,7 +16,11 @@ import tempfile
 
 import numpy as np
 
+from .embedding import EmbeddingMLP
 from .layout import make_layout
+from .models import Dense, Embedding, Flatten, Sequential
+from .network import MLP
+from .optimizers import from_config
 
 __all__ = ["save_model", "load_model", "FORMAT", "VERSION"]
 
@@ -30,9 +34,6 @@ def _checksum(params: np.ndarray) -> str:
 
 def _record(model) -> tuple:
     """(record dict, params) for an MLP or a Sequential model."""
-    from .models import Sequential
-    from .network import MLP
-
     if isinstance(model, Sequential):
         net = model._built("save")
         extra = {"kind": "Sequential", "name": model.name, "compile": model.compile_config(),
@@ -49,8 +50,6 @@ def _record(model) -> tuple:
 def _layer_record(layer) -> dict:
     """A Sequential layer's constructor arguments; "type" is absent for Dense (files of version 1
     written before Embedding existed read the same)."""
-    from .models import Embedding, Flatten
-
     if isinstance(layer, Embedding):
         return {"type": "Embedding", "vocab_size": layer.vocab_size, "dim": layer.dim,
                 "input_length": layer.input_length, "name": layer.name}
@@ -61,8 +60,6 @@ def _layer_record(layer) -> dict:
 
 
 def _layer_from_record(record: dict):
-    from .models import Dense, Embedding, Flatten
-
     record = dict(record)
     kind = record.pop("type", "Dense")
     classes = {"Dense": Dense, "Embedding": Embedding, "Flatten": Flatten}
@@ -72,7 +69,8 @@ def _layer_from_record(record: dict):
 
 
 def save_model(model, path) -> None:
-    """Writes ``model`` to ``path`` (the exact name given; no suffix is added) atomically."""
+    """Writes ``model`` (an MLP, EmbeddingMLP or Sequential) to ``path`` (the exact name given; no
+    suffix is added) atomically; ``fd.load_model`` reads it back. Also ``model.save(path)``."""
     record, params = _record(model)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -138,10 +136,6 @@ def _n_params(architecture) -> int:
 
 def load_model(path, backend=None):
     """The model saved at ``path``: a Sequential (compiled again if it was) or an MLP."""
-    from .embedding import EmbeddingMLP
-    from .models import Sequential
-    from .network import MLP
-
     record, params = _read(path)
     try:
         architecture = record["architecture"]
@@ -174,6 +168,9 @@ def load_model(path, backend=None):
     model.network.params[...] = net.params
     config = record.get("compile")
     if config:
-        from .optimizers import from_config
         model.compile(optimizer=from_config(*config["optimizer"]), loss=config["loss"], metrics=config["metrics"])
     return model
+
+
+# The model classes cannot import this module (it builds on them), so it gives them their method.
+MLP.save = Sequential.save = save_model

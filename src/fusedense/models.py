@@ -283,7 +283,10 @@ class Sequential:
             start = time.perf_counter()
             net.refresh_hyperparameters()  # a callback may have changed the learning rate
             order = self._rng.permutation(n) if shuffle else None
-            logs = {"loss": net.train_epoch(x, y, self.loss.id, batch_size, order, outputs)}
+            try:
+                logs = {"loss": net.train_epoch(x, y, self.loss.id, batch_size, order, outputs)}
+            except FloatingPointError as exc:
+                raise FloatingPointError(f"epoch {epoch + 1}/{epochs}, {exc}") from None
             if self.metrics:  # outputs[i] belongs to the i-th row visited
                 logs.update(self._metric_values(y if order is None else y[order], outputs))
             if x_val is not None:
@@ -306,7 +309,8 @@ class Sequential:
 
     def _loss_and_metrics(self, x, y):
         outputs = self.network.predict(x)
-        return {"loss": self.loss.value(outputs, y, self._from_logits), **self._metric_values(y, outputs)}
+        return {"loss": self.loss.value(outputs, y, self._from_logits, self.network.engine),
+                **self._metric_values(y, outputs)}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
         """The loss (and metrics) on ``(x, y)``: a float, or [loss, metric, ...] when metrics were compiled."""
@@ -371,10 +375,8 @@ class Sequential:
             print_fn(text)
         print_fn(f"Total params: {net.n_params:,} ({net.n_params * net.dtype.itemsize / 1024:.1f} KB)")
 
-    def save(self, path):
-        """Architecture, weights and compile settings in one .npz file; ``fd.load_model`` reads it."""
-        from .io import save_model
-        save_model(self, path)
+    # ``save`` (architecture, weights and compile settings in one file) comes from fusedense.io,
+    # which builds on this class and so cannot be imported by it
 
     def compile_config(self):
         """What compile() was called with (JSON-serialisable), or None."""

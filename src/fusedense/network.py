@@ -12,14 +12,17 @@ The Keras- and scikit-learn-shaped fronts are thin layers over this class.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 
 from . import _backends, abi
 from . import optimizers as _optimizers
-from .activations import get_activation
-from .layout import layer_views, make_layout
+from .activations import BY_ID, get_activation
+from .gate import checked_record
+from .layout import layer_views, make_layout, record_layout
 from .losses import get_loss
 from .validation import as_labels, as_numeric_array
 
@@ -73,21 +76,69 @@ class MLP:
         n_layers = len(sizes) - 1
         if isinstance(activations, str) or activations is None:
             activations = [activations] * (n_layers - 1) + [output_activation]
-        self.activations = tuple(get_activation(a).name for a in activations)
-        self.layout, self.alphas, self.n_params = make_layout(sizes, self.activations, alphas, start=prefix)
-        self.sizes = tuple(sizes)
+        layout, alphas, self.n_params = make_layout(sizes, activations, alphas, start=prefix)
+        self.layers = checked_record(layout, alphas, self.n_params)
         self.dtype = _check_dtype(dtype)
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = None  # allocated by the first training step
         self.optimizer = None
         self.opt_state = None
-        self.step = 0  # optimizer updates done (Adam's bias correction counts from 1)
-        self._hyper = None
+        self._hyper = None  # the optimizer's hyper vector (fusedense.abi), with the step count
+        self._training = threading.RLock()  # one training thread at a time (see training())
         self._batch_rows = None  # train_epoch's gather buffers (x rows, target rows)
         self.set_backend(backend)
         self.initialize(init, random_state)
 
     # --- structure ------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> np.ndarray:
+        """The checked, read-only layer record (see fusedense.layout) every kernel call reads."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, record):
+        self._layers = record
+        self.sizes = (int(record[0]["fan_in"]),) + tuple(int(f) for f in record["fan_out"])
+        self.activations = tuple(BY_ID[a].name for a in record["activation"])
+        self._layout = record_layout(record)
+        self._layout.flags.writeable = False
+
+    @property
+    def params(self) -> np.ndarray:
+        """Every weight and bias in one flat buffer (see fusedense.layout); assignable with an
+        array of the same dtype and size, which the model then uses (no copy)."""
+        return self._params
+
+    @params.setter
+    def params(self, params):
+        if not isinstance(params, np.ndarray) or params.dtype != self.dtype or params.shape != (self.n_params,) \
+                or not params.flags.c_contiguous or not params.flags.writeable:
+            got = (f"an array of shape {params.shape} and dtype {params.dtype}"
+                   + ("" if params.flags.c_contiguous and params.flags.writeable else ", not writeable C-contiguous")
+                   if isinstance(params, np.ndarray) else type(params).__name__)
+            raise ValueError(f"params: expected a writeable C-contiguous {self.dtype} array of shape "
+                             f"({self.n_params},) like the model's, got {got}")
+        self._params = params
+
+    @property
+    def layout(self) -> np.ndarray:
+        """(n_layers, 4) int64 rows (offset, fan_in, fan_out, activation id), read-only; assign a
+        new array to change it (it is checked against ``params`` then)."""
+        return self._layout
+
+    @layout.setter
+    def layout(self, layout):
+        self.layers = checked_record(layout, self._layers["alpha"], self.n_params)
+
+    @property
+    def alphas(self) -> np.ndarray:
+        """Each layer's activation parameter (float64, read-only; assign to change)."""
+        return self._layers["alpha"]
+
+    @alphas.setter
+    def alphas(self, alphas):
+        self.layers = checked_record(self._layout, alphas, self.n_params, name="alphas")
 
     @property
     def n_inputs(self) -> int:
@@ -142,11 +193,11 @@ class MLP:
 
     def set_backend(self, backend=None):
         """Selects the backend module (by name; None/'auto' = the fastest available) for this model."""
-        self._kernels = _backends.load(backend)
+        self.engine = _backends.load(backend)
 
     @property
     def backend(self) -> str:
-        return self._kernels.NAME
+        return self.engine.NAME
 
     def __repr__(self):
         layers = " → ".join(str(s) for s in self.sizes)
@@ -189,7 +240,7 @@ class MLP:
 
     def forward(self, x, out):
         """predict without the checks: ``x`` as ``as_inputs`` returns it, ``out`` preallocated."""
-        self._kernels.mlp_forward(x, self.params, self.layout, self.alphas, out)
+        self.engine.mlp_forward(x, self.params, self._layers, out)
 
     __call__ = predict
 
@@ -197,19 +248,33 @@ class MLP:
 
     def set_optimizer(self, optimizer="adam"):
         """Uses ``optimizer`` (a name or a fusedense.optimizers object) from now on, with fresh state."""
-        self.optimizer = _optimizers.get(optimizer)
-        self.reset_optimizer()
+        with self.training():
+            self.optimizer = _optimizers.get(optimizer)
+            self.reset_optimizer()
+
+    @property
+    def step(self) -> int:
+        """Optimizer updates applied so far (Adam's bias correction counts from 1). The engine
+        writes it as the last act of an update, so it always matches the parameters."""
+        return 0 if self._hyper is None else int(self._hyper[abi.H_APPLIED])
+
+    @step.setter
+    def step(self, value):
+        if self._hyper is not None:
+            self._hyper[abi.H_APPLIED] = value
 
     def reset_optimizer(self):
         """Zeroes the optimizer's state (velocity / Adam moments) and its step count."""
-        self.step = 0
-        self.opt_state = None if self.optimizer is None else np.zeros(
-            (self.optimizer.state_rows, self.n_params), self.dtype)
-        self.refresh_hyperparameters()
+        with self.training():
+            self.step = 0
+            self.opt_state = None if self.optimizer is None else np.zeros(
+                (self.optimizer.state_rows, self.n_params), self.dtype)
+            self.refresh_hyperparameters()
 
     def refresh_hyperparameters(self):
         """Re-reads the optimizer's hyperparameters (call after changing e.g. its learning_rate)."""
-        self._hyper = None if self.optimizer is None else self.optimizer.hyper(self.step)
+        with self.training():
+            self._hyper = None if self.optimizer is None else self.optimizer.hyper(self.step)
 
     def as_targets(self, targets, n_rows, loss, name="y") -> np.ndarray:
         """Targets in the form the fused loss reads: int64 labels (sparse losses) or a float array
@@ -242,24 +307,38 @@ class MLP:
         """train_step without the checks, for loops that validated their data once; ``outputs``
         (None, or a C-contiguous (n, n_outputs) array of the model's dtype) receives the
         network's outputs for ``x`` before the update."""
-        if self.optimizer is None:
-            self.set_optimizer("adam")
-        if self.grads is None:
-            self.grads = np.zeros(self.n_params, self.dtype)
-        step = self.step + 1  # counted once the kernel has accepted the arguments and updated
-        self._hyper[abi.H_STEP] = step
-        loss = self._train_kernel(x, targets, loss_id, outputs)
-        self.step = step
+        with self.training():
+            if self.optimizer is None:
+                self.set_optimizer("adam")
+            if self.grads is None:
+                self.grads = np.zeros(self.n_params, self.dtype)
+            step = self.step + 1
+            self._hyper[abi.H_STEP] = step
+            loss = self._train_kernel(x, targets, loss_id, outputs)
         if not math.isfinite(loss):
             raise FloatingPointError(
-                f"training diverged: the loss became {loss} at optimizer step {step}; lower the "
-                f"learning rate, scale the inputs, or check them for NaN/inf")
+                f"training diverged: the loss became {loss} at optimizer step {step}, which was not "
+                f"applied (the parameters and optimizer state are as before it); lower the learning "
+                f"rate, scale the inputs, or check them for NaN/inf")
         return loss
+
+    @contextlib.contextmanager
+    def training(self):
+        """Held while a thread trains this model: steps share the gradient buffer, the optimizer
+        state and the gather buffers, so a second thread gets a clear error instead of lost or
+        mixed updates (the same thread may nest: fit → train_epoch → fused_step)."""
+        if not self._training.acquire(blocking=False):
+            raise RuntimeError("this model is being trained by another thread; train it from one "
+                               "thread at a time (or train a copy per thread)")
+        try:
+            yield
+        finally:
+            self._training.release()
 
     def _train_kernel(self, x, targets, loss_id, outputs) -> float:
         """The one backend call of a training step (subclasses with other inputs override it)."""
-        return self._kernels.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
-                                            self.layout, self.alphas, loss_id, self._hyper, outputs)
+        return self.engine.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
+                                            self._layers, loss_id, self._hyper, outputs)
 
     def train_epoch(self, x, targets, loss_id, batch_size, order=None, outputs=None) -> float:
         """One pass over checked ``x`` / ``targets`` (as ``as_inputs`` / ``as_targets`` return
@@ -273,20 +352,26 @@ class MLP:
         outputs: None, or an (n, n_outputs) array that receives each batch's outputs before its
         update, row i for the i-th row visited.
         """
-        n = x.shape[0]
-        if order is not None:
-            x_rows, target_rows = self._batch_buffers(x, targets, batch_size)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            if order is None:
-                xb, tb = x[start:stop], targets[start:stop]
-            else:  # mode="clip" skips the bounds check: a permutation is in range (and "raise" copies)
-                rows = order[start:stop]
-                xb = x.take(rows, 0, x_rows[:stop - start], "clip")
-                tb = targets.take(rows, 0, target_rows[:stop - start], "clip")
-            total += self.fused_step(xb, tb, loss_id, None if outputs is None else outputs[start:stop]) * (stop - start)
-        return total / n
+        with self.training():
+            n = x.shape[0]
+            if order is not None:
+                x_rows, target_rows = self._batch_buffers(x, targets, batch_size)
+            total = 0.0
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                if order is None:
+                    xb, tb = x[start:stop], targets[start:stop]
+                else:  # mode="clip" skips the bounds check: a permutation is in range (and "raise" copies)
+                    rows = order[start:stop]
+                    xb = x.take(rows, 0, x_rows[:stop - start], "clip")
+                    tb = targets.take(rows, 0, target_rows[:stop - start], "clip")
+                try:
+                    loss = self.fused_step(xb, tb, loss_id, None if outputs is None else outputs[start:stop])
+                except FloatingPointError as exc:
+                    raise FloatingPointError(f"batch {start // batch_size + 1} of {-(-n // batch_size)}: "
+                                             f"{exc}") from None
+                total += loss * (stop - start)
+            return total / n
 
     def _batch_buffers(self, x, targets, batch_size):
         """(x rows, target rows) buffers of ``batch_size`` rows shaped like ``x`` / ``targets``,
@@ -297,12 +382,8 @@ class MLP:
             self._batch_rows = tuple(np.empty(shape, dtype) for shape, dtype in wanted)
         return self._batch_rows
 
-    # --- saving and importing ------------------------------------------------------------------
-
-    def save(self, path):
-        """Writes the architecture and weights to one .npz file (see fusedense.io)."""
-        from .io import save_model
-        save_model(self, path)
+    # --- saving and importing: ``save`` comes from fusedense.io, ``from_torch`` / ``from_sklearn``
+    # from fusedense.importers, which build on this class and so cannot be imported by it ----------
 
     def architecture(self) -> dict:
         """The JSON-serialisable record from which ``MLP.from_architecture`` rebuilds this network."""
@@ -315,15 +396,3 @@ class MLP:
         """A network with the architecture of ``record`` (weights zero, to be filled by the caller)."""
         return cls(record["sizes"], record["activations"], alphas=record["alphas"],
                    dtype=record["dtype"], backend=backend)
-
-    @classmethod
-    def from_torch(cls, module, dtype=np.float32, backend=None) -> "MLP":
-        """From a ``torch.nn.Sequential`` of Linear layers and activation modules (see fusedense.importers)."""
-        from .importers import from_torch
-        return from_torch(module, dtype=dtype, backend=backend)
-
-    @classmethod
-    def from_sklearn(cls, estimator, dtype=np.float32, backend=None) -> "MLP":
-        """From a fitted scikit-learn MLPClassifier / MLPRegressor (see fusedense.importers)."""
-        from .importers import from_sklearn
-        return from_sklearn(estimator, dtype=dtype, backend=backend)

@@ -41,11 +41,12 @@ class Optimizer:
         self.weight_decay = _number("weight_decay", weight_decay, 0)
 
     def hyper(self, step: int) -> np.ndarray:
-        """The ``hyper`` vector for the ``step``-th update (1-based)."""
+        """The ``hyper`` vector after ``step`` updates (the engine applies update ``step + 1`` once
+        the caller sets H_STEP)."""
         h = np.zeros(abi.N_HYPER, dtype=np.float64)
         h[abi.H_LR] = self.learning_rate
         h[abi.H_WEIGHT_DECAY] = self.weight_decay
-        h[abi.H_STEP] = step
+        h[abi.H_STEP] = h[abi.H_APPLIED] = step
         self._fill(h)
         return h
 

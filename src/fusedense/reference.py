@@ -72,6 +72,16 @@ def mean_squared_error(y, targets):
     return (diff * diff).mean(), 2 * diff / y.size
 
 
+def loss_and_gradient(loss_id, outputs, targets):
+    """The loss ``loss_id`` (abi.LOSS_*) and its gradient w.r.t. ``outputs`` (logits for the
+    cross-entropies, predictions for MSE)."""
+    losses = {abi.LOSS_SPARSE_XENT: softmax_cross_entropy,
+              abi.LOSS_CATEGORICAL_XENT: softmax_cross_entropy_probs,
+              abi.LOSS_BINARY_XENT: binary_cross_entropy_with_logits,
+              abi.LOSS_MSE: mean_squared_error}
+    return losses[loss_id](outputs, targets)
+
+
 # --- optimizers: update params (and state) in place ---------------------------------------
 
 
@@ -110,56 +120,49 @@ def adam_step(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
 # --- whole network over a flat parameter buffer -------------------------------------------
 
 
-def mlp_forward(x, params, layout, alphas, keep=False):
-    """Runs every layer. Returns the output, or (output, [(z, y) per layer]) when keep=True."""
+def mlp_forward(x, params, layers, keep=False):
+    """Runs every layer of the record ``layers`` (fusedense.layout.LAYER). Returns the output,
+    or (output, [(z, y) per layer]) when keep=True."""
     cache = []
     h = x
-    for (W, b), (_, _, _, act_id), alpha in zip(layer_views(params, layout), layout, alphas):
-        h, z = dense_forward(h, W, b, BY_ID[act_id], alpha)
+    for (W, b), layer in zip(layer_views(params, layers), layers):
+        h, z = dense_forward(h, W, b, BY_ID[layer["activation"]], layer["alpha"])
         cache.append((z, h))
     return (h, cache) if keep else h
 
 
-def mlp_backward(d_out, x, params, layout, alphas, cache, d_last_z=None, need_dx=False):
+def mlp_backward(d_out, x, params, layers, cache, d_last_z=None, need_dx=False):
     """Gradient of the loss w.r.t. the flat buffer, given dLoss/d(output) (or d_last_z, the
     gradient w.r.t. the last layer's pre-activation, when a fused loss supplies it).
     need_dx: returns (grads, dLoss/dx) — what an embedding in front of the network needs."""
     grads = np.zeros_like(params)
-    views = layer_views(params, layout)
-    grad_views = layer_views(grads, layout)
+    views = layer_views(params, layers)
+    grad_views = layer_views(grads, layers)
     dy = d_out
-    for l in reversed(range(len(layout))):
+    for l in reversed(range(len(layers))):
         W, _ = views[l]
         z, y = cache[l]
         inp = x if l == 0 else cache[l - 1][1]
-        act = BY_ID[layout[l][3]]
-        if l == len(layout) - 1 and d_last_z is not None:
+        act = BY_ID[layers[l]["activation"]]
+        if l == len(layers) - 1 and d_last_z is not None:
             act, dy = BY_ID[0], d_last_z  # the loss already folded in the last activation
-        dx, dW, db = dense_backward(dy, inp, W, z, y, act, alphas[l], need_dx=l > 0 or need_dx)
+        dx, dW, db = dense_backward(dy, inp, W, z, y, act, layers[l]["alpha"], need_dx=l > 0 or need_dx)
         grad_views[l][0][...] = dW
         grad_views[l][1][...] = db
         dy = dx
     return (grads, dy) if need_dx else grads
 
 
-def mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id, need_dx=False):
+def mlp_loss_and_grad(x, targets, params, layers, loss_id, need_dx=False):
     """Forward, loss and backward: (loss, grads), or (loss, (grads, dx)) with need_dx (as
     mlp_backward). Cross-entropy losses read the last layer's pre-activation (the logits), so
     the last activation (softmax/sigmoid/identity) is folded into the loss."""
-    out, cache = mlp_forward(x, params, layout, alphas, keep=True)
-    logits = cache[-1][0]
-    if loss_id == abi.LOSS_SPARSE_XENT:
-        loss, dz = softmax_cross_entropy(logits, targets)
-    elif loss_id == abi.LOSS_CATEGORICAL_XENT:
-        loss, dz = softmax_cross_entropy_probs(logits, targets)
-    elif loss_id == abi.LOSS_BINARY_XENT:
-        loss, dz = binary_cross_entropy_with_logits(logits, targets)
-    elif loss_id == abi.LOSS_MSE:
-        loss, dy = mean_squared_error(out, targets)
-        return loss, mlp_backward(dy, x, params, layout, alphas, cache, need_dx=need_dx)
-    else:
-        raise ValueError(f"loss_id: unknown loss code {loss_id!r}")
-    return loss, mlp_backward(None, x, params, layout, alphas, cache, d_last_z=dz, need_dx=need_dx)
+    out, cache = mlp_forward(x, params, layers, keep=True)
+    if loss_id == abi.LOSS_MSE:
+        loss, dy = loss_and_gradient(loss_id, out, targets)
+        return loss, mlp_backward(dy, x, params, layers, cache, need_dx=need_dx)
+    loss, dz = loss_and_gradient(loss_id, cache[-1][0], targets)  # the logits
+    return loss, mlp_backward(None, x, params, layers, cache, d_last_z=dz, need_dx=need_dx)
 
 
 def optimizer_step(params, grads, opt_state, hyper):
@@ -173,9 +176,9 @@ def optimizer_step(params, grads, opt_state, hyper):
                   hyper[abi.H_WEIGHT_DECAY], bool(hyper[abi.H_DECOUPLED]))
 
 
-def mlp_train_step(x, targets, params, layout, alphas, opt_state, loss_id, hyper):
+def mlp_train_step(x, targets, params, layers, opt_state, loss_id, hyper):
     """One minibatch: forward, loss, backward, optimizer update (in place). Returns (loss, grads)."""
-    loss, grads = mlp_loss_and_grad(x, targets, params, layout, alphas, loss_id)
+    loss, grads = mlp_loss_and_grad(x, targets, params, layers, loss_id)
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
 
@@ -185,25 +188,32 @@ def mlp_train_step(x, targets, params, layout, alphas, opt_state, loss_id, hyper
 # context) is the front of the flat buffer, params[:vocab_size·dim].
 
 
-def embed(tokens, params, layout, vocab_size):
+def embed(tokens, params, layers, vocab_size):
     """The first layer's input: the table rows of each row's tokens, side by side (B, context·dim)."""
-    dim = layout[0][1] // tokens.shape[1]
+    dim = layers[0]["fan_in"] // tokens.shape[1]
     return params[:vocab_size * dim].reshape(vocab_size, dim)[tokens].reshape(len(tokens), -1)
 
 
-def embedding_forward(tokens, params, layout, alphas, vocab_size):
+def embedding_forward(tokens, params, layers, vocab_size):
     """The network's output for token contexts: a gather, then every layer."""
-    return mlp_forward(embed(tokens, params, layout, vocab_size), params, layout, alphas)
+    return mlp_forward(embed(tokens, params, layers, vocab_size), params, layers)
 
 
-def embedding_train_step(tokens, labels, params, layout, alphas, opt_state, hyper, vocab_size):
-    """One minibatch of the softmax cross-entropy (over the last pre-activation): forward,
-    backward down to dLoss/dx, dE[v] = Σ of dx over the (row, position)s holding token v
-    (a scatter-add), optimizer update of the whole buffer (in place). Returns (loss, grads)."""
-    x = embed(tokens, params, layout, vocab_size)
-    loss, (grads, dx) = mlp_loss_and_grad(x, labels, params, layout, alphas, abi.LOSS_SPARSE_XENT, need_dx=True)
+def embedding_loss_and_grad(tokens, labels, params, layers, vocab_size):
+    """The softmax cross-entropy (over the last pre-activation) of a minibatch and its gradient
+    w.r.t. the whole buffer: backward down to dLoss/dx, then dE[v] = Σ of dx over the
+    (row, position)s holding token v (a scatter-add). Returns (loss, grads)."""
+    x = embed(tokens, params, layers, vocab_size)
+    loss, (grads, dx) = mlp_loss_and_grad(x, labels, params, layers, abi.LOSS_SPARSE_XENT, need_dx=True)
     dim = x.shape[1] // tokens.shape[1]
     np.add.at(grads[:vocab_size * dim].reshape(vocab_size, dim), tokens.ravel(), dx.reshape(-1, dim))
+    return loss, grads
+
+
+def embedding_train_step(tokens, labels, params, layers, opt_state, hyper, vocab_size):
+    """One minibatch: embedding_loss_and_grad, then the optimizer update of the whole buffer
+    (in place). Returns (loss, grads)."""
+    loss, grads = embedding_loss_and_grad(tokens, labels, params, layers, vocab_size)
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
 
@@ -220,11 +230,11 @@ def sample_tokens(logits, temperature, uniforms):
     return np.minimum(below, logits.shape[1] - 1)
 
 
-def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary):
+def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary):
     """Batched autoregressive sampling from the network (its output read as logits); see
     :func:`generate_with`. Returns (tokens (n, max_len) int64 padded with boundary, lengths (n,))."""
     def next_logits(ctx):
-        return embedding_forward(ctx, params, layout, alphas, vocab_size)
+        return embedding_forward(ctx, params, layers, vocab_size)
     return generate_with(next_logits, context, uniforms, temperature, boundary)
 
 

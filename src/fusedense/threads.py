@@ -15,9 +15,9 @@ def _default_threads() -> int:
             n = int(env)
         except ValueError:
             raise ValueError(f"FUSEDENSE_NUM_THREADS: expected a positive integer, got {env!r}") from None
-        if n >= 1:
+        if 1 <= n <= max_threads():
             return n
-        raise ValueError(f"FUSEDENSE_NUM_THREADS: expected a positive integer, got {env!r}")
+        raise ValueError(f"FUSEDENSE_NUM_THREADS: expected an integer in [1, {max_threads()}], got {env!r}")
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -29,18 +29,31 @@ def get_num_threads() -> int:
     return _num_threads
 
 
+def max_threads() -> int:
+    """The largest thread count fusedense accepts: four per CPU of this machine. More threads
+    than that only oversubscribe the cores, and every kernel sizes scratch per thread."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def set_num_threads(n: int) -> int:
-    """Sets the thread count for fusedense kernels; returns the previous count (to restore it)."""
+    """Sets the thread count for fusedense kernels (1 to ``max_threads()``); returns the previous
+    count (to restore it). When it raises, nothing has changed."""
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
         raise TypeError(f"n: expected a positive integer, got {type(n).__name__} {n!r}")
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n: expected a positive integer, got {n}")
+    n = int(n.__index__())
+    if not 1 <= n <= max_threads():
+        raise ValueError(f"n: expected an integer in [1, {max_threads()}] (four per CPU), got {n}")
     previous = get_num_threads()
     _num_threads = n
-    for apply in _listeners:
-        apply(n)
+    try:
+        for apply in _listeners:
+            apply(n)
+    except BaseException:
+        _num_threads = previous
+        for apply in _listeners:
+            apply(previous)
+        raise
     return previous
 
 

@@ -1,37 +1,9 @@
-"""Backend selection. Each backend is a module implementing the same kernel interface.
+"""Engine selection. Each engine is a module implementing ``interface.py``'s functions.
 
-The interface (all arrays validated, C-contiguous, one float dtype; outputs preallocated;
-``act_id`` from the activation registry; ``layout``/``alphas`` as in :mod:`fusedense.layout`)::
-
-    activation_forward(z, act_id, alpha, y)                    y = act(z)
-    activation_backward(dy, z, y, act_id, alpha, dz)           dz = dy · act'(z)  (z or y may be None)
-    dense_forward(x, W, b, act_id, alpha, y, z)                z = x@W + b (z may be None), y = act(z)
-    dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)  dx may be None (skipped)
-    mlp_forward(x, params, layout, alphas, out)                every layer in one call
-    softmax_xent(logits, labels, dlogits) -> loss              labels int64; dlogits may be None
-    sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay)
-    adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-    mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper,
-                   outputs=None) -> loss
-    embedding_forward(tokens, params, layout, alphas, vocab_size, out)     gather + every layer
-    embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper,
-                         vocab_size, outputs=None) -> loss                 sparse cross-entropy
-    embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature,
-                       boundary, tokens, lengths)                          the whole sampling loop
-
-The ``embedding_*`` kernels put a token embedding in front of the network: ``tokens`` is
-(n, context) int64 with ids in [0, vocab_size); the table (vocab_size × dim, dim = the first
-layer's fan_in / context) is ``params[:vocab_size·dim]``, the layers follow it. The train step
-scatter-adds dLoss/d(first layer's input) into the table's rows of ``grads`` before the
-optimizer pass over the whole buffer. ``embedding_generate`` reads the network's output as
-logits and samples every running row from float64 ``uniforms`` (n, max_len) by inverse CDF
-(see ``reference.embedding_generate``: same uniforms, same tokens on every backend); it
-writes ``tokens`` (n, max_len) int64, padded with ``boundary``, and ``lengths`` (n,) int64.
-
-``mlp_train_step`` codes (loss ids, the ``hyper`` vector) live in :mod:`fusedense.abi`;
-``opt_state`` is (1, n_params) for SGD (velocity) and (2, n_params) for Adam (m, v);
-``outputs``, unless None, a (B, n_out) array that receives the network's outputs from the
-step's own forward pass (before the update): training metrics without a second forward pass.
+``load(name)`` gives the engine behind its gate (:mod:`fusedense.gate`), which checks every
+argument before the one engine call; ``load_engine(name)`` gives the bare module, for the
+benchmarks of the kernels alone and the engines' own tests. The codes the training kernels
+share (loss ids, the ``hyper`` vector, optimizer ids) live in :mod:`fusedense.abi`.
 """
 from __future__ import annotations
 
@@ -78,8 +50,22 @@ def _check_name(name):
 
 
 def load(name: str):
-    """The backend module for ``name`` ('auto'/None: the fastest available); a backend that fails
-    to load degrades to the next one with a single warning."""
+    """The engine for ``name`` ('auto'/None: the fastest available) behind its gate
+    (:class:`fusedense.gate.Gate`): what every front calls."""
+    engine = load_engine(name)
+    gate = _gates.get(engine.NAME)
+    if gate is None:
+        from ..gate import Gate
+        gate = _gates[engine.NAME] = Gate(engine)
+    return gate
+
+
+_gates: dict = {}
+
+
+def load_engine(name: str):
+    """The engine module itself, unchecked (for benchmarks of the bare kernels and the engines'
+    own tests); a backend that fails to load degrades to the next one with a single warning."""
     if name is None:
         name = getattr(_state, "backend", None) or _default
     _check_name(name.lower() if isinstance(name, str) else name)

@@ -64,6 +64,10 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
 def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
     """Forward, loss ``loss_id`` on the last layer, backward into ``grads``, optimizer (``hyper``)
     update of ``params`` and ``opt_state``: one call; returns the loss before the update.
+    Transactional: when the loss is not finite (NaN/inf in the batch, or divergence), ``params``
+    and ``opt_state`` are left untouched (``grads`` may hold anything) and the loss is returned;
+    when the update is applied, its last act is ``hyper[H_APPLIED] = hyper[H_STEP]`` (so a step
+    count read from there always matches the parameters, whatever interrupts the caller).
     ``targets``: int64 labels (B,) for LOSS_SPARSE_XENT, else (B, n_out) in params' dtype.
     ``outputs``: None, or (B, n_out): receives the step's own forward outputs (before the update)."""
 
@@ -75,7 +79,8 @@ def embedding_forward(tokens, params, layers, vocab_size, out):
 
 def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
     """As mlp_train_step with sparse cross-entropy, the input gradient scatter-added into the
-    table's rows of ``grads`` before the optimizer pass; returns the loss."""
+    table's rows of ``grads`` before the optimizer pass; returns the loss. Transactional and
+    writes ``hyper[H_APPLIED]`` as mlp_train_step."""
 
 
 def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens, lengths):

@@ -1,7 +1,9 @@
 """The numpy backend: the reference equations behind the common kernel interface."""
 from __future__ import annotations
 
-from .. import reference
+import numpy as np
+
+from .. import abi, reference
 from ..activations import BY_ID, activation_vjp
 
 NAME = "numpy"
@@ -15,7 +17,7 @@ def activation_backward(dy, z, y, act_id, alpha, dz):
     dz[...] = activation_vjp(BY_ID[act_id], dy, z, y, alpha)
 
 
-def dense_forward(x, W, b, act_id, alpha, y, z=None):
+def dense_forward(x, W, b, act_id, alpha, y, z):
     y_ref, z_ref = reference.dense_forward(x, W, b, BY_ID[act_id], alpha)
     y[...] = y_ref
     if z is not None:
@@ -29,15 +31,15 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
         dx[...] = dx_ref
 
 
-def mlp_forward(x, params, layout, alphas, out):
-    out[...] = reference.mlp_forward(x, params, layout, alphas)
+def mlp_forward(x, params, layers, out):
+    out[...] = reference.mlp_forward(x, params, layers)
 
 
-def softmax_xent(logits, labels, dlogits):
-    loss, grad = reference.softmax_cross_entropy(logits, labels)
-    if dlogits is not None:
-        dlogits[...] = grad
-    return float(loss)
+def loss(loss_id, outputs, targets, grad):
+    value, gradient = reference.loss_and_gradient(loss_id, outputs, targets)
+    if grad is not None:
+        grad[...] = gradient
+    return float(value)
 
 
 def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
@@ -48,28 +50,32 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
     reference.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper, outputs=None):
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
     if outputs is not None:  # the oracle spends a second forward pass on them: it stays simple
-        outputs[...] = reference.mlp_forward(x, params, layout, alphas)
-    loss, grads[...] = reference.mlp_train_step(x, targets, params, layout, alphas, opt_state,
-                                                loss_id, hyper)
-    return float(loss)
+        outputs[...] = reference.mlp_forward(x, params, layers)
+    value, grads[...] = reference.mlp_loss_and_grad(x, targets, params, layers, loss_id)
+    return _update(value, params, grads, opt_state, hyper)
 
 
-def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
-    out[...] = reference.embedding_forward(tokens, params, layout, alphas, vocab_size)
+def embedding_forward(tokens, params, layers, vocab_size, out):
+    out[...] = reference.embedding_forward(tokens, params, layers, vocab_size)
 
 
-def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size,
-                         outputs=None):
+def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
     if outputs is not None:  # a second forward pass, as in mlp_train_step
-        embedding_forward(tokens, params, layout, alphas, vocab_size, outputs)
-    loss, grads[...] = reference.embedding_train_step(tokens, labels, params, layout, alphas, opt_state,
-                                                      hyper, vocab_size)
+        embedding_forward(tokens, params, layers, vocab_size, outputs)
+    value, grads[...] = reference.embedding_loss_and_grad(tokens, labels, params, layers, vocab_size)
+    return _update(value, params, grads, opt_state, hyper)
+
+
+def _update(loss, params, grads, opt_state, hyper):
+    """The optimizer step of a training step, applied only for a finite loss (the contract)."""
+    if np.isfinite(loss):
+        reference.optimizer_step(params, grads, opt_state, hyper)
+        hyper[abi.H_APPLIED] = hyper[abi.H_STEP]
     return float(loss)
 
 
-def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,
-                       tokens, lengths):
-    tokens[...], lengths[...] = reference.embedding_generate(params, layout, alphas, vocab_size, context,
-                                                             uniforms, temperature, boundary)
+def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens, lengths):
+    tokens[...], lengths[...] = reference.embedding_generate(params, layers, vocab_size, context, uniforms,
+                                                             temperature, boundary)

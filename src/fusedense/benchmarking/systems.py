@@ -50,8 +50,8 @@ class FusedenseKernel(System):
         self.name = f"fusedense-{backend}"
 
     def prepare(self, problem, threads):
-        kernels = _backends.load(self.backend)
-        x, layout, alphas = problem.x, problem.layout, problem.alphas
+        kernels = _backends.load_engine(self.backend)
+        x, layout, alphas, layers = problem.x, problem.layout, problem.alphas, problem.record
         params = problem.params.copy()
         if problem.workload.train:
             grads = np.empty_like(params)
@@ -60,8 +60,8 @@ class FusedenseKernel(System):
             labels = problem.labels
 
             def run():
-                kernels.mlp_train_step(x, labels, params, grads, opt_state, layout, alphas,
-                                       abi.LOSS_SPARSE_XENT, hyper)
+                kernels.mlp_train_step(x, labels, params, grads, opt_state, layers, abi.LOSS_SPARSE_XENT,
+                                       hyper, None)
                 hyper[abi.H_STEP] += 1
             return run, lambda: params
         out = np.empty((x.shape[0], problem.workload.sizes[-1]), x.dtype)
@@ -69,7 +69,7 @@ class FusedenseKernel(System):
             (W, b), = layer_views(params, layout)
             act_id, alpha = int(layout[0, 3]), float(alphas[0])
             return (lambda: kernels.dense_forward(x, W, b, act_id, alpha, out, None)), lambda: out
-        return (lambda: kernels.mlp_forward(x, params, layout, alphas, out)), lambda: out
+        return (lambda: kernels.mlp_forward(x, params, layers, out)), lambda: out
 
 
 class FusedenseAPI(System):
@@ -275,9 +275,9 @@ def _jax_activations(jax):
 
 def _start_jax_on_one_cpu():
     """Starts JAX's CPU client while this process may run on one CPU only: XLA sizes its thread
-    pool from the CPU affinity when the client starts. (Its XLA_FLAGS thread options no longer
-    do: measured with jax 0.10.2, a 1024² matmul used 1.9 cores with them.) The process's
-    affinity is restored afterwards; XLA's pool keeps one thread."""
+    pool from the CPU affinity when the client starts, and its XLA_FLAGS thread options no longer
+    cap it (docs/performance-notes.md). The process's affinity is restored afterwards; XLA's pool
+    keeps one thread."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if not cpus:  # no affinity control here: the caller's import starts the client as it is
         return

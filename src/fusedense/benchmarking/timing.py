@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,7 @@ def plan(runs: dict, method: Method):
 def every_pool_on(threads: int):
     """fusedense, the BLAS/OpenMP pools already loaded and PyTorch (if installed) on ``threads``
     threads inside, restored after. Benchmarks time every side on the same count: on a shared
-    2-core machine, pools left on two threads spin against each other (PyTorch's batch-32
-    training epoch took 14.4 s on two threads with a busy second core, 0.24 s on one)."""
+    machine, pools left on more threads spin against each other (docs/performance-notes.md)."""
     from ..threads import threads_limited
     try:
         import torch
@@ -154,11 +154,7 @@ def versions() -> dict:
 
 
 def blas_info() -> list:
-    """What threadpoolctl reports about the loaded BLAS/OpenMP libraries ([] without it)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
+    """What threadpoolctl reports about the loaded BLAS/OpenMP libraries."""
     keys = ("internal_api", "version", "num_threads", "threading_layer", "architecture")
     return [{k: info.get(k) for k in keys} for info in threadpool_info()]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import abi, reference
+from ..gate import checked_record
 from ..layout import layer_views, make_layout
 
 #: Tolerance of every pre-timing check, per dtype, relative to the largest expected magnitude:
@@ -33,9 +34,8 @@ def check_error(actual, expected) -> float:
 #: Optimizer settings of the training workload: Adam as ``torch.optim.Adam``'s defaults, but ε.
 #: Every system is checked on the parameters after one step, which moves each by
 #: lr·g/(|g| + ε): with ε = 1e-8 a gradient that cancels to ~1e-8 moves anywhere in (−lr, lr)
-#: with the last bits of its sum (seen at batch 64 on an AMD EPYC: g = −1.04e-8 in float32,
-#: −0.70e-8 in float64, moving the parameter 5.1e-4 against 3.6e-4). With ε = 1e-3 that move
-#: stays proportional to g, and the arithmetic timed is the same.
+#: with the last bits of its sum (docs/performance-notes.md). With ε = 1e-3 that move stays
+#: proportional to g, and the arithmetic timed is the same.
 ADAM = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-3)
 
 
@@ -78,6 +78,7 @@ class Problem:
     layout: np.ndarray
     alphas: np.ndarray
     _expected: object = field(default=None, repr=False)
+    _record: object = field(default=None, repr=False)
 
     @classmethod
     def from_layers(cls, layers, activations, x, title="given weights") -> "Problem":
@@ -89,6 +90,13 @@ class Problem:
         layout, alphas, _ = make_layout(sizes, workload.activations)
         params = flatten_layers(layers).astype(x.dtype)
         return cls(workload, x, np.zeros(len(x), np.int64), params, layout, alphas)
+
+    @property
+    def record(self) -> np.ndarray:
+        """The layer record the engines read (fusedense.layout)."""
+        if self._record is None:
+            self._record = checked_record(self.layout, self.alphas, self.params.size)
+        return self._record
 
     def layers(self):
         """``[(W, b), ...]`` as fresh arrays (W is (fan_in, fan_out))."""
@@ -109,11 +117,11 @@ class Problem:
             if self.workload.train:
                 params = self.params.copy()
                 opt_state = np.zeros((2, params.size), params.dtype)
-                reference.mlp_train_step(self.x, self.labels, params, self.layout, self.alphas,
-                                         opt_state, abi.LOSS_SPARSE_XENT, self.hyper())
+                reference.mlp_train_step(self.x, self.labels, params, self.record, opt_state,
+                                         abi.LOSS_SPARSE_XENT, self.hyper())
                 self._expected = params
             else:
-                self._expected = reference.mlp_forward(self.x, self.params, self.layout, self.alphas)
+                self._expected = reference.mlp_forward(self.x, self.params, self.record)
         return self._expected
 
 

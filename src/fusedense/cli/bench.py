@@ -15,11 +15,13 @@ import sys
 
 import numpy as np
 
-from . import threads as fd_threads
-from .activations import ACTIVATIONS
-from .benchmarking import report, timing
-from .benchmarking.systems import NotSupported, all_systems
-from .benchmarking.workloads import CHECK_TOLERANCE, NAMES, check_error, workloads
+from .. import threads as fd_threads
+from ..activations import ACTIVATIONS
+from ..benchmarking import report, timing
+from ..benchmarking.runner import measure
+from ..benchmarking.systems import all_systems
+from ..benchmarking.workloads import NAMES, workloads
+from .options import positive_int
 
 #: one line for ``fusedense --help``
 HELP = "compare fusedense with NumPy, PyTorch, ONNX Runtime and JAX: latency, speed-up, GFLOP/s"
@@ -35,16 +37,6 @@ def _batches(text):
     return values
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _shape(text):
     try:
         n_in, n_out = (int(v) for v in text.lower().split("x"))
@@ -58,7 +50,7 @@ def add_arguments(parser):
                         help="repeatable; default: all of " + ", ".join(NAMES))
     parser.add_argument("--batch", type=_batches, help="batch sizes for every workload (default: per workload)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for every system (default: fusedense's count, i.e. the usable cores)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (about a minute at most)")
     parser.add_argument("--dense-shape", type=_shape, default=(1024, 1024), metavar="INxOUT",
@@ -68,41 +60,6 @@ def add_arguments(parser):
     parser.add_argument("--systems", help="comma-separated system names to run (default: all installed)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="also plot latency and GFLOP/s (needs matplotlib)")
-
-
-def _check(result, expected) -> str:
-    error = check_error(result, expected)
-    return "ok" if error <= CHECK_TOLERANCE[expected.dtype] else f"wrong answer (max error {error:.2e} of scale)"
-
-
-def measure(problem, systems, threads, method):
-    """One row per system: prepares and checks every system on one problem, then times the good
-    ones interleaved (``median_us``, ``speedup_vs_numpy`` when "numpy" ran, ``status``)."""
-    workload, batch = problem.workload, problem.x.shape[0]
-    rows, runs, first = {}, {}, {}
-    expected = problem.expected()
-    for system in systems:
-        row = {"workload": workload.name, "title": workload.title, "batch": batch, "system": system.name}
-        rows[system.name] = row
-        try:
-            run, result, first[system.name] = timing.first_call(lambda: system.prepare(problem, threads))
-        except NotSupported as why:
-            row["status"] = f"n/a: {why}"
-            continue
-        except Exception as exc:  # a peer's own failure is reported, the other systems still run
-            row["status"] = f"error: {type(exc).__name__}: {exc}"
-            continue
-        row["status"] = _check(result(), expected)
-        if row["status"] == "ok":
-            runs[system.name] = run
-    times = timing.interleaved(runs, *timing.plan(runs, method))
-    flops = workload.flops(batch)
-    for name, seconds in times.items():
-        row = rows[name]
-        row.update(timing.summarize(seconds, times.get("numpy")))
-        row["gflops"] = flops / (row["median_us"] * 1e-6) / 1e9
-        row["first_call_ms"] = first[name] * 1e3
-    return list(rows.values())
 
 
 def _select_systems(names):

@@ -12,16 +12,22 @@ import time
 
 import numpy as np
 
-from .benchmarking import timing
-from .threads import threads_limited
+from .. import _backends, datasets
+from ..benchmarking import timing
+from ..benchmarking.runner import measure
+from ..benchmarking.systems import FusedenseAPI, NumpyUser, OnnxRuntime, Torch
+from ..benchmarking.workloads import Problem
+from ..hashing import HashingVectorizer
+from ..models import Dense, Sequential
+from ..threads import threads_limited
+from .options import positive_int
 
 HELP = "train a name → gender classifier, then compare inference speed with NumPy/PyTorch/ONNX Runtime"
 
 N_FEATURES = 1024  # hashed character n-gram buckets: the network's input width
 BATCH_SIZES = (1, 32, 1024)
-#: Every system runs on one thread: with one pool per system on a few cores, the threads one
-#: system leaves spinning after its call slow down the next (measured here on 2 cores: 2-3x swings
-#: at batch 1024 from run to run). ``fusedense bench --threads N`` compares at other counts.
+#: One thread per system by default: with one pool per system on a few cores, the threads one
+#: system leaves spinning after its call slow down the next (docs/performance-notes.md).
 SPEED_THREADS = 1
 EXAMPLE_NAMES = ["maria", "john", "alexandra", "peter", "yuki", "andrea", "kim", "oliver", "sophie", "noah"]
 
@@ -33,29 +39,28 @@ def add_arguments(parser):
     parser.add_argument("--limit", type=int, default=None, help="use only this many names (a quicker look)")
     parser.add_argument("--samples", type=int, default=timing.QUICK.samples,
                         help="timed blocks per system, taken in turns (the median is shown)")
+    parser.add_argument("--threads", type=positive_int, default=SPEED_THREADS,
+                        help=f"threads of every system in the speed comparison (default {SPEED_THREADS})")
 
 
 def run(args) -> int:
-    import fusedense as fd
-    from .hashing import HashingVectorizer
-
     try:
-        names, labels, classes = fd.datasets.load_names(seed=args.seed)
-    except fd.datasets.DatasetNotFoundError as exc:
+        names, labels, classes = datasets.load_names(seed=args.seed)
+    except datasets.DatasetNotFoundError as exc:
         print(f"fusedense demo needs the first-name list: {exc}")
         return 1
     names, labels = names[:args.limit], labels[:args.limit]
     vectorizer = HashingVectorizer(n_features=N_FEATURES, analyzer="char", ngram_range=(1, 3))
     x = vectorizer.transform(names)
-    x_train, x_test, y_train, y_test = fd.datasets.train_test_split(x, labels, test_size=0.2, seed=args.seed)
+    x_train, x_test, y_train, y_test = datasets.train_test_split(x, labels, test_size=0.2, seed=args.seed)
     print(f"{len(names):,} first names ({', '.join(f'{np.sum(labels == i):,} {c}' for i, c in enumerate(classes))}) "
           f"→ {N_FEATURES} hashed character 1–3-grams; {len(y_train):,} for training, {len(y_test):,} for testing\n")
 
     input_dim, num_classes = N_FEATURES, len(classes)
-    model = fd.Sequential([
-        fd.Dense(128, activation="relu", input_shape=(input_dim,)),
-        fd.Dense(64, activation="relu"),
-        fd.Dense(num_classes, activation="softmax"),
+    model = Sequential([
+        Dense(128, activation="relu", input_shape=(input_dim,)),
+        Dense(64, activation="relu"),
+        Dense(num_classes, activation="softmax"),
     ], seed=args.seed, backend=args.backend)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     print(f"training on backend {model.network.backend!r}:")
@@ -67,8 +72,9 @@ def run(args) -> int:
     proba = model.predict(vectorizer.transform(EXAMPLE_NAMES))
     print("examples: " + ", ".join(f"{n} → {classes[p.argmax()]} {p.max():.2f}" for n, p in zip(EXAMPLE_NAMES, proba)))
 
-    print("\ninference speed of the trained model, 1 thread each (median time per call; median speed-up over NumPy):")
-    print_speed_table(model.network, x_test, samples=args.samples)
+    print(f"\ninference speed of the trained model, {args.threads} thread(s) each "
+          f"(median time per call; median speed-up over NumPy):")
+    print_speed_table(model.network, x_test, samples=args.samples, threads=args.threads)
     return 0
 
 
@@ -77,32 +83,26 @@ def run(args) -> int:
 def speed_systems():
     """The public call (fd.mlp_forward) on every fusedense backend, NumPy as users write it, and
     PyTorch / ONNX Runtime when installed."""
-    from . import _backends
-    from .benchmarking.systems import FusedenseAPI, NumpyUser, OnnxRuntime, Torch
-
     systems = [FusedenseAPI(name) for name in _backends.backends()] + [NumpyUser(), Torch(), OnnxRuntime()]
     return [system for system in systems if not system.missing()]
 
 
-def speed_rows(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples):
+def speed_rows(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples, threads=SPEED_THREADS):
     """``{batch: {system name: bench row}}``: each system checked against the reference, then
     timed in alternating blocks (the quick method of ``fusedense bench``)."""
-    from .bench import measure
-    from .benchmarking.workloads import Problem
-
     systems = speed_systems()
     method = dataclasses.replace(timing.QUICK, samples=samples)
     rows = {}
-    with threads_limited(SPEED_THREADS):
+    with threads_limited(threads):
         for batch in batch_sizes:
             x = np.resize(x_pool.astype(network.dtype, copy=False), (batch, x_pool.shape[1]))
             problem = Problem.from_layers(network.weights, network.activations, x, title="the trained model")
-            rows[batch] = {row["system"]: row for row in measure(problem, systems, SPEED_THREADS, method)}
+            rows[batch] = {row["system"]: row for row in measure(problem, systems, threads, method)}
     return rows
 
 
-def print_speed_table(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples):
-    rows = speed_rows(network, x_pool, batch_sizes, samples)
+def print_speed_table(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples, threads=SPEED_THREADS):
+    rows = speed_rows(network, x_pool, batch_sizes, samples, threads)
     names = list(rows[batch_sizes[0]])
     width = max(len(name) for name in names)
     print(f"  {'':{width}}" + "".join(f"{f'batch {b}':>22}" for b in batch_sizes))
