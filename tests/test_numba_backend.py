@@ -106,7 +106,7 @@ def test_mlp_forward_matches_reference_across_gemm_row_blocks(dtype, batch, rng)
     params = (rng.normal(size=n) * 0.3).astype(dtype)
     x = rng.normal(size=(batch, 13)).astype(dtype)
     assert_close(fd.mlp_forward(x, params, layout, alphas, backend="numba"),
-                 reference.mlp_forward(x, params, layout, alphas), dtype, 4)
+                 reference.mlp_forward(x, params, layer_record(layout, alphas, n)), dtype, 4)
 
 
 @pytest.mark.parametrize("n_cols", [1, 5, 16, 17, 33, 70, 130])
@@ -181,7 +181,7 @@ def test_dense_layer_with_a_large_weight_matches_reference_on_both_sides_of_pack
     previous = fd.set_num_threads(threads)
     try:
         y = fd.dense(x, W, b, activation="gelu", backend="numba")
-        packs = gemm.worth_packing(batch, n_out, n_in, np.dtype(dtype).itemsize)
+        packs = gemm.worth_packing(batch, n_out, n_in, np.dtype(dtype).itemsize, numba.get_num_threads())
         one_thread = numba.get_num_threads() == 1  # numba caps the count at its pool (1 on one core)
     finally:
         fd.set_num_threads(previous)
@@ -228,7 +228,7 @@ def test_mlp_forward_kernel_asks_for_a_larger_workspace_before_computing(rng):
     needed = mlp.mlp_forward(x, params, layers, out, np.empty(0, np.float32))
     assert needed > 0 and np.isnan(out).all()
     assert mlp.mlp_forward(x, params, layers, out, np.empty(needed, np.float32)) == 0
-    assert_close(out, reference.mlp_forward(x, params, layout, alphas), np.float32, 4)
+    assert_close(out, reference.mlp_forward(x, params, layers), np.float32, 4)
 
 
 def _parallel_results(rng):
@@ -326,18 +326,18 @@ def test_kernels_run_as_plain_python_match_reference():
         params = rng.normal(size=n)
         out = np.empty((3, 4))
         nb.mlp_forward(x, params, layers, out)
-        check(out, reference.mlp_forward(x, params, layout, alphas))
+        check(out, reference.mlp_forward(x, params, layers))
         a, b = rng.normal(size=(7, 260)), rng.normal(size=(260, 20))  # two k slices, 4+2+1 rows
         out = np.empty((7, 20))
         gemm.packed_matmul(a, b, out)
         check(out, a @ b)
-        hyper = np.array([abi.OPT_SGD, 0.1, 0.9, 0, 0, 0.01, 1, 0, 1], float)
+        hyper = np.array([abi.OPT_SGD, 0.1, 0.9, 0, 0, 0.01, 1, 0, 1, 0], float)
         for loss_id, targets in [(abi.LOSS_SPARSE_XENT, np.array([0, 3, 1])),
                                  (abi.LOSS_MSE, rng.normal(size=(3, 4)))]:
             p1, p2, s1, s2 = params.copy(), params.copy(), np.zeros((1, n)), np.zeros((1, n))
             grads = np.empty(n)
             loss = nb.mlp_train_step(x, targets, p1, grads, s1, layers, loss_id, hyper, None)
-            loss_ref, grads_ref = reference.mlp_train_step(x, targets, p2, layout, alphas, s2, loss_id, hyper)
+            loss_ref, grads_ref = reference.mlp_train_step(x, targets, p2, layers, s2, loss_id, hyper)
             check(loss, loss_ref); check(grads, grads_ref); check(p1, p2); check(s1, s2)
         print("ok")
     """, NUMBA_DISABLE_JIT="1")

@@ -4,7 +4,7 @@ the fused training step and the whole batched sampling loop, each one call."""
 import numpy as np
 
 from .jit import kernel
-from .mlp import loss_and_gradients, mlp_forward, mlp_forward_workspace_size, optimizer_update
+from .mlp import loss_and_gradients, mlp_forward, mlp_forward_workspace_size, update_if_finite
 
 
 @kernel
@@ -52,7 +52,8 @@ def embedding_forward(tokens, params, layers, vocab_size, out, workspace):
 def embedding_train_step(tokens, labels, params, grads, opt_state, layers, loss_id, hyper, vocab_size,
                          outputs):
     """Gather, forward, softmax cross-entropy, backward down to dLoss/dx, scatter-add of dx into
-    the table's gradient rows, optimizer update of the whole buffer. Returns the loss. The
+    the table's gradient rows, optimizer update of the whole buffer (for a finite loss).
+    Returns the loss. The
     outputs go to ``outputs`` unless it is empty."""
     n_rows, context = tokens.shape
     dim = layers[0]["fan_in"] // context
@@ -63,8 +64,7 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layers, loss_
     table_grad = _table(grads, vocab_size, dim)
     table_grad[:] = 0.0
     scatter_add(tokens, dx, table_grad)
-    optimizer_update(params, grads, opt_state, hyper)
-    return loss
+    return update_if_finite(loss, params, grads, opt_state, hyper)
 
 
 @kernel

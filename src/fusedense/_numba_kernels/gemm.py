@@ -141,10 +141,12 @@ def _tile(a, b, out, i, j0, b_j0, rows, width, accumulate):
 @kernel
 def _padded_columns(b, first, width):
     """b[:, first:] (fewer than ``width`` columns) in the left of a zeroed (k, width) array."""
-    padded = np.zeros((b.shape[0], width), b.dtype)
+    padded = np.empty((b.shape[0], width), b.dtype)
+    n_cols = b.shape[1] - first
     for k in range(b.shape[0]):
-        for j in range(b.shape[1] - first):
-            padded[k, j] = b[k, first + j]
+        b_k, padded_k = b[k], padded[k]
+        for j in range(width):  # whole rows, the loads under a test: masked vector loads
+            padded_k[j] = b_k[np.uint64(first + j)] if j < n_cols else 0.0
     return padded
 
 

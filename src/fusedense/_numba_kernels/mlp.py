@@ -81,7 +81,7 @@ def mlp_forward(x, params, layers, out, workspace):
 def mlp_train_step(x, labels, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
     """One minibatch: forward (keeping every z and y; a copy of the outputs in ``outputs``
     unless it is empty), fused loss, backward into ``grads``, optimizer update of ``params``
-    in place. Returns the loss.
+    in place (for a finite loss). Returns the loss.
 
     ``labels`` (int64) is used by the sparse cross-entropy, ``targets`` by the other losses;
     the unused one is empty. Cross-entropy losses fold the last activation in: their gradient
@@ -89,8 +89,7 @@ def mlp_train_step(x, labels, targets, params, grads, opt_state, layers, loss_id
     """
     loss = loss_and_gradients(x, labels, targets, params, grads, layers, loss_id,
                               grads[:0].reshape((0, 0)), outputs)
-    optimizer_update(params, grads, opt_state, hyper)
-    return loss
+    return update_if_finite(loss, params, grads, opt_state, hyper)
 
 
 @kernel
@@ -148,6 +147,16 @@ def loss_and_gradients(x, labels, targets, params, grads, layers, loss_id, dx, o
             x_layer = ys[starts[layer - 1]:starts[layer]].reshape((n_rows, fan_in))
             dense_backward(dy, x_layer, W, z, y, act_id, alpha, d_in, dW, db)
             dy = d_in
+    return loss
+
+
+@kernel
+def update_if_finite(loss, params, grads, opt_state, hyper):
+    """The contract's transactional update: the optimizer step only for a finite loss, then
+    hyper[H_APPLIED] = hyper[H_STEP] as its last act. Returns the loss."""
+    if np.isfinite(loss):
+        optimizer_update(params, grads, opt_state, hyper)
+        hyper[abi.H_APPLIED] = hyper[abi.H_STEP]
     return loss
 
 
