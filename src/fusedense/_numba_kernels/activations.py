@@ -198,7 +198,7 @@ def _map_row(z, act_id, y):
     its own that LLVM vectorises."""
     if y.ctypes.data == z.ctypes.data:
         # in place: one array in the loop. With two, LLVM's overlap check at run time
-        # sends the vectorised loop to its scalar fallback (5x slower) when they coincide.
+        # sends the vectorised loop to its scalar fallback when they coincide.
         for j in range(z.size):
             z[j] = _branch_free(z[j], act_id)
     else:
@@ -209,10 +209,9 @@ def _map_row(z, act_id, y):
 @kernel
 def _branch_free_row(z, act_id, y):
     """y = act(z) for tanh, gelu, sigmoid or silu, each in its own vectorised loop (a loop
-    around forward_scalar, which switches on the id per element, ran gelu at ~29 ns and
-    sigmoid at ~13 ns per element, against ~1 ns in the Cython kernel). A function of its
-    own, compiled once per dtype: inlined into every caller of activation_row, its eight
-    loops made the cold compile of the backend 2.8x longer."""
+    around forward_scalar, which switches on the id per element, does not vectorise). A
+    function of its own, compiled once per dtype: inlined into every caller of activation_row,
+    its eight loops lengthened the cold compile (docs/performance-notes.md, "Numba engine")."""
     if act_id == TANH:
         _map_row(z, TANH, y)
     elif act_id == GELU:

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 from numba import types
 from llvmlite import ir
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .jit import inline_kernel
 
@@ -95,12 +95,36 @@ _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8 = _C
 
 
 @inline_kernel
+def _reduced_f32(x):
+    """_reduced in float32 (x >= _LOWEST_F or NaN)."""
+    shifted = x * _LOG2_E_F + _ROUNDING_F
+    n = shifted - _ROUNDING_F
+    r = (x - n * _LN2_HI_F) + n * _LN2_LO_F
+    p = r * (_C1 + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * (_C7 + r * _C8)))))))
+    return p, _scale_f32(shifted)
+
+
+@inline_kernel
 def expm1_nonpos_f32(x):
     """e^x - 1 for float32 x <= 0 (or NaN), in float32."""
-    c = _LOWEST_F if x < _LOWEST_F else x
-    shifted = c * _LOG2_E_F + _ROUNDING_F
-    n = shifted - _ROUNDING_F
-    r = (c - n * _LN2_HI_F) + n * _LN2_LO_F
-    scale = _scale_f32(shifted)
-    p = r * (_C1 + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * (_C6 + r * (_C7 + r * _C8)))))))
+    p, scale = _reduced_f32(_LOWEST_F if x < _LOWEST_F else x)
     return _F(-1.0) if x < _LOWEST_F else p * scale + (scale - _C1)
+
+
+@inline_kernel
+def exp_nonpos_f32(x):
+    """e^x for float32 x <= 0 (or NaN), in float32; 0 below the smallest normal float32."""
+    p, scale = _reduced_f32(_LOWEST_F if x < _LOWEST_F else x)
+    return _F(0.0) if x < _LOWEST_F else p * scale + scale
+
+
+def exp_nonpos_of(x):
+    """e^x for x <= 0 in x's precision: exp_nonpos_f32 for float32, else exp_nonpos."""
+    return exp_nonpos(x)
+
+
+@overload(exp_nonpos_of, jit_options={"fastmath": {"contract"}})
+def _exp_nonpos_of(x):
+    if x == types.float32:
+        return lambda x: exp_nonpos_f32(x)
+    return lambda x: exp_nonpos(np.float64(x))

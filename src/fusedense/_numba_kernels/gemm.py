@@ -167,17 +167,26 @@ LARGE_B_BYTES = TUNING["PACKED_MIN_B_BYTES"]
 @kernel
 def _whole_tiles(a, b, out, n_rows, n_cols):
     """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_cols a multiple of TILE_BYTES:
-    TILE_ROWS-row tiles, then lone rows (ROW_BYTES wide, the rest TILE_BYTES wide). A function
+    TILE_ROWS-row tiles, the rows left in tiles of 4 and 2, then a lone row (ROW_BYTES wide,
+    the rest TILE_BYTES wide: a lone row reads b once per row). A function
     of its own taking its arrays as arguments: with arrays allocated in the caller LLVM kept
     the accumulators in memory (it could not rule out aliasing)."""
     _prefer_wide_vectors()
     tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
     m_tiled = n_rows - n_rows % TILE_ROWS
+    leftover = n_rows - m_tiled
+    fours = TILE_ROWS > 4 and leftover >= 4
+    twos = TILE_ROWS > 2 and leftover - 4 * fours >= 2
+    lone = m_tiled + 4 * fours + 2 * twos
     for j0 in range(0, n_cols, tile_cols):
         for i in range(0, m_tiled, TILE_ROWS):
             _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, False)
+        if fours:
+            _tile(a, b, out, m_tiled, j0, j0, 4, tile_cols, False)
+        if twos:
+            _tile(a, b, out, lone - 2, j0, j0, 2, tile_cols, False)
     n_row_tiled = n_cols - n_cols % row_cols
-    for i in range(m_tiled, n_rows):
+    for i in range(lone, n_rows):
         for j0 in range(0, n_row_tiled, row_cols):
             _tile(a, b, out, i, j0, j0, 1, row_cols, False)
         for j0 in range(n_row_tiled, n_cols, tile_cols):
@@ -209,10 +218,9 @@ def tiled_matmul(a, b, out):
 def _stream(a, b, out, i, rows):
     """out[i:i+rows] = a[i:i+rows] @ b with b read once, row after row (``rows`` a constant at
     every call site). A lone row's tiles would read a large b in strips of columns, each k
-    step on a new page (measured at 1x1024x1024: 1.4x Cython's time, streamed 0.85x; at 4 rows
-    4.3x and 1.07x). The rows of out stay in cache, updated once per k: cache speed, several
-    times what memory delivers b at. Each element sums its k in order, one FMA at a time, as
-    in the tiles: the same bits."""
+    step on a new page; streamed, the rows of out stay in cache, updated once per k, while b
+    comes from memory once (docs/performance-notes.md, "Numba engine"). Each element sums its
+    k in order, one FMA at a time, as in the tiles: the same bits."""
     n = out.shape[1]
     for r in range(rows):
         out_r = out[np.uint64(i + r)]

@@ -12,7 +12,7 @@ from numba import prange
 
 from .. import abi
 from .activations import row_max, row_or_empty, sigmoid
-from .fastexp import exp_nonpos
+from .fastexp import exp_nonpos, exp_nonpos_of
 from .jit import kernel, parallel_kernel, rows_per_block
 
 SPARSE_XENT = abi.LOSS_SPARSE_XENT
@@ -39,8 +39,8 @@ def _loss_row(loss_id, logits, out, label, target, grad, scale):
     if loss_id == SPARSE_XENT or loss_id == CATEGORICAL_XENT:
         top = row_max(logits)
         if want_grad:  # e^(z - top) into grad first: a loop that vectorises, then its sum
-            for j in range(n):
-                grad[j] = exp_nonpos(np.float64(logits[j]) - top)
+            for j in range(n):  # in the logits' precision, as Cython's kernels
+                grad[j] = exp_nonpos_of(logits[j] - top)
             total = 0.0
             for j in range(n):
                 total += grad[j]
