@@ -292,6 +292,25 @@ def test_a_second_process_loads_the_compiled_kernel_from_the_cache(tmp_path):
     assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "1 0 0.5"  # loaded, not compiled
 
 
+def test_first_dense_call_compiles_only_its_product_path_and_activation(tmp_path):
+    """fd.dense picks the product path in Python and runs a per-activation epilogue kernel:
+    a cold first call compiles neither the packed path, nor matmul (which holds all three),
+    nor another activation's loops; a second process loads what the first compiled."""
+    code = """
+        import numpy as np, fusedense as fd
+        from fusedense._numba_kernels import activations, dense, gemm
+        y = fd.dense(np.ones((8, 16), np.float32), np.ones((16, 4), np.float32), activation="relu",
+                     backend="numba")
+        unused = [gemm.packed_matmul, gemm.matmul, activations._branch_free_row,
+                  activations.softmax_row, activations.forward_scalar]
+        stats = dense.epilogue(activations.RELU).stats
+        print(sum(len(k.signatures) for k in unused), sum(stats.cache_hits.values()),
+              sum(stats.cache_misses.values()), y[0, 0])
+    """
+    assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "0 0 1 16.0"
+    assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "0 1 0 16.0"
+
+
 def test_kernels_run_as_plain_python_match_reference():
     """NUMBA_DISABLE_JIT=1 runs the kernels' Python source: checks its logic (blocking, row
     helpers, absent arrays, layout walking) independently of numba's compiler."""
