@@ -294,14 +294,15 @@ def test_a_second_process_loads_the_compiled_kernel_from_the_cache(tmp_path):
 
 def test_first_dense_call_compiles_only_its_product_path_and_activation(tmp_path):
     """fd.dense picks the product path in Python and runs a per-activation epilogue kernel:
-    a cold first call compiles neither the packed path, nor matmul (which holds all three),
-    nor another activation's loops; a second process loads what the first compiled."""
+    a cold first call at batch 8 compiles neither the packed path, nor matmul (which holds all
+    three), nor the lone-row tiles, nor another activation's loops; a second process loads
+    what the first compiled."""
     code = """
         import numpy as np, fusedense as fd
         from fusedense._numba_kernels import activations, dense, gemm
         y = fd.dense(np.ones((8, 16), np.float32), np.ones((16, 4), np.float32), activation="relu",
                      backend="numba")
-        unused = [gemm.packed_matmul, gemm.matmul, activations._branch_free_row,
+        unused = [gemm.packed_matmul, gemm.matmul, gemm._lone_rows, activations._branch_free_row,
                   activations.softmax_row, activations.forward_scalar]
         stats = dense.epilogue(activations.RELU).stats
         print(sum(len(k.signatures) for k in unused), sum(stats.cache_hits.values()),

@@ -7,6 +7,8 @@ arguments so that each kernel sees one type signature per dtype — every extra 
 extra compile time and extra cache to load: an absent array becomes an empty (0, 0) array of
 the same dtype, ints and floats become Python ints and floats, flags Python bools — and
 chooses between a kernel and its parallel variant by size (``_numba_kernels.jit``).
+``dense_forward`` chooses its product path and activation in Python too
+(``_numba_kernels.dense.dense_forward``), so that a first call compiles only what it runs.
 """
 from __future__ import annotations
 

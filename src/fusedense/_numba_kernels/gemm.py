@@ -9,7 +9,7 @@ whole k loop. Numba has no vector types, so the tile lives in a stack array (:fu
 indexed only by loop counters over constant ranges: LLVM unrolls those loops, turns the stack
 array into registers (SROA) and emits one vector FMA per register and k. Indices into the
 operands are unsigned, so numba emits no negative-index wraparound (which would turn the
-vector loads into gathers). Check with ``tiled_matmul.inspect_asm(sig)``: the k loop is
+vector loads into gathers). Check with ``_row_tiles.inspect_asm(sig)``: the k loop is
 broadcasts of a, vector loads of b and ``vfmadd231p*``, nothing else.
 """
 import numba
@@ -138,26 +138,6 @@ def _tile(a, b, out, i, j0, b_j0, rows, width, accumulate):
             out_r[j0 + np.uint64(j)] = acc[r, j]
 
 
-@kernel
-def _padded_columns(b, first, width):
-    """b[:, first:] (fewer than ``width`` columns) in the left of a zeroed (k, width) array."""
-    padded = np.empty((b.shape[0], width), b.dtype)
-    n_cols = b.shape[1] - first
-    for k in range(b.shape[0]):
-        b_k, padded_k = b[k], padded[k]
-        for j in range(width):  # whole rows, the loads under a test: masked vector loads
-            padded_k[j] = b_k[np.uint64(first + j)] if j < n_cols else 0.0
-    return padded
-
-
-@kernel
-def _copy_columns(src, dst, first, n_rows):
-    """dst[:n_rows, first:] = src[:n_rows, :dst.shape[1] - first]."""
-    for i in range(n_rows):
-        for j in range(dst.shape[1] - first):
-            dst[i, first + j] = src[i, j]
-
-
 #: A b of at least this size does not fit L2 beside a and out: it comes from memory, and the
 #: products read it in the order memory serves best (packed copies for a batch, streamed rows
 #: for a few rows).
@@ -165,53 +145,89 @@ LARGE_B_BYTES = TUNING["PACKED_MIN_B_BYTES"]
 
 
 @kernel
-def _whole_tiles(a, b, out, n_rows, n_cols):
-    """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_cols a multiple of TILE_BYTES:
-    TILE_ROWS-row tiles, the rows left in tiles of 4 and 2, then a lone row (ROW_BYTES wide,
-    the rest TILE_BYTES wide: a lone row reads b once per row). A function
-    of its own taking its arrays as arguments: with arrays allocated in the caller LLVM kept
-    the accumulators in memory (it could not rule out aliasing)."""
+def _row_tiles(a, b, out, n_rows, n_cols):
+    """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols] in TILE_ROWS-row tiles (n_rows a
+    multiple of TILE_ROWS, n_cols of TILE_BYTES). The tile loops are functions of their own,
+    taking their arrays as arguments: beside arrays allocated in the same function LLVM kept
+    the accumulators in memory (it could not rule out aliasing); and apart, a first call
+    compiles only the ones its batch needs."""
+    _prefer_wide_vectors()
+    tile_cols = _columns(out, TILE_BYTES)
+    for j0 in range(0, n_cols, tile_cols):
+        for i in range(0, n_rows, TILE_ROWS):
+            _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, False)
+
+
+@kernel
+def _leftover_tiles(a, b, out, first, fours, twos, n_cols):
+    """Rows first.. of out in a 4-row tile (if ``fours``) then a 2-row tile (if ``twos``)."""
+    _prefer_wide_vectors()
+    tile_cols = _columns(out, TILE_BYTES)
+    for j0 in range(0, n_cols, tile_cols):
+        if fours:
+            _tile(a, b, out, first, j0, j0, 4, tile_cols, False)
+        if twos:
+            _tile(a, b, out, first + 4 * fours, j0, j0, 2, tile_cols, False)
+
+
+@kernel
+def _lone_rows(a, b, out, first, n_rows, n_cols):
+    """Rows first..n_rows of out one at a time: ROW_BYTES wide, the rest TILE_BYTES wide (a
+    lone row reads b once per row: wide tiles keep enough FMAs in flight)."""
     _prefer_wide_vectors()
     tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
-    m_tiled = n_rows - n_rows % TILE_ROWS
-    leftover = n_rows - m_tiled
-    fours = TILE_ROWS > 4 and leftover >= 4
-    twos = TILE_ROWS > 2 and leftover - 4 * fours >= 2
-    lone = m_tiled + 4 * fours + 2 * twos
-    for j0 in range(0, n_cols, tile_cols):
-        for i in range(0, m_tiled, TILE_ROWS):
-            _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, False)
-        if fours:
-            _tile(a, b, out, m_tiled, j0, j0, 4, tile_cols, False)
-        if twos:
-            _tile(a, b, out, lone - 2, j0, j0, 2, tile_cols, False)
     n_row_tiled = n_cols - n_cols % row_cols
-    for i in range(lone, n_rows):
+    for i in range(first, n_rows):
         for j0 in range(0, n_row_tiled, row_cols):
             _tile(a, b, out, i, j0, j0, 1, row_cols, False)
         for j0 in range(n_row_tiled, n_cols, tile_cols):
             _tile(a, b, out, i, j0, j0, 1, tile_cols, False)
 
 
-@kernel
-def tiled_matmul(a, b, out):
-    """out = a @ b without BLAS (b and out C-contiguous; a any layout, read element-wise):
-    whole tiles, the last, partial TILE_BYTES of columns as whole tiles over a padded copy of
-    b into a scratch then copied into out; with a large b the rows after the TILE_ROWS-row
-    tiles are streamed. Only calls and arithmetic: :func:`product` runs it as Python, so that
-    each piece is compiled as its own entry, only when first called."""
+@inline_kernel
+def _whole_tiles(a, b, out, n_rows, n_cols):
+    """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_cols a multiple of TILE_BYTES:
+    TILE_ROWS-row tiles, the rows left in a 4- and a 2-row tile, then a lone row."""
+    m_tiled = n_rows - n_rows % TILE_ROWS
+    fours = TILE_ROWS > 4 and n_rows - m_tiled >= 4
+    twos = TILE_ROWS > 2 and n_rows - m_tiled - 4 * fours >= 2
+    lone = m_tiled + 4 * fours + 2 * twos
+    if m_tiled > 0:
+        _row_tiles(a, b, out, m_tiled, n_cols)
+    if fours or twos:
+        _leftover_tiles(a, b, out, m_tiled, fours, twos, n_cols)
+    if lone < n_rows:
+        _lone_rows(a, b, out, lone, n_rows, n_cols)
+
+
+@inline_kernel
+def _tiled(a, b, out, whole_tiles):
+    """tiled_matmul's body, with :func:`_whole_tiles` as an argument: compiled, the kernel;
+    run as Python by :func:`product` with whole_tiles' Python source, so that each tile loop
+    is compiled as its own entry, only when a product first needs it."""
     m, n = out.shape
-    tile_cols = TILE_BYTES // out.itemsize  # (not _columns: this body also runs from Python)
+    tile_cols = TILE_BYTES // out.itemsize  # (not _columns: this body also runs as Python)
     n_whole = n - n % tile_cols
     streamed = m % TILE_ROWS > 0 and b.size * b.itemsize >= LARGE_B_BYTES
     n_rows = m - m % TILE_ROWS if streamed else m
-    _whole_tiles(a, b, out, n_rows, n_whole)
+    whole_tiles(a, b, out, n_rows, n_whole)
     if n_whole < n:
+        edge_b = np.zeros((b.shape[0], tile_cols), b.dtype)
+        edge_b[:, :n - n_whole] = b[:, n_whole:]
         edge_out = np.empty((n_rows, tile_cols), out.dtype)
-        _whole_tiles(a, _padded_columns(b, n_whole, tile_cols), edge_out, n_rows, tile_cols)
-        _copy_columns(edge_out, out, n_whole, n_rows)
+        whole_tiles(a, edge_b, edge_out, n_rows, tile_cols)
+        out[:n_rows, n_whole:] = edge_out[:, :n - n_whole]
     if streamed:
         _streamed_rows(a, b, out, n_rows)
+
+
+@kernel
+def tiled_matmul(a, b, out):
+    """out = a @ b without BLAS (b and out C-contiguous; a any layout, read element-wise):
+    whole tiles; the last, partial TILE_BYTES of columns as whole tiles over a zero-padded copy
+    of b into a scratch, then copied into out; with a large b the rows after the TILE_ROWS-row
+    tiles are streamed."""
+    _tiled(a, b, out, _whole_tiles)
 
 
 @inline_kernel
@@ -355,7 +371,7 @@ def packed_matmul(a, b, out):
                 else:
                     _strip_tiles(a_slice, strips[s, :kc], edge_out, 0)
     if n_whole < n:
-        _copy_columns(edge_out, out, n_whole, m)
+        out[:, n_whole:] = edge_out[:, :n - n_whole]
 
 
 @kernel
@@ -385,7 +401,7 @@ def product(a, b, out):
     elif _py(worth_blas)(m, n, depth):
         np.dot(a, b, out)
     else:
-        _py(tiled_matmul)(a, b, out)
+        _py(_tiled)(a, b, out, _py(_whole_tiles))
 
 
 def _py(function):
