@@ -26,6 +26,7 @@ NAME = "numba"
 
 _ABSENT = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
 _NO_LABELS = np.empty(0, np.int64)
+_NO_WEIGHTS = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
 
 _workspaces = threading.local()  # per thread and dtype: concurrent calls never share one
@@ -117,7 +118,8 @@ def loss(loss_id, outputs, targets, grad):
     kernel = (losses.loss_and_gradient_parallel if use_parallel(outputs.size)
               else losses.loss_and_gradient)
     labels, targets = _labels_and_targets(loss_id, targets, outputs.dtype)
-    return kernel(int(loss_id), outputs, outputs, labels, targets, _or_absent(grad, outputs.dtype))
+    return kernel(int(loss_id), outputs, outputs, labels, targets, _NO_WEIGHTS[outputs.dtype],
+                  _or_absent(grad, outputs.dtype))
 
 
 @_entry_point
@@ -134,10 +136,22 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
 
 
 @_entry_point
-def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
+def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
     labels, targets = _labels_and_targets(loss_id, targets, params.dtype)
-    return mlp.mlp_train_step(x, labels, targets, params, grads, opt_state, layers, int(loss_id), hyper,
-                              _or_absent(outputs, params.dtype))
+    return mlp.mlp_gradient(x, labels, targets, _weights(sample_weight, params.dtype), params, grads, layers,
+                            int(loss_id))
+
+
+@_entry_point
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
+    labels, targets = _labels_and_targets(loss_id, targets, params.dtype)
+    return mlp.mlp_train_step(x, labels, targets, _weights(sample_weight, params.dtype), params, grads,
+                              opt_state, layers, int(loss_id), hyper, _or_absent(outputs, params.dtype))
+
+
+def _weights(sample_weight, dtype):
+    """The rows' weights, or an empty array (one signature per dtype either way)."""
+    return _NO_WEIGHTS[dtype] if sample_weight is None else sample_weight
 
 
 @_entry_point

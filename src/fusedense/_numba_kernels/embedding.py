@@ -60,7 +60,7 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layers, loss_
     x = np.empty((n_rows, context * dim), params.dtype)
     gather(tokens, _table(params, vocab_size, dim), x)
     dx = np.empty_like(x)
-    loss = loss_and_gradients(x, labels, x[:0], params, grads, layers, loss_id, dx, outputs)
+    loss = loss_and_gradients(x, labels, x[:0], params[:0], params, grads, layers, loss_id, dx, outputs)
     table_grad = _table(grads, vocab_size, dim)
     table_grad[:] = 0.0
     scatter_add(tokens, dx, table_grad)

@@ -79,12 +79,15 @@ def _loss_row(loss_id, logits, out, label, target, grad, scale):
 
 
 @kernel
-def _loss_rows(loss_id, logits, out, labels, targets, grad, scale, start, stop):
+def _loss_rows(loss_id, logits, out, labels, targets, weights, grad, scale, start, stop):
+    """Rows start..stop: the sum of their losses, each times its weight (1 when ``weights`` is
+    empty), and their gradients times ``scale`` and the weight."""
     total = 0.0
     for i in range(start, stop):
         label = labels[i] if labels.size > 0 else 0
-        total += _loss_row(loss_id, logits[i], out[i], label, row_or_empty(targets, i),
-                           row_or_empty(grad, i), scale)
+        weight = np.float64(weights[i]) if weights.size > 0 else 1.0
+        total += weight * _loss_row(loss_id, logits[i], out[i], label, row_or_empty(targets, i),
+                                    row_or_empty(grad, i), scale * weight)
     return total
 
 
@@ -97,16 +100,16 @@ def _count(loss_id, logits):
 
 
 @kernel
-def loss_and_gradient(loss_id, logits, out, labels, targets, grad):
+def loss_and_gradient(loss_id, logits, out, labels, targets, weights, grad):
     """The mean loss, and its gradient into ``grad`` unless it is (0, 0). Absent
-    ``labels``/``targets`` are empty."""
+    ``labels``/``targets``/``weights`` (the rows' sample weights) are empty."""
     count = _count(loss_id, logits)
-    return _loss_rows(loss_id, logits, out, labels, targets, grad, 1.0 / count, 0,
+    return _loss_rows(loss_id, logits, out, labels, targets, weights, grad, 1.0 / count, 0,
                       logits.shape[0]) / count
 
 
 @parallel_kernel
-def loss_and_gradient_parallel(loss_id, logits, out, labels, targets, grad):
+def loss_and_gradient_parallel(loss_id, logits, out, labels, targets, weights, grad):
     """loss_and_gradient in parallel blocks of rows; each block's partial sum is kept apart
     and they are added in block order, so the loss does not depend on the thread count."""
     n_rows = logits.shape[0]
@@ -115,7 +118,7 @@ def loss_and_gradient_parallel(loss_id, logits, out, labels, targets, grad):
     n_blocks = (n_rows + rows - 1) // rows
     partial = np.empty(n_blocks)
     for block in prange(n_blocks):
-        partial[block] = _loss_rows(loss_id, logits, out, labels, targets, grad, 1.0 / count,
+        partial[block] = _loss_rows(loss_id, logits, out, labels, targets, weights, grad, 1.0 / count,
                                     block * rows, min(n_rows, (block + 1) * rows))
     total = 0.0
     for block in range(n_blocks):

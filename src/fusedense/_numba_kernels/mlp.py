@@ -78,7 +78,7 @@ def mlp_forward(x, params, layers, out, workspace):
 
 
 @kernel
-def mlp_train_step(x, labels, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
+def mlp_train_step(x, labels, targets, weights, params, grads, opt_state, layers, loss_id, hyper, outputs):
     """One minibatch: forward (keeping every z and y; a copy of the outputs in ``outputs``
     unless it is empty), fused loss, backward into ``grads``, optimizer update of ``params``
     in place (for a finite loss). Returns the loss.
@@ -87,16 +87,23 @@ def mlp_train_step(x, labels, targets, params, grads, opt_state, layers, loss_id
     the unused one is empty. Cross-entropy losses fold the last activation in: their gradient
     is w.r.t. the last pre-activation, so the last layer backpropagates as identity.
     """
-    loss = loss_and_gradients(x, labels, targets, params, grads, layers, loss_id,
+    loss = loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id,
                               grads[:0].reshape((0, 0)), outputs)
     return update_if_finite(loss, params, grads, opt_state, hyper)
 
 
 @kernel
-def loss_and_gradients(x, labels, targets, params, grads, layers, loss_id, dx, outputs):
+def mlp_gradient(x, labels, targets, weights, params, grads, layers, loss_id):
+    """mlp_train_step without the optimizer update (the contract's mlp_gradient)."""
+    return loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id,
+                              grads[:0].reshape((0, 0)), grads[:0].reshape((0, 0)))
+
+
+@kernel
+def loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id, dx, outputs):
     """mlp_train_step without the optimizer update: the loss, ``grads``, dLoss/dx into ``dx``
     unless it is (0, 0) (an embedding in front of the network needs it), the outputs into
-    ``outputs`` unless it is empty."""
+    ``outputs`` unless it is empty; ``weights`` (the rows' sample weights) may be empty."""
     n_rows = x.shape[0]
     n_layers = layers.size
     starts = np.empty(n_layers + 1, dtype=np.int64)  # layer l's z/y rows in the workspaces
@@ -125,7 +132,7 @@ def loss_and_gradients(x, labels, targets, params, grads, layers, loss_id, dx, o
     last = n_layers - 1
     logits = zs[starts[last]:].reshape((n_rows, layers[last]["fan_out"]))
     d_out = np.empty_like(logits)
-    loss = loss_and_gradient(loss_id, logits, h, labels, targets, d_out)
+    loss = loss_and_gradient(loss_id, logits, h, labels, targets, weights, d_out)
     folds_activation = loss_id == SPARSE_XENT or loss_id == CATEGORICAL_XENT or loss_id == BINARY_XENT
 
     if n_covered != params.size:  # gaps between layers get a zero gradient, as in the reference
