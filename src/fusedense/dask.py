@@ -197,9 +197,8 @@ def predict(model, data, columns=None, client=None, threads=None):
 
 def predict_proba(model, data, columns=None, client=None, threads=None):
     """``model.predict_proba`` (estimators) or the network's outputs (MLP, Sequential) per block."""
-    method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
-    out = _apply(model, data, method, columns, client, threads)
-    return out
+    return _apply(model, data, "predict_proba" if hasattr(model, "predict_proba") else "predict",
+                  columns, client, threads)
 
 
 def transform(model, data, layer=-1, columns=None, client=None, threads=None):
