@@ -154,8 +154,10 @@ def test_worker_killed_during_predict_still_gives_the_whole_result(client, x):
     time.sleep(0.3)  # some blocks done, most still to run
     victim = sorted(before)[0]
     assert not future.done()
-    with pytest.raises(Exception):
+    try:
         client.run(os._exit, 1, workers=[victim])
+    except Exception:  # the worker dies before it answers
+        pass
     result = future.result(timeout=60)
     assert np.array_equal(result, net.predict(x))
     client.wait_for_workers(2, timeout=60)
