@@ -18,18 +18,18 @@ import numpy as np
 
 BLOCK = 50_000
 SIZES = [784, 128, 64, 10]
-_BLOCKS = {}  # this process's input block, made once
+def _make_block(rows=BLOCK):
+    return np.random.default_rng(rows).random((rows, SIZES[0]), dtype=np.float32)
 
 
 def _input_block(index, rows=BLOCK):
-    # on a worker the cache hangs on the Worker: this function reaches it pickled by value, globals and all
-    try:
-        from distributed import get_worker
-        cache = get_worker().__dict__.setdefault("bench_blocks", {})
-    except ValueError:
-        cache = _BLOCKS
+    """The worker's one input block, made on first use and kept on the Worker object: this
+    function reaches the worker pickled by value, so a module-level cache would travel with every
+    task (and one filled by the local runs would carry their block along)."""
+    from distributed import get_worker
+    cache = get_worker().__dict__.setdefault("bench_blocks", {})
     if rows not in cache:
-        cache[rows] = np.random.default_rng(rows).random((rows, SIZES[0]), dtype=np.float32)
+        cache[rows] = _make_block(rows)
     return cache[rows]
 
 
@@ -56,7 +56,7 @@ def predict_table(clients, rows, repeats):
 
     net = _network()
     n_blocks = rows // BLOCK
-    local_block = _input_block(0)
+    local_block = _make_block()
 
     def local(threads):
         def run():
