@@ -207,7 +207,8 @@ class MLP:
         return state
 
     def __setstate__(self, state):
-        state = dict(state)
+        # joblib.load(mmap_mode=...) hands back read-only memmaps: the model trains in owned arrays
+        state = {k: np.array(v) if isinstance(v, np.memmap) else v for k, v in state.items()}
         backend, layout, alphas = state.pop("backend_name"), state.pop("layout"), state.pop("alphas")
         self.__dict__.update(state)
         self._training = threading.RLock()
@@ -323,10 +324,11 @@ class MLP:
         x = self.as_inputs(x)
         return self.fused_step(x, self.as_targets(targets, x.shape[0], loss), loss.id)
 
-    def fused_step(self, x, targets, loss_id, outputs=None) -> float:
+    def fused_step(self, x, targets, loss_id, outputs=None, sample_weight=None) -> float:
         """train_step without the checks, for loops that validated their data once; ``outputs``
         (None, or a C-contiguous (n, n_outputs) array of the model's dtype) receives the
-        network's outputs for ``x`` before the update."""
+        network's outputs for ``x`` before the update; ``sample_weight``: None, or (n,) weights
+        of the model's dtype scaling each row's loss (the engine's mean over the n rows)."""
         with self.training():
             if self.optimizer is None:
                 self.set_optimizer("adam")
@@ -334,7 +336,7 @@ class MLP:
                 self.grads = np.zeros(self.n_params, self.dtype)
             step = self.step + 1
             self._hyper[abi.H_STEP] = step
-            loss = self._train_kernel(x, targets, loss_id, outputs)
+            loss = self._train_kernel(x, targets, loss_id, outputs, sample_weight)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"training diverged: the loss became {loss} at optimizer step {step}, which was not "
@@ -355,10 +357,10 @@ class MLP:
         finally:
             self._training.release()
 
-    def _train_kernel(self, x, targets, loss_id, outputs) -> float:
+    def _train_kernel(self, x, targets, loss_id, outputs, sample_weight) -> float:
         """The one backend call of a training step (subclasses with other inputs override it)."""
         return self.engine.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
-                                            self._layers, loss_id, self._hyper, outputs)
+                                            self._layers, loss_id, self._hyper, outputs, sample_weight)
 
     def train_epoch(self, x, targets, loss_id, batch_size, order=None, outputs=None) -> float:
         """One pass over checked ``x`` / ``targets`` (as ``as_inputs`` / ``as_targets`` return
