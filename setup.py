@@ -7,6 +7,7 @@ Environment switches:
 """
 import glob
 import os
+import runpy
 
 import numpy as np
 from Cython.Build import cythonize
@@ -30,11 +31,21 @@ if os.environ.get("FUSEDENSE_SANITIZE") == "1":
     compile_args += sanitize
     link_args += sanitize
 
+# The tuning table (src/fusedense/tuning.py, read by the Numba engine too) as a C header in the
+# build tree; run by path, since the package cannot be imported before it is built.
+GENERATED = os.path.join("build", "generated")
+os.makedirs(GENERATED, exist_ok=True)
+header = runpy.run_path(os.path.join("src", "fusedense", "tuning.py"))["c_header"]()
+header_path = os.path.join(GENERATED, "tuning.h")
+if not os.path.exists(header_path) or open(header_path).read() != header:  # keep its mtime otherwise
+    with open(header_path, "w") as f:
+        f.write(header)
+
 extensions = [
     Extension(
         f"fusedense._kernels.{os.path.splitext(os.path.basename(path))[0]}",
         [path],
-        include_dirs=[np.get_include(), "kernels"],
+        include_dirs=[np.get_include(), "kernels", GENERATED],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
@@ -46,9 +57,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         build_dir="build/cython",  # generated C stays out of kernels/
-        # kernels/: the shared .pxd helpers; src/: the .pxd of a kernel module that others cimport
-        # (fusedense/_kernels/NAME.pxd, found under the module's full name)
-        include_path=["kernels", "src"],
+        include_path=["kernels"],  # the shared .pxd helpers
         compiler_directives={
             "language_level": 3,
             "boundscheck": DEBUG,

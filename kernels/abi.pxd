@@ -39,4 +39,5 @@ cdef enum:
     H_NESTEROV = 6
     H_DECOUPLED = 7
     H_STEP = 8
-    N_HYPER = 9
+    H_APPLIED = 9
+    N_HYPER = 10

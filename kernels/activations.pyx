@@ -7,7 +7,8 @@ from cython.parallel cimport prange
 from abi cimport *
 from act cimport act_backward_row, act_forward_row, check_act, needs_z
 from arrays cimport buffer, is_float32, optional_buffer, typenum
-from parallel cimport in_parallel
+from thread_policy cimport elementwise_threads, fd_num_threads, fd_set_num_threads, in_parallel
+from tuning cimport ACTIVATION_CHUNK
 from real cimport real
 
 cnp.import_array()
@@ -23,23 +24,17 @@ ABI = {
     "OPT_SGD": OPT_SGD, "OPT_ADAM": OPT_ADAM,
     "H_OPTIMIZER": H_OPTIMIZER, "H_LR": H_LR, "H_BETA1": H_BETA1, "H_BETA2": H_BETA2,
     "H_EPS": H_EPS, "H_WEIGHT_DECAY": H_WEIGHT_DECAY, "H_NESTEROV": H_NESTEROV,
-    "H_DECOUPLED": H_DECOUPLED, "H_STEP": H_STEP, "N_HYPER": N_HYPER,
+    "H_DECOUPLED": H_DECOUPLED, "H_STEP": H_STEP, "H_APPLIED": H_APPLIED,
+    "N_HYPER": N_HYPER,
 }
-
-cdef int n_threads = 1
-# Below this many elements a parallel region costs more than it saves.
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 16
-# Element-wise work is cut into chunks of this many elements (one row-function call each).
-cdef Py_ssize_t CHUNK = 4096
 
 
 def set_num_threads(int n):
-    global n_threads
-    n_threads = max(n, 1)
+    fd_set_num_threads(n)
 
 
 def get_num_threads():
-    return n_threads
+    return fd_num_threads
 
 
 cdef inline Py_ssize_t split(int act, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t* width) noexcept nogil:
@@ -48,8 +43,8 @@ cdef inline Py_ssize_t split(int act, Py_ssize_t rows, Py_ssize_t cols, Py_ssize
     if act == ACT_SOFTMAX or act == ACT_LOG_SOFTMAX:
         width[0] = cols
         return rows
-    width[0] = CHUNK
-    return (rows * cols + CHUNK - 1) // CHUNK
+    width[0] = ACTIVATION_CHUNK
+    return (rows * cols + ACTIVATION_CHUNK - 1) // ACTIVATION_CHUNK
 
 
 cdef int _forward(real tag, z, int act, double alpha, y) except -1:
@@ -57,8 +52,8 @@ cdef int _forward(real tag, z, int act, double alpha, y) except -1:
     cdef const real* zp = <real*>buffer(z, "z", typenum(tag), rows, cols)
     cdef real* yp = <real*>buffer(y, "y", typenum(tag), rows, cols, True)
     cdef Py_ssize_t pieces = split(act, rows, cols, &width)
-    if in_parallel(n_threads if total >= PARALLEL_MIN_ELEMENTS else 1, pieces):
-        for p in prange(pieces, nogil=True, schedule="static", num_threads=n_threads):
+    if in_parallel(elementwise_threads(fd_num_threads, total), pieces):
+        for p in prange(pieces, nogil=True, schedule="static", num_threads=fd_num_threads):
             act_forward_row(act, <real>alpha, zp + p * width, yp + p * width,
                             min(width, total - p * width))
     else:
@@ -78,8 +73,8 @@ cdef int _backward(real tag, dy, z, y, int act, double alpha, dz) except -1:
     cdef Py_ssize_t pieces = split(act, rows, cols, &width)
     if zp == NULL and (yp == NULL or needs_z(act)):
         raise ValueError(f"z: activation id {act} needs z to compute its derivative")
-    if in_parallel(n_threads if total >= PARALLEL_MIN_ELEMENTS else 1, pieces):
-        for p in prange(pieces, nogil=True, schedule="static", num_threads=n_threads):
+    if in_parallel(elementwise_threads(fd_num_threads, total), pieces):
+        for p in prange(pieces, nogil=True, schedule="static", num_threads=fd_num_threads):
             backward_piece(act, <real>alpha, dyp, zp, yp, dzp, p * width,
                            min(width, total - p * width))
     else:

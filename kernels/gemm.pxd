@@ -5,6 +5,8 @@ from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from real cimport real
+from tuning cimport (BLAS_MIN_ROWS, BLAS_MIN_WORK, NARROW_COLUMNS, NARROW_PASS_ROWS,
+                    PACKED_MIN_B_BYTES, PACKED_MIN_ROWS)
 
 cdef extern from "microkernels.h" nogil:
     void gemm_nb_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t a_rs,
@@ -24,29 +26,16 @@ cdef extern from "microkernels.h" nogil:
     void gemm_nt_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
                    const double* B, Py_ssize_t ldb, double* C, Py_ssize_t ldc)
 
-# BLAS pays off once a product has this many multiply-adds and enough rows to share out.
-# Below, the micro-kernels match or beat single-thread OpenBLAS (AVX-512 build: ~140 GFLOP/s
-# at 32x784x128, ~100 at 64x200x27, whose 27 columns end in a partial vector) and never wake a
-# BLAS thread pool, whose call, packing and wake-up dominate small products.
-cdef enum:
-    BLAS_MIN_WORK = 1 << 23
-    BLAS_MIN_ROWS = 8
-
-
 cdef inline bint worth_blas(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """BLAS pays off once a product has BLAS_MIN_WORK multiply-adds and rows to share out;
+    below, the micro-kernels match single-thread BLAS and wake no BLAS thread pool."""
     return m >= BLAS_MIN_ROWS and n >= BLAS_MIN_ROWS and m * n * k >= BLAS_MIN_WORK
 
 
-# A product packs its operands (packed_gemm_nb) from this size of B and this many rows of A.
-# Read in place, a B that does not fit L2 beside A and C is read from memory by every row tile
-# (its rows 4 KiB apart, every step a new page); packed, each strip of B is read from memory
-# once and then from L1. With fewer rows the copy costs more than it saves.
-cdef enum:
-    PACKED_MIN_B_BYTES = 1 << 22
-    PACKED_MIN_ROWS = 16
-
-
 cdef inline bint worth_packing(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, size_t itemsize) noexcept nogil:
+    """Whether a product packs its operands (packed_gemm_nb): a B that does not fit L2 beside A
+    and C would be read from memory by every row tile, while packed each strip of B is read
+    from memory once; with few rows the copy costs more than it saves."""
     return m >= PACKED_MIN_ROWS and k * n * itemsize >= PACKED_MIN_B_BYTES
 
 
@@ -136,21 +125,14 @@ cdef inline void micro_gemm_abt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const 
     free(Bt)
 
 
-cdef enum:
-    NARROW_COLUMNS = 16  # micro_gemm_atb makes a C with fewer columns transposed
-    NARROW_PASS_ROWS = 16  # rows of C per transposed pass (its stack buffer)
-
-
 cdef inline void micro_gemm_atb(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* A,
                                 Py_ssize_t lda, const real* B, Py_ssize_t ldb,
                                 real* C) noexcept nogil:
     """C (m x n, contiguous) := Aᵀ @ B with A k x m (row stride lda): dW = xᵀ dz. A narrow C
     (an output layer's dW: 10 classes) would leave most lanes of the tiles' vectors empty (10 of
-    AVX2's 16); it is made as Cᵀ = Bᵀ A, vectors along C's rows, 16 rows at a time, and
-    transposed. Every element is the same products added in the same order (a·b = b·a
-    exactly): the same bits either way. Measured over a 100-row dW at batch 200 (float32, AVX2,
-    AMD EPYC), transposed against direct: 10 columns 7.5 against 9.8 µs; 2 columns 2.8 against
-    8.3; 1 column 2.2 against 9.4."""
+    AVX2's 16); it is made as Cᵀ = Bᵀ A, vectors along C's rows, NARROW_PASS_ROWS rows at a
+    time, and transposed. Every element is the same products added in the same order
+    (a·b = b·a exactly): the same bits either way."""
     cdef real transposed[NARROW_COLUMNS * NARROW_PASS_ROWS]
     cdef Py_ssize_t i0 = 0, rows
     if n >= NARROW_COLUMNS:

@@ -5,51 +5,32 @@
  * A[i,p] * B[p,j] added one by one in increasing p, whatever the tile that computes it: the
  * result of an element does not depend on the batch size, its row or its column. */
 
+#include "tuning.h"  /* the blocking sizes: src/fusedense/tuning.py, the row of this vector width */
+#if FD_VBYTES == 64
+#define FD_TUNED(name) FD_TUNE_avx512_##name
+#elif FD_VBYTES == 32
+#define FD_TUNED(name) FD_TUNE_avx2_##name
+#else
+#define FD_TUNED(name) FD_TUNE_generic_##name
+#endif
+
 #define FD_VLEN (FD_VBYTES / (int)sizeof(FD_REAL))  /* elements per vector */
 #define FD_LANES (2 * FD_VLEN)  /* columns of a batch tile */
-#if FD_VBYTES == 64
-#define FD_ROWS 8  /* rows of a batch tile: 8 x 2 vectors = 16 accumulators of AVX-512's 32 registers */
-#elif FD_VBYTES == 32
-/* 6 x 2 vectors = 12 accumulators of AVX2's 16 registers, as BLIS's and OpenBLAS's Haswell
- * kernels (measured on Zen 3, f32 GFLOP/s with 4 rows -> 6: 73 -> 83 at 32x784x128, 74 -> 86
- * at 256x784x128, 75 -> 78 at 200x64x100, 41 -> 46 at 200x100x10, 86 -> 89 at 784x32x128
- * transposed A, 64 -> 68 packed at 64x1024x1024) */
-#define FD_ROWS 6
-#else
-#define FD_ROWS 4  /* 4 x 2 vectors = 8 accumulators of SSE2's 16 registers */
-#endif
-#if FD_VBYTES == 32
-/* gemm_packed's k slice: on Zen 3 longer than the in-place one (whose 256 stays best there),
- * so C is reloaded less often and the copy of B is 256 f32 columns wide (measured, f32
- * GFLOP/s, three alternating runs, slices of 256 -> 1024: 72 -> 76 at 64x1024x1024, 78 -> 83.5
- * at 256x1024x1024, 62 -> 65 at 32x1024x1024, 66 -> 68 at 64x1024x4096, 69 -> 69 at
- * 64x4096x1024, 67.5 -> 80 at 64x784x1000; 512: halfway) */
-#define FD_PACKED_KC 1024
-#else
-#define FD_PACKED_KC FD_KC
-#endif
+/* rows of a batch tile: rows x 2 vectors of accumulators, about half the vector registers */
+#define FD_ROWS FD_TUNED(TILE_ROWS)
+/* k slice: a batch tile's B strip (FD_KC x FD_LANES) stays in L1 while the row tiles pass
+ * over it; C is reloaded once per slice */
+#define FD_KC FD_TUNED(KC)
+#define FD_PACKED_KC FD_TUNED(PACKED_KC)  /* gemm_packed's k slice: C reloaded once per slice */
 #define FD_WIDE 8  /* vectors of a lone row's tile: 8 independent accumulators hide FMA latency */
-#ifndef FD_KC
-/* k slice: a batch tile's B strip (FD_KC x FD_LANES, 16-32 KiB) stays in L1 while the row
- * tiles pass over it; C is reloaded once per slice */
-#define FD_KC 256
-/* with a transposed A (dW = xᵀ dz) every k step of a tile reads its own cache line of A, so
- * slices are shorter: those lines and the B strip fit L1 together (measured at 784x256x128:
- * 118 GFLOP/s with slices of 256, 124 with 128, 145 with 64) */
-#define FD_KC_TRANSPOSED 64
-/* gemm_packed's copy of B: one k slice x as many columns as fit this (L2 is 1-4 MiB) */
-#define FD_PACKED_B_BYTES (1 << 20)
-#endif
+#define FD_KC_TRANSPOSED FD_TUNE_KC_TRANSPOSED
+#define FD_PACKED_B_BYTES FD_TUNE_PACKED_B_BYTES
 #ifndef FD_STREAM_MIN_B_BYTES  /* (tests/gemm_paths.c sets both: every row through one path) */
-/* gemm_nb streams rows instead of tiling them (see stream): all rows from this size of B,
- * past Zen 3's 512 KiB L2 (measured on one core with AVX2 tiles of 4 rows, tiles' time /
- * streamed: 1.4 at 4x512x512, 2.2 at 4x1024x1024, 2.5 at 8x1024x1024, 1.6 at 32x1024x1024;
- * 1.15 at 4x384x384, 0.94 at 4x784x128) */
-#define FD_STREAM_ALL_MIN_B_BYTES (1 << 20)
-/* and the rows of 2- and 1-row tiles from this size, when their tiles do not span n (see
- * tiled_rows; at 1 row: 1.09 at 128x128, 1.14 at 784x128, 2.05 at 1024x1024; 0.78 at 128x64 and
- * 256x64, which one tile spans; at 2-3 rows 1.2-1.5 from 128x64 on) */
-#define FD_STREAM_MIN_B_BYTES (1 << 16)
+/* gemm_nb streams rows instead of tiling them (see stream) over a B past L2: all rows from
+ * FD_STREAM_ALL_MIN_B_BYTES, and the rows of 2- and 1-row tiles from FD_STREAM_MIN_B_BYTES
+ * when their tiles do not span n (see tiled_rows) */
+#define FD_STREAM_ALL_MIN_B_BYTES FD_TUNE_STREAM_ALL_MIN_B_BYTES
+#define FD_STREAM_MIN_B_BYTES FD_TUNE_STREAM_MIN_B_BYTES
 #endif
 
 #ifndef FD_MICROKERNELS_ONCE
@@ -245,10 +226,9 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(panel)(
         FD_NAME(column_of_tiles)(rows, 1, (int)(n - j), i0, i1, j, s);
 }
 
-/* One compiled panel per row count (panel_FD_ROWS: the full tiles). With all of them inlined
- * into gemm_nb, the register allocator of that one large function kept the edge tiles' strides
- * and an accumulator on the stack (measured at 200x64x100 float32: 100 GFLOP/s inlined, 112
- * split; masked edge stores then brought it to 131). */
+/* One compiled panel per row count (panel_FD_ROWS: the full tiles): with all of them inlined
+ * into gemm_nb, the register allocator kept the edge tiles' strides and an accumulator on the
+ * stack. */
 #define FD_PANEL(rows, nv)                                                                     \
     static __attribute__((noinline)) FD_TARGET void FD_NAME(panel_##rows)(                      \
             ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t n, const FD_NAME(slice) *s)                    \
@@ -271,11 +251,9 @@ FD_PANEL(1, FD_WIDE)
  * stay in L1/L2. Every element still adds its products one by one in increasing p, from the
  * same start: the same bits as the tiles. */
 
-/* c + a * b rounded once where the ISA has FMA: the tiles' `acc += a * b` becomes one through
- * GCC's contraction, but in a streamed pass, whose start is a runtime choice, GCC hoisted the
- * product out of the start's branches and, with two uses, left it a separate multiply and add
- * (measured: other bits than the tiles at 3 rows x 2 steps per pass). Without FMA (the SSE2
- * build) both are a multiply and an add. */
+/* c + a * b rounded once where the ISA has FMA, written out: the tiles get theirs from GCC's
+ * contraction of `acc += a * b`, which GCC did not apply in a streamed pass (other bits than
+ * the tiles). Without FMA (the SSE2 build) both are a multiply and an add. */
 static inline __attribute__((always_inline)) FD_TARGET FD_NAME(vec) FD_NAME(fma)(
         FD_NAME(vec) c, FD_REAL a, FD_NAME(vec) b)
 {
@@ -294,13 +272,11 @@ static inline __attribute__((always_inline)) FD_TARGET FD_NAME(vec) FD_NAME(fma)
 
 #define FD_STREAM_ROWS 4  /* rows of C per pass */
 /* steps of B per pass (FD_STREAMED below): 4; 8 for a lone row over a B of
- * FD_STREAM_DEEP_B_BYTES or more, which comes from memory more than from L3 (more rows of B in
- * flight: 1x1024x4096 f32 386 -> 363 us, 1x1024x1024 f64 145 -> 133, the ffn benchmark's pair
- * of 16 MiB products 1.2-1.8 -> 1.0-1.45 ms; but 63 -> 66 us at 1x1024x1024 f32, and at 2-3
- * rows slower by up to 1.3x: their broadcasts of A no longer fit the registers) */
+ * FD_STREAM_DEEP_B_BYTES or more, which comes from memory more than from L3 and wants more rows
+ * of B in flight (2-3 rows cannot take 8: their broadcasts of A would not fit the registers) */
 #define FD_STREAM_MAX_STEPS 8
 #ifndef FD_STREAM_DEEP_B_BYTES  /* (tests/gemm_paths.c sets it: every lone row 8 steps) */
-#define FD_STREAM_DEEP_B_BYTES (1 << 23)
+#define FD_STREAM_DEEP_B_BYTES FD_TUNE_STREAM_DEEP_B_BYTES
 #endif
 
 /* Vector j of rows [0, rows) of C: the start (C, the bias or 0) plus A[r, 0:steps] @
@@ -396,13 +372,9 @@ static FD_TARGET void FD_NAME(streamed_rows)(
 }
 
 /* gemm_nb's rows [0, result) go to the tiles, the rest is streamed (FD_STREAM_*). Under
- * FD_STREAM_ALL_MIN_B_BYTES the rows of 2- and 1-row tiles are streamed, not those of a 4-row
- * tile (AVX2 f32, 4 rows, tiles' time / streamed: 0.90 at 784x128, 0.83 at 5x128x128 against
- * 4 + 1 streamed rows; 1.2 at 200x1000, 1.1 at 400x400, near the threshold), and a lone row
- * only past two of its tiles' widths: over two strips its tiles keep pace (dense_forward, one
- * row, W 16 bytes past a cache line as numpy's large arrays start: 6.2 us tiled, 7.0 streamed
- * at 784x128; at 256 and more columns streaming wins, 4.3 -> 4.0 us at 256x256, 14.6 -> 11.4
- * at 200x1000; 2 and 3 rows at 784x128 stream in 7.4 and 8.9 us against 10.3 and 16.0). */
+ * FD_STREAM_ALL_MIN_B_BYTES only the rows of 2- and 1-row tiles are streamed (a 4-row tile
+ * keeps pace with streaming there), and a lone row only past two of its tiles' widths (over two
+ * strips its tiles keep pace). */
 static inline FD_TARGET ptrdiff_t FD_NAME(tiled_rows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
     ptrdiff_t b_bytes = k * n * (ptrdiff_t)sizeof(FD_REAL), few = m % FD_ROWS % 4;
@@ -478,8 +450,7 @@ static FD_TARGET void FD_NAME(gemm_nb)(
 /* --- the packed path (large B): GotoBLAS-style copies so the inner loops read contiguous memory ---
  * Read in place, a tile's B strip has its rows ldb apart: with ldb a multiple of 4 KiB (a width
  * of 1024 floats) all rows of the strip fall in the same L1 sets and each sits on its own page,
- * so the strip does not stay in L1 and every step misses the TLB (measured at 64x1024x1024:
- * 55-64 GFLOP/s in place against 130+ when B fits L2). Copied once per k slice and column chunk
+ * so the strip does not stay in L1 and every step misses the TLB. Copied once per k slice and column chunk
  * into strips of FD_LANES columns (kc x FD_LANES, contiguous) the strip stays in L1 across the
  * row tiles; A, copied per k slice into groups of FD_ROWS rows (a step's FD_ROWS elements side
  * by side), streams from L2. The arithmetic is the same products in the same order, so the
@@ -616,8 +587,12 @@ static FD_TARGET void FD_NAME(gemm_nt)(
     }
 }
 
+#undef FD_TUNED
 #undef FD_ROWS
+#undef FD_KC
 #undef FD_PACKED_KC
+#undef FD_KC_TRANSPOSED
+#undef FD_PACKED_B_BYTES
 #undef FD_WIDE
 #undef FD_VLEN
 #undef FD_LANES

@@ -1,10 +1,11 @@
 # Optimizer updates over a range of the flat parameter buffer, one pass each (optimizers.h),
 # and the one chunked loop that runs them over a whole buffer; shared by optim.pyx (sgd_step,
-# adam_step), the fused training step in layers.pyx and embedding.pyx.
+# adam_step), the fused training step (train.pxd).
 from cython.parallel cimport prange
 
 from abi cimport OPT_SGD
-from parallel cimport in_parallel
+from thread_policy cimport elementwise_threads, in_parallel
+from tuning cimport OPTIMIZER_CHUNK
 from real cimport real
 
 cdef extern from "optimizers.h" nogil:
@@ -26,13 +27,6 @@ cdef struct Optimizer:
     int kind
     double lr, beta1, beta2, eps, weight_decay, correction1, correction2
     bint nesterov, decoupled
-
-
-cdef enum:
-    # parameters per task of optimizer_pass; threads only from this many parameters (below, a
-    # pass takes a few µs, less than waking the threads)
-    OPT_CHUNK = 1 << 13
-    OPT_PARALLEL_MIN = 1 << 16
 
 
 cdef inline void sgd_update(real* p, const real* g, real* v, Py_ssize_t n, real lr, real momentum,
@@ -77,12 +71,12 @@ cdef inline void optimizer_pass(const Optimizer* opt, real* params, const real* 
     """The step on params[start:end] (arguments as optimizer_update), in chunks shared over
     OpenMP threads. Each element's update depends on that element alone: the same result for
     any thread count."""
-    cdef Py_ssize_t c, chunks = (end - start + OPT_CHUNK - 1) // OPT_CHUNK
-    if in_parallel(threads if end - start >= OPT_PARALLEL_MIN else 1, chunks):
+    cdef Py_ssize_t c, chunks = (end - start + OPTIMIZER_CHUNK - 1) // OPTIMIZER_CHUNK
+    if in_parallel(elementwise_threads(threads, end - start), chunks):
         for c in prange(chunks, nogil=True, schedule="static", num_threads=threads):
-            optimizer_update(opt, params, grads, first, second, start + c * OPT_CHUNK,
-                             min(OPT_CHUNK, end - start - c * OPT_CHUNK))
+            optimizer_update(opt, params, grads, first, second, start + c * OPTIMIZER_CHUNK,
+                             min(OPTIMIZER_CHUNK, end - start - c * OPTIMIZER_CHUNK))
     else:
         for c in range(chunks):
-            optimizer_update(opt, params, grads, first, second, start + c * OPT_CHUNK,
-                             min(OPT_CHUNK, end - start - c * OPT_CHUNK))
+            optimizer_update(opt, params, grads, first, second, start + c * OPTIMIZER_CHUNK,
+                             min(OPTIMIZER_CHUNK, end - start - c * OPTIMIZER_CHUNK))

@@ -8,19 +8,17 @@ from abi cimport OPT_ADAM, OPT_SGD
 from arrays cimport buffer, dim, is_float32, typenum
 from optim cimport Optimizer, optimizer_pass
 from real cimport real
+from thread_policy cimport fd_num_threads, fd_set_num_threads
 
 cnp.import_array()
 
-cdef int n_threads = 1
-
 
 def set_num_threads(int n):
-    global n_threads
-    n_threads = max(n, 1)
+    fd_set_num_threads(n)
 
 
 def get_num_threads():
-    return n_threads
+    return fd_num_threads
 
 
 cdef int _sgd(real tag, params, grads, velocity, double lr, double momentum, bint nesterov,
@@ -34,7 +32,7 @@ cdef int _sgd(real tag, params, grads, velocity, double lr, double momentum, bin
     cdef Optimizer opt
     opt.kind, opt.lr, opt.beta1, opt.nesterov, opt.weight_decay = OPT_SGD, lr, momentum, nesterov, weight_decay
     with nogil:
-        optimizer_pass(&opt, p, g, v if momentum != 0 else NULL, NULL, 0, n, n_threads)
+        optimizer_pass(&opt, p, g, v if momentum != 0 else NULL, NULL, 0, n, fd_num_threads)
     return 0
 
 
@@ -51,7 +49,7 @@ cdef int _adam(real tag, params, grads, m, v, long step, double lr, double beta1
     opt.weight_decay, opt.decoupled = weight_decay, decoupled
     opt.correction1, opt.correction2 = 1 - pow(beta1, step), 1 - pow(beta2, step)
     with nogil:
-        optimizer_pass(&opt, p, g, mp, vp, 0, n, n_threads)
+        optimizer_pass(&opt, p, g, mp, vp, 0, n, fd_num_threads)
     return 0
 
 

@@ -64,13 +64,9 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(adam_exact)(
 #if FD_FLOAT && FD_VBYTES == 64
 /* float on AVX-512: the exact loop waits on the divider (a square root and a division per
  * vector). Here 1/d comes from the 14-bit reciprocal estimate (one fast instruction) refined by
- * one Newton step, to about 1 ulp; the square root stays exact. Measured on an AVX-512 Xeon
- * inside the 784-128-64-10 training step at batch 32 (the update runs on each slice of dW as it
- * is made, see backward_tasks in layers.pyx): 6% less time per step than the exact loop; a 1/√v
- * estimate in place of the square root as well made the step 6% slower again.
- * AVX2 takes the exact loop: on an AMD EPYC (Zen 3 class, a ymm division every ~3 cycles) the
- * estimate's extra instructions cost more than the division (exact 0.42 against 0.51 ns per
- * element on 109k floats; the batch-32 step above 3.6% faster, median of 8 alternated runs).
+ * one Newton step, to about 1 ulp; the square root stays exact (an estimate there too was
+ * slower again). AVX2 takes the exact loop: where a ymm division issues every ~3 cycles the
+ * estimate's extra instructions cost more than the division.
  * d = +inf (v or g infinite) gives 1/d = 0, as the exact m/d gives 0 (NaN where m is infinite
  * too); a NaN d stays NaN; ε below FLT_MIN (where d could be 0) takes the exact loop. Every lane
  * depends only on its own element, not on where it sits in the buffer. */

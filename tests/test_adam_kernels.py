@@ -128,7 +128,8 @@ def test_train_step_update_equals_the_optimizer_kernel_on_its_gradient(dtype, op
     labels = rng.integers(0, sizes[-1], 33)
     hyper = make_hyper(optimizer, lr=0.01, step=4, momentum=0.9, weight_decay=0.01)
     p_fused, s_fused, grads = params.copy(), state.copy(), np.empty_like(params)
-    layers.mlp_train_step(x, labels, p_fused, grads, s_fused, record(layout, alphas), abi.LOSS_SPARSE_XENT, hyper)
+    layers.mlp_train_step(x, labels, p_fused, grads, s_fused, record(layout, alphas), abi.LOSS_SPARSE_XENT, hyper,
+                          None, None)
     p_sep, s_sep = params.copy(), state.copy()
     if optimizer == "nesterov":
         optim.sgd_step(p_sep, grads, s_sep[0], 0.01, 0.9, True, 0.01)

@@ -7,6 +7,7 @@ import pytest
 import fusedense as fd
 from fusedense import abi, reference
 from fusedense.activations import BY_ID, get_activation
+from support import record
 
 cython_backend = pytest.importorskip(
     "fusedense._backends.cython_backend",
@@ -69,7 +70,7 @@ def test_mlp_forward_matches_reference_across_row_blocks(dtype, batch, network):
     params = (rng.standard_normal(n) * 0.1).astype(dtype)
     x = rng.standard_normal((batch, sizes[0])).astype(dtype)
     out = fd.mlp_forward(x, params, layout, alphas, backend="cython")
-    np.testing.assert_allclose(out, reference.mlp_forward(x, params, layout, alphas), **TOL[dtype])
+    np.testing.assert_allclose(out, reference.mlp_forward(x, params, record(layout, alphas)), **TOL[dtype])
 
 
 def _targets(loss_id, batch, classes, dtype, rng):
@@ -108,7 +109,7 @@ def _train_case(network, loss_id, optimizer, dtype, batch, rng):
     state = rng.random((1 if optimizer.startswith("sgd") else 2, n)).astype(dtype)
     x = rng.standard_normal((batch, sizes[0])).astype(dtype)
     targets = _targets(loss_id, batch, sizes[-1], dtype, rng)
-    return x, targets, params, state, layout, alphas
+    return x, targets, params, state, record(layout, alphas)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -118,13 +119,13 @@ def _train_case(network, loss_id, optimizer, dtype, batch, rng):
 @pytest.mark.parametrize("network", TRAIN_NETWORKS)
 def test_mlp_train_step_matches_reference_across_thresholds(dtype, batch, loss_id, optimizer, network):
     rng = _rng()
-    x, targets, params, state, layout, alphas = _train_case(network, loss_id, optimizer, dtype, batch, rng)
+    x, targets, params, state, layers_ = _train_case(network, loss_id, optimizer, dtype, batch, rng)
     targets = _targets(loss_id, batch, 5, dtype, rng)
     hyper = _hyper(optimizer)
     p_ref, s_ref = params.copy(), state.copy()
-    loss_ref, grads_ref = reference.mlp_train_step(x, targets, p_ref, layout, alphas, s_ref, loss_id, hyper)
+    loss_ref, grads_ref = reference.mlp_train_step(x, targets, p_ref, layers_, s_ref, loss_id, hyper)
     grads = np.empty_like(params)
-    loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layout, alphas, loss_id, hyper)
+    loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layers_, loss_id, hyper, None, None)
     np.testing.assert_allclose(loss, loss_ref, rtol=TOL[dtype]["rtol"])
     for got, want in ((grads, grads_ref), (params, p_ref), (state, s_ref)):
         np.testing.assert_allclose(got, want, **TOL[dtype])
@@ -144,8 +145,8 @@ def test_train_step_dW_is_the_same_bits_as_dense_backward_at_every_width(dtype, 
     x = rng.standard_normal((batch, n_in)).astype(dtype)
     targets = rng.standard_normal((batch, n_out)).astype(dtype)
     grads, y = np.empty_like(params), np.empty((batch, n_out), dtype)
-    cython_backend.mlp_train_step(x, targets, params.copy(), grads, np.zeros((1, n), dtype), layout, alphas,
-                                  abi.LOSS_MSE, _hyper("sgd"), y)
+    cython_backend.mlp_train_step(x, targets, params.copy(), grads, np.zeros((1, n), dtype),
+                                  record(layout, alphas), abi.LOSS_MSE, _hyper("sgd"), y, None)
     dz = 2 * (y - targets) * (dtype(1) / dtype(batch * n_out))
     dW, db = np.empty((n_in, n_out), dtype), np.empty(n_out, dtype)
     W = params[:n_in * n_out].reshape(n_in, n_out)
@@ -187,9 +188,10 @@ def test_mlp_train_step_with_gaps_in_params_matches_reference():
     x, labels = rng.standard_normal((7, 6)), rng.integers(0, 3, 7)
     hyper = _hyper("sgd")
     p_ref = params.copy()
-    _, grads_ref = reference.mlp_train_step(x, labels, p_ref, layout, alphas, state.copy(), 0, hyper)
+    layers_ = record(layout, alphas, n + 4)
+    _, grads_ref = reference.mlp_train_step(x, labels, p_ref, layers_, state.copy(), 0, hyper)
     grads = np.full_like(params, np.nan)
-    cython_backend.mlp_train_step(x, labels, params, grads, state, layout, alphas, 0, hyper)
+    cython_backend.mlp_train_step(x, labels, params, grads, state, layers_, 0, hyper, None, None)
     np.testing.assert_allclose(grads, grads_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(params, p_ref, rtol=1e-12, atol=1e-12)
 
@@ -264,11 +266,11 @@ def test_mlp_train_step_results_do_not_depend_on_the_thread_count():
     try:
         for n_threads in (1, 2, 3):
             fd.set_num_threads(n_threads)
-            x, targets, params, state, layout, alphas = _train_case(
+            x, targets, params, state, layers_ = _train_case(
                 network, abi.LOSS_SPARSE_XENT, "adamw", np.float32, 1000, _rng())  # enough work for threads
             grads = np.empty_like(params)
-            loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layout, alphas,
-                                                 abi.LOSS_SPARSE_XENT, _hyper("adamw"))
+            loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layers_,
+                                                 abi.LOSS_SPARSE_XENT, _hyper("adamw"), None, None)
             results.append((loss, grads, params, state))
     finally:
         fd.set_num_threads(previous)
@@ -340,9 +342,38 @@ def test_compiled_entry_points_reject_buffers_of_the_wrong_shape_or_dtype():
         layers.dense_forward(x, W, b, 99, 0.0, np.empty((4, 2)), None)
 
 
-def test_compiled_entry_points_reject_out_of_range_labels_and_layouts():
-    with pytest.raises(ValueError, match="labels"):
-        layers.softmax_xent(np.zeros((2, 3)), np.array([0, 3]), None)
-    layout, alphas, n = fd.make_layout([3, 2], ["relu"])
-    with pytest.raises(ValueError, match="layout"):
-        layers.mlp_forward(np.ones((1, 3)), np.ones(n - 1), layout, alphas, np.empty((1, 2)))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss_id", sorted(abi.LOSSES.values()))
+def test_loss_matches_reference_with_and_without_a_gradient(dtype, loss_id):
+    rng = _rng()
+    outputs = rng.standard_normal((33, 7)).astype(dtype)
+    targets = _targets(loss_id, 33, 7, dtype, rng)
+    if loss_id == abi.LOSS_CATEGORICAL_XENT:
+        targets *= dtype(0.8)  # rows summing to less than 1: the gradient's softmax·Σt term
+    loss_ref, grad_ref = reference.loss_and_gradient(loss_id, outputs, targets)
+    grad = np.empty_like(outputs)
+    loss = layers.loss(loss_id, outputs, targets, grad)
+    np.testing.assert_allclose(loss, loss_ref, rtol=TOL[dtype]["rtol"])
+    np.testing.assert_allclose(grad, grad_ref, **TOL[dtype])
+    assert layers.loss(loss_id, outputs, targets, None) == loss
+
+
+@pytest.mark.parametrize("loss_id", [abi.LOSS_SPARSE_XENT, abi.LOSS_MSE])
+def test_networks_of_more_than_64_layers_forward_and_train(loss_id):
+    """No fixed layer cap: per-layer scratch is sized from the record."""
+    rng = _rng()
+    sizes = [5] * 100 + [3]
+    layout, alphas, n = fd.make_layout(sizes, ["tanh"] * 99 + ["softmax"])
+    layers_ = record(layout, alphas)
+    params = rng.standard_normal(n) * 0.3
+    x = rng.standard_normal((9, 5))
+    targets = _targets(loss_id, 9, 3, np.float64, rng)
+    out = np.empty((9, 3))
+    cython_backend.mlp_forward(x, params, layers_, out)
+    np.testing.assert_allclose(out, reference.mlp_forward(x, params, layers_), **TOL[np.float64])
+    p_ref, state, hyper = params.copy(), np.zeros((1, n)), _hyper("sgd")
+    loss_ref, grads_ref = reference.mlp_train_step(x, targets, p_ref, layers_, state.copy(), loss_id, hyper)
+    grads = np.empty_like(params)
+    loss = cython_backend.mlp_train_step(x, targets, params, grads, state, layers_, loss_id, hyper, None, None)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
+    np.testing.assert_allclose(grads, grads_ref, **TOL[np.float64])

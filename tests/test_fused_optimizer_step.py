@@ -47,7 +47,7 @@ def _case(network, optimizer, dtype, batch, gap, rng):
 def _step(x, labels, params, state, layout, alphas, hyper):
     grads = np.full_like(params, np.nan)  # every element must be written
     loss = cython_backend.mlp_train_step(x, labels, params, grads, state, record(layout, alphas),
-                                         abi.LOSS_SPARSE_XENT, hyper, None)
+                                         abi.LOSS_SPARSE_XENT, hyper, None, None)
     return loss, grads
 
 

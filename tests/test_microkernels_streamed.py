@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from fusedense import tuning
 from support import assert_close, relu_of
 
 KERNELS = os.path.join(os.path.dirname(__file__), os.pardir, "kernels")
@@ -25,7 +26,7 @@ HUGE = 1 << 62
 PATHS = {"package": [], "tiles": [f"-DFD_STREAM_MIN_B_BYTES={HUGE}", f"-DFD_STREAM_ALL_MIN_B_BYTES={HUGE}"],
          "streamed": ["-DFD_STREAM_MIN_B_BYTES=0", "-DFD_STREAM_ALL_MIN_B_BYTES=0", "-DFD_STREAM_DEEP_B_BYTES=0"]}
 ISAS = {0: "generic", 1: "avx2", 2: "avx512"}
-ROWS = {0: 4, 1: 6, 2: 8}  # FD_ROWS of each build
+ROWS = {isa: tuning.table(name)["TILE_ROWS"] for isa, name in ISAS.items()}  # FD_ROWS of each build
 VECTOR_BYTES = {0: 16, 1: 32, 2: 64}
 WIDE = 8  # FD_WIDE: vectors of a lone row's tile
 
@@ -39,10 +40,11 @@ def libs(tmp_path_factory):
     if shutil.which(compiler) is None:
         pytest.skip(f"no C compiler ({compiler})")
     out = tmp_path_factory.mktemp("gemm_paths")
+    (out / "tuning.h").write_text(tuning.c_header())  # as setup.py generates it
 
     def build(path):
         target = str(out / f"gemm_{path}.so")
-        subprocess.run([compiler, *FLAGS, "-shared", "-fPIC", "-I", KERNELS, *PATHS[path], SOURCE,
+        subprocess.run([compiler, *FLAGS, "-shared", "-fPIC", "-I", KERNELS, "-I", str(out), *PATHS[path], SOURCE,
                         "-o", target], check=True, capture_output=True)
         lib = ctypes.CDLL(target)
         for t in "fd":

@@ -11,7 +11,7 @@ import pytest
 
 import fusedense as fd
 from fusedense import activations, reference
-from support import assert_close, relu_of, run_in_simd_build
+from support import assert_close, record, relu_of, run_in_simd_build
 
 layers = pytest.importorskip(
     "fusedense._kernels.layers", reason="the cython kernels are not built (python setup.py build_ext --inplace)")
@@ -105,5 +105,5 @@ def test_network_forward_with_large_weights_matches_the_reference(batch):
         b[...] = rng.standard_normal(b.shape) * 0.1
     x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     out = np.empty((batch, sizes[-1]), np.float32)
-    layers.mlp_forward(x, params, layout, np.asarray(alphas, np.float64), out)
-    assert_close(out, reference.mlp_forward(x, params, layout, alphas), np.float32, np.sqrt(sizes[0]))
+    layers.mlp_forward(x, params, record(layout, alphas), out)
+    assert_close(out, reference.mlp_forward(x, params, record(layout, alphas)), np.float32, np.sqrt(sizes[0]))

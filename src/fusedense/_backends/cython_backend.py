@@ -18,7 +18,7 @@ from .._kernels import optim as _optim
 
 NAME = "cython"
 
-_MODULES = (_activations, _layers, _optim)
+_MODULES = (_activations, _embedding, _layers, _optim)
 
 
 def activation_forward(z, act_id, alpha, y):
@@ -29,7 +29,7 @@ def activation_backward(dy, z, y, act_id, alpha, dz):
     _activations.activation_backward(dy, z, y, act_id, alpha, dz)
 
 
-def dense_forward(x, W, b, act_id, alpha, y, z=None):
+def dense_forward(x, W, b, act_id, alpha, y, z):
     _layers.dense_forward(x, W, b, act_id, alpha, y, z)
 
 
@@ -37,12 +37,12 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     _layers.dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
 
 
-def mlp_forward(x, params, layout, alphas, out):
-    _layers.mlp_forward(x, params, layout, alphas, out)
+def mlp_forward(x, params, layers, out):
+    _layers.mlp_forward(x, params, layers, out)
 
 
-def softmax_xent(logits, labels, dlogits):
-    return _layers.softmax_xent(logits, labels, dlogits)
+def loss(loss_id, outputs, targets, grad):
+    return _layers.loss(loss_id, outputs, targets, grad)
 
 
 def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
@@ -53,25 +53,27 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
     _optim.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 
-def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper, outputs=None):
-    return _layers.mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper,
-                                  outputs)
+def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
+    return _layers.mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight)
 
 
-def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
-    _embedding.embedding_forward(tokens, params, layout, alphas, vocab_size, out)
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
+    return _layers.mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs,
+                                  sample_weight)
 
 
-def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size,
-                         outputs=None):
-    return _embedding.embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper,
+def embedding_forward(tokens, params, layers, vocab_size, out):
+    _embedding.embedding_forward(tokens, params, layers, vocab_size, out)
+
+
+def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
+    return _embedding.embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper,
                                            vocab_size, outputs)
 
 
-def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,
-                       tokens, lengths):
-    _embedding.embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature,
-                                  boundary, tokens, lengths)
+def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens, lengths):
+    _embedding.embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary,
+                                  tokens, lengths)
 
 
 def _scipy_blas_threads():

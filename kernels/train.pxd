@@ -1,0 +1,210 @@
+# The fused training step: forward keeping what the backward reads, the loss, each layer's
+# backward from the last down with its optimizer step right behind its gradient. Shared by
+# layers.pyx (mlp_train_step) and embedding.pyx. Inline functions, as dense.pxd.
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.math cimport isfinite, pow
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from abi cimport *
+from act cimport act_backward_row
+from arrays cimport buffer, dim, typenum
+from dense cimport column_sums, layer_backward
+from gemm cimport micro_gemm_atb, micro_gemm_nb, transpose
+from layer cimport Layer, bias_offset, widest
+from losses cimport loss_forward_backward
+from network cimport forward_keep, small_weights
+from optim cimport Optimizer, optimizer_pass, optimizer_update
+from real cimport real
+from thread_policy cimport in_parallel
+from tuning cimport DW_ROWS, DX_ROWS
+
+
+cdef inline bint layers_tile(const Layer* layers, Py_ssize_t L, Py_ssize_t start,
+                             Py_ssize_t n_params) noexcept nogil:
+    """True when the layers tile params[start:] exactly (as make_layout lays them out)."""
+    cdef Py_ssize_t l, end = start
+    for l in range(L):
+        if layers[l].offset != end:
+            return False
+        end = bias_offset(&layers[l]) + layers[l].fan_out
+    return end == n_params
+
+
+cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
+                               const real* inp, const real* Wt, real* dW, real* dx,
+                               int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
+                               const Optimizer* opt, real* W, real* first, real* second) noexcept nogil:
+    """Task `task` of backward_tasks: dW's rows, then db, then dx's row blocks."""
+    cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS, i0, rows, r
+    if task < n_dW:
+        i0 = task * DW_ROWS
+        rows = min(DW_ROWS, k - i0)
+        micro_gemm_atb(rows, n, B, inp + i0, k, dz, n, dW + i0 * n)
+        if opt != NULL:
+            optimizer_update(opt, W, dW, first, second, i0 * n, rows * n)
+    elif task == n_dW:
+        column_sums(dz, B, n, dW + k * n)
+        if opt != NULL:
+            optimizer_update(opt, W, dW, first, second, k * n, n)
+    else:
+        i0 = (task - n_dW - 1) * DX_ROWS
+        rows = min(DX_ROWS, B - i0)
+        micro_gemm_nb(rows, k, n, dz + i0 * n, n, 1, Wt, k, NULL, dx + i0 * k, k, False)
+        for r in range(i0, i0 + rows):
+            act_backward_row(prev_act, prev_alpha, dx + r * k, prev_z + r * k,
+                             prev_y + r * k, dx + r * k, k)
+
+
+cdef inline void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
+                                const real* inp, const real* Wt, real* dW, real* dx,
+                                int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
+                                const Optimizer* opt, real* W, real* first, real* second,
+                                int threads) noexcept nogil:
+    """One layer's backward on the micro-kernel path as independent tasks over OpenMP
+    threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz) at dW + k·n (W and b, and
+    their gradients, lie as params lays them out), and unless dx is NULL,
+    row blocks of dx = dz Wᵀ (Wt holds Wᵀ, n x k), each turned at once into the previous
+    layer's dz. Unless opt is NULL, each slice of W (and b, which follows W) takes its
+    optimizer step right after its gradient, while that is still in L1 (nothing reads W
+    any more: dx reads the copy Wt); first and second: the optimizer state, indexed like W.
+    Every output element has one writer: no races, no reductions, and the same result for
+    any thread count."""
+    cdef Py_ssize_t n_tasks = ((k + DW_ROWS - 1) // DW_ROWS + 1
+                               + ((B + DX_ROWS - 1) // DX_ROWS if dx != NULL else 0))
+    cdef Py_ssize_t task
+    if in_parallel(threads, n_tasks):
+        for task in prange(n_tasks, nogil=True, schedule="dynamic", num_threads=threads):
+            backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
+                          opt, W, first, second)
+    else:
+        for task in range(n_tasks):
+            backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
+                          opt, W, first, second)
+
+
+cdef inline Py_ssize_t train_work_size(Py_ssize_t B, const Layer* layers, Py_ssize_t L) noexcept nogil:
+    """Elements of train_gradients' work: z and y per layer, two gradient buffers, one Wᵀ."""
+    cdef Py_ssize_t l, n_work = 0, biggest = 0
+    for l in range(L):
+        n_work += 2 * B * layers[l].fan_out
+        biggest = max(biggest, layers[l].fan_in * layers[l].fan_out)
+    return n_work + 2 * B * widest(layers, L) + biggest
+
+
+cdef inline real* offset_or_null(real* a, Py_ssize_t by) noexcept nogil:
+    """a + by, or NULL for an absent buffer (SGD without momentum has no state)."""
+    return NULL if a == NULL else a + by
+
+
+cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* labels,
+                                   const real* targets, const real* weights, real* params, real* grads,
+                                   const Layer* layers, Py_ssize_t L, int loss_id, real* work,
+                                   real** kept, int threads, real* dx, real* outputs,
+                                   const Optimizer* opt, real* first, real* second) noexcept nogil:
+    """Forward keeping every layer's y and the z the backward reads (forward_keep; a copy of
+    the outputs in ``outputs`` unless it is NULL), the loss, backward from the last layer down
+    (dz of each layer is made as soon as its dy is) into the layers' W and b in grads (the
+    rest of grads is left as it is);
+    dx = dLoss/dx too unless it is NULL (an embedding in front of the network needs it).
+    weights: the rows' sample weights, or NULL. Returns the loss; a loss that is not finite
+    ends the call before the backward (no gradient, no update: the step is transactional).
+    Unless opt is NULL, each layer's W and b also take the optimizer step (state first and
+    second, indexed like params) as soon as their gradient is complete and nothing reads
+    them any more: the update runs while the gradient is in cache instead of in a pass of
+    its own over the whole buffer. The layers must not overlap (each element updated once).
+    Small weights: micro-kernels over `threads` OpenMP threads; large: BLAS.
+    work: train_work_size elements (z and y per layer, two gradient buffers, one Wᵀ);
+    kept: 2 L pointers, set here to each layer's z and y in work."""
+    cdef Py_ssize_t l, r, k, n, offset, width = widest(layers, L), used = 0
+    cdef bint micro = small_weights(layers, L, sizeof(real))
+    cdef real** z_of = kept
+    cdef real** y_of = kept + L
+    cdef real* dcur
+    cdef real* dnext
+    cdef real* d_in
+    cdef real* Wt
+    cdef real* dW
+    cdef double loss
+    for l in range(L):
+        z_of[l] = work + used
+        y_of[l] = work + used + B * layers[l].fan_out
+        used += 2 * B * layers[l].fan_out
+    dcur = work + used
+    dnext = dcur + B * width
+    Wt = dnext + B * width
+    cdef bint logits_only = loss_id != LOSS_MSE and outputs == NULL
+    forward_keep(B, x, params, layers, L, z_of, y_of, logits_only, micro, threads)
+    if logits_only:
+        z_of[L - 1] = y_of[L - 1]  # the logits (see forward_keep)
+    n = layers[L - 1].fan_out
+    if outputs != NULL:
+        memcpy(outputs, y_of[L - 1], B * n * sizeof(real))
+    # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
+    loss = loss_forward_backward(loss_id, B, n, y_of[L - 1] if loss_id == LOSS_MSE else z_of[L - 1],
+                                 labels, targets, weights, dcur)
+    if not isfinite(loss):
+        return loss
+    if loss_id == LOSS_MSE:
+        for r in range(B):
+            act_backward_row(<int>layers[L - 1].activation, <real>layers[L - 1].alpha, dcur + r * n,
+                             z_of[L - 1] + r * n, y_of[L - 1] + r * n, dcur + r * n, n)
+    for l in range(L - 1, -1, -1):  # dcur holds this layer's dz
+        offset, k, n = layers[l].offset, layers[l].fan_in, layers[l].fan_out
+        dW = grads + offset
+        d_in = dnext if l > 0 else dx  # the first layer's dx is the network's (NULL: skipped)
+        if micro:
+            if d_in != NULL:
+                transpose(k, n, params + offset, n, Wt)
+            backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, d_in,
+                           <int>layers[l - 1].activation if l > 0 else ACT_IDENTITY,
+                           <real>layers[l - 1].alpha if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
+                           y_of[l - 1] if l > 0 else NULL, opt, params + offset,
+                           offset_or_null(first, offset), offset_or_null(second, offset), threads)
+        else:
+            layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
+                           NULL, ACT_IDENTITY, 0, dcur, d_in, dW, dW + k * n)
+            for r in range(B if l > 0 else 0):
+                act_backward_row(<int>layers[l - 1].activation, <real>layers[l - 1].alpha, dnext + r * k,
+                                 z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)
+            if opt != NULL:  # after dx, the last reader of W
+                optimizer_pass(opt, params, grads, first, second, offset, offset + k * n + n, threads)
+        dcur, dnext = dnext, dcur
+    return loss
+
+
+cdef inline int read_optimizer(hyper, Optimizer* opt) except -1:
+    """opt from the hyper vector (see fusedense.abi), with the step's bias corrections."""
+    cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER, True)
+    if h[H_OPTIMIZER] not in (OPT_SGD, OPT_ADAM):
+        raise ValueError(f"hyper[{H_OPTIMIZER}]: unknown optimizer code {h[H_OPTIMIZER]}")
+    opt.kind = <int>h[H_OPTIMIZER]
+    opt.lr, opt.beta1, opt.beta2, opt.eps = h[H_LR], h[H_BETA1], h[H_BETA2], h[H_EPS]
+    opt.weight_decay, opt.nesterov, opt.decoupled = h[H_WEIGHT_DECAY], h[H_NESTEROV] != 0, h[H_DECOUPLED] != 0
+    opt.correction1, opt.correction2 = 1 - pow(h[H_BETA1], h[H_STEP]), 1 - pow(h[H_BETA2], h[H_STEP])
+    return 0
+
+
+cdef inline int check_training(real tag, params, grads, opt_state, hyper, Optimizer* opt) except -1:
+    """The arrays every training step shares: grads and opt_state (1 row for SGD, 2 for Adam)
+    shaped like params, all writeable; hyper (writeable: H_APPLIED) read into opt."""
+    cdef Py_ssize_t P = dim(params, 0, "params")
+    cdef int t = typenum(tag)
+    read_optimizer(hyper, opt)
+    buffer(params, "params", t, -1, P, True)
+    buffer(grads, "grads", t, -1, P, True)
+    buffer(opt_state, "opt_state", t, 1 if opt.kind == OPT_SGD else 2, P, True)
+    return 0
+
+
+cdef inline void* alloc_train_work(size_t work_bytes, Py_ssize_t L, void** kept) except NULL:
+    """train_gradients' work (work_bytes) and its 2 L layer pointers (*kept); free both."""
+    cdef void* work = malloc(work_bytes)
+    kept[0] = malloc(2 * L * sizeof(void*))
+    if work == NULL or kept[0] == NULL:
+        free(work)
+        free(kept[0])
+        raise MemoryError()
+    return work
