@@ -241,15 +241,16 @@ class _BaseMLP(BaseEstimator):
             net.params[...] = self._best_params
 
     def _epoch(self, X, targets, sample_weight, batch_size, order):
-        """One pass in minibatches, one fused step each; returns scikit-learn's epoch loss (each
-        batch's loss before its update, with the L2 penalty, averaged over rows)."""
+        """One pass in minibatches, one fused step each; returns scikit-learn's epoch loss: the
+        batches' losses before their updates averaged over rows, plus the L2 penalty
+        0.5·alpha·ΣW²/Σw of each batch, taken with the weights at the end of the epoch (one sum
+        of squares per epoch instead of one per batch)."""
         net = self.network_
         n = X.shape[0]
         if order is not None:  # gather buffers reused from batch to batch (still in cache for the kernel)
             x_rows = np.empty((batch_size, X.shape[1]), X.dtype)
             target_rows = np.empty((batch_size, *targets.shape[1:]), targets.dtype)
-        coefs = self.coefs_ if self.alpha else ()
-        total = 0.0
+        total = penalty_rows = 0.0
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             rows = slice(start, stop) if order is None else order[start:stop]
@@ -261,10 +262,12 @@ class _BaseMLP(BaseEstimator):
             weights, weight_sum = (None, stop - start) if sample_weight is None else \
                 self._engine_weights(sample_weight[rows], X.dtype)
             self._set_step_hyperparameters(weight_sum)
-            penalty = 0.5 * self.alpha * sum(float(np.vdot(W, W)) for W in coefs) / weight_sum if coefs else 0.0
-            loss = net.fused_step(xb, tb, self._loss_id, sample_weight=weights)
-            total += (loss * self._loss_scale + penalty) * (stop - start)
-        return total / n
+            total += net.fused_step(xb, tb, self._loss_id, sample_weight=weights) * (stop - start)
+            penalty_rows += (stop - start) / weight_sum if weight_sum > 0 else 0.0
+        loss = total * self._loss_scale / n
+        if self.alpha:
+            loss += 0.5 * self.alpha * sum(float(np.vdot(W, W)) for W in self.coefs_) * penalty_rows / n
+        return loss
 
     def _make_optimizer(self):
         """scikit-learn's update rules expressed through the fused optimizer: the fused loss's
