@@ -56,7 +56,7 @@ def test_set_num_threads_returns_the_previous_value_to_restore():
 
 @pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError)])
 def test_set_num_threads_rejects_non_positive_integers(bad, error):
-    with pytest.raises(error, match="n: expected a positive integer"):
+    with pytest.raises(error, match=r"n: expected (a positive integer|an integer in \[1, )"):
         fd.set_num_threads(bad)
 
 

@@ -63,33 +63,6 @@ def test_cosine_decay_ends_at_a_hundredth_of_the_learning_rate_by_default():
     assert _args("--min-lr", "3e-4").final_learning_rate == 3e-4
 
 
-def test_min_lr_above_lr_is_rejected():
-    with pytest.raises(SystemExit, match="--min-lr"):
-        main(["lm", "--lr", "1e-3", "--min-lr", "1e-2"])
-
-
-def test_negative_weight_decay_is_rejected():
-    with pytest.raises(SystemExit, match="--weight-decay"):
-        main(["lm", "--weight-decay", "-0.1"])
-
-
-def test_embedding_std_must_be_positive():
-    with pytest.raises(SystemExit, match="--embedding-std"):
-        main(["lm", "--embedding-std", "0"])
-
-
-def test_patience_must_be_positive():
-    with pytest.raises(SystemExit, match="--patience"):
-        main(["lm", "--patience", "0"])
-
-
-@pytest.mark.parametrize("option", ["--threads", "--max-len"])
-def test_threads_and_max_len_must_be_positive(option, capsys):
-    with pytest.raises(SystemExit):
-        main(["lm", option, "0"])
-    assert f"argument {option}: expected a positive integer" in capsys.readouterr().err
-
-
 def test_run_with_patience_reports_the_epochs_trained(capsys):
     pytest.importorskip("gender_guesser")
     threads = fd.get_num_threads()

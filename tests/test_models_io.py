@@ -55,7 +55,7 @@ def test_truncated_file_is_rejected(tmp_path):
     data = path.read_bytes()
     for cut in (10, len(data) // 2, len(data) - 30):
         path.write_bytes(data[:cut])
-        with pytest.raises(ValueError, match="not a readable fusedense model file"):
+        with pytest.raises(ValueError, match="not a fusedense model file"):
             fd.load_model(path)
 
 
@@ -82,7 +82,7 @@ def test_tampered_parameters_fail_the_checksum(tmp_path):
     params = net.params.copy()
     params[0] += 1
     _rewrite(path, params=params)
-    with pytest.raises(ValueError, match="SHA-256"):
+    with pytest.raises(ValueError, match="SHA-256 does not match"):
         fd.load_model(path)
 
 
@@ -93,7 +93,7 @@ def test_parameters_that_do_not_fit_the_architecture_are_rejected(tmp_path):
     record = _record(path)
     record["architecture"]["sizes"] = [3, 5, 2]
     _rewrite(path, record=record)
-    with pytest.raises(ValueError, match="do not match the architecture"):
+    with pytest.raises(ValueError, match="the architecture needs"):
         fd.load_model(path)
 
 
@@ -108,7 +108,7 @@ def test_foreign_files_are_rejected(tmp_path):
         fd.load_model(npy)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(ValueError, match="not a readable fusedense model file"):
+    with pytest.raises(ValueError, match="not a fusedense model file"):
         fd.load_model(text)
     path = tmp_path / "m.npz"
     fd.MLP([3, 2], random_state=0).save(path)
@@ -126,7 +126,7 @@ def test_pickled_object_arrays_are_never_loaded(tmp_path):
             np.save(f, np.array([{"format": "fusedense-model"}], dtype=object), allow_pickle=True)
         with zf.open("params.npy", "w") as f:
             np.save(f, np.zeros(3, np.float32))
-    with pytest.raises(ValueError, match="not a readable fusedense model file"):
+    with pytest.raises(ValueError, match="not a fusedense model file"):
         fd.load_model(path)
 
 

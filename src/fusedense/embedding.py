@@ -118,7 +118,7 @@ class EmbeddingMLP(MLP):
             raise ValueError(f"{name}: token ids must be in [0, {self.vocab_size}), got values in [{low}, {high}]")
         return tokens
 
-    def forward(self, tokens, out):
+    def _forward(self, tokens, out):
         """The outputs for checked ``tokens``: ONE backend call that gathers the embedding rows and
         runs every layer."""
         self.engine.embedding_forward(tokens, self.params, self._layers, self.vocab_size, out)

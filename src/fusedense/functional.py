@@ -31,9 +31,12 @@ def _output(out, shape, dtype, *inputs):
     if out is None:
         return np.empty(shape, dtype), None
     check_out(out, shape, dtype)
-    if out.flags.c_contiguous and not any(np.may_share_memory(out, a) for a in inputs if a is not None):
-        return out, None
-    return np.empty(shape, dtype), out
+    if not out.flags.c_contiguous:
+        return np.empty(shape, dtype), out
+    for a in inputs:
+        if a is not None and np.may_share_memory(out, a):
+            return np.empty(shape, dtype), out
+    return out, None
 
 
 def _finish(result, out):

@@ -11,7 +11,10 @@ any engine runs, so they are the same whatever the engine.
 
 The checks take arrays the fronts already converted (``fusedense.validation`` turns
 array-likes into arrays with friendly messages); they are written to cost well under a
-microsecond each, because a batch-1 forward pass costs a few.
+microsecond each, because a batch-1 forward pass costs a few. One guarantee is the fronts' own:
+a forward pass's output never overlaps its inputs (the functional API computes into scratch when
+``out=`` aliases an input, the models allocate their outputs), so the forward paths — the
+hottest — do not pay an overlap test; in-place training buffers are tested here.
 """
 from __future__ import annotations
 
@@ -25,24 +28,31 @@ from .layout import layer_record
 
 __all__ = ["Gate", "checked_record"]
 
-#: Records built by ``layer_record``, by id, with the buffer size they were checked against:
-#: the gate accepts only these, so a record cannot be forged or edited past its check.
-_RECORDS: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
-_RECORD_PARAMS: dict = {}
+#: Records built by ``checked_record``, by id: (weak reference, n_params, n_inputs, n_outputs,
+#: the first layer's offset).
+#: The gate accepts only these, so a record cannot be forged or edited past its check; the sizes
+#: are kept here because reading a field of a structured array costs a microsecond.
+_RECORDS: dict = {}
 
 
 def checked_record(layout, alphas, n_params, name="layout") -> np.ndarray:
-    """``layout_record`` registered with the gate (the only way to make a record it accepts)."""
+    """``layout.layer_record`` registered with the gate (the only way to make a record it accepts)."""
     record = layer_record(layout, alphas, n_params, name)
-    _register(record, n_params)
+    key = id(record)
+    _RECORDS[key] = (weakref.ref(record), n_params, int(record[0]["fan_in"]), int(record[-1]["fan_out"]),
+                     int(record[0]["offset"]))
+    weakref.finalize(record, _RECORDS.pop, key, None)
     return record
 
 
-def _register(record, n_params):
-    key = id(record)
-    _RECORDS[key] = record
-    _RECORD_PARAMS[key] = n_params
-    weakref.finalize(record, _RECORD_PARAMS.pop, key, None)
+def _record(layers):
+    """(n_params, n_inputs, n_outputs) of a registered record; TypeError for anything else."""
+    entry = _RECORDS.get(id(layers))
+    if entry is None or entry[0]() is not layers:
+        raise TypeError("layers: expected a layer record from fusedense.gate.checked_record, got "
+                        + (f"an array of dtype {layers.dtype}" if isinstance(layers, np.ndarray)
+                           else type(layers).__name__))
+    return entry[1:4]
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -57,12 +67,14 @@ def _fail_array(name, a, expected):
 
 def _array(name, a, dtype, shape):
     """``a`` must be a C-contiguous ndarray of ``dtype`` and ``shape`` (None entries: any size)."""
-    if (type(a) is not np.ndarray or a.dtype is not dtype and a.dtype != dtype
-            or not a.flags.c_contiguous or len(a.shape) != len(shape)
-            or any(want is not None and got != want for got, want in zip(a.shape, shape))):
-        wanted = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-        _fail_array(name, a, f"a C-contiguous {dtype} array of shape {wanted}")
-    return a
+    if type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous and a.ndim == len(shape):
+        for got, want in zip(a.shape, shape):
+            if want is not None and got != want:
+                break
+        else:
+            return a
+    wanted = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+    _fail_array(name, a, f"a C-contiguous {dtype} array of shape {wanted}")
 
 
 def _output(name, a, dtype, shape, *inputs):
@@ -97,19 +109,36 @@ def _activation(act_id, alpha):
         raise ValueError(f"alpha: expected a finite number >= 0, got {alpha!r}")
 
 
-def _network(params, layers, name="params"):
-    """params' dtype, after checking that ``layers`` is a registered record that fits ``params``."""
-    dtype = _float_dtype(name, params)
-    if params.ndim != 1 or not params.flags.c_contiguous:
-        _fail_array(name, params, "a C-contiguous 1-D float array")
-    n_params = _RECORD_PARAMS.get(id(layers)) if _RECORDS.get(id(layers)) is layers else None
-    if n_params is None:
-        raise TypeError("layers: expected a layer record from fusedense.gate.checked_record, got "
-                        + (f"an array of dtype {layers.dtype}" if isinstance(layers, np.ndarray)
-                           else type(layers).__name__))
+def _network(params, layers):
+    """(dtype, n_inputs, n_outputs) after checking that ``layers`` is a registered record that
+    fits ``params``, a C-contiguous 1-D float array."""
+    n_params, n_inputs, n_outputs = _record(layers)
+    if (type(params) is not np.ndarray or params.dtype not in _FLOATS or params.ndim != 1
+            or not params.flags.c_contiguous):
+        _float_dtype("params", params)
+        _fail_array("params", params, "a C-contiguous 1-D float array")
     if params.shape[0] < n_params:
-        raise ValueError(f"{name}: the layout needs {n_params} parameters, got an array of {params.shape[0]}")
-    return dtype
+        raise ValueError(f"params: the layout needs {n_params} parameters, got an array of {params.shape[0]}")
+    return params.dtype, n_inputs, n_outputs
+
+
+def _batch_rows(name, x, dtype, n_cols):
+    """Rows of a (B >= 1, n_cols) C-contiguous array of ``dtype``: the hot path's one check."""
+    if (type(x) is not np.ndarray or x.dtype != dtype or x.ndim != 2 or x.shape[1] != n_cols
+            or not x.shape[0] or not x.flags.c_contiguous):
+        return _rows(name, x, dtype, n_cols)  # raises the detailed error
+    return x.shape[0]
+
+
+def _fresh_output(name, out, dtype, shape, *inputs):
+    """An output of exactly ``shape``: the hot path's check, the detailed one on failure."""
+    if (type(out) is not np.ndarray or out.dtype != dtype or out.shape != shape
+            or not out.flags.c_contiguous or not out.flags.writeable):
+        return _output(name, out, dtype, shape, *inputs)
+    for other_name, other in inputs:
+        if np.may_share_memory(out, other):
+            raise ValueError(f"{name}: shares memory with {other_name}; pass a separate array")
+    return out
 
 
 def _labels(name, labels, n_rows, n_classes):
@@ -182,10 +211,9 @@ class Gate:
         B = _rows("x", x, dtype, k)
         _array("b", b, dtype, (n,))
         _activation(act_id, alpha)
-        inputs = (("x", x), ("W", W), ("b", b))
-        _output("y", y, dtype, (B, n), *inputs)
+        _output("y", y, dtype, (B, n))
         if z is not None:
-            _output("z", z, dtype, (B, n), *inputs, ("y", y))
+            _output("z", z, dtype, (B, n), ("y", y))
         self.engine.dense_forward(x, W, b, act_id, alpha, y, z)
 
     def dense_backward(self, dy, x, W, z, y, act_id, alpha, dx, dW, db):
@@ -210,9 +238,19 @@ class Gate:
         self.engine.dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
 
     def mlp_forward(self, x, params, layers, out):
-        dtype = _network(params, layers)
-        B = _rows("x", x, dtype, int(layers[0]["fan_in"]))
-        _output("out", out, dtype, (B, int(layers[-1]["fan_out"])), ("x", x), ("params", params))
+        # the batch-1 hot path: every check in one expression (each call costs ~0.1 µs), the
+        # detailed checks that name the culprit only when it fails
+        entry = _RECORDS.get(id(layers))
+        if not (entry is not None and entry[0]() is layers
+                and type(params) is np.ndarray and params.dtype in _FLOATS and params.ndim == 1
+                and params.shape[0] >= entry[1] and params.flags.c_contiguous
+                and type(x) is np.ndarray and x.dtype == params.dtype and x.ndim == 2 and x.shape[1] == entry[2]
+                and x.shape[0] and x.flags.c_contiguous
+                and type(out) is np.ndarray and out.dtype == params.dtype and out.shape == (x.shape[0], entry[3])
+                and out.flags.c_contiguous and out.flags.writeable):
+            dtype, n_inputs, n_outputs = _network(params, layers)
+            B = _batch_rows("x", x, dtype, n_inputs)
+            _fresh_output("out", out, dtype, (B, n_outputs))
         self.engine.mlp_forward(x, params, layers, out)
 
     def loss(self, loss_id, outputs, targets, grad):
@@ -242,18 +280,19 @@ class Gate:
         self.engine.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
     def _train_buffers(self, params, grads, opt_state, layers, hyper):
-        dtype = _network(params, layers)
-        _output("params", params, dtype, (None,))
-        _output("grads", grads, dtype, params.shape, ("params", params))
+        network = _network(params, layers)
+        if not params.flags.writeable:
+            raise ValueError("params: the array is read-only; pass a writeable array")
+        _fresh_output("grads", grads, params.dtype, params.shape, ("params", params))
         _optimizer(opt_state, hyper, params)
         if np.may_share_memory(opt_state, grads):
             raise ValueError("opt_state: shares memory with grads; pass a separate array")
-        return dtype
+        return network
 
-    def _batch(self, x, targets, params, layers, loss_id, sample_weight, dtype):
+    def _batch(self, x, targets, loss_id, sample_weight, network):
         """(B, n_out) after checking a training batch against the network."""
-        B = _rows("x", x, dtype, int(layers[0]["fan_in"]))
-        n_out = int(layers[-1]["fan_out"])
+        dtype, n_inputs, n_out = network
+        B = _batch_rows("x", x, dtype, n_inputs)
         _targets("y", targets, loss_id, dtype, B, n_out)
         if sample_weight is not None:
             _array("sample_weight", sample_weight, dtype, (B,))
@@ -262,71 +301,71 @@ class Gate:
         return B, n_out
 
     def mlp_gradient(self, x, targets, params, grads, layers, loss_id, sample_weight=None):
-        dtype = _network(params, layers)
-        _output("grads", grads, dtype, params.shape, ("params", params))
-        self._batch(x, targets, params, layers, loss_id, sample_weight, dtype)
+        network = _network(params, layers)
+        _fresh_output("grads", grads, params.dtype, params.shape, ("params", params))
+        self._batch(x, targets, loss_id, sample_weight, network)
         return self.engine.mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight)
 
     def mlp_train_step(self, x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs=None,
                        sample_weight=None):
-        dtype = self._train_buffers(params, grads, opt_state, layers, hyper)
-        B, n_out = self._batch(x, targets, params, layers, loss_id, sample_weight, dtype)
+        network = self._train_buffers(params, grads, opt_state, layers, hyper)
+        B, n_out = self._batch(x, targets, loss_id, sample_weight, network)
         if outputs is not None:
-            _output("outputs", outputs, dtype, (B, n_out), ("x", x), ("params", params), ("grads", grads))
+            _fresh_output("outputs", outputs, params.dtype, (B, n_out), ("x", x), ("params", params),
+                          ("grads", grads))
         return self.engine.mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs,
                                           sample_weight)
 
+    @staticmethod
+    def _embedding(layers, vocab_size, context):
+        """The table (vocab_size × dim, dim = n_inputs / context) must sit before the first layer."""
+        _, n_inputs, _, first_offset = _RECORDS[id(layers)][1:]
+        if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or not (
+                context >= 1 and n_inputs % context == 0):
+            raise ValueError(f"context: expected a positive divisor of the first layer's {n_inputs} inputs, "
+                             f"got {context!r}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+            raise ValueError(f"vocab_size: expected a positive integer, got {vocab_size!r}")
+        dim = n_inputs // context
+        if vocab_size * dim > first_offset:
+            raise ValueError(f"vocab_size: a table of {vocab_size} × {dim} does not fit before the first layer "
+                             f"(offset {first_offset})")
+
     def _tokens(self, tokens, layers, vocab_size):
-        _array("x", tokens, np.dtype(np.int64), (None, None))
-        B, context = tokens.shape
-        if B == 0 or context == 0 or int(layers[0]["fan_in"]) % context:
-            raise ValueError(f"x: expected (n_samples >= 1, context) token ids whose context divides the first "
-                             f"layer's {int(layers[0]['fan_in'])} inputs, got shape {tokens.shape}")
+        """Rows of (B >= 1, context) int64 token ids in [0, vocab_size) for this network's table."""
+        if type(tokens) is not np.ndarray or tokens.dtype != np.int64 or tokens.ndim != 2 or not tokens.size \
+                or not tokens.flags.c_contiguous:
+            _array("x", tokens, np.dtype(np.int64), (None, None))
+            raise ValueError(f"x: expected at least one row of token ids, got shape {tokens.shape}")
+        self._embedding(layers, vocab_size, tokens.shape[1])
         if tokens.min() < 0 or tokens.max() >= vocab_size:
             raise ValueError(f"x: token ids must be in [0, {vocab_size}), got values in "
                              f"[{tokens.min()}, {tokens.max()}]")
-        return B
-
-    def _embedding_table(self, params, layers, vocab_size, context):
-        """The table sits before the first layer: vocab_size · dim <= layers[0].offset."""
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
-            raise ValueError(f"vocab_size: expected a positive integer, got {vocab_size!r}")
-        dim = int(layers[0]["fan_in"]) // context
-        if vocab_size * dim > int(layers[0]["offset"]):
-            raise ValueError(f"vocab_size: a table of {vocab_size} × {dim} does not fit before the first layer "
-                             f"(offset {int(layers[0]['offset'])})")
+        return tokens.shape[0]
 
     def embedding_forward(self, tokens, params, layers, vocab_size, out):
-        dtype = _network(params, layers)
+        dtype, _, n_outputs = _network(params, layers)
         B = self._tokens(tokens, layers, vocab_size)
-        self._embedding_table(params, layers, vocab_size, tokens.shape[1])
-        _output("out", out, dtype, (B, int(layers[-1]["fan_out"])), ("params", params))
+        _fresh_output("out", out, dtype, (B, n_outputs))
         self.engine.embedding_forward(tokens, params, layers, vocab_size, out)
 
     def embedding_train_step(self, tokens, labels, params, grads, opt_state, layers, hyper, vocab_size,
                              outputs=None):
-        dtype = self._train_buffers(params, grads, opt_state, layers, hyper)
+        dtype, _, n_out = self._train_buffers(params, grads, opt_state, layers, hyper)
         B = self._tokens(tokens, layers, vocab_size)
-        self._embedding_table(params, layers, vocab_size, tokens.shape[1])
-        n_out = int(layers[-1]["fan_out"])
         _labels("y", labels, B, n_out)
         if outputs is not None:
-            _output("outputs", outputs, dtype, (B, n_out), ("params", params), ("grads", grads))
+            _fresh_output("outputs", outputs, dtype, (B, n_out), ("params", params), ("grads", grads))
         return self.engine.embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper,
                                                 vocab_size, outputs)
 
     def embedding_generate(self, params, layers, vocab_size, context, uniforms, temperature, boundary,
                            tokens, lengths):
-        _network(params, layers)
-        if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or not (
-                context >= 1 and int(layers[0]["fan_in"]) % context == 0):
-            raise ValueError(f"context: expected a positive divisor of the first layer's "
-                             f"{int(layers[0]['fan_in'])} inputs, got {context!r}")
-        self._embedding_table(params, layers, vocab_size, context)
-        if int(layers[-1]["fan_out"]) != vocab_size:
-            raise ValueError(f"generate: the output layer has {int(layers[-1]['fan_out'])} units; sampling "
-                             f"feeds each token back as input, so it needs one unit per vocabulary token "
-                             f"({vocab_size})")
+        _, _, n_outputs = _network(params, layers)
+        self._embedding(layers, vocab_size, context)
+        if n_outputs != vocab_size:
+            raise ValueError(f"generate: the output layer has {n_outputs} units; sampling feeds each token "
+                             f"back as input, so it needs one unit per vocabulary token ({vocab_size})")
         n = _rows("uniforms", uniforms, np.dtype(np.float64), None)
         if not 0 <= boundary < vocab_size:
             raise ValueError(f"boundary: expected a token id in [0, {vocab_size}), got {boundary!r}")

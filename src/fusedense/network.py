@@ -252,16 +252,23 @@ class MLP:
         out = np.empty((x.shape[0], self.sizes[-1]), self.dtype)
         n = x.shape[0]
         if batch_size is None or batch_size >= n:
-            self.forward(x, out)
+            self._forward(x, out)
             return out
         for start in range(0, n, batch_size):  # row slices of C-contiguous arrays stay contiguous
             stop = start + batch_size
-            self.forward(x[start:stop], out[start:stop])
+            self._forward(x[start:stop], out[start:stop])
         return out
 
     def forward(self, x, out):
-        """predict without the checks: ``x`` as ``as_inputs`` returns it, ``out`` preallocated."""
-        self.engine.mlp_forward(x, self.params, self._layers, out)
+        """predict into a preallocated ``out``: ``x`` as ``as_inputs`` returns it (the gate checks
+        both; ``out`` must not overlap ``x``)."""
+        if np.may_share_memory(out, x):
+            raise ValueError("out: shares memory with x; pass a separate array")
+        self._forward(x, out)
+
+    def _forward(self, x, out):
+        """The one engine call of a forward pass, into an ``out`` that overlaps nothing."""
+        self.engine.mlp_forward(x, self._params, self._layers, out)
 
     __call__ = predict
 

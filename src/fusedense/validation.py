@@ -18,20 +18,18 @@ def common_float_dtype(**arrays) -> np.dtype:
 
     Mixed float32/float64 is an error: fusedense never converts silently.
     """
-    found = {}
+    dtype = first = None
     for name, a in arrays.items():
-        if a is None:
-            continue
         if isinstance(a, np.ndarray):
-            check_float_dtype(name, a)
-            found.setdefault(a.dtype, name)
-    if len(found) > 1:
-        (d1, n1), (d2, n2) = list(found.items())[:2]
-        raise TypeError(
-            f"{n2}: dtype {d2} does not match {n1} ({d1}); pass arrays of one float dtype "
-            f"(convert with .astype(np.float32) or .astype(np.float64))"
-        )
-    return next(iter(found), np.dtype(np.float64))
+            if a.dtype not in FLOAT_DTYPES:
+                check_float_dtype(name, a)  # raises
+            if dtype is None:
+                dtype, first = a.dtype, name
+            elif a.dtype != dtype:
+                raise TypeError(
+                    f"{name}: dtype {a.dtype} does not match {first} ({dtype}); pass arrays of one float "
+                    f"dtype (convert with .astype(np.float32) or .astype(np.float64))")
+    return np.dtype(np.float64) if dtype is None else dtype
 
 
 def check_float_dtype(name, a: np.ndarray) -> None:
@@ -53,6 +51,9 @@ def as_numeric_array(name, a) -> np.ndarray:
 def as_float_array(name, a, dtype: np.dtype, ndim=None, min_ndim=None) -> np.ndarray:
     """``a`` as a C-contiguous array of ``dtype`` (array-likes are converted; ndarrays must
     already have it). Non-contiguous arrays are copied once."""
+    if (type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous
+            and (ndim is None or a.ndim == ndim) and (min_ndim is None or a.ndim >= min_ndim)):
+        return a  # the common case: nothing to convert or report
     if not isinstance(a, np.ndarray):
         a = as_numeric_array(name, a).astype(dtype)
     else:

@@ -52,15 +52,21 @@ def _check_name(name):
 def load(name: str):
     """The engine for ``name`` ('auto'/None: the fastest available) behind its gate
     (:class:`fusedense.gate.Gate`): what every front calls."""
-    engine = load_engine(name)
-    gate = _gates.get(engine.NAME)
+    if name is None:
+        name = getattr(_state, "backend", None) or _default
+    gate = _gates.get(name)  # (every call of every front comes here: one dict lookup)
     if gate is None:
         from ..gate import Gate
-        gate = _gates[engine.NAME] = Gate(engine)
+        engine = load_engine(name)
+        gate = _gate_of_engine.get(engine.NAME)
+        if gate is None:
+            gate = _gate_of_engine[engine.NAME] = Gate(engine)
+        _gates[name] = gate
     return gate
 
 
-_gates: dict = {}
+_gates: dict = {}  # by the name asked for ('auto', 'cython', ...): a failed engine stays failed
+_gate_of_engine: dict = {}
 
 
 def load_engine(name: str):

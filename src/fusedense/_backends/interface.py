@@ -4,7 +4,8 @@ Engines (``numpy_backend``, ``numba_backend``, ``cython_backend``) receive only 
 :mod:`fusedense.gate` has checked, and never check them again:
 
 - arrays are C-contiguous, of one float dtype (float32 or float64) per call, non-empty, of the
-  shapes stated below; outputs are preallocated, writeable and do not overlap inputs;
+  shapes stated below; outputs are preallocated, writeable and do not overlap inputs (the
+  gate tests the training buffers; forward outputs are the fronts' own, see gate.py);
 - ``act_id`` is a valid activation id, ``alpha`` a finite float ≥ 0;
 - ``layers`` is a read-only record from :func:`fusedense.layout.layer_record` whose every layer
   lies inside ``params`` (so no index arithmetic on it can overflow or leave the buffer);
@@ -45,7 +46,7 @@ def loss(loss_id, outputs, targets, grad):
     abi.LOSS_SPARSE_XENT      outputs are logits, targets int64 labels (B,); mean over rows;
                               grad = (softmax − onehot)/B
     abi.LOSS_CATEGORICAL_XENT outputs are logits, targets (B, C) probabilities; mean over rows;
-                              grad = (softmax − t)/B
+                              grad = (softmax·Σ_j t_j − t)/B (softmax − t when targets sum to 1)
     abi.LOSS_BINARY_XENT      outputs are logits, targets (B, C); mean over all elements;
                               grad = (σ(outputs) − t)/(B·C)
     abi.LOSS_MSE              outputs are predictions, targets (B, C); mean over all elements;

@@ -61,7 +61,7 @@ class FusedenseKernel(System):
 
             def run():
                 kernels.mlp_train_step(x, labels, params, grads, opt_state, layers, abi.LOSS_SPARSE_XENT,
-                                       hyper, None)
+                                       hyper, None, None)
                 hyper[abi.H_STEP] += 1
             return run, lambda: params
         out = np.empty((x.shape[0], problem.workload.sizes[-1]), x.dtype)

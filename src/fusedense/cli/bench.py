@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 
 import numpy as np
@@ -21,19 +22,24 @@ from ..benchmarking import report, timing
 from ..benchmarking.runner import measure
 from ..benchmarking.systems import all_systems
 from ..benchmarking.workloads import NAMES, workloads
-from .options import positive_int
+from .options import UsageError, output_path, thread_count
 
 #: one line for ``fusedense --help``
 HELP = "compare fusedense with NumPy, PyTorch, ONNX Runtime and JAX: latency, speed-up, GFLOP/s"
+
+
+#: Bounds of the sizes a run may ask for: 64k rows of 16k floats is already 4 GB.
+MAX_BATCH = 1 << 16
+MAX_WIDTH = 1 << 14
 
 
 def _batches(text):
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes like 1,32,1024, got {text!r}")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes like 1,32,1024, got {text!r}") from None
+    if not 1 <= min(values) <= max(values) <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"batch sizes must be in [1, {MAX_BATCH}], got {text!r}")
     return values
 
 
@@ -42,7 +48,19 @@ def _shape(text):
         n_in, n_out = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected IN x OUT like 1024x1024, got {text!r}") from None
+    if not (1 <= n_in <= MAX_WIDTH and 1 <= n_out <= MAX_WIDTH):
+        raise argparse.ArgumentTypeError(f"both sizes must be in [1, {MAX_WIDTH}], got {text!r}")
     return n_in, n_out
+
+
+def _system_names(text):
+    """A comma-separated list of known system names (installed or not: missing ones are listed)."""
+    names = {name.strip() for name in text.split(",")}
+    known = [system.name for system in all_systems()]
+    unknown = names - set(known)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(sorted(unknown))}; expected some of {', '.join(known)}")
+    return names
 
 
 def add_arguments(parser):
@@ -50,27 +68,27 @@ def add_arguments(parser):
                         help="repeatable; default: all of " + ", ".join(NAMES))
     parser.add_argument("--batch", type=_batches, help="batch sizes for every workload (default: per workload)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="threads for every system (default: fusedense's count, i.e. the usable cores)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (about a minute at most)")
     parser.add_argument("--dense-shape", type=_shape, default=(1024, 1024), metavar="INxOUT",
                         help="shape of the 'dense' workload (default 1024x1024)")
     parser.add_argument("--activation", default="relu", choices=ACTIVATIONS, metavar="NAME",
                         help="activation of the 'dense' workload (default relu; any of fd.ACTIVATIONS)")
-    parser.add_argument("--systems", help="comma-separated system names to run (default: all installed)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--plot", metavar="PATH", help="also plot latency and GFLOP/s (needs matplotlib)")
+    parser.add_argument("--systems", type=_system_names, help="comma-separated system names to run (default: all installed)")
+    parser.add_argument("--json", type=output_path, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--plot", type=output_path, metavar="PATH", help="also plot latency and GFLOP/s (needs matplotlib)")
 
 
-def _select_systems(names):
-    """``(systems to run, {name: why not})`` for a comma-separated list of names (None: all)."""
+def check(args):
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("argument --plot: needs matplotlib (pip install matplotlib)")
+
+
+def _select_systems(wanted):
+    """``(systems to run, {name: why not})`` for a set of names (None: all)."""
     known = all_systems()
-    if names is not None:
-        wanted = {name.strip() for name in names.split(",")}
-        unknown = wanted - {system.name for system in known}
-        if unknown:
-            raise SystemExit(f"--systems: unknown {', '.join(sorted(unknown))}; "
-                             f"expected some of {', '.join(system.name for system in known)}")
+    if wanted is not None:
         known = [system for system in known if system.name in wanted]
     missing = {system.name: system.missing() for system in known if system.missing()}
     return [system for system in known if system.name not in missing], missing

@@ -20,7 +20,7 @@ from ..benchmarking.workloads import Problem
 from ..hashing import HashingVectorizer
 from ..models import Dense, Sequential
 from ..threads import threads_limited
-from .options import positive_int
+from .options import backend_name, int_in, non_negative_int, positive_int, thread_count
 
 HELP = "train a name → gender classifier, then compare inference speed with NumPy/PyTorch/ONNX Runtime"
 
@@ -32,14 +32,21 @@ SPEED_THREADS = 1
 EXAMPLE_NAMES = ["maria", "john", "alexandra", "peter", "yuki", "andrea", "kim", "oliver", "sophie", "noah"]
 
 
+#: Fewer names leave too few for the test split and the validation split of fit.
+MIN_NAMES = 20
+
+
 def add_arguments(parser):
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    parser.add_argument("--backend", default=None, help="backend to train with (default: the fastest available)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the split, initial weights and shuffling")
-    parser.add_argument("--limit", type=int, default=None, help="use only this many names (a quicker look)")
-    parser.add_argument("--samples", type=int, default=timing.QUICK.samples,
+    parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--backend", type=backend_name, default=None,
+                        help="backend to train with (default: the fastest available)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed for the split, initial weights and shuffling")
+    parser.add_argument("--limit", type=int_in(MIN_NAMES, 10 ** 9), default=None,
+                        help="use only this many names (a quicker look)")
+    parser.add_argument("--samples", type=positive_int, default=timing.QUICK.samples,
                         help="timed blocks per system, taken in turns (the median is shown)")
-    parser.add_argument("--threads", type=positive_int, default=SPEED_THREADS,
+    parser.add_argument("--threads", type=thread_count, default=SPEED_THREADS,
                         help=f"threads of every system in the speed comparison (default {SPEED_THREADS})")
 
 

@@ -12,62 +12,88 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
+import tempfile
 from contextlib import nullcontext
 
+from .. import datasets
+from ..activations import ACTIVATIONS, get_activation
 from ..lm import InvalidSetting, LMConfig, train
 from ..threads import threads_limited
-from .options import positive_int
+from .options import (UsageError, backend_name, int_in, non_negative_int, output_path, positive_int, real,
+                      thread_count)
 
 HELP = "train a character-level MLP language model on first names and sample new ones"
 
 _DEFAULT = LMConfig()
+#: Widths beyond this are typos, not models (a 65536 × 65536 layer alone is 16 GB).
+MAX_WIDTH = 1 << 16
+#: The largest model the command builds (8 GB of float32 weights, as much again for Adam).
+MAX_PARAMS = 1 << 31
+_HIDDEN_ACTIVATIONS = [name for name in ACTIVATIONS if not get_activation(name).rowwise]
 
 
 def add_arguments(parser):
     d = _DEFAULT
-    parser.add_argument("--context", type=int, default=d.context, help=f"characters of context (default {d.context})")
-    parser.add_argument("--embedding", type=int, default=d.embedding,
+    width = int_in(1, MAX_WIDTH)
+    parser.add_argument("--context", type=width, default=d.context, help=f"characters of context (default {d.context})")
+    parser.add_argument("--embedding", type=width, default=d.embedding,
                         help=f"embedding width per character (default {d.embedding})")
-    parser.add_argument("--embedding-std", type=float, default=d.embedding_std,
+    parser.add_argument("--embedding-std", type=real(0, low_inclusive=False), default=d.embedding_std,
                         help=f"standard deviation of the initial embeddings, drawn from N(0, std²) "
                              f"(default {d.embedding_std:g})")
-    parser.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden),
+    parser.add_argument("--hidden", type=width, nargs="+", default=list(d.hidden),
                         help=f"hidden layer widths (default {' '.join(map(str, d.hidden))}; "
                              f"e.g. --hidden 300 300 for two layers)")
-    parser.add_argument("--activation", default=d.activation, help=f"hidden activation (default {d.activation})")
+    parser.add_argument("--activation", default=d.activation, choices=_HIDDEN_ACTIVATIONS, metavar="NAME",
+                        help=f"hidden activation (default {d.activation}; any of fd.ACTIVATIONS but softmax)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer)
-    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (adam 1e-3, sgd 0.1)")
-    parser.add_argument("--weight-decay", type=float, default=None,
+    parser.add_argument("--lr", type=real(0, low_inclusive=False), default=None,
+                        help="initial learning rate (adam 1e-3, sgd 0.1)")
+    parser.add_argument("--weight-decay", type=real(0), default=None,
                         help="weight decay on every parameter, embeddings and biases included: decoupled "
                              "with adam (AdamW, default 0.02), L2 with sgd (default 0)")
-    parser.add_argument("--min-lr", type=float, default=None,
+    parser.add_argument("--min-lr", type=real(0, low_inclusive=False), default=None,
                         help="learning rate of the last epoch: cosine decay from --lr (default --lr/100)")
-    parser.add_argument("--epochs", type=int, default=d.epochs,
+    parser.add_argument("--epochs", type=positive_int, default=d.epochs,
                         help=f"passes over the training names (default {d.epochs})")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    parser.add_argument("--patience", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"default {d.batch_size}")
+    parser.add_argument("--patience", type=positive_int, default=None,
                         help="stop once the validation loss has not improved for this many epochs and "
                              "keep the best epoch's weights (default: train all epochs)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="data split, initial weights, shuffling, sampling")
-    parser.add_argument("--samples", type=int, default=10, help="names to sample after training")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--max-len", type=positive_int, default=20, help="longest sampled name")
-    parser.add_argument("--backend", default=None, help="cython, numba or numpy (default: the fastest)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="threads for kernels and BLAS")
-    parser.add_argument("--save", default=None, help="write the trained model to this .npz file")
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed,
+                        help="data split, initial weights, shuffling, sampling")
+    parser.add_argument("--samples", type=int_in(0, 100_000), default=10, help="names to sample after training")
+    parser.add_argument("--temperature", type=real(0), default=0.8, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--max-len", type=int_in(1, 1000), default=20, help="longest sampled name")
+    parser.add_argument("--backend", type=backend_name, default=None, help="cython, numba or numpy (default: the fastest)")
+    parser.add_argument("--threads", type=thread_count, default=None, help="threads for kernels and BLAS")
+    parser.add_argument("--save", type=output_path, default=None,
+                        help="write the trained model to this .npz file (its directory must exist)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
 def config_from(args) -> LMConfig:
-    """The checked training configuration the options ask for; exits naming the first bad option."""
+    """The checked training configuration the options ask for; UsageError names the first bad option."""
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(LMConfig)}
     config = LMConfig(**{**values, "hidden": tuple(args.hidden)})
     try:
         config.check()
     except InvalidSetting as bad:
         option = "--" + bad.setting.replace("_", "-")  # the fields are the options' names
-        raise SystemExit(f"fusedense lm: {option} {bad.requirement}") from None
+        raise UsageError(f"argument {option}: {bad.requirement}") from None
+    widths = [len(datasets.NAMES_LM_VOCAB) * config.embedding, config.context * config.embedding, *config.hidden,
+              len(datasets.NAMES_LM_VOCAB)]
+    n_params = widths[0] + sum(a * b + b for a, b in zip(widths[1:], widths[2:]))
+    if n_params > MAX_PARAMS:
+        raise UsageError(f"arguments --context/--embedding/--hidden: the model would have {n_params:,} parameters "
+                         f"(at most {MAX_PARAMS:,})")
     return config
+
+
+def check(args):
+    config_from(args)
 
 
 def run(args) -> int:
@@ -87,6 +113,20 @@ def run(args) -> int:
             print(f"samples (temperature {args.temperature:g}, seed {args.seed}):")
             print("  " + ", ".join(data.decode(tokens) for tokens in names))
         if args.save:
-            model.save(args.save)
-            print(f"saved to {args.save}")
+            return _save(model, args.save)
         return 0
+
+
+def _save(model, path) -> int:
+    """Saves the trained model; if ``path`` stopped being writable during training (checked at
+    the start), saves it in the temporary directory instead of losing it, and says so."""
+    try:
+        model.save(path)
+    except OSError as exc:
+        fallback = os.path.join(tempfile.gettempdir(), f"fusedense-lm-{os.getpid()}.npz")
+        model.save(fallback)
+        print(f"fusedense lm: could not save to {path} ({exc.strerror or exc}); saved to {fallback} instead",
+              file=sys.stderr)
+        return 1
+    print(f"saved to {path}")
+    return 0
