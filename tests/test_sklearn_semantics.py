@@ -64,6 +64,29 @@ def test_lbfgs_stops_at_max_iter_or_max_fun_with_a_convergence_warning():
     assert not hasattr(clf, "partial_fit") and not hasattr(clf, "loss_curve_")
 
 
+class _CountingEngine:
+    """Forwards to an engine and counts the calls of each of its functions."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, {}
+
+    def __getattr__(self, name):
+        function = getattr(self.engine, name)
+
+        def counted(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return function(*args)
+        return counted
+
+
+def test_lbfgs_makes_one_engine_call_per_evaluation(backend):
+    clf = _quiet(fd.MLPClassifier((8,), solver="lbfgs", max_iter=1, warm_start=True, random_state=0,
+                                  backend=backend), X, LABELS)
+    clf.network_.engine = counting = _CountingEngine(clf.network_.engine)
+    _quiet(clf.set_params(max_iter=5, max_fun=8), X, LABELS)
+    assert list(counting.calls) == ["mlp_gradient"] and 5 <= counting.calls["mlp_gradient"] <= 9
+
+
 def test_integer_sample_weights_are_repeated_rows_for_lbfgs():
     repeated = np.repeat(np.arange(len(X)), WEIGHTS.astype(int))
     weighted = _quiet(fd.MLPClassifier((8,), solver="lbfgs", max_iter=20, random_state=0), X, LABELS,
