@@ -163,8 +163,9 @@ def test_digits_accuracy_within_one_point_of_sklearn():
 # SGD with a constant or 'invscaling' learning rate is the same update in both libraries (with
 # momentum only at a constant rate: sklearn's velocity holds lr·grad, the fused SGD's holds grad),
 # so from the same weights the whole training loop must agree to rounding: batches, loss_curve_,
-# the tol / n_iter_no_change stop and 'adaptive' slow-downs. Adam differs by where eps enters
-# (sklearn folds the bias corrections into the step size), which is visible only after a few steps.
+# the tol / n_iter_no_change stop and 'adaptive' slow-downs. Adam's default differs by where eps enters
+# (sklearn folds the bias corrections into the step size), which is visible only after a few steps
+# (epsilon_added_to="sqrt_v" removes it: tests/test_sklearn_semantics.py).
 SAME_AS_SKLEARN = {
     "sgd-nesterov": (dict(solver="sgd", learning_rate_init=0.01, momentum=0.9), 1e-12),
     "sgd-invscaling": (dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.05, momentum=0.0), 1e-12),
