@@ -10,7 +10,7 @@ from fusedense.__main__ import main
 from support import assert_close
 
 VOCAB, DIM, CONTEXT = 7, 3, 2
-XENT = "sparse_categorical_crossentropy"
+XENT = fd.losses.SparseCategoricalCrossentropy(from_logits=True)  # the output layer is linear: logits
 
 
 def _tiny_net(dtype=np.float64, backend=None, hidden=(5,), output_activation="identity"):

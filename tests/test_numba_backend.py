@@ -14,7 +14,7 @@ import fusedense as fd
 from fusedense import reference
 from fusedense._numba_kernels import dense, gemm, jit, mlp, optimizers
 from fusedense.activations import BY_ID, activation_forward, activation_vjp, get_activation
-from fusedense.layout import make_layout
+from fusedense.layout import layer_record, make_layout
 
 from support import assert_close
 
@@ -106,7 +106,7 @@ def test_mlp_forward_matches_reference_across_gemm_row_blocks(dtype, batch, rng)
     params = (rng.normal(size=n) * 0.3).astype(dtype)
     x = rng.normal(size=(batch, 13)).astype(dtype)
     assert_close(fd.mlp_forward(x, params, layout, alphas, backend="numba"),
-                 reference.mlp_forward(x, params, layout, alphas), dtype, 4)
+                 reference.mlp_forward(x, params, layer_record(layout, alphas, n)), dtype, 4)
 
 
 @pytest.mark.parametrize("n_cols", [1, 5, 16, 17, 33, 70, 130])
@@ -181,7 +181,7 @@ def test_dense_layer_with_a_large_weight_matches_reference_on_both_sides_of_pack
     previous = fd.set_num_threads(threads)
     try:
         y = fd.dense(x, W, b, activation="gelu", backend="numba")
-        packs = gemm.worth_packing(batch, n_out, n_in, np.dtype(dtype).itemsize)
+        packs = gemm.worth_packing(batch, n_out, n_in, np.dtype(dtype).itemsize, numba.get_num_threads())
         one_thread = numba.get_num_threads() == 1  # numba caps the count at its pool (1 on one core)
     finally:
         fd.set_num_threads(previous)
@@ -221,13 +221,14 @@ def test_vectorised_activation_loops_match_reference_at_extreme_inputs(dtype, ac
 
 def test_mlp_forward_kernel_asks_for_a_larger_workspace_before_computing(rng):
     layout, alphas, n = make_layout([13, 40, 7, 5], ["tanh", "relu", "softmax"])
+    layers = layer_record(layout, alphas, n)
     params = (rng.normal(size=n) * 0.3).astype(np.float32)
     x = rng.normal(size=(9, 13)).astype(np.float32)
     out = np.full((9, 5), np.nan, np.float32)
-    needed = mlp.mlp_forward(x, params, layout, alphas, out, np.empty(0, np.float32))
+    needed = mlp.mlp_forward(x, params, layers, out, np.empty(0, np.float32))
     assert needed > 0 and np.isnan(out).all()
-    assert mlp.mlp_forward(x, params, layout, alphas, out, np.empty(needed, np.float32)) == 0
-    assert_close(out, reference.mlp_forward(x, params, layout, alphas), np.float32, 4)
+    assert mlp.mlp_forward(x, params, layers, out, np.empty(needed, np.float32)) == 0
+    assert_close(out, reference.mlp_forward(x, params, layers), np.float32, 4)
 
 
 def _parallel_results(rng):
@@ -291,6 +292,26 @@ def test_a_second_process_loads_the_compiled_kernel_from_the_cache(tmp_path):
     assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "1 0 0.5"  # loaded, not compiled
 
 
+def test_first_dense_call_compiles_only_its_product_path_and_activation(tmp_path):
+    """fd.dense picks the product path in Python and runs a per-activation epilogue kernel:
+    a cold first call at batch 8 compiles neither the packed path, nor matmul (which holds all
+    three), nor the lone-row tiles, nor another activation's loops; a second process loads
+    what the first compiled."""
+    code = """
+        import numpy as np, fusedense as fd
+        from fusedense._numba_kernels import activations, dense, gemm
+        y = fd.dense(np.ones((8, 16), np.float32), np.ones((16, 4), np.float32), activation="relu",
+                     backend="numba")
+        unused = [gemm.packed_matmul, gemm.matmul, gemm._lone_rows, activations._branch_free_row,
+                  activations.softmax_row, activations.forward_scalar]
+        stats = dense.epilogue(activations.RELU).stats
+        print(sum(len(k.signatures) for k in unused), sum(stats.cache_hits.values()),
+              sum(stats.cache_misses.values()), y[0, 0])
+    """
+    assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "0 0 1 16.0"
+    assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "0 1 0 16.0"
+
+
 def test_kernels_run_as_plain_python_match_reference():
     """NUMBA_DISABLE_JIT=1 runs the kernels' Python source: checks its logic (blocking, row
     helpers, absent arrays, layout walking) independently of numba's compiler."""
@@ -298,7 +319,7 @@ def test_kernels_run_as_plain_python_match_reference():
         import numba, numpy as np
         from fusedense import abi, reference
         from fusedense.activations import BY_ID, activation_vjp
-        from fusedense.layout import make_layout
+        from fusedense.layout import layer_record, make_layout
         from fusedense._backends import numba_backend as nb
         from fusedense._numba_kernels import gemm
         assert numba.config.DISABLE_JIT and not hasattr(nb.dense.dense_rows, "signatures")
@@ -321,21 +342,22 @@ def test_kernels_run_as_plain_python_match_reference():
         nb.activation_forward(wide, 1, 0.0, out)
         check(out, np.maximum(wide, 0))
         layout, alphas, n = make_layout([5, 6, 4], ["tanh", "softmax"])
+        layers = layer_record(layout, alphas, n)
         params = rng.normal(size=n)
         out = np.empty((3, 4))
-        nb.mlp_forward(x, params, layout, alphas, out)
-        check(out, reference.mlp_forward(x, params, layout, alphas))
+        nb.mlp_forward(x, params, layers, out)
+        check(out, reference.mlp_forward(x, params, layers))
         a, b = rng.normal(size=(7, 260)), rng.normal(size=(260, 20))  # two k slices, 4+2+1 rows
         out = np.empty((7, 20))
         gemm.packed_matmul(a, b, out)
         check(out, a @ b)
-        hyper = np.array([abi.OPT_SGD, 0.1, 0.9, 0, 0, 0.01, 1, 0, 1], float)
+        hyper = np.array([abi.OPT_SGD, 0.1, 0.9, 0, 0, 0.01, 1, 0, 1, 0], float)
         for loss_id, targets in [(abi.LOSS_SPARSE_XENT, np.array([0, 3, 1])),
                                  (abi.LOSS_MSE, rng.normal(size=(3, 4)))]:
             p1, p2, s1, s2 = params.copy(), params.copy(), np.zeros((1, n)), np.zeros((1, n))
             grads = np.empty(n)
-            loss = nb.mlp_train_step(x, targets, p1, grads, s1, layout, alphas, loss_id, hyper)
-            loss_ref, grads_ref = reference.mlp_train_step(x, targets, p2, layout, alphas, s2, loss_id, hyper)
+            loss = nb.mlp_train_step(x, targets, p1, grads, s1, layers, loss_id, hyper, None)
+            loss_ref, grads_ref = reference.mlp_train_step(x, targets, p2, layers, s2, loss_id, hyper)
             check(loss, loss_ref); check(grads, grads_ref); check(p1, p2); check(s1, s2)
         print("ok")
     """, NUMBA_DISABLE_JIT="1")

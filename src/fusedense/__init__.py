@@ -3,16 +3,18 @@
     >>> import fusedense as fd
     >>> y = fd.dense(x, W, b, activation="relu")          # act(x @ W + b) in one pass
 """
-from . import callbacks, datasets, importers, optimizers  # importers: fd.MLP.from_torch / from_sklearn
+from . import (callbacks, datasets, importers, initializers, layers, losses, metrics,  # importers: fd.MLP.from_torch
+               optimizers, regularizers)
 from .activations import ACTIVATIONS
 from ._backends import backends, get_backend, set_backend, use_backend
 from .functional import (activate, activation_grad, adam_step, binary_cross_entropy, dense, dense_grad,
                          mean_squared_error, mlp_forward, sgd_step, softmax_cross_entropy)
 from .hashing import HashingVectorizer
-from .io import load_model
+from .keras_io import load_keras, load_model  # fd.Sequential.from_keras, model.save("m.keras")
 from .layout import layer_views, make_layout
 from .embedding import EmbeddingMLP
-from .models import Dense, Embedding, Flatten, Input, Sequential
+from .layers import Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer
+from .models import Sequential
 from .network import MLP
 from .threads import get_num_threads, set_num_threads
 
@@ -32,9 +34,11 @@ def __getattr__(name):
 
 __all__ = [
     # the model fronts
-    "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Embedding", "EmbeddingMLP",
+    "Activation", "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Dropout", "Embedding",
+    "EmbeddingMLP", "InputLayer",
     "Flatten", "Input", "Sequential",
-    "callbacks", "datasets", "load_model", "optimizers",
+    "callbacks", "datasets", "initializers", "layers", "load_keras", "load_model", "losses", "metrics", "optimizers",
+    "regularizers",
     # the functional API and backend control
     "ACTIVATIONS", "activate", "activation_grad", "adam_step", "backends", "binary_cross_entropy",
     "dense", "dense_grad", "get_backend", "get_num_threads", "layer_views", "make_layout",

@@ -125,14 +125,12 @@ class EmbeddingMLP(MLP):
 
     # --- training ----------------------------------------------------------------------------
 
-    def _train_kernel(self, tokens, labels, loss_id, outputs, sample_weight) -> float:
+    def _train_kernel(self, tokens, labels, loss_id, outputs) -> float:
         """One minibatch update from checked ``tokens`` (n, context) and int64 ``labels`` (n,) in ONE
         backend call (gather, forward, softmax cross-entropy, backward, scatter-add into the
         table's gradient rows, optimizer over the whole buffer); ``fused_step`` calls it."""
         if loss_id != abi.LOSS_SPARSE_XENT:
             raise ValueError("loss: an EmbeddingMLP trains with 'sparse_categorical_crossentropy' only")
-        if sample_weight is not None:
-            raise ValueError("sample_weight: an EmbeddingMLP trains with unweighted rows only")
         return self.engine.embedding_train_step(tokens, labels, self.params, self.grads, self.opt_state,
                                                   self._layers, self._hyper, self.vocab_size, outputs)
 

@@ -32,7 +32,8 @@ import numpy as np
 from .activations import ACTIVATIONS, get_activation
 from .embedding import EmbeddingMLP
 from .layout import make_layout
-from .models import Dense, Embedding, Flatten, Sequential
+from .layers import Activation, Dense, Dropout, Embedding, Flatten
+from .models import Sequential
 from .network import MLP
 from .optimizers import from_config
 
@@ -98,15 +99,11 @@ def _record(model) -> tuple:
 
 
 def _layer_record(layer) -> dict:
-    """A Sequential layer's constructor arguments; "type" is absent for Dense (files of version 1
-    written before Embedding existed read the same)."""
-    if isinstance(layer, Embedding):
-        return {"type": "Embedding", "vocab_size": layer.vocab_size, "dim": layer.dim,
-                "input_length": layer.input_length, "name": layer.name}
-    if isinstance(layer, Flatten):
-        return {"type": "Flatten", "name": layer.name}
-    return {"units": layer.units, "activation": layer.activation, "name": layer.name,
-            "kernel_initializer": layer.kernel_initializer, "alpha": layer.alpha}
+    """A Sequential layer's constructor arguments (its ``get_config()``); "type" is absent for
+    Dense (files of version 1 written before Embedding existed read the same)."""
+    if isinstance(layer, Dense):
+        return layer.get_config()
+    return {"type": type(layer).__name__, **layer.get_config()}
 
 
 def check_output_path(path) -> str:
@@ -394,9 +391,17 @@ def _checked_layers(layers, architecture):
         name = f"layers[{i}]"
         kind = layer.get("type", "Dense") if isinstance(layer, dict) else None
         if kind == "Dense":
-            _keys(name, layer, ("units", "activation", "name", "kernel_initializer", "alpha"), ("type",))
+            _keys(name, layer, ("units", "activation", "name", "kernel_initializer", "alpha"),
+                  ("type", "use_bias", "bias_initializer", "kernel_regularizer"))
             dense.append((_count(f"{name}.units", layer["units"]), _activation_name(f"{name}.activation", layer["activation"])))
             _alpha(f"{name}.alpha", layer["alpha"], layer["activation"])
+        elif kind == "Activation":  # becomes the activation of the linear Dense layer before it
+            _keys(name, layer, ("type", "activation", "name"))
+            if not dense or dense[-1][1] != "identity":
+                raise _Invalid(f"{name}: an Activation layer must follow a linear Dense layer")
+            dense[-1] = (dense[-1][0], _activation_name(f"{name}.activation", layer["activation"]))
+        elif kind == "Dropout":
+            _keys(name, layer, ("type", "rate", "name"), ("seed",))
         elif kind == "Embedding":
             _keys(name, layer, ("type", "vocab_size", "dim", "input_length", "name"))
             emb = architecture.get("embedding")
@@ -411,7 +416,7 @@ def _checked_layers(layers, architecture):
         if not isinstance(layer["name"], str):
             raise _Invalid(f"{name}.name: expected a string, got {type(layer['name']).__name__}")
         record = dict(layer)
-        cls = {"Dense": Dense, "Embedding": Embedding, "Flatten": Flatten}[record.pop("type", "Dense")]
+        cls = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Embedding, Flatten)}[record.pop("type", "Dense")]
         try:
             built.append(cls(**record))
         except (TypeError, ValueError) as exc:
@@ -424,7 +429,7 @@ def _checked_layers(layers, architecture):
 def _checked_compile(config):
     if config is None:
         return None
-    _keys("compile", config, ("loss", "metrics", "optimizer"))
+    _keys("compile", config, ("loss", "metrics", "optimizer"), ("weighted_metrics",))
     optimizer = _list("compile.optimizer", config["optimizer"], 2)
     name, settings = optimizer
     if not isinstance(name, str):
@@ -434,8 +439,18 @@ def _checked_compile(config):
     for key, value in settings.items():
         if type(value) not in (int, float, bool) and value is not None:
             raise _Invalid(f"compile.optimizer.{key}: expected a number, got {value!r}")
-    if not isinstance(config["loss"], str) or not all(isinstance(m, str) for m in _list("compile.metrics", config["metrics"])):
-        raise _Invalid("compile: loss and metrics must be names")
+    loss = config["loss"]
+    if isinstance(loss, dict):  # a loss object: {"class_name": ..., "config": {"from_logits": bool}}
+        _keys("compile.loss", loss, ("class_name", "config"))
+        if not isinstance(loss["class_name"], str) or not isinstance(loss["config"], dict) \
+                or any(k != "from_logits" or type(v) is not bool for k, v in loss["config"].items()):
+            raise _Invalid("compile.loss: expected a class name and {'from_logits': true/false}")
+    elif not isinstance(loss, str):
+        raise _Invalid("compile: the loss must be a name or a loss class with from_logits")
+    metrics = _list("compile.metrics", config["metrics"]) + _list("compile.weighted_metrics",
+                                                                  config.get("weighted_metrics") or [])
+    if not all(isinstance(m, str) for m in metrics):
+        raise _Invalid("compile: metrics must be names")
     return config
 
 
@@ -551,7 +566,8 @@ def _sequential(record, net, backend):
     config = record["compile"]
     if config:
         try:
-            model.compile(optimizer=from_config(*config["optimizer"]), loss=config["loss"], metrics=config["metrics"])
+            model.compile(optimizer=from_config(*config["optimizer"]), loss=config["loss"], metrics=config["metrics"],
+                          weighted_metrics=config.get("weighted_metrics") or None)
         except (TypeError, ValueError) as exc:
             raise _Invalid(f"compile: {exc}") from None
     return model

@@ -15,9 +15,10 @@ import time
 
 import numpy as np
 
-from . import datasets, optimizers
+from . import datasets, losses, optimizers
 from .callbacks import CosineDecay, EarlyStopping
-from .models import Dense, Embedding, Flatten, Sequential
+from .layers import Dense, Embedding, Flatten
+from .models import Sequential
 
 __all__ = ["InvalidSetting", "LMConfig", "build_model", "train"]
 
@@ -89,7 +90,7 @@ def build_model(config: LMConfig) -> Sequential:
     lr, decay = config.initial_learning_rate, config.decay
     optimizer = optimizers.AdamW(learning_rate=lr, weight_decay=decay) if config.optimizer == "adam" \
         else optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=decay)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")  # builds: the input length is known
+    model.compile(optimizer=optimizer, loss=losses.SparseCategoricalCrossentropy(from_logits=True))  # builds
     # A normal law as in Bengio et al. and PyTorch, not Keras' uniform(±0.05): tiny embeddings
     # leave the tanh layer in its linear range, where training crawls (docs/performance-notes.md).
     table = model.layers[0].embeddings

@@ -1,9 +1,13 @@
-"""The Keras-shaped front: ``Sequential`` of ``Dense`` layers with compile / fit / evaluate / predict.
+"""The Keras-shaped front: ``Sequential`` with compile / fit / evaluate / predict, over the layers
+of :mod:`fusedense.layers` (Keras 3's API and semantics; ``import fusedense as keras`` works for
+the models fusedense can fuse).
 
-    model = fd.Sequential([
-        fd.Dense(128, activation="relu", input_shape=(input_dim,)),
-        fd.Dense(64, activation="relu"),
-        fd.Dense(num_classes, activation="softmax"),
+    import fusedense as keras
+    model = keras.Sequential([
+        keras.Input(shape=(input_dim,)),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(num_classes, activation="softmax"),
     ])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x_train, y_train, epochs=10, batch_size=32, validation_split=0.2)
@@ -12,124 +16,56 @@ Under it is one :class:`fusedense.MLP` (``model.network``): every minibatch is o
 ``mlp_train_step`` call. A model may start with ``Embedding`` + ``Flatten`` (token ids in,
 e.g. a character language model); its network is then an :class:`fusedense.embedding.EmbeddingMLP`.
 
-    model = fd.Sequential([fd.Embedding(27, 10, input_length=3), fd.Flatten(),
-                           fd.Dense(200, activation="tanh"), fd.Dense(27)])
-
 As in Keras, a training metric is measured on each batch's outputs before its update (the
-fused step reports them, no second forward pass) and averaged over the epoch. Difference from
-Keras: the default optimizer is Adam (Keras: RMSprop, which fusedense does not have).
+fused step reports them, no second forward pass) and averaged over the epoch; the loss
+includes the kernel regularizers' penalties; ``sample_weight`` / ``class_weight`` scale each
+row's loss (the mean still over the batch's rows) and weight the ``weighted_metrics``. How each loss is
+trained (fused on logits, or on Keras's clipped probabilities) is described in fusedense.losses.
+Differences from Keras: the default optimizer is Adam (Keras: RMSprop, which fusedense does not
+have); ``predict`` prints nothing unless verbose=1 is asked for; Dropout layers train only with
+rate 0 (see fusedense.layers).
 """
 from __future__ import annotations
 
-import time
+import math
+import warnings
 
 import numpy as np
 
+from . import abi
+from . import losses as _losses
 from . import optimizers as _optimizers
-from .activations import get_activation
-from .callbacks import Callback, History
-from .losses import get_loss
-from .metrics import get_metric
+from .callbacks import Callback, History, ProgbarLogger, TerminateOnNaN
 from .embedding import EmbeddingMLP
-from .network import INITIALIZERS, MLP
+from .layers import Activation, Dense, Dropout, Embedding, Flatten, InputLayer, unique_name
+from .layout import layer_views
+from .metrics import get_metric
+from .metrics import value as metric_value
+from .network import MLP
+from .progbar import Progbar, format_logs, is_interactive
 
-__all__ = ["Dense", "Embedding", "Flatten", "Input", "Sequential"]
+__all__ = ["Sequential"]
 
-
-class Input:
-    """``fd.Input(shape=(n_features,))`` as the first element of a Sequential (like keras.Input)."""
-
-    def __init__(self, shape):
-        shape = tuple(shape)
-        if len(shape) != 1:
-            raise ValueError(f"shape: expected (n_features,) — Dense networks take flat feature vectors, got {shape}")
-        self.shape = shape
-
-
-class Dense:
-    """A fully connected layer ``activation(x @ kernel + bias)``; ``activation=None`` is linear.
-
-    input_shape=(n,) or input_dim=n on the first layer fixes the input width (else fit infers it).
-    """
-
-    def __init__(self, units, activation=None, input_shape=None, input_dim=None,
-                 kernel_initializer="glorot_uniform", alpha=None, name=None):
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-            raise ValueError(f"units: expected a positive integer, got {units!r}")
-        if kernel_initializer not in INITIALIZERS:
-            raise ValueError(f"kernel_initializer: unknown initializer {kernel_initializer!r}; "
-                             f"expected one of {', '.join(INITIALIZERS)}")
-        self.units = int(units)
-        self.activation = get_activation(activation).name
-        self.kernel_initializer = kernel_initializer
-        self.alpha = alpha
-        self.name = name
-        if input_shape is not None:
-            input_dim = Input(input_shape).shape[0]
-        self.input_dim = None if input_dim is None else int(input_dim)
-        self._views = None  # (kernel, bias) views into the model's flat buffer once built
-
-    @property
-    def kernel(self):
-        return self._built_views()[0]
-
-    @property
-    def bias(self):
-        return self._built_views()[1]
-
-    def get_weights(self):
-        return [a.copy() for a in self._built_views()]
-
-    def _built_views(self):
-        if self._views is None:
-            raise ValueError(f"{self.name}: the layer has no weights until the model is built "
-                             f"(give input_shape= or call fit)")
-        return self._views
-
-
-class Embedding:
-    """Token ids (n, input_length) → their rows of a (vocab_size × dim) table; first layer only,
-    followed by ``Flatten`` (the rows side by side feed the next Dense layer)."""
-
-    def __init__(self, vocab_size, dim, input_length=None, name=None):
-        for arg, value in (("vocab_size", vocab_size), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{arg}: expected a positive integer, got {value!r}")
-        self.vocab_size, self.dim = int(vocab_size), int(dim)
-        self.input_length = None if input_length is None else _positive_int("input_length", input_length)
-        self.name = name
-        self._views = None  # (table,) once built
-
-    @property
-    def embeddings(self):
-        return self._built_views()[0]
-
-    get_weights = Dense.get_weights
-    _built_views = Dense._built_views
-
-
-class Flatten:
-    """Joins the Embedding's (input_length × dim) rows into one feature vector per sample."""
-
-    def __init__(self, name=None):
-        self.name = name
+_IGNORED_COMPILE_ARGS = ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss")
 
 
 class Sequential:
-    """A stack of Dense layers (see the module docstring). ``seed`` fixes initial weights and shuffling."""
+    """A stack of layers (see the module docstring). ``seed`` fixes initial weights and shuffling."""
 
-    def __init__(self, layers=None, name=None, seed=None, dtype="float32", backend=None):
-        self.name = name or "sequential"
+    def __init__(self, layers=None, name=None, seed=None, dtype="float32", backend=None, trainable=True):
+        self.name = name or unique_name("sequential")
         self.seed = seed
         self.dtype = np.dtype(dtype)
         self.backend = backend
-        self.layers = []
+        self.layers = []  # as Keras 3's model.layers: without the InputLayer
         self.embedding = None  # the Embedding layer when the model starts with one
         self.input_dim = None
         self.network = None
         self.loss = None
         self.metrics = []
+        self.optimizer = None
         self.stop_training = False
+        self.history = None
         self._rng = np.random.default_rng(seed)
         for layer in layers or []:
             self.add(layer)
@@ -139,60 +75,93 @@ class Sequential:
     def add(self, layer):
         if self.network is not None:
             raise ValueError("layer: cannot add layers to a model that is already built")
-        if isinstance(layer, Input):
-            if self.layers:
-                raise ValueError("layer: fd.Input must come before every Dense layer")
+        if isinstance(layer, InputLayer):
+            if self.layers or self.input_dim is not None:
+                raise ValueError("layer: fd.Input must come before every other layer")
             self.input_dim = layer.shape[0]
             return
-        previous = self.layers[-1] if self.layers else None
+        previous = next((p for p in reversed(self.layers) if not isinstance(p, Dropout)), None)
         if isinstance(layer, Embedding):
             if self.layers or self.input_dim is not None:
-                raise ValueError("layer: fd.Embedding must be the first layer")
+                raise ValueError("layer: fd.layers.Embedding must be the first layer")
             self.embedding, self.input_dim = layer, layer.input_length
         elif isinstance(layer, Flatten):
-            if not isinstance(previous, Embedding):
-                raise ValueError("layer: fd.Flatten goes right after fd.Embedding (Dense layers take flat inputs)")
+            if previous is not None and not isinstance(previous, Embedding):
+                raise ValueError("layer: fd.layers.Flatten goes right after fd.layers.Embedding "
+                                 "(Dense layers take flat inputs)")
         elif isinstance(layer, Dense):
             if isinstance(previous, Embedding):
-                raise ValueError("layer: put fd.Flatten() between fd.Embedding and the first fd.Dense")
-            if not self.layers and layer.input_dim is not None:
+                raise ValueError("layer: put fd.layers.Flatten() between fd.layers.Embedding and the first Dense layer")
+            if not self._dense_layers(required=False) and layer.input_dim is not None:
                 self.input_dim = layer.input_dim
+        elif isinstance(layer, Activation):
+            if not isinstance(previous, Dense) or previous.activation != "identity" \
+                    or isinstance(self.layers[-1], Activation):
+                raise ValueError("layer: fd.layers.Activation must follow a Dense layer without an activation "
+                                 "(it becomes that layer's activation in the fused network)")
+        elif isinstance(layer, Dropout):
+            if self.embedding is not None and not self._dense_layers(required=False):
+                raise ValueError("layer: fd.layers.Dropout cannot come between Embedding and the first Dense layer")
         else:
-            raise TypeError(f"layer: expected fd.Dense, fd.Embedding, fd.Flatten or fd.Input, got {type(layer).__name__}")
-        if layer.name is None:
-            layer.name = f"{type(layer).__name__.lower()}_{len(self.layers)}"
+            raise TypeError(f"layer: expected a layer of fusedense.layers (Dense, Dropout, Activation, Embedding, "
+                            f"Flatten, Input), got {type(layer).__name__}")
         self.layers.append(layer)  # weights are created once all layers are known (compile/fit/predict)
 
-    def build(self, input_dim=None):
-        """Creates the weights for ``input_dim`` inputs (done automatically by compile/fit)."""
+    def pop(self):
         if self.network is not None:
-            return
-        input_dim = input_dim or self.input_dim
-        if input_dim is None:
-            raise ValueError("input_shape: the model does not know its input width yet; give "
-                             "input_shape=(n,) to the first Dense layer, or call fit first")
-        dense = self._dense_layers()
-        self.input_dim = int(input_dim)
-        config = dict(alphas=[layer.alpha for layer in dense], dtype=self.dtype,
-                      init=[layer.kernel_initializer for layer in dense], random_state=self._rng,
-                      backend=self.backend)
-        units, activations = [layer.units for layer in dense], [layer.activation for layer in dense]
-        if self.embedding is None:
-            self.network = MLP([self.input_dim] + units, activations, **config)
-        else:
-            self.network = EmbeddingMLP(self.embedding.vocab_size, self.embedding.dim, self.input_dim, units, activations,
-                                        **config)
-            self.embedding._views = (self.network.embeddings,)
-        for layer, views in zip(dense, self.network.weights):
-            layer._views = views
-        if self.loss is not None:
-            self._attach_optimizer()
+            raise ValueError("pop: cannot remove layers from a model that is already built")
+        return self.layers.pop()
 
-    def _dense_layers(self):
+    def _dense_layers(self, required=True):
         dense = [layer for layer in self.layers if isinstance(layer, Dense)]
-        if not dense:
+        if required and not dense:
             raise ValueError("layers: a Sequential model needs at least one Dense layer")
         return dense
+
+    def _fused_activations(self):
+        """Each Dense layer's activation in the fused network (an Activation layer after a linear
+        Dense layer becomes its activation)."""
+        activations = []
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                activations.append(layer.activation)
+            elif isinstance(layer, Activation):
+                activations[-1] = layer.activation
+        return activations
+
+    @property
+    def output_activation(self) -> str:
+        return self._fused_activations()[-1]
+
+    def build(self, input_shape=None):
+        """Creates the weights for ``input_shape`` = n or (None, n) inputs (compile/fit do it)."""
+        if self.network is not None:
+            return
+        input_dim = input_shape[-1] if isinstance(input_shape, (tuple, list)) else input_shape
+        input_dim = input_dim or self.input_dim
+        if input_dim is None:
+            raise ValueError("input_shape: the model does not know its input width yet; start it with "
+                             "fd.Input(shape=(n,)), give input_shape=(n,) to the first Dense layer, or call fit")
+        dense = self._dense_layers()
+        self.input_dim = int(input_dim)
+        config = dict(alphas=[layer.alpha for layer in dense], dtype=self.dtype, random_state=self._rng,
+                      backend=self.backend)
+        units, activations = [layer.units for layer in dense], self._fused_activations()
+        if self.embedding is None:
+            net = MLP([self.input_dim] + units, activations, **config)
+        else:
+            net = EmbeddingMLP(self.embedding.vocab_size, self.embedding.dim, self.input_dim, units, activations,
+                               **config)
+            self.embedding._views = (net.embeddings,)
+            net.embeddings[...] = self.embedding.embeddings_initializer(net.embeddings.shape, self._rng)
+        for layer, (W, b) in zip(dense, net.weights):
+            layer._views = (W, b)
+            W[...] = layer.kernel_initializer(W.shape, self._rng)
+            b[...] = layer.bias_initializer(b.shape, self._rng) if layer.use_bias else 0
+        self.network = net
+        self._unbiased = [layer.bias for layer in dense if not layer.use_bias]
+        if self.loss is not None:
+            self._attach_optimizer()
 
     def _build_for(self, x):
         """The network, built for the width of ``x`` if it was not built yet."""
@@ -208,18 +177,33 @@ class Sequential:
 
     # --- training configuration ----------------------------------------------------------------
 
-    def compile(self, optimizer="adam", loss=None, metrics=None):
+    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
+                **kwargs):
         """optimizer: 'adam', 'sgd', 'adamw' or a fusedense.optimizers object; loss: a Keras loss
-        name; metrics: e.g. ['accuracy']."""
+        name, function, config or fusedense.losses object; metrics: e.g. ['accuracy']."""
+        unknown = set(kwargs) - set(_IGNORED_COMPILE_ARGS)
+        if unknown:
+            raise TypeError(f"compile: unexpected keyword argument(s) {', '.join(sorted(unknown))}")
         if loss is None:
             raise ValueError("loss: compile needs a loss, e.g. loss='sparse_categorical_crossentropy'")
+        if loss_weights is not None:
+            raise NotImplementedError("loss_weights: a Sequential model has one output and one loss")
         self._dense_layers()
+        loss_object = _losses.get(loss)
+        self._loss_path = _training_path(loss_object, self.output_activation)
         self.optimizer = _optimizers.get(optimizer)
-        self.loss = get_loss(loss, self.layers[-1].activation)
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        self.metrics = [(name, get_metric(name, self.loss, self.layers[-1].units)) for name in metrics or []]
-        self._compile_config = {"loss": loss, "metrics": list(metrics or [])}
+        self.loss_object, self.loss = loss_object, loss_object.spec
+        self._from_logits = loss_object.from_logits and self.loss.id != abi.LOSS_MSE
+        n_out = self._dense_layers()[-1].units
+        # Keras: ``metrics`` ignore sample weights, ``weighted_metrics`` apply them (Σ w·m / Σ w)
+        self.metrics = [(*get_metric(m, self.loss, n_out), False) for m in _as_list(metrics)]
+        taken = {name for name, _, _ in self.metrics}
+        for m in _as_list(weighted_metrics):
+            name, fn = get_metric(m, self.loss, n_out)
+            self.metrics.append((f"weighted_{name}" if name in taken else name, fn, True))
+        self._compile_config = {"loss": _losses.serialize(loss_object),
+                                "metrics": [name for name, _, weighted in self.metrics if not weighted],
+                                "weighted_metrics": [name for name, _, weighted in self.metrics if weighted]}
         if self.network is not None:
             self._attach_optimizer()
         elif self.input_dim is not None:
@@ -229,29 +213,48 @@ class Sequential:
         self.network.set_optimizer(self.optimizer)
 
     @property
-    def _from_logits(self) -> bool:
-        return self.layers[-1].activation == "identity"
+    def metrics_names(self):
+        return ["loss"] + [name for name, _, _ in self.metrics]
 
     def _require_compiled(self, what):
         if self.loss is None:
             raise RuntimeError(f"{what}: compile the model first (model.compile(optimizer=..., loss=...))")
 
+    def _regularized(self):
+        return [(layer, layer.kernel_regularizer) for layer in self._dense_layers() if layer.kernel_regularizer]
+
+    def _penalty(self) -> float:
+        return sum(reg.penalty(layer.kernel) for layer, reg in self._regularized())
+
     # --- fit / evaluate / predict ----------------------------------------------------------------
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
-        """Trains for ``epochs`` passes over ``(x, y)``; returns a History (``.history`` dict)."""
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+            initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
+            validation_freq=1):
+        """Trains for ``epochs`` passes over ``(x, y)`` (Keras's arguments and meanings); returns
+        the History (``.history`` dict, ``.epoch``, ``.params``)."""
         self._require_compiled("fit")
         batch_size = _positive_int("batch_size", 32 if batch_size is None else batch_size)
         epochs = _positive_int("epochs", epochs, allow_zero=True)
+        initial_epoch = _positive_int("initial_epoch", initial_epoch, allow_zero=True)
+        dropouts = [layer for layer in self.layers if isinstance(layer, Dropout) and layer.rate > 0]
+        if dropouts:
+            raise NotImplementedError(
+                f"{dropouts[0].name}: training with Dropout(rate={dropouts[0].rate}) needs the dropout mask "
+                f"drawn inside the fused training step, which fusedense's engines do not have yet; predict and "
+                f"evaluate treat Dropout as the identity (it loads from Keras). Remove it or use rate=0 to train.")
         net = self._build_for(x)
         x = net.as_inputs(x, "x")
         y = net.as_targets(y, x.shape[0], self.loss, "y")
+        weights = self._sample_weights(y, x.shape[0], sample_weight, class_weight, "sample_weight")
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
-                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight)")
             x_val = net.as_inputs(validation_data[0], "validation_data[0]")
             y_val = net.as_targets(validation_data[1], x_val.shape[0], self.loss, "validation_data[1]")
+            w_val = self._sample_weights(y_val, x_val.shape[0], validation_data[2] if len(validation_data) == 3
+                                         else None, None, "validation_data[2]")
         elif validation_split:
             if not 0.0 < float(validation_split) < 1.0:
                 raise ValueError(f"validation_split: expected a fraction in (0, 1), got {validation_split!r}")
@@ -260,41 +263,74 @@ class Sequential:
                 raise ValueError(f"validation_split: {validation_split} of {x.shape[0]} samples leaves "
                                  f"an empty training or validation set")
             x, x_val, y, y_val = x[:split_at], x[split_at:], y[:split_at], y[split_at:]
+            weights, w_val = (None, None) if weights is None else (weights[:split_at], weights[split_at:])
         else:
-            x_val = y_val = None
+            x_val = y_val = w_val = None
+        if (weights is not None or self._loss_path != "fused" or self._regularized()) and isinstance(net, EmbeddingMLP):
+            raise NotImplementedError("fit: an Embedding model trains only with the fused sparse cross-entropy "
+                                      "on logits (from_logits=True), no sample/class weights and no regularizers: "
+                                      "the engines' embedding_train_step takes none of them")
+        validate = _validation_schedule(validation_freq)
 
+        n = x.shape[0]
+        steps = -(-n // batch_size) if steps_per_epoch is None else _positive_int("steps_per_epoch", steps_per_epoch)
+        verbose = 1 if verbose == "auto" else int(verbose)
         history = History()
-        callbacks = [history] + list(callbacks or [])
+        callbacks = list(callbacks or [])
+        if any(isinstance(cb, ProgbarLogger) for cb in callbacks) and not verbose:
+            verbose = 1
+        # History last, as in Keras: it records what the other callbacks add to the logs (e.g. learning_rate)
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgbarLogger)] + [history]
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks: expected fd.callbacks.Callback objects, got {type(cb).__name__}")
             cb.set_model(self)
-        verbose = 1 if verbose == "auto" else int(verbose)
+            cb.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
+        history.params = {"verbose": verbose, "epochs": epochs, "steps": steps}
+        batch_callbacks = [cb for cb in callbacks if cb.wants_batches()]
+        stop_on_nan = any(isinstance(cb, TerminateOnNaN) for cb in callbacks)
+        live = verbose == 1 and is_interactive()
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin()
-        n = x.shape[0]
-        n_steps = -(-n // batch_size)
-        # the training metrics read each batch's outputs from its own training step
-        outputs = np.empty((n, net.n_outputs), net.dtype) if self.metrics else None
+        batches = _batch_stream(n, batch_size, shuffle, self._rng)
+        # each batch's outputs from its own training step (for the training metrics), row i for the i-th row visited
+        track = bool(self.metrics)
+        outputs = np.empty((steps * batch_size, net.n_outputs), net.dtype) if track else None
+        visited = np.empty(steps * batch_size, np.int64) if track else None
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
-            start = time.perf_counter()
-            net.refresh_hyperparameters()  # a callback may have changed the learning rate
-            order = self._rng.permutation(n) if shuffle else None
-            try:
-                logs = {"loss": net.train_epoch(x, y, self.loss.id, batch_size, order, outputs)}
-            except FloatingPointError as exc:
-                raise FloatingPointError(f"epoch {epoch + 1}/{epochs}, {exc}") from None
-            if self.metrics:  # outputs[i] belongs to the i-th row visited
-                logs.update(self._metric_values(y if order is None else y[order], outputs))
-            if x_val is not None:
-                logs.update({f"val_{k}": v for k, v in self._loss_and_metrics(x_val, y_val).items()})
-            elapsed = time.perf_counter() - start
             if verbose:
-                print(f"Epoch {epoch + 1}/{epochs}\n{n_steps}/{n_steps} - {elapsed:.1f}s "
-                      f"{elapsed / n_steps * 1e3:.2f}ms/step - " + _format_logs(logs), flush=True)
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            bar = Progbar(steps, live) if verbose else None
+            net.refresh_hyperparameters()  # a callback may have changed the learning rate
+            running = _Running(self, y, weights, outputs, visited)
+            try:
+                for step in range(steps):
+                    rows = next(batches)
+                    for cb in batch_callbacks:
+                        cb.on_train_batch_begin(step)
+                    running.add(self._train_rows(net, x, y, weights, rows, batch_size, running.next_outputs(rows)), rows)
+                    if batch_callbacks:
+                        for cb in batch_callbacks:
+                            cb.on_train_batch_end(step, running.logs())
+                    if bar is not None and bar.due(step + 1):
+                        bar.update(step + 1, running.logs)
+                    if self.stop_training:
+                        break
+            except FloatingPointError as exc:
+                if not stop_on_nan:
+                    raise FloatingPointError(f"epoch {epoch + 1}/{epochs}, batch {step + 1} of {steps}: {exc}") from None
+                print(f"Batch {step + 1}: Invalid loss, terminating training", flush=True)
+                self.stop_training = True
+                if not running.rows:
+                    break
+            logs = running.logs()
+            if x_val is not None and validate(epoch):
+                logs.update({f"val_{k}": v for k, v in self._loss_and_metrics(x_val, y_val, w_val).items()})
+            if bar is not None:
+                bar.finish(logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -304,32 +340,118 @@ class Sequential:
         self.history = history
         return history
 
-    def _metric_values(self, y, outputs):
-        return {name: fn(outputs, y, self._from_logits) for name, fn in self.metrics}
+    def _sample_weights(self, y, n, sample_weight, class_weight, name):
+        """The per-row weights (None: all ones) in the model's dtype, from ``sample_weight`` or
+        ``class_weight`` {class: weight} (Keras: not both)."""
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("class_weight: cannot use class_weight and sample_weight at the same time (as in Keras)")
+        if class_weight is not None:
+            if not isinstance(class_weight, dict):
+                raise TypeError(f"class_weight: expected a dict {{class index: weight}}, got {type(class_weight).__name__}")
+            labels = y if self.loss.sparse else (y.argmax(axis=1) if y.shape[1] > 1 else (y[:, 0] > 0.5).astype(int))
+            table = np.ones(max(max(class_weight, default=0), int(labels.max())) + 1)
+            for label, weight in class_weight.items():
+                table[int(label)] = weight
+            sample_weight = table[labels]
+        if sample_weight is None:
+            return None
+        weights = np.asarray(sample_weight, dtype=np.float64)
+        if weights.ndim == 2 and weights.shape[1] == 1:
+            weights = weights[:, 0]
+        if weights.shape != (n,):
+            raise ValueError(f"{name}: expected one weight per sample, shape ({n},), got shape {weights.shape}")
+        if not (np.isfinite(weights).all() and (weights >= 0).all()):
+            raise ValueError(f"{name}: expected finite weights >= 0")
+        return np.ascontiguousarray(weights, dtype=self.network.dtype)
 
-    def _loss_and_metrics(self, x, y):
+    def _train_rows(self, net, x, y, weights, rows, batch_size, out) -> float:
+        """One training step on ``rows`` (a slice or an index array); ``out`` (None or a view of
+        rows of the epoch's output buffer) receives the outputs before the update; returns the
+        reported loss."""
+        if isinstance(rows, slice):
+            xb, tb = x[rows], y[rows]
+            wb = None if weights is None else weights[rows]
+        else:
+            x_rows, t_rows = net._batch_buffers(x, y, batch_size)
+            xb = x.take(rows, 0, x_rows[:len(rows)], "clip")
+            tb = y.take(rows, 0, t_rows[:len(rows)], "clip")
+            wb = None if weights is None else weights.take(rows)
+        if self._loss_path == "fused" and not self._regularized():
+            loss = net.fused_step(xb, tb, self.loss.id, out, wb)
+        else:
+            loss = self._custom_step(net, xb, tb, wb, out)
+        for bias in self._unbiased:  # use_bias=False: the bias stays zero, so it never shifts the forward pass
+            bias[...] = 0
+        return loss
+
+    def _custom_step(self, net, xb, tb, wb, out) -> float:
+        """A step the fused loss cannot take alone: Keras's losses on the outputs (their gradient
+        with respect to the outputs becomes a weighted MSE target) and kernel regularizers (the gradient, the
+        penalties' gradients added, then the optimizer on the flat buffers)."""
+        with net.training():
+            loss_id, targets, weights, data_loss = self.loss.id, tb, wb, None
+            if self._loss_path == "outputs":
+                out = np.empty((xb.shape[0], net.n_outputs), net.dtype) if out is None else out
+                net.forward(xb, out)
+                data_loss, grad = _losses.output_loss_and_gradient(loss_id, out, tb, self._from_logits, wb)
+                if not math.isfinite(data_loss) or not np.isfinite(grad).all():
+                    raise FloatingPointError(f"the loss became {data_loss} at optimizer step {net.step + 1}, "
+                                             f"which was not applied")
+                # The engine's weighted MSE gradient is w_i·2·(outputs − targets)/(B·C): each row's
+                # weight carries its gradient's scale so that outputs − targets stays within ±1,
+                # where rounding the targets to the model's dtype costs the least.
+                scale = np.abs(grad).max(axis=1) * (out.size / 2)
+                scale[scale == 0] = 1.0
+                targets = (out - grad * (out.size / 2) / scale[:, None]).astype(net.dtype)
+                loss_id, weights = abi.LOSS_MSE, scale.astype(net.dtype)
+                out = None
+            regularized = self._regularized()
+            if not regularized:
+                step_loss = net.fused_step(xb, targets, loss_id, out, weights)
+                return step_loss if data_loss is None else data_loss
+            if net.grads is None:
+                net.grads = np.zeros(net.n_params, net.dtype)
+            if out is not None:
+                net.forward(xb, out)
+            step_loss = net.engine.mlp_gradient(xb, targets, net.params, net.grads, net.layers, loss_id, weights)
+            loss = (step_loss if data_loss is None else data_loss) + self._penalty()
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss} at optimizer step {net.step + 1}, which was not applied")
+            grads = {layer.name: dW for layer, (dW, _) in zip(self._dense_layers(), layer_views(net.grads, net.layout))}
+            for layer, regularizer in regularized:
+                regularizer.add_gradient(layer.kernel, grads[layer.name])
+            _apply_update(net)
+            return loss
+
+    def _loss_and_metrics(self, x, y, sample_weight=None):
         outputs = self.network.predict(x)
-        return {"loss": self.loss.value(outputs, y, self._from_logits, self.network.engine),
-                **self._metric_values(y, outputs)}
+        loss = self.loss.value(outputs, y, self._from_logits, self.network.engine, sample_weight)
+        return {"loss": loss + self._penalty(),
+                **{name: metric_value(fn, outputs, y, self._from_logits, sample_weight if weighted else None)
+                   for name, fn, weighted in self.metrics}}
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
         """The loss (and metrics) on ``(x, y)``: a float, or [loss, metric, ...] when metrics were compiled."""
         self._require_compiled("evaluate")
         x = self._build_for(x).as_inputs(x, "x")
         y = self.network.as_targets(y, x.shape[0], self.loss, "y")
-        results = self._loss_and_metrics(x, y)
+        results = self._loss_and_metrics(x, y, self._sample_weights(y, x.shape[0], sample_weight, None, "sample_weight"))
         if (1 if verbose == "auto" else int(verbose)):
-            print(_format_logs(results), flush=True)
+            print(format_logs(results), flush=True)
         if return_dict:
             return results
         values = list(results.values())
         return values[0] if len(values) == 1 else values
 
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
         """The model's outputs (e.g. class probabilities) for ``x``: one fused call per batch."""
         return self._build_for(x).predict(x, batch_size=batch_size)
 
     __call__ = predict
+
+    def predict_on_batch(self, x):
+        return self.predict(x)
 
     def generate(self, n=1, max_len=30, temperature=1.0, seed=None, boundary=0):
         """Samples ``n`` token sequences (a model that starts with fd.Embedding and predicts the next
@@ -349,34 +471,58 @@ class Sequential:
                              f"layer or call fit first")
         return self.network
 
+    @property
+    def weights(self):
+        """Keras's list: each layer's weights in order (views into the flat buffer)."""
+        self._built("weights")
+        return [w for layer in self.layers for w in (layer.weights if isinstance(layer, (Dense, Embedding)) else [])]
+
     def get_weights(self):
-        return self._built("get_weights").get_weights()
+        return [w.copy() for w in self.weights]
 
     def set_weights(self, weights):
-        self._built("set_weights").set_weights(weights)
+        targets = self.weights
+        if len(weights) != len(targets):
+            raise ValueError(f"weights: expected {len(targets)} arrays (Keras's order: each layer's kernel, bias), "
+                             f"got {len(weights)}")
+        for i, (target, value) in enumerate(zip(targets, weights)):
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise ValueError(f"weights[{i}]: expected shape {target.shape}, got shape {value.shape}")
+            target[...] = value
 
     def count_params(self) -> int:
-        return self._built("count_params").n_params
+        self._built("count_params")
+        return sum(w.size for w in self.weights)
 
     def summary(self, print_fn=print):
         """Prints the layers with their output shapes and parameter counts (like Keras)."""
         net = self._built("summary")
-        rows = [(f"{e.name} (Embedding)", f"(None, {self.input_dim}, {e.dim})", f"{e.vocab_size * e.dim:,}"),
-                (f"{self.layers[1].name} (Flatten)", f"(None, {self.input_dim * e.dim})", "0")
-                ] if (e := self.embedding) is not None else []
-        rows += [(f"{layer.name} (Dense, {layer.activation})", f"(None, {layer.units})",
-                  f"{fan_in * fan_out + fan_out:,}")
-                 for layer, (_, fan_in, fan_out, _) in zip(self._dense_layers(), net.layout)]
+        rows, width = [], self.input_dim
+        activations = iter(self._fused_activations())
+        for layer in self.layers:
+            kind, params = type(layer).__name__, 0
+            if isinstance(layer, Embedding):
+                shape, params = f"(None, {self.input_dim}, {layer.dim})", layer.vocab_size * layer.dim
+                width = self.input_dim * layer.dim
+            elif isinstance(layer, Dense):
+                kind = f"Dense, {next(activations)}"
+                params, width = width * layer.units + layer.units * layer.use_bias, layer.units
+                shape = f"(None, {width})"
+            else:
+                shape = f"(None, {width})"
+            rows.append((f"{layer.name} ({kind})", shape, f"{params:,}"))
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_SUMMARY_HEADER)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
         rule = "-" * len(line(_SUMMARY_HEADER))
         print_fn(f'Model: "{self.name}" (backend {net.backend}, {net.dtype})')
         for text in (rule, line(_SUMMARY_HEADER), rule, *(line(r) for r in rows), rule):
             print_fn(text)
-        print_fn(f"Total params: {net.n_params:,} ({net.n_params * net.dtype.itemsize / 1024:.1f} KB)")
+        total = self.count_params()
+        print_fn(f"Total params: {total:,} ({total * net.dtype.itemsize / 1024:.1f} KB)")
 
     # ``save`` (architecture, weights and compile settings in one file) comes from fusedense.io,
-    # which builds on this class and so cannot be imported by it
+    # ``from_keras`` / ``save`` to .keras from fusedense.keras_io: they build on this class
 
     def compile_config(self):
         """What compile() was called with (JSON-serialisable), or None."""
@@ -388,8 +534,110 @@ class Sequential:
 _SUMMARY_HEADER = ("Layer (type)", "Output Shape", "Param #")
 
 
-def _format_logs(logs):
-    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+def _training_path(loss, output_activation) -> str:
+    """'fused' when the fused step's loss on the last layer is Keras's loss (see fusedense.losses),
+    else 'outputs' (Keras's formula on the outputs, its gradient handed to the fused step)."""
+    spec = loss.spec
+    if spec.id == abi.LOSS_MSE:
+        return "fused"
+    if loss.from_logits:
+        if output_activation == "identity":
+            return "fused"
+        if output_activation in ("softmax", "sigmoid"):
+            warnings.warn(f'"`{spec.name}` received `from_logits=True`, but the `output` argument was produced by '
+                          f'a {output_activation} activation and thus does not represent logits. Was this intended?',
+                          UserWarning, stacklevel=3)  # Keras's words (its TensorFlow backend)
+        return "outputs"
+    if output_activation in spec.output_activations and output_activation != "identity":
+        return "fused"
+    if output_activation == "identity":
+        warnings.warn(f'"`{spec.name}` received `from_logits=False`, but the output layer is linear: its outputs '
+                      f'are read as probabilities (normalised and clipped to [1e-7, 1 - 1e-7]), as Keras does. '
+                      f'Was this intended? For logits use {type(loss).__name__}(from_logits=True).',
+                      UserWarning, stacklevel=3)
+    return "outputs"
+
+
+def _as_list(metrics):
+    if metrics is None:
+        return []
+    return list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+
+
+def _validation_schedule(validation_freq):
+    """epoch (0-based) → whether to validate after it (Keras: every ``validation_freq``-th epoch,
+    or the 1-based epochs listed)."""
+    if isinstance(validation_freq, (list, tuple, set)):
+        listed = {int(e) for e in validation_freq}
+        return lambda epoch: epoch + 1 in listed
+    freq = _positive_int("validation_freq", validation_freq)
+    return lambda epoch: (epoch + 1) % freq == 0
+
+
+def _batch_stream(n, batch_size, shuffle, rng):
+    """Batches of row positions (slices when the rows are in stored order, else index arrays):
+    pass after pass over the data, reshuffled for each. An epoch takes the next ``steps`` batches:
+    one pass by default; with ``steps_per_epoch`` the stream goes on across epochs, as Keras's
+    epoch iterator does (a batch never spans two passes)."""
+    while True:
+        order = rng.permutation(n) if shuffle else None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            yield slice(start, stop) if order is None else order[start:stop]
+
+
+class _Running:
+    """The epoch's running loss and training metrics (on each batch's own outputs)."""
+
+    def __init__(self, model, y, weights, outputs, visited):
+        self.model, self.y, self.weights, self.outputs, self.visited = model, y, weights, outputs, visited
+        self.rows = 0
+        self.loss_sum = 0.0
+        self.done = 0  # rows whose metrics are summed in ``sums``
+        self.sums = [0.0] * len(model.metrics)
+        self.weight_sums = [0.0] * len(model.metrics)
+
+    def next_outputs(self, rows):
+        """Where the outputs of the batch ``rows`` go (None: no metrics to measure)."""
+        if self.outputs is None:
+            return None
+        return self.outputs[self.rows:self.rows + (rows.stop - rows.start if isinstance(rows, slice) else len(rows))]
+
+    def add(self, loss, rows):
+        n_rows = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+        if self.visited is not None:
+            self.visited[self.rows:self.rows + n_rows] = np.arange(rows.start, rows.stop) if isinstance(rows, slice) \
+                else rows
+        self.loss_sum += loss * n_rows
+        self.rows += n_rows
+
+    def logs(self):
+        logs = {"loss": self.loss_sum / max(self.rows, 1)}
+        if self.model.metrics and self.rows > self.done:
+            idx = self.visited[self.done:self.rows]
+            out, y = self.outputs[self.done:self.rows], self.y[idx]
+            w = None if self.weights is None else self.weights[idx].astype(np.float64)
+            for i, (_, fn, weighted) in enumerate(self.model.metrics):
+                chunk_weight = float(w.sum()) if weighted and w is not None else len(idx)
+                self.sums[i] += metric_value(fn, out, y, self.model._from_logits, w if weighted else None) * chunk_weight
+                self.weight_sums[i] += chunk_weight
+            self.done = self.rows
+        for i, (name, _, _) in enumerate(self.model.metrics):
+            logs[name] = self.sums[i] / self.weight_sums[i] if self.weight_sums[i] else 0.0
+        return logs
+
+
+def _apply_update(net):
+    """The optimizer's update of ``net.params`` from ``net.grads`` (the engine's sgd_step /
+    adam_step with the hyperparameters the fused step reads), then the step count."""
+    h, step, state = net._hyper, net.step + 1, net.opt_state
+    if h[abi.H_OPTIMIZER] == abi.OPT_SGD:
+        net.engine.sgd_step(net.params, net.grads, state[0], h[abi.H_LR], h[abi.H_BETA1], bool(h[abi.H_NESTEROV]),
+                            h[abi.H_WEIGHT_DECAY])
+    else:
+        net.engine.adam_step(net.params, net.grads, state[0], state[1], step, h[abi.H_LR], h[abi.H_BETA1],
+                             h[abi.H_BETA2], h[abi.H_EPS], h[abi.H_WEIGHT_DECAY], bool(h[abi.H_DECOUPLED]))
+    net.step = step
 
 
 def _positive_int(name, value, allow_zero=False):

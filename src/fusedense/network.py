@@ -334,8 +334,8 @@ class MLP:
     def fused_step(self, x, targets, loss_id, outputs=None, sample_weight=None) -> float:
         """train_step without the checks, for loops that validated their data once; ``outputs``
         (None, or a C-contiguous (n, n_outputs) array of the model's dtype) receives the
-        network's outputs for ``x`` before the update; ``sample_weight``: None, or (n,) weights
-        of the model's dtype scaling each row's loss (the engine's mean over the n rows)."""
+        network's outputs for ``x`` before the update; ``sample_weight`` (None or (n,) in the
+        model's dtype) scales each row's loss and gradient (the engine's contract)."""
         with self.training():
             if self.optimizer is None:
                 self.set_optimizer("adam")
@@ -343,7 +343,8 @@ class MLP:
                 self.grads = np.zeros(self.n_params, self.dtype)
             step = self.step + 1
             self._hyper[abi.H_STEP] = step
-            loss = self._train_kernel(x, targets, loss_id, outputs, sample_weight)
+            loss = self._train_kernel(x, targets, loss_id, outputs) if sample_weight is None else \
+                self._train_kernel(x, targets, loss_id, outputs, sample_weight)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"training diverged: the loss became {loss} at optimizer step {step}, which was not "
@@ -364,7 +365,7 @@ class MLP:
         finally:
             self._training.release()
 
-    def _train_kernel(self, x, targets, loss_id, outputs, sample_weight) -> float:
+    def _train_kernel(self, x, targets, loss_id, outputs, sample_weight=None) -> float:
         """The one backend call of a training step (subclasses with other inputs override it)."""
         return self.engine.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
                                             self._layers, loss_id, self._hyper, outputs, sample_weight)

@@ -44,6 +44,16 @@ COMMON = {
     # A network call or training step uses OpenMP threads from this many multiply-adds
     # (batch x sum of weight sizes); below it one thread is faster on a shared machine.
     "PARALLEL_MIN_WORK": 1 << 24,
+    # --- Numba engine ---------------------------------------------------------------------
+    # vectors of a lone row's tile: 8 independent accumulators hide the FMA latency (Cython's
+    # FD_WIDE)
+    "ROW_VECTORS": 8,
+    # the packed path copies one k slice of B times as many columns as fit this (in L2;
+    # Cython's FD_PACKED_B_BYTES)
+    "PACKED_B_BYTES": 1 << 20,
+    # mlp_forward's and dense_forward's row blocks hold about this many bytes of output: in L2
+    # for the epilogue, yet large, since every BLAS call re-packs W and wakes its threads
+    "NUMBA_FORWARD_BLOCK_BYTES": 1 << 21,
 }
 
 

@@ -1,4 +1,4 @@
-"""The numba backend: the kernel interface (see ``fusedense._backends``) over the jitted
+"""The numba engine: the contract of ``fusedense._backends.interface`` over the jitted
 kernels in ``fusedense._numba_kernels``.
 
 This module is imported only when the numba backend is first used, so numba's import and the
@@ -7,6 +7,8 @@ arguments so that each kernel sees one type signature per dtype — every extra 
 extra compile time and extra cache to load: an absent array becomes an empty (0, 0) array of
 the same dtype, ints and floats become Python ints and floats, flags Python bools — and
 chooses between a kernel and its parallel variant by size (``_numba_kernels.jit``).
+``dense_forward`` chooses its product path and activation in Python too
+(``_numba_kernels.dense.dense_forward``), so that a first call compiles only what it runs.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def activation_backward(dy, z, y, act_id, alpha, dz):
 
 
 @_entry_point
-def dense_forward(x, W, b, act_id, alpha, y, z=None):
+def dense_forward(x, W, b, act_id, alpha, y, z):
     # without z to keep, the pre-activation is computed in y and activated in place
     dense.dense_forward(x, W, b, int(act_id), float(alpha), y, y if z is None else z)
 
@@ -96,18 +98,26 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
 
 
 @_entry_point
-def mlp_forward(x, params, layout, alphas, out):
-    needed = mlp.mlp_forward(x, params, layout, alphas, out, _workspace(out.dtype))
+def mlp_forward(x, params, layers, out):
+    needed = mlp.mlp_forward(x, params, layers, out, _workspace(out.dtype))
     if needed:  # the first call at this size: grow this thread's workspace and run
-        mlp.mlp_forward(x, params, layout, alphas, out, _workspace(out.dtype, needed))
+        mlp.mlp_forward(x, params, layers, out, _workspace(out.dtype, needed))
+
+
+def _labels_and_targets(loss_id, targets, dtype):
+    """The kernels' (labels, targets) pair: the one the loss does not read is an empty array,
+    so that every loss shares one signature per dtype."""
+    if loss_id == abi.LOSS_SPARSE_XENT:
+        return targets, _ABSENT[dtype]
+    return _NO_LABELS, targets
 
 
 @_entry_point
-def softmax_xent(logits, labels, dlogits):
-    kernel = (losses.loss_and_gradient_parallel if use_parallel(logits.size)
+def loss(loss_id, outputs, targets, grad):
+    kernel = (losses.loss_and_gradient_parallel if use_parallel(outputs.size)
               else losses.loss_and_gradient)
-    return kernel(losses.SPARSE_XENT, logits, logits, labels, _ABSENT[logits.dtype],
-                  _or_absent(dlogits, logits.dtype))
+    labels, targets = _labels_and_targets(loss_id, targets, outputs.dtype)
+    return kernel(int(loss_id), outputs, outputs, labels, targets, _or_absent(grad, outputs.dtype))
 
 
 @_entry_point
@@ -124,36 +134,32 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
 
 
 @_entry_point
-def mlp_train_step(x, targets, params, grads, opt_state, layout, alphas, loss_id, hyper, outputs=None):
-    if loss_id == abi.LOSS_SPARSE_XENT:
-        labels, targets = targets, _ABSENT[params.dtype]
-    else:
-        labels, targets = _NO_LABELS, targets.reshape(x.shape[0], -1)
-    return mlp.mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas,
-                              int(loss_id), hyper, _or_absent(outputs, params.dtype))
+def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
+    labels, targets = _labels_and_targets(loss_id, targets, params.dtype)
+    return mlp.mlp_train_step(x, labels, targets, params, grads, opt_state, layers, int(loss_id), hyper,
+                              _or_absent(outputs, params.dtype))
 
 
 @_entry_point
-def embedding_forward(tokens, params, layout, alphas, vocab_size, out):
-    needed = embedding.embedding_forward(tokens, params, layout, alphas, int(vocab_size), out,
+def embedding_forward(tokens, params, layers, vocab_size, out):
+    needed = embedding.embedding_forward(tokens, params, layers, int(vocab_size), out,
                                          _workspace(out.dtype))
     if needed:  # the first call at this size (as mlp_forward)
-        embedding.embedding_forward(tokens, params, layout, alphas, int(vocab_size), out,
+        embedding.embedding_forward(tokens, params, layers, int(vocab_size), out,
                                     _workspace(out.dtype, needed))
 
 
 @_entry_point
-def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, hyper, vocab_size,
-                         outputs=None):
-    return embedding.embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas,
+def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
+    return embedding.embedding_train_step(tokens, labels, params, grads, opt_state, layers,
                                           abi.LOSS_SPARSE_XENT, hyper, int(vocab_size),
                                           _or_absent(outputs, params.dtype))
 
 
 @_entry_point
-def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,
-                       tokens, lengths):
-    args = (params, layout, alphas, int(vocab_size), int(context), uniforms, float(temperature),
+def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens,
+                       lengths):
+    args = (params, layers, int(vocab_size), int(context), uniforms, float(temperature),
             int(boundary), tokens, lengths)
     needed = embedding.embedding_generate(*args, _workspace(params.dtype))
     if needed:  # the first call at this size (as mlp_forward)

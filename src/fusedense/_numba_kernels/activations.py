@@ -9,10 +9,11 @@ vectorises; the transcendental ones share one loop around :func:`forward_scalar`
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from ..activations import get_activation
-from .fastexp import exp_nonpos, expm1_nonpos
+from .fastexp import exp_nonpos, expm1_nonpos, expm1_nonpos_f32
 from .jit import inline_kernel, kernel, parallel_kernel, rows_per_block
 
 IDENTITY = get_activation("identity").id
@@ -41,6 +42,25 @@ def tanh(z):
     x = np.float64(z)
     m = expm1_nonpos(-2.0 * abs(x))
     return math.copysign(-m / (2.0 + m), x)
+
+
+def tanh_of(z):
+    """tanh(z) in z's precision: float32 through expm1_nonpos_f32 (twice the lanes, half the
+    polynomial), else :func:`tanh` (NUMBA_DISABLE_JIT: always tanh)."""
+    return tanh(z)
+
+
+@overload(tanh_of, jit_options={"fastmath": {"contract"}})
+def _tanh_of(z):
+    if z == types.float32:
+        def tanh_f32(z):
+            m = expm1_nonpos_f32(_MINUS_TWO_F * abs(z))
+            return np.copysign(-m / (_TWO_F + m), z)
+        return tanh_f32
+    return lambda z: tanh(z)
+
+
+_MINUS_TWO_F, _TWO_F = np.float32(-2.0), np.float32(2.0)
 
 
 @inline_kernel
@@ -164,7 +184,7 @@ def _branch_free(z, act_id):
     """tanh, gelu, sigmoid or else silu: act_id is a constant at every call site, so the
     if-chain folds away and the loop around this call vectorises."""
     if act_id == TANH:
-        return tanh(z)
+        return tanh_of(z)
     if act_id == GELU:
         return gelu(z)
     if act_id == SIGMOID:
@@ -178,7 +198,7 @@ def _map_row(z, act_id, y):
     its own that LLVM vectorises."""
     if y.ctypes.data == z.ctypes.data:
         # in place: one array in the loop. With two, LLVM's overlap check at run time
-        # sends the vectorised loop to its scalar fallback (5x slower) when they coincide.
+        # sends the vectorised loop to its scalar fallback when they coincide.
         for j in range(z.size):
             z[j] = _branch_free(z[j], act_id)
     else:
@@ -189,10 +209,9 @@ def _map_row(z, act_id, y):
 @kernel
 def _branch_free_row(z, act_id, y):
     """y = act(z) for tanh, gelu, sigmoid or silu, each in its own vectorised loop (a loop
-    around forward_scalar, which switches on the id per element, ran gelu at ~29 ns and
-    sigmoid at ~13 ns per element, against ~1 ns in the Cython kernel). A function of its
-    own, compiled once per dtype: inlined into every caller of activation_row, its eight
-    loops made the cold compile of the backend 2.8x longer."""
+    around forward_scalar, which switches on the id per element, does not vectorise). A
+    function of its own, compiled once per dtype: inlined into every caller of activation_row,
+    its eight loops lengthened the cold compile (docs/performance-notes.md, "Numba engine")."""
     if act_id == TANH:
         _map_row(z, TANH, y)
     elif act_id == GELU:
@@ -253,6 +272,12 @@ def activation_vjp_row(dy, z, y, act_id, alpha, dz):
     elif act_id == RELU and have_y:
         for j in range(n):
             dz[j] = dy[j] * (1.0 if y[j] > 0 else 0.0)
+    elif act_id == TANH and have_y:  # the common ones from y: loops of their own, vectorised
+        for j in range(n):
+            dz[j] = dy[j] * (1.0 - y[j] * y[j])
+    elif act_id == SIGMOID and have_y:
+        for j in range(n):
+            dz[j] = dy[j] * (y[j] * (1.0 - y[j]))
     elif act_id == GELU:  # its own loop, vectorised (as in activation_row)
         for j in range(n):
             dz[j] = dy[j] * gelu_derivative(z[j])

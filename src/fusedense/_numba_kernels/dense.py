@@ -4,17 +4,18 @@ Products go through :func:`fusedense._numba_kernels.gemm.matmul` (BLAS for large
 register tiles for small ones). Everything around the products — bias, activation, its derivative, the bias
 gradient — is one pass over each row while the row is still in cache.
 """
+import functools
+
 import numpy as np
 
 from .activations import IDENTITY, activation_row, activation_vjp_row, row_or_empty
-from .gemm import matmul
-from .jit import kernel
+from .gemm import _py, matmul, product
+from .jit import TUNING, inline_kernel, kernel
 
 #: Forward row blocks hold about this many bytes of output: still in L2 when the epilogue
 #: (bias + activation) runs over a block right after its GEMM, yet large, because each BLAS
-#: call re-packs W and, on shared cores, waits for its threads to be scheduled (256-row
-#: blocks made the seed MLP at batch 1024 several times slower than one call per layer).
-GEMM_BLOCK_BYTES = 1 << 21
+#: call re-packs W and, on shared cores, waits for its threads to be scheduled.
+GEMM_BLOCK_BYTES = TUNING["NUMBA_FORWARD_BLOCK_BYTES"]
 
 
 @kernel
@@ -23,7 +24,7 @@ def gemm_rows(n_cols, itemsize):
     return max(1, GEMM_BLOCK_BYTES // (n_cols * itemsize))
 
 
-@kernel
+@inline_kernel
 def _epilogue_rows(z, b, act_id, alpha, y, start, stop):
     for i in range(start, stop):
         z_i = z[i]
@@ -39,14 +40,28 @@ def dense_rows(x, W, b, act_id, alpha, z, y):
     _epilogue_rows(z, b, act_id, alpha, y, 0, z.shape[0])
 
 
-@kernel
+@functools.lru_cache(maxsize=None)
+def epilogue(act_id):
+    """A kernel ``(z, b, alpha, y)``: z += b, y = act(z) row by row, for this one activation:
+    act_id is a constant in it, so the first call compiles that activation's loop only."""
+    @kernel
+    def bias_activation(z, b, alpha, y):
+        _epilogue_rows(z, b, act_id, alpha, y, 0, z.shape[0])
+    return bias_activation
+
+
 def dense_forward(x, W, b, act_id, alpha, y, z):
-    """The kernel-interface dense_forward; ``z`` is ``y`` when the caller does not keep z."""
+    """The kernel-interface dense_forward from Python: each row block's product (the path
+    chosen in Python, gemm.product) then its epilogue; ``z`` is ``y`` when the caller does not
+    keep z. Two compiled calls a block, each compiling only what it runs: the first
+    fd.dense on a cold cache compiles one product path and one activation."""
     n_rows = x.shape[0]
-    block = gemm_rows(y.shape[1], y.itemsize)
+    bias_activation = epilogue(act_id)
+    block = _py(gemm_rows)(y.shape[1], y.itemsize)
     for start in range(0, n_rows, block):
-        stop = min(n_rows, start + block)
-        dense_rows(x[start:stop], W, b, act_id, alpha, z[start:stop], y[start:stop])
+        rows = slice(start, min(n_rows, start + block)) if block < n_rows else slice(None)
+        product(x[rows], W, z[rows])
+        bias_activation(z[rows], b, alpha, y[rows])
 
 
 @kernel

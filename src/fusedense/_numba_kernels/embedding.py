@@ -4,8 +4,7 @@ the fused training step and the whole batched sampling loop, each one call."""
 import numpy as np
 
 from .jit import kernel
-from .mlp import (FAN_IN, FAN_OUT, loss_and_gradients, mlp_forward, mlp_forward_workspace_size,
-                  optimizer_update)
+from .mlp import loss_and_gradients, mlp_forward, mlp_forward_workspace_size, update_if_finite
 
 
 @kernel
@@ -37,35 +36,35 @@ def scatter_add(tokens, dx, table_grad):
 
 
 @kernel
-def embedding_forward(tokens, params, layout, alphas, vocab_size, out, workspace):
+def embedding_forward(tokens, params, layers, vocab_size, out, workspace):
     """The network's output for token contexts: a gather into a scratch input, then every layer.
     Returns 0, or, computing nothing, the workspace size it needs (as mlp_forward)."""
-    needed = mlp_forward_workspace_size(tokens.shape[0], layout, out.itemsize)
+    needed = mlp_forward_workspace_size(tokens.shape[0], layers, out.itemsize)
     if workspace.size < needed:
         return needed
-    x = np.empty((tokens.shape[0], layout[0, FAN_IN]), params.dtype)
+    x = np.empty((tokens.shape[0], layers[0]["fan_in"]), params.dtype)
     gather(tokens, _table(params, vocab_size, x.shape[1] // tokens.shape[1]), x)
-    mlp_forward(x, params, layout, alphas, out, workspace)
+    mlp_forward(x, params, layers, out, workspace)
     return 0
 
 
 @kernel
-def embedding_train_step(tokens, labels, params, grads, opt_state, layout, alphas, loss_id, hyper,
-                         vocab_size, outputs):
+def embedding_train_step(tokens, labels, params, grads, opt_state, layers, loss_id, hyper, vocab_size,
+                         outputs):
     """Gather, forward, softmax cross-entropy, backward down to dLoss/dx, scatter-add of dx into
-    the table's gradient rows, optimizer update of the whole buffer. Returns the loss. The
+    the table's gradient rows, optimizer update of the whole buffer (for a finite loss).
+    Returns the loss. The
     outputs go to ``outputs`` unless it is empty."""
     n_rows, context = tokens.shape
-    dim = layout[0, FAN_IN] // context
+    dim = layers[0]["fan_in"] // context
     x = np.empty((n_rows, context * dim), params.dtype)
     gather(tokens, _table(params, vocab_size, dim), x)
     dx = np.empty_like(x)
-    loss = loss_and_gradients(x, labels, x[:0], params, grads, layout, alphas, loss_id, dx, outputs)
+    loss = loss_and_gradients(x, labels, x[:0], params, grads, layers, loss_id, dx, outputs)
     table_grad = _table(grads, vocab_size, dim)
     table_grad[:] = 0.0
     scatter_add(tokens, dx, table_grad)
-    optimizer_update(params, grads, opt_state, hyper)
-    return loss
+    return update_if_finite(loss, params, grads, opt_state, hyper)
 
 
 @kernel
@@ -91,29 +90,29 @@ def sample_row(logits, temperature, u, cdf):
 
 
 @kernel
-def embedding_generate(params, layout, alphas, vocab_size, context, uniforms, temperature, boundary,
-                       tokens, lengths, workspace):
+def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens,
+                       lengths, workspace):
     """``reference.embedding_generate``: the running rows stay packed at the front of the
     context and logits arrays (a finished row is dropped by moving the later ones up), so each
     step's forward covers only them. Returns 0, or, computing nothing, the workspace size it
     needs (as mlp_forward)."""
-    needed = mlp_forward_workspace_size(uniforms.shape[0], layout, params.itemsize)
+    needed = mlp_forward_workspace_size(uniforms.shape[0], layers, params.itemsize)
     if workspace.size < needed:
         return needed
     n, max_len = uniforms.shape
-    dim = layout[0, FAN_IN] // context
+    dim = layers[0]["fan_in"] // context
     table = _table(params, vocab_size, dim)
     rows = np.arange(n)  # the running rows' sequence numbers
     ctx = np.full((n, context), boundary, np.int64)
     x = np.empty((n, context * dim), params.dtype)
-    logits = np.empty((n, layout[layout.shape[0] - 1, FAN_OUT]), params.dtype)
+    logits = np.empty((n, layers[layers.size - 1]["fan_out"]), params.dtype)
     cdf = np.empty(logits.shape[1], np.float64)
     tokens[:] = boundary
     lengths[:] = max_len
     running = n
     for t in range(max_len):
         gather(ctx[:running], table, x[:running])
-        mlp_forward(x[:running], params, layout, alphas, logits[:running], workspace)
+        mlp_forward(x[:running], params, layers, logits[:running], workspace)
         kept = 0
         for r in range(running):
             row = rows[r]

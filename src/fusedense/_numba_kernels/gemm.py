@@ -9,12 +9,11 @@ whole k loop. Numba has no vector types, so the tile lives in a stack array (:fu
 indexed only by loop counters over constant ranges: LLVM unrolls those loops, turns the stack
 array into registers (SROA) and emits one vector FMA per register and k. Indices into the
 operands are unsigned, so numba emits no negative-index wraparound (which would turn the
-vector loads into gathers). Check with ``tiled_matmul.inspect_asm(sig)``: the k loop is
+vector loads into gathers). Check with ``_row_tiles.inspect_asm(sig)``: the k loop is
 broadcasts of a, vector loads of b and ``vfmadd231p*``, nothing else.
 """
 import numba
 import numpy as np
-from llvmlite import binding as llvm
 from numba import carray, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -23,25 +22,19 @@ try:  # private to numba (see _num_threads below); a numba without them still ru
 except ImportError:
     _iget_num_threads = _launch_threads = None
 
-from .jit import inline_kernel, kernel
+from .jit import TUNING, VECTOR_BYTES, inline_kernel, kernel
 
 #: Products of fewer multiply-adds (or with fewer than BLAS_MIN_ROWS rows or columns) use the
-#: tiles (the same thresholds as the Cython kernels). A BLAS call wakes BLAS's thread pool, and
-#: on shared cores waiting for those threads cost milliseconds per call.
-BLAS_MIN_WORK = 1 << 23
-BLAS_MIN_ROWS = 8
+#: tiles: a BLAS call wakes BLAS's thread pool, which on shared cores costs milliseconds.
+BLAS_MIN_WORK = TUNING["BLAS_MIN_WORK"]
+BLAS_MIN_ROWS = TUNING["BLAS_MIN_ROWS"]
 
-#: Vector registers: 512-bit on AVX-512 (32 of them), else 256-bit (16 of them).
-_AVX512 = bool(llvm.get_host_cpu_features().get("avx512f", False))
-VECTOR_BYTES = 64 if _AVX512 else 32
-#: A batch tile: 8 rows × 2 vectors = 16 accumulators (half the AVX-512 registers), each
-#: broadcast of a[i, k] shared by 2 FMAs and each load of b[k, j] by 8. AVX2 has 16
-#: registers: 4 rows there.
-TILE_ROWS = 8 if _AVX512 else 4
+#: A batch tile: TILE_ROWS rows × 2 vectors of accumulators, each broadcast of a[i, k] shared
+#: by 2 FMAs and each load of b[k, j] by TILE_ROWS.
+TILE_ROWS = TUNING["TILE_ROWS"]
 TILE_BYTES = 2 * VECTOR_BYTES
-#: A lone row (batch 1-7 and a batch's last rows): 8 vectors, enough independent
-#: accumulators to hide the FMA latency.
-ROW_BYTES = 8 * VECTOR_BYTES
+#: A lone row (a batch's last rows): enough independent accumulators to hide the FMA latency.
+ROW_BYTES = TUNING["ROW_VECTORS"] * VECTOR_BYTES
 STACK_BYTES = max(TILE_ROWS * TILE_BYTES, ROW_BYTES)
 
 
@@ -113,78 +106,137 @@ else:
 
 
 @inline_kernel
-def _tile(a, b, out, i, j0, b_j0, rows, width, n_cols, accumulate):
-    """out[i:i+rows, j0:j0+n_cols] (+)= a[i:i+rows] @ b[:, b_j0:b_j0+n_cols] (b_j0 = j0 but in
-    a packed copy of b); with ``accumulate`` (a constant at each call site: True on the packed
-    path) the sums start from out, else from 0. ``rows`` and
-    ``width`` are constants at every call site (inlined: the loops over them unroll); n_cols <=
-    width (fewer at the right edge of out, where a test per column keeps the loads in bounds
-    and the loop scalar: a few columns of the product). Each element sums its k in order, one
-    FMA at a time, whatever the tile (a sum carried over in out, in out's dtype, continues
-    exactly as if it had stayed in a register): a row's result does not depend on where it
-    sits in the batch, nor on the path that computed it."""
+def _tile(a, b, out, i, j0, b_j0, rows, width, accumulate):
+    """out[i:i+rows, j0:j0+width] (+)= a[i:i+rows] @ b[:, b_j0:b_j0+width] (b_j0 = j0, or 0 in
+    a packed or padded copy of b); with ``accumulate`` (a constant at each call site: True on
+    the packed path) the sums start from out, else from 0. ``rows`` and ``width`` are
+    constants at every call site (inlined: the loops over them unroll). Always whole: the
+    right edge of a product is computed into padded arrays (:func:`_edge_tiles`), because
+    stores under a per-column test keep LLVM from vectorising the accumulators. Each element
+    sums its k in order, one FMA at a time, whatever the tile (a sum carried over in out, in
+    out's dtype, continues exactly as if it had stayed in a register): a row's result does
+    not depend on where it sits in the batch, nor on the path that computed it."""
     acc = _scratch(out, (rows, width))
     av = _scratch(out, rows)
     j0, b_j0 = np.uint64(j0), np.uint64(b_j0)
-    full = n_cols == width
     for r in range(rows):
         out_r = out[np.uint64(i + r)]
         for j in range(width):
-            acc[r, j] = out_r[j0 + np.uint64(j)] if accumulate and (full or j < n_cols) else 0.0
+            acc[r, j] = out_r[j0 + np.uint64(j)] if accumulate else 0.0
     for kk in range(a.shape[1]):
         k = np.uint64(kk)
         b_k = b[k]
         for r in range(rows):
             av[r] = a[np.uint64(i + r), k]
         for j in range(width):
-            if full or j < n_cols:
-                w = b_k[b_j0 + np.uint64(j)]
-                for r in range(rows):
-                    acc[r, j] += av[r] * w
+            w = b_k[b_j0 + np.uint64(j)]
+            for r in range(rows):
+                acc[r, j] += av[r] * w
     for r in range(rows):
         out_r = out[np.uint64(i + r)]
         for j in range(width):
-            if full or j < n_cols:
-                out_r[j0 + np.uint64(j)] = acc[r, j]
+            out_r[j0 + np.uint64(j)] = acc[r, j]
 
 
-#: A b of at least this size does not fit L2 beside a and out (L2 is 1-4 MiB): it comes from
-#: memory, and the products read it in the order memory serves best (packed copies for a
-#: batch, streamed rows for a few rows).
-LARGE_B_BYTES = 1 << 22
+#: A b of at least this size does not fit L2 beside a and out: it comes from memory, and the
+#: products read it in the order memory serves best (packed copies for a batch, streamed rows
+#: for a few rows).
+LARGE_B_BYTES = TUNING["PACKED_MIN_B_BYTES"]
+
+
+@kernel
+def _row_tiles(a, b, out, n_rows, n_cols):
+    """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols] in TILE_ROWS-row tiles (n_rows a
+    multiple of TILE_ROWS, n_cols of TILE_BYTES). The tile loops are functions of their own,
+    taking their arrays as arguments: beside arrays allocated in the same function LLVM kept
+    the accumulators in memory (it could not rule out aliasing); and apart, a first call
+    compiles only the ones its batch needs."""
+    _prefer_wide_vectors()
+    tile_cols = _columns(out, TILE_BYTES)
+    for j0 in range(0, n_cols, tile_cols):
+        for i in range(0, n_rows, TILE_ROWS):
+            _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, False)
+
+
+@kernel
+def _leftover_tiles(a, b, out, first, fours, twos, n_cols):
+    """Rows first.. of out in a 4-row tile (if ``fours``) then a 2-row tile (if ``twos``)."""
+    _prefer_wide_vectors()
+    tile_cols = _columns(out, TILE_BYTES)
+    for j0 in range(0, n_cols, tile_cols):
+        if fours:
+            _tile(a, b, out, first, j0, j0, 4, tile_cols, False)
+        if twos:
+            _tile(a, b, out, first + 4 * fours, j0, j0, 2, tile_cols, False)
+
+
+@kernel
+def _lone_rows(a, b, out, first, n_rows, n_cols):
+    """Rows first..n_rows of out one at a time: ROW_BYTES wide, the rest TILE_BYTES wide (a
+    lone row reads b once per row: wide tiles keep enough FMAs in flight)."""
+    _prefer_wide_vectors()
+    tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
+    n_row_tiled = n_cols - n_cols % row_cols
+    for i in range(first, n_rows):
+        for j0 in range(0, n_row_tiled, row_cols):
+            _tile(a, b, out, i, j0, j0, 1, row_cols, False)
+        for j0 in range(n_row_tiled, n_cols, tile_cols):
+            _tile(a, b, out, i, j0, j0, 1, tile_cols, False)
+
+
+@inline_kernel
+def _whole_tiles(a, b, out, n_rows, n_cols):
+    """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_cols a multiple of TILE_BYTES:
+    TILE_ROWS-row tiles, the rows left in a 4- and a 2-row tile, then a lone row."""
+    m_tiled = n_rows - n_rows % TILE_ROWS
+    fours = TILE_ROWS > 4 and n_rows - m_tiled >= 4
+    twos = TILE_ROWS > 2 and n_rows - m_tiled - 4 * fours >= 2
+    lone = m_tiled + 4 * fours + 2 * twos
+    if m_tiled > 0:
+        _row_tiles(a, b, out, m_tiled, n_cols)
+    if fours or twos:
+        _leftover_tiles(a, b, out, m_tiled, fours, twos, n_cols)
+    if lone < n_rows:
+        _lone_rows(a, b, out, lone, n_rows, n_cols)
+
+
+@inline_kernel
+def _tiled(a, b, out, whole_tiles):
+    """tiled_matmul's body, with :func:`_whole_tiles` as an argument: compiled, the kernel;
+    run as Python by :func:`product` with whole_tiles' Python source, so that each tile loop
+    is compiled as its own entry, only when a product first needs it."""
+    m, n = out.shape
+    tile_cols = TILE_BYTES // out.itemsize  # (not _columns: this body also runs as Python)
+    n_whole = n - n % tile_cols
+    streamed = m % TILE_ROWS > 0 and b.size * b.itemsize >= LARGE_B_BYTES
+    n_rows = m - m % TILE_ROWS if streamed else m
+    whole_tiles(a, b, out, n_rows, n_whole)
+    if n_whole < n:
+        edge_b = np.zeros((b.shape[0], tile_cols), b.dtype)
+        edge_b[:, :n - n_whole] = b[:, n_whole:]
+        edge_out = np.empty((n_rows, tile_cols), out.dtype)
+        whole_tiles(a, edge_b, edge_out, n_rows, tile_cols)
+        out[:n_rows, n_whole:] = edge_out[:, :n - n_whole]
+    if streamed:
+        _streamed_rows(a, b, out, n_rows)
 
 
 @kernel
 def tiled_matmul(a, b, out):
     """out = a @ b without BLAS (b and out C-contiguous; a any layout, read element-wise):
-    TILE_ROWS-row tiles, then lone rows (ROW_BYTES wide, the rest of the row TILE_BYTES wide;
-    streamed when b is large)."""
-    _prefer_wide_vectors()
-    m, n = out.shape
-    tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
-    m_tiled = m - m % TILE_ROWS
-    for j0 in range(0, n, tile_cols):
-        for i in range(0, m_tiled, TILE_ROWS):
-            _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, min(tile_cols, n - j0), False)
-    if m_tiled < m and b.size * b.itemsize >= LARGE_B_BYTES:
-        _streamed_rows(a, b, out, m_tiled)
-        return
-    n_row_tiled = n - n % row_cols
-    for i in range(m_tiled, m):
-        for j0 in range(0, n_row_tiled, row_cols):
-            _tile(a, b, out, i, j0, j0, 1, row_cols, row_cols, False)
-        for j0 in range(n_row_tiled, n, tile_cols):  # the rest: two vectors at a time
-            _tile(a, b, out, i, j0, j0, 1, tile_cols, min(tile_cols, n - j0), False)
+    whole tiles; the last, partial TILE_BYTES of columns as whole tiles over a zero-padded copy
+    of b into a scratch, then copied into out; with a large b the rows after the TILE_ROWS-row
+    tiles are streamed."""
+    _tiled(a, b, out, _whole_tiles)
 
 
 @inline_kernel
 def _stream(a, b, out, i, rows):
     """out[i:i+rows] = a[i:i+rows] @ b with b read once, row after row (``rows`` a constant at
     every call site). A lone row's tiles would read a large b in strips of columns, each k
-    step on a new page (measured at 1x1024x1024: 1.4x Cython's time, streamed 0.85x; at 4 rows
-    4.3x and 1.07x). The rows of out stay in cache, updated once per k: cache speed, several
-    times what memory delivers b at. Each element sums its k in order, one FMA at a time, as
-    in the tiles: the same bits."""
+    step on a new page; streamed, the rows of out stay in cache, updated once per k, while b
+    comes from memory once (docs/performance-notes.md, "Numba engine"). Each element sums its
+    k in order, one FMA at a time, as in the tiles: the same bits."""
     n = out.shape[1]
     for r in range(rows):
         out_r = out[np.uint64(i + r)]
@@ -218,35 +270,32 @@ def _streamed_rows(a, b, out, first):
         _stream(a, b, out, i, 1)
 
 
-#: The packed path (:func:`packed_matmul`, the numba mirror of the Cython kernels' gemm_packed
-#: and worth_packing) for a large b (LARGE_B_BYTES) and this many rows of a. Read in place, a
-#: large b is read from memory by every row tile (its rows 4 KiB apart
-#: at 1024 columns: every k step a new page, and the rows of a strip collide in the same L1
-#: sets); packed, each strip of b is read from memory once and then from L1. With fewer rows
-#: the copy costs more than it saves; with more, BLAS (which packs too) is faster (measured on
-#: one thread at 1024x1024: 1.25x Cython's time packed, 1.33x through BLAS at 64 rows;
-#: 1.16x / 1.13x at 96; 1.22x / 1.06x at 128), and with more than one thread BLAS runs in
-#: parallel where these loops do not.
-PACKED_MIN_ROWS = 16
-PACKED_MAX_ROWS = 64
-#: k slice of the copy: a strip (PACKED_K x TILE_BYTES, 16-32 KiB) stays in L1 while every row
-#: tile passes over it
-PACKED_K = 256
-#: the copy holds one k slice x as many columns as fit this (L2 is 1-4 MiB)
-PACKED_B_BYTES = 1 << 20
+#: The packed path (:func:`packed_matmul`, the numba mirror of the Cython kernels' gemm_packed)
+#: for a large b (LARGE_B_BYTES) and PACKED_MIN_ROWS to NUMBA_PACKED_MAX_ROWS rows of a: read
+#: in place, a large b comes from memory for every row tile; packed, each strip of b comes from
+#: memory once and then from L1. Fewer rows do not repay the copy; more go to BLAS, faster
+#: than these loops there (docs/performance-notes.md, "Numba engine").
+PACKED_MIN_ROWS = TUNING["PACKED_MIN_ROWS"]
+PACKED_MAX_ROWS = TUNING["NUMBA_PACKED_MAX_ROWS"]
+#: k slice of the copy: a strip (PACKED_K x TILE_BYTES) stays in L1 while every row tile
+#: passes over it
+PACKED_K = TUNING["PACKED_KC"]
+#: the copy holds one k slice x as many columns as fit this (in L2)
+PACKED_B_BYTES = TUNING["PACKED_B_BYTES"]
 
 
 @kernel
-def worth_packing(m, n, k, itemsize):
+def worth_packing(m, n, k, itemsize, n_threads):
     return (PACKED_MIN_ROWS <= m <= PACKED_MAX_ROWS and k * n * itemsize >= LARGE_B_BYTES
-            and _num_threads() == 1)
+            and n_threads == 1)
 
 
 @kernel
 def _pack_strips(b, p0, c0, strips, kc, nc):
     """b[p0:p0+kc, c0:c0+nc] into strips of TILE_BYTES of columns, strips[s, p, l] =
     b[p0 + p, c0 + s * width + l]: a strip is contiguous. Row by row, so that the reads of b
-    stream along its rows (the lanes past nc in the last strip are never read). Unsigned
+    stream along its rows (the lanes past nc in the last strip keep what they held: zeros or
+    earlier columns, read into accumulators that are never written back). Unsigned
     indices, as in _tile: the copies are vector loads and stores."""
     width = _columns(strips, TILE_BYTES)
     n_whole = nc // width
@@ -262,26 +311,26 @@ def _pack_strips(b, p0, c0, strips, kc, nc):
 
 
 @kernel
-def _strip_tiles(a, strip, out, j0, n_cols):
-    """out[:, j0:j0+n_cols] += a @ strip (one packed strip): TILE_ROWS-row tiles, the rest in
-    tiles of 4, 2 and 1 rows, all the strip's width. A function of its own (not inlined into
-    packed_matmul's loops, whose array views LLVM could not see through): there the tiles'
-    accumulators stayed in memory."""
+def _strip_tiles(a, strip, out, j0):
+    """out[:, j0:j0+width] += a @ strip (one packed strip): TILE_ROWS-row tiles, the rest in
+    tiles of 4, 2 and 1 rows. A function of its own (not inlined into packed_matmul's loops,
+    whose array views LLVM could not see through): there the tiles' accumulators stayed in
+    memory."""
     _prefer_wide_vectors()
     width = _columns(out, TILE_BYTES)
     m = out.shape[0]
     m_tiled = m - m % TILE_ROWS
     for i in range(0, m_tiled, TILE_ROWS):
-        _tile(a, strip, out, i, j0, 0, TILE_ROWS, width, n_cols, True)
+        _tile(a, strip, out, i, j0, 0, TILE_ROWS, width, True)
     i = m_tiled
     if TILE_ROWS > 4 and m - i >= 4:
-        _tile(a, strip, out, i, j0, 0, 4, width, n_cols, True)
+        _tile(a, strip, out, i, j0, 0, 4, width, True)
         i += 4
     if m - i >= 2:
-        _tile(a, strip, out, i, j0, 0, 2, width, n_cols, True)
+        _tile(a, strip, out, i, j0, 0, 2, width, True)
         i += 2
     if m - i == 1:
-        _tile(a, strip, out, i, j0, 0, 1, width, n_cols, True)
+        _tile(a, strip, out, i, j0, 0, 1, width, True)
 
 
 @kernel
@@ -296,8 +345,9 @@ def packed_matmul(a, b, out):
     """out = a @ b through copies of b (GotoBLAS-style): one k slice (PACKED_K) and column
     chunk (PACKED_B_BYTES) at a time, b is copied into contiguous strips of TILE_BYTES of
     columns, and every row tile passes over a strip while it is in L1, continuing the sums held
-    in out (zeroed first: every tile of this path is the accumulating one). The same products
-    in the same order as tiled_matmul: the same bits."""
+    in out (zeroed first: every tile of this path is the accumulating one); the last, partial
+    strip's into a padded scratch, copied into out at the end. The same products in the same
+    order as tiled_matmul: the same bits."""
     _prefer_wide_vectors()
     m, n = out.shape
     depth = a.shape[1]
@@ -306,7 +356,9 @@ def packed_matmul(a, b, out):
         return
     width = _columns(out, TILE_BYTES)
     chunk = min(packed_chunk_columns(out), n)
-    strips = np.empty(((chunk + width - 1) // width, min(PACKED_K, depth), width), out.dtype)
+    strips = np.zeros(((chunk + width - 1) // width, min(PACKED_K, depth), width), out.dtype)
+    n_whole = n - n % width
+    edge_out = np.zeros((m if n_whole < n else 0, width), out.dtype)
     for p0 in range(0, depth, PACKED_K):
         kc = min(PACKED_K, depth - p0)
         a_slice = a[:, p0:p0 + kc]
@@ -314,8 +366,12 @@ def packed_matmul(a, b, out):
             nc = min(chunk, n - c0)
             _pack_strips(b, p0, c0, strips, kc, nc)
             for s in range((nc + width - 1) // width):
-                _strip_tiles(a_slice, strips[s, :kc], out, c0 + s * width,
-                             min(width, nc - s * width))
+                if c0 + s * width < n_whole:
+                    _strip_tiles(a_slice, strips[s, :kc], out, c0 + s * width)
+                else:
+                    _strip_tiles(a_slice, strips[s, :kc], edge_out, 0)
+    if n_whole < n:
+        out[:, n_whole:] = edge_out[:, :n - n_whole]
 
 
 @kernel
@@ -327,9 +383,28 @@ def matmul(a, b, out):
     count, not across thread counts."""
     m, depth = a.shape
     n = b.shape[1]
-    if b.flags.c_contiguous and worth_packing(m, n, depth, out.itemsize):
+    if b.flags.c_contiguous and worth_packing(m, n, depth, out.itemsize, _num_threads()):
         packed_matmul(a, b, out)
     elif worth_blas(m, n, depth):
         np.dot(a, b, out)
     else:
         tiled_matmul(a, np.ascontiguousarray(b), out)
+
+
+def product(a, b, out):
+    """matmul for a C-contiguous b, called from Python: the path is chosen here, so the first
+    call compiles only the path it takes (one entry kernel, not matmul's three)."""
+    m, depth = a.shape
+    n = b.shape[1]
+    if _py(worth_packing)(m, n, depth, out.itemsize, numba.get_num_threads()):
+        packed_matmul(a, b, out)
+    elif _py(worth_blas)(m, n, depth):
+        np.dot(a, b, out)
+    else:
+        _py(_tiled)(a, b, out, _py(_whole_tiles))
+
+
+def _py(function):
+    """A kernel's Python source (itself under NUMBA_DISABLE_JIT): decisions made in Python
+    compile nothing."""
+    return getattr(function, "py_func", function)

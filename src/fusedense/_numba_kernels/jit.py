@@ -13,8 +13,34 @@
   vectorise without reordering sums (they accumulate across rows into a vector of columns).
 - ``error_model="numpy"``: division by zero gives inf/NaN like NumPy instead of raising.
 - ``nogil=True``: kernels release the GIL.
+
+The tuning constants come from ``fusedense.tuning``, the row of the instruction set LLVM
+compiles for (:data:`ISA`).
 """
 import numba
+from llvmlite import binding as llvm
+
+from .. import tuning
+
+
+def _target_isa():
+    """The tuning row for the CPU LLVM compiles for: the host, or NUMBA_CPU_FEATURES when set
+    (as numba itself does, so a cache built for another CPU gets that CPU's constants)."""
+    if numba.config.CPU_FEATURES:
+        features = {f[1:] for f in numba.config.CPU_FEATURES.split(",") if f.startswith("+")}
+    else:
+        features = {name for name, on in llvm.get_host_cpu_features().items() if on}
+    if "avx512f" in features:
+        return "avx512"
+    if {"avx2", "fma"} <= features:
+        return "avx2"
+    return "generic"
+
+
+ISA = _target_isa()
+TUNING = tuning.table(ISA)
+#: bytes of one vector register of ISA
+VECTOR_BYTES = {"avx512": 64, "avx2": 32, "generic": 16}[ISA]
 
 _COMMON = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 _PRANGE_ONLY = {"prange": True, "comprehension": False, "reduction": False, "setitem": False,
@@ -30,12 +56,9 @@ parallel_kernel = numba.njit(parallel=_PRANGE_ONLY, **_COMMON)
 #: ``*_parallel`` variant that splits the work into blocks of at least PARALLEL_MIN_ELEMENTS;
 #: the backend calls it only for two blocks or more (:func:`use_parallel`). Everything else —
 #: one layer, a network, a training step — is compiled serial and gets its parallelism from
-#: the BLAS inside large products. Why, measured on this 2-core machine shared with other
-#: jobs (load 5-8): a parallel region waits until all its threads are scheduled, which cost
-#: milliseconds per region; the seed MLP's batch-32 training step took ~100 ms with a 2-thread
-#: Adam and parallel row blocks inside, ~2-3 ms with everything serial. Small and medium work
-#: therefore never starts a parallel region, and a parallel block carries ~100 µs of work.
-PARALLEL_MIN_ELEMENTS = 1 << 17
+#: the BLAS inside large products: on shared cores a parallel region waits until all its
+#: threads are scheduled (docs/performance-notes.md, "Numba engine").
+PARALLEL_MIN_ELEMENTS = TUNING["PARALLEL_MIN_ELEMENTS"]
 
 
 def use_parallel(n_elements):

@@ -12,6 +12,7 @@ from numba import prange
 
 from .. import abi
 from .activations import row_max, row_or_empty, sigmoid
+from .fastexp import exp_nonpos, exp_nonpos_of
 from .jit import kernel, parallel_kernel, rows_per_block
 
 SPARSE_XENT = abi.LOSS_SPARSE_XENT
@@ -24,7 +25,7 @@ MSE = abi.LOSS_MSE
 def _log_sum_exp(z, top):
     total = 0.0
     for j in range(z.size):
-        total += math.exp(z[j] - top)
+        total += exp_nonpos(np.float64(z[j]) - top)
     return math.log(total)
 
 
@@ -37,23 +38,31 @@ def _loss_row(loss_id, logits, out, label, target, grad, scale):
     loss = 0.0
     if loss_id == SPARSE_XENT or loss_id == CATEGORICAL_XENT:
         top = row_max(logits)
-        lse = _log_sum_exp(logits, top)
+        if want_grad:  # e^(z - top) into grad first: a loop that vectorises, then its sum
+            for j in range(n):  # in the logits' precision, as Cython's kernels
+                grad[j] = exp_nonpos_of(logits[j] - top)
+            total = 0.0
+            for j in range(n):
+                total += grad[j]
+            lse = math.log(total)
+        else:
+            lse = _log_sum_exp(logits, top)
         if loss_id == SPARSE_XENT:  # −log p[label]; grad (p − onehot)/B
             loss = lse - (logits[label] - top)
             if want_grad:
+                p_scale = scale / total
                 for j in range(n):
-                    grad[j] = math.exp((logits[j] - top) - lse)
-                grad[label] -= 1.0
-                for j in range(n):
-                    grad[j] *= scale
+                    grad[j] *= p_scale
+                grad[label] -= scale
         else:  # −Σ t log p; grad (p Σt − t)/B
             target_sum = 0.0
             for j in range(n):
                 loss -= target[j] * ((logits[j] - top) - lse)
                 target_sum += target[j]
             if want_grad:
+                p_scale = target_sum / total
                 for j in range(n):
-                    grad[j] = (math.exp((logits[j] - top) - lse) * target_sum - target[j]) * scale
+                    grad[j] = (grad[j] * p_scale - target[j]) * scale
     elif loss_id == BINARY_XENT:  # log(1 + e^z) − z t, without overflow; grad (σ(z) − t)/size
         for j in range(n):
             z = logits[j]

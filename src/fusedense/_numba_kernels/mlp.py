@@ -1,5 +1,8 @@
 """A whole network over a flat parameter buffer (``fusedense.layout``): forward, and a fused
-training step (forward, loss, backward, optimizer update) — one call, no Python in between."""
+training step (forward, loss, backward, optimizer update) — one call, no Python in between.
+
+``layers`` is the read-only ``fusedense.layout.LAYER`` record array; its fields are read as
+``layers[l]["fan_in"]`` (plain loads)."""
 import numpy as np
 
 from .. import abi
@@ -9,64 +12,63 @@ from .jit import kernel
 from .losses import BINARY_XENT, CATEGORICAL_XENT, SPARSE_XENT, loss_and_gradient
 from .optimizers import adam_step, sgd_step
 
-OFFSET, FAN_IN, FAN_OUT, ACT_ID = 0, 1, 2, 3  # layout columns (fusedense.layout)
-
 
 @kernel
-def layer_params(params, layout, layer):
+def layer_params(params, layers, layer):
     """Views (W, b) of one layer in the flat buffer: W (fan_in × fan_out, C order), then b."""
-    offset, fan_in, fan_out = layout[layer, OFFSET], layout[layer, FAN_IN], layout[layer, FAN_OUT]
+    record = layers[layer]
+    offset, fan_in, fan_out = record["offset"], record["fan_in"], record["fan_out"]
     w_end = offset + fan_in * fan_out
     return params[offset:w_end].reshape((fan_in, fan_out)), params[w_end:w_end + fan_out]
 
 
 @kernel
-def _widest(layout, n_layers):
+def _widest(layers, n_layers):
     """The widest output among the first n_layers layers (at least 1)."""
     width = 1
     for layer in range(n_layers):
-        width = max(width, layout[layer, FAN_OUT])
+        width = max(width, layers[layer]["fan_out"])
     return width
 
 
 @kernel
-def _forward_rows_per_block(n_rows, layout, itemsize):
+def _forward_rows_per_block(n_rows, layers, itemsize):
     """mlp_forward's row block: a block's activations (GEMM_BLOCK_BYTES at the widest layer)
     stay in cache from one layer to the next."""
-    return min(n_rows, gemm_rows(_widest(layout, layout.shape[0]), itemsize))
+    return min(n_rows, gemm_rows(_widest(layers, layers.size), itemsize))
 
 
 @kernel
-def mlp_forward_workspace_size(n_rows, layout, itemsize):
+def mlp_forward_workspace_size(n_rows, layers, itemsize):
     """Elements of the workspace mlp_forward needs: two blocks of hidden activations."""
-    return 2 * _forward_rows_per_block(n_rows, layout, itemsize) * _widest(layout, layout.shape[0] - 1)
+    return 2 * _forward_rows_per_block(n_rows, layers, itemsize) * _widest(layers, layers.size - 1)
 
 
 @kernel
-def mlp_forward(x, params, layout, alphas, out, workspace):
+def mlp_forward(x, params, layers, out, workspace):
     """Every layer, one block of rows at a time. Keeps no pre-activations; the hidden
     activations ping-pong between the two halves of ``workspace``, supplied by the caller so
     that repeated predictions allocate nothing but their output. Returns 0, or, computing
     nothing, the size it needs when ``workspace`` is smaller (one call, not two, in the
     steady state: at batch 1 a call costs as much as the arithmetic)."""
-    needed = mlp_forward_workspace_size(x.shape[0], layout, out.itemsize)
+    needed = mlp_forward_workspace_size(x.shape[0], layers, out.itemsize)
     if workspace.size < needed:
         return needed
     n_rows = x.shape[0]
-    n_layers = layout.shape[0]
-    block = _forward_rows_per_block(n_rows, layout, out.itemsize)
+    n_layers = layers.size
+    block = _forward_rows_per_block(n_rows, layers, out.itemsize)
     half = workspace.size // 2
     for start in range(0, n_rows, block):
         stop = min(n_rows, start + block)
         h = out[start:stop]  # typed like the layer outputs below; overwritten before it is read
         for layer in range(n_layers):
-            W, b = layer_params(params, layout, layer)
+            W, b = layer_params(params, layers, layer)
             if layer == n_layers - 1:
                 dst = out[start:stop]
             else:
                 first = (layer % 2) * half
                 dst = workspace[first:first + (stop - start) * W.shape[1]].reshape((stop - start, W.shape[1]))
-            act_id, alpha = layout[layer, ACT_ID], alphas[layer]
+            act_id, alpha = layers[layer]["activation"], layers[layer]["alpha"]
             if layer == 0:  # x is kept out of h's type: x may be read-only, h never is
                 dense_rows(x[start:stop], W, b, act_id, alpha, dst, dst)
             else:
@@ -76,76 +78,85 @@ def mlp_forward(x, params, layout, alphas, out, workspace):
 
 
 @kernel
-def mlp_train_step(x, labels, targets, params, grads, opt_state, layout, alphas, loss_id, hyper,
-                   outputs):
+def mlp_train_step(x, labels, targets, params, grads, opt_state, layers, loss_id, hyper, outputs):
     """One minibatch: forward (keeping every z and y; a copy of the outputs in ``outputs``
     unless it is empty), fused loss, backward into ``grads``, optimizer update of ``params``
-    in place. Returns the loss.
+    in place (for a finite loss). Returns the loss.
 
     ``labels`` (int64) is used by the sparse cross-entropy, ``targets`` by the other losses;
     the unused one is empty. Cross-entropy losses fold the last activation in: their gradient
     is w.r.t. the last pre-activation, so the last layer backpropagates as identity.
     """
-    loss = loss_and_gradients(x, labels, targets, params, grads, layout, alphas, loss_id,
+    loss = loss_and_gradients(x, labels, targets, params, grads, layers, loss_id,
                               grads[:0].reshape((0, 0)), outputs)
-    optimizer_update(params, grads, opt_state, hyper)
-    return loss
+    return update_if_finite(loss, params, grads, opt_state, hyper)
 
 
 @kernel
-def loss_and_gradients(x, labels, targets, params, grads, layout, alphas, loss_id, dx, outputs):
+def loss_and_gradients(x, labels, targets, params, grads, layers, loss_id, dx, outputs):
     """mlp_train_step without the optimizer update: the loss, ``grads``, dLoss/dx into ``dx``
     unless it is (0, 0) (an embedding in front of the network needs it), the outputs into
     ``outputs`` unless it is empty."""
     n_rows = x.shape[0]
-    n_layers = layout.shape[0]
+    n_layers = layers.size
     starts = np.empty(n_layers + 1, dtype=np.int64)  # layer l's z/y rows in the workspaces
     starts[0] = 0
     n_covered = 0
     for layer in range(n_layers):
-        starts[layer + 1] = starts[layer] + n_rows * layout[layer, FAN_OUT]
-        n_covered += (layout[layer, FAN_IN] + 1) * layout[layer, FAN_OUT]
+        starts[layer + 1] = starts[layer] + n_rows * layers[layer]["fan_out"]
+        n_covered += (layers[layer]["fan_in"] + 1) * layers[layer]["fan_out"]
     zs = np.empty(starts[n_layers], dtype=params.dtype)
     ys = np.empty(starts[n_layers], dtype=params.dtype)
 
     h = ys[:0].reshape((0, 0))
     for layer in range(n_layers):
-        W, b = layer_params(params, layout, layer)
+        W, b = layer_params(params, layers, layer)
         shape = (n_rows, W.shape[1])
         z = zs[starts[layer]:starts[layer + 1]].reshape(shape)
         y = ys[starts[layer]:starts[layer + 1]].reshape(shape)
         if layer == 0:
-            dense_rows(x, W, b, layout[layer, ACT_ID], alphas[layer], z, y)
+            dense_rows(x, W, b, layers[layer]["activation"], layers[layer]["alpha"], z, y)
         else:
-            dense_rows(h, W, b, layout[layer, ACT_ID], alphas[layer], z, y)
+            dense_rows(h, W, b, layers[layer]["activation"], layers[layer]["alpha"], z, y)
         h = y
     if outputs.size > 0:
         outputs[:, :] = h
 
     last = n_layers - 1
-    logits = zs[starts[last]:].reshape((n_rows, layout[last, FAN_OUT]))
+    logits = zs[starts[last]:].reshape((n_rows, layers[last]["fan_out"]))
     d_out = np.empty_like(logits)
     loss = loss_and_gradient(loss_id, logits, h, labels, targets, d_out)
     folds_activation = loss_id == SPARSE_XENT or loss_id == CATEGORICAL_XENT or loss_id == BINARY_XENT
 
     if n_covered != params.size:  # gaps between layers get a zero gradient, as in the reference
         grads[:] = 0.0
-    d_hidden = np.empty((2, n_rows * _widest(layout, last)), dtype=params.dtype)  # ping-pong dx
+    d_hidden = np.empty((2, n_rows * _widest(layers, last)), dtype=params.dtype)  # ping-pong dx
     dy = d_out
     for layer in range(last, -1, -1):
-        W, b = layer_params(params, layout, layer)
-        dW, db = layer_params(grads, layout, layer)
+        W, b = layer_params(params, layers, layer)
+        dW, db = layer_params(grads, layers, layer)
         fan_in, fan_out = W.shape
         z = zs[starts[layer]:starts[layer + 1]].reshape((n_rows, fan_out))
         y = ys[starts[layer]:starts[layer + 1]].reshape((n_rows, fan_out))
-        act_id = IDENTITY if layer == last and folds_activation else layout[layer, ACT_ID]
+        act_id = IDENTITY if layer == last and folds_activation else layers[layer]["activation"]
+        alpha = layers[layer]["alpha"]
         if layer == 0:
-            dense_backward(dy, x, W, z, y, act_id, alphas[layer], dx, dW, db)
+            dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
         else:
             d_in = d_hidden[layer % 2, :n_rows * fan_in].reshape((n_rows, fan_in))
             x_layer = ys[starts[layer - 1]:starts[layer]].reshape((n_rows, fan_in))
-            dense_backward(dy, x_layer, W, z, y, act_id, alphas[layer], d_in, dW, db)
+            dense_backward(dy, x_layer, W, z, y, act_id, alpha, d_in, dW, db)
             dy = d_in
+    return loss
+
+
+@kernel
+def update_if_finite(loss, params, grads, opt_state, hyper):
+    """The contract's transactional update: the optimizer step only for a finite loss, then
+    hyper[H_APPLIED] = hyper[H_STEP] as its last act. Returns the loss."""
+    if np.isfinite(loss):
+        optimizer_update(params, grads, opt_state, hyper)
+        hyper[abi.H_APPLIED] = hyper[abi.H_STEP]
     return loss
 
 

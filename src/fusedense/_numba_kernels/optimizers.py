@@ -47,7 +47,7 @@ def _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
     """As the cython kernel (kernels/optimizers_body.h): arithmetic in the buffer's dtype, the
     corrections applied as PyTorch does (step size lr·m_scale, denominator √v·√v_scale + ε: one
     division and one square root per element), moments below the smallest normal number
-    flushed to zero (denormal arithmetic is ~100x slower; see the C kernel's comment)."""
+    flushed to zero (denormal arithmetic is far slower; see the C kernel's comment)."""
     real = params.dtype.type
     smallest = real(np.finfo(params.dtype).tiny)
     beta1_, beta2_, keep1, keep2 = real(beta1), real(beta2), real(1.0 - beta1), real(1.0 - beta2)

@@ -1,0 +1,59 @@
+"""The character LM's training step, numba engine against Cython engine, kernels called
+directly (no gate), alternating blocks in one process; prints the ratio of median step times.
+
+    python bench/lm_engines.py [batch] [float32|float64]
+"""
+import inspect
+import sys
+import time
+
+import numpy as np
+
+import fusedense as fd
+from fusedense._backends import cython_backend, numba_backend
+from fusedense.embedding import EmbeddingMLP
+from fusedense.layout import layer_record
+
+fd.set_num_threads(1)
+batch = int(sys.argv[1]) if len(sys.argv) > 1 else 64
+dtype = np.dtype(sys.argv[2] if len(sys.argv) > 2 else "float32")
+net = EmbeddingMLP(27, 10, 3, [200, 27], "tanh", random_state=0, backend="numpy", dtype=dtype)
+net.set_optimizer(fd.optimizers.Adam(learning_rate=1e-3))
+rng = np.random.default_rng(0)
+batches = [(rng.integers(0, 27, (batch, 3)), rng.integers(0, 27, batch)) for _ in range(64)]
+layers = layer_record(net.layout, net.alphas, net.params.size)
+hyper = np.array(net._hyper, np.float64)
+
+
+def side(engine):
+    params, grads = net.params.copy(), np.empty_like(net.params)
+    opt_state, step = np.zeros((2, net.params.size), dtype), {"i": 0}
+    if "layers" in inspect.signature(engine.embedding_train_step).parameters:
+        network = (layers, hyper.copy())
+    else:  # an engine still on (layout, alphas) and the 9-entry hyper
+        network = (np.ascontiguousarray(net.layout), np.ascontiguousarray(net.alphas), hyper[:9].copy())
+
+    def run():
+        tokens, labels = batches[step["i"] % len(batches)]
+        step["i"] += 1
+        return engine.embedding_train_step(tokens, labels, params, grads, opt_state, *network, 27, None)
+    return run
+
+
+sides = {"numba": side(numba_backend), "cython": side(cython_backend)}
+losses = {name: [run() for _ in range(5)] for name, run in sides.items()}
+np.testing.assert_allclose(losses["numba"], losses["cython"], rtol=1e-4)
+for run in sides.values():
+    for _ in range(200):
+        run()
+times = {name: [] for name in sides}
+for _ in range(9):
+    for name, run in sides.items():
+        start = time.perf_counter()
+        for _ in range(300):
+            run()
+        times[name].append((time.perf_counter() - start) / 300)
+median = {name: float(np.median(t)) for name, t in times.items()}
+for name, t in median.items():
+    print(f"{name}: {t * 1e6:.1f} µs/step, {batch / t / 1e3:.0f}k chars/s")
+print(f"{dtype} batch {batch}: numba / cython step time {median['numba'] / median['cython']:.2f}")

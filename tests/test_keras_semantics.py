@@ -1,0 +1,282 @@
+"""Keras's semantics in fd.Sequential: losses on probabilities or logits, sample and class weights,
+kernel regularizers, use_bias=False, weighted metrics, naming, the fit arguments, the callbacks.
+
+The training tests compare each engine with real Keras 3 (the JAX backend; skipped only when keras
+is not installed) from the same initial weights, batch by batch without shuffling, and with the
+NumPy oracle where Keras is not needed.
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+
+import fusedense as fd
+from fusedense import abi
+from fusedense import losses as fd_losses
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+@pytest.fixture(scope="module")
+def keras():
+    return pytest.importorskip("keras")
+
+
+def _data(n=64, n_in=5, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, n_in)).astype(np.float32), rng.integers(0, n_classes, n)
+
+
+def _fd_model(out, reg=None, use_bias=True, backend=None):
+    return fd.Sequential([fd.Input(shape=(5,)),
+                          fd.layers.Dense(7, activation="tanh", use_bias=use_bias,
+                                          kernel_regularizer=None if reg is None else fd.regularizers.l2(reg)),
+                          fd.layers.Dense(3, activation=out)], seed=0, backend=backend)
+
+
+CASES = {  # output activation, loss (Keras's and fusedense's), regularizer, use_bias, fit arguments
+    "softmax-probabilities": ("softmax", "sparse_categorical_crossentropy", None, True, {}),
+    "linear-probabilities": (None, "sparse_categorical_crossentropy", None, True, {}),
+    "linear-logits": (None, ("SparseCategoricalCrossentropy", True), None, True, {}),
+    "softmax-as-logits": ("softmax", ("SparseCategoricalCrossentropy", True), None, True, {}),
+    "sample_weight": ("softmax", "sparse_categorical_crossentropy", None, True,
+                      {"sample_weight": np.random.default_rng(5).uniform(0, 2, 64)}),
+    "class_weight": ("softmax", "sparse_categorical_crossentropy", None, True, {"class_weight": {0: 0.5, 2: 3.0}}),
+    "l2": ("softmax", "sparse_categorical_crossentropy", 0.01, True, {}),
+    "no-bias": ("softmax", "sparse_categorical_crossentropy", None, False, {}),
+    "l2-weighted-probabilities": (None, "sparse_categorical_crossentropy", 0.01, True,
+                                  {"sample_weight": np.random.default_rng(6).uniform(0, 2, 64)}),
+    "binary-probabilities": ("sigmoid", "binary_crossentropy", None, True, {}),
+    "categorical-linear-probabilities": (None, "categorical_crossentropy", None, True, {}),
+}
+
+
+def _case_data(case):
+    out, loss, reg, use_bias, fit_args = CASES[case]
+    x, y = _data()
+    if loss == "binary_crossentropy":
+        y = (x[:, :3] > 0).astype(np.float32)
+    elif loss == "categorical_crossentropy":
+        y = np.eye(3, dtype=np.float32)[y]
+    return x, y
+
+
+_KERAS_RESULTS = {}
+
+
+def _keras_result(keras, case):
+    """(initial weights, weights after two epochs, history, evaluate) of real Keras, once per case."""
+    if case not in _KERAS_RESULTS:
+        out, loss, reg, use_bias, fit_args = CASES[case]
+        loss = loss if isinstance(loss, str) else getattr(keras.losses, loss[0])(from_logits=loss[1])
+        km = keras.Sequential([keras.Input((5,)),
+                               keras.layers.Dense(7, activation="tanh", use_bias=use_bias,
+                                                  kernel_regularizer=reg and keras.regularizers.l2(reg)),
+                               keras.layers.Dense(3, activation=out)])
+        initial = [w + 0.3 if w.ndim == 1 else w for w in km.get_weights()]  # biases off zero
+        km.set_weights(initial)
+        km.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss, metrics=["accuracy"])
+        x, y = _case_data(case)
+        history = km.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, **fit_args).history
+        _KERAS_RESULTS[case] = initial, km.get_weights(), history, km.evaluate(x, y, verbose=0)
+    return _KERAS_RESULTS[case]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("case", list(CASES))
+def test_training_matches_keras(keras, backend, case):
+    initial, trained, hk, evaluated = _keras_result(keras, case)
+    out, loss, reg, use_bias, fit_args = CASES[case]
+    loss = loss if isinstance(loss, str) else getattr(fd.losses, loss[0])(from_logits=loss[1])
+    fm = _fd_model(out, reg, use_bias, backend)
+    fm.set_weights(initial)
+    fm.compile(optimizer=fd.optimizers.SGD(0.1), loss=loss, metrics=["accuracy"])
+    x, y = _case_data(case)
+    hf = fm.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, **fit_args).history
+    # a linear layer's outputs read as probabilities: the gradient divides by each row's sum, which
+    # can be near zero, so float32 rounding in either implementation is amplified there
+    tolerance = 1e-4 if out is None and isinstance(loss, str) else 1e-5
+    for got, expected in zip(fm.get_weights(), trained):
+        np.testing.assert_allclose(got, expected, atol=tolerance, rtol=tolerance)
+    assert hf["loss"] == pytest.approx(hk["loss"], rel=1e-4)
+    assert hf["accuracy"] == pytest.approx(hk["accuracy"])
+    assert fm.evaluate(x, y, verbose=0) == pytest.approx(evaluated, rel=1e-4)
+
+
+def test_a_linear_output_with_a_probability_loss_warns_and_logits_do_not(recwarn):
+    with pytest.warns(UserWarning, match="outputs are read as probabilities"):
+        _fd_model(None).compile(loss="sparse_categorical_crossentropy")
+    with pytest.warns(UserWarning, match="produced by a softmax activation and thus does not represent logits"):
+        _fd_model("softmax").compile(loss=fd.losses.SparseCategoricalCrossentropy(from_logits=True))
+    recwarn.clear()
+    _fd_model(None).compile(loss=fd.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fd_model("softmax").compile(loss="sparse_categorical_crossentropy")
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+@pytest.mark.parametrize("loss_id", [abi.LOSS_SPARSE_XENT, abi.LOSS_CATEGORICAL_XENT, abi.LOSS_BINARY_XENT])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_output_loss_gradient_matches_finite_differences(loss_id, from_logits):
+    rng = np.random.default_rng(loss_id)
+    out = rng.uniform(0.05, 0.9, (6, 4)) if not from_logits else rng.normal(size=(6, 4))
+    out[0, 1] = 1e-9  # a clipped probability: Keras's gradient is zero there
+    targets = rng.integers(0, 4, 6) if loss_id == abi.LOSS_SPARSE_XENT else rng.uniform(0, 1, (6, 4))
+    weights = rng.uniform(0, 2, 6)
+    loss, grad = fd_losses.output_loss_and_gradient(loss_id, out, targets, from_logits, weights)
+    numeric = np.zeros_like(out)
+    for i, j in np.ndindex(*out.shape):
+        h = 5e-10 if (i, j) == (0, 1) and not from_logits else 1e-6 * max(1.0, abs(out[i, j]))
+        up, down = out.copy(), out.copy()
+        up[i, j] += h
+        down[i, j] -= h
+        numeric[i, j] = (fd_losses.output_loss_and_gradient(loss_id, up, targets, from_logits, weights)[0]
+                         - fd_losses.output_loss_and_gradient(loss_id, down, targets, from_logits, weights)[0]) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-5)
+    assert loss == pytest.approx(np.mean(weights * fd_losses._per_sample(loss_id, out, targets, from_logits)))
+
+
+def test_the_regularized_step_equals_the_fused_step_when_the_penalty_is_zero(backend):
+    """The regularizer path (mlp_gradient, the penalty, the engine's optimizer step) is the fused step's arithmetic."""
+    x, y = _data()
+    for opt in (fd.optimizers.SGD(0.1, momentum=0.9, nesterov=True), fd.optimizers.Adam(0.01), fd.optimizers.AdamW(0.01)):
+        fused, split = _fd_model("softmax", backend=backend), _fd_model("softmax", reg=0.0, backend=backend)
+        split.layers[0].kernel_regularizer = fd.regularizers.L2(0.0)
+        for model in (fused, split):
+            model.build()
+            model.compile(optimizer=type(opt)(**opt.get_config()), loss="sparse_categorical_crossentropy")
+        split.set_weights(fused.get_weights())
+        hf = fused.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+        hs = split.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+        for a, b in zip(fused.get_weights(), split.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert hs["loss"] == pytest.approx(hf["loss"], rel=1e-6)
+        assert split.network.step == fused.network.step == 8
+
+
+def test_l2_adds_the_penalty_to_the_loss_on_kernels_only():
+    model = _fd_model("softmax", reg=0.01)
+    model.compile(loss="sparse_categorical_crossentropy")
+    x, y = _data()
+    unregularized = _fd_model("softmax")
+    unregularized.compile(loss="sparse_categorical_crossentropy")
+    unregularized.set_weights(model.get_weights())
+    kernel = model.layers[0].kernel
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(
+        unregularized.evaluate(x, y, verbose=0) + 0.01 * float(np.square(kernel, dtype=np.float64).sum()))
+
+
+def test_keras_names_count_per_class_over_the_session():
+    a, b = fd.layers.Dense(2), fd.layers.Dense(2)
+    prefix = a.name.rsplit("_", 1)[0] if a.name != "dense" else "dense"
+    assert prefix == "dense" and b.name == f"dense_{int(a.name.rsplit('_', 1)[1]) + 1 if '_' in a.name else 1}"
+    assert fd.layers.Dropout(0.1).name.startswith("dropout") and fd.layers.InputLayer((3,)).name.startswith("input_layer")
+    assert fd.layers.Dense(2, name="out").name == "out"
+
+
+def test_the_readme_example_runs_unchanged_with_import_fusedense_as_keras():
+    import fusedense as keras
+    x_train, y_train = _data(200, n_in=8, n_classes=4)
+    model = keras.Sequential([
+        keras.Input(shape=(8,)),
+        keras.layers.Dense(32, activation="relu", kernel_initializer="he_normal"),
+        keras.layers.Dropout(0.0),
+        keras.layers.Dense(4),
+        keras.layers.Activation("softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    history = model.fit(x_train, y_train, epochs=3, batch_size=32, validation_split=0.2, verbose=0,
+                        callbacks=[keras.callbacks.EarlyStopping(patience=2)])
+    assert set(history.history) == {"loss", "sparse_categorical_accuracy", "val_loss", "val_sparse_categorical_accuracy"}
+    assert model.network.activations == ("relu", "softmax")
+    assert [type(layer).__name__ for layer in model.layers] == ["Dense", "Dropout", "Dense", "Activation"]
+
+
+def test_dropout_is_the_identity_at_inference_and_refuses_training_with_a_clear_error():
+    x, y = _data()
+    with_dropout = fd.Sequential([fd.Input(shape=(5,)), fd.layers.Dense(7, activation="tanh"), fd.layers.Dropout(0.5),
+                                  fd.layers.Dense(3, activation="softmax")], seed=0)
+    plain = _fd_model("softmax")
+    plain.set_weights(with_dropout.get_weights())
+    np.testing.assert_array_equal(with_dropout.predict(x), plain.predict(x))
+    with_dropout.compile(loss="sparse_categorical_crossentropy")
+    with pytest.raises(NotImplementedError, match="dropout mask drawn inside the fused training step"):
+        with_dropout.fit(x, y, verbose=0)
+
+
+def test_fit_arguments_initial_epoch_steps_per_epoch_validation_freq():
+    x, y = _data(100)
+    model = _fd_model("softmax")
+    model.compile(loss="sparse_categorical_crossentropy")
+    h = model.fit(x, y, epochs=5, initial_epoch=2, batch_size=10, steps_per_epoch=3, validation_data=(x, y),
+                  validation_freq=2, verbose=0)
+    assert h.epoch == [2, 3, 4] and h.params == {"verbose": 0, "epochs": 5, "steps": 3}
+    assert len(h.history["loss"]) == 3 and len(h.history["val_loss"]) == 1  # epoch 4 (1-based) only
+    assert model.network.step == 9
+    # steps_per_epoch: the epochs take consecutive batches, so 3 + 3 + 4 steps visit the data exactly once
+    twin, other = _fd_model("softmax"), _fd_model("softmax")
+    for m in (twin, other):
+        m.compile(loss="sparse_categorical_crossentropy")
+    other.set_weights(twin.get_weights())
+    twin.fit(x, y, epochs=1, batch_size=10, shuffle=False, verbose=0)
+    other.fit(x, y, epochs=3, batch_size=10, steps_per_epoch=3, shuffle=False, verbose=0)
+    other.fit(x[90:], y[90:], epochs=1, batch_size=10, shuffle=False, verbose=0)
+    for a, b in zip(twin.get_weights(), other.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_callbacks(tmp_path):
+    x, y = _data(80)
+    model = _fd_model("softmax")
+    model.compile(optimizer=fd.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    batches = []
+    rates = []
+    callbacks = [
+        fd.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 / (epoch + 1)),
+        fd.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch),
+                                    on_epoch_end=lambda epoch, logs: rates.append(model.optimizer.learning_rate)),
+        fd.callbacks.CSVLogger(tmp_path / "log.csv"),
+        fd.callbacks.ModelCheckpoint(str(tmp_path / "ckpt-{epoch:02d}.npz"), monitor="loss", save_best_only=True),
+    ]
+    model.fit(x, y, epochs=3, batch_size=20, verbose=0, callbacks=callbacks)
+    assert batches == [0, 1, 2, 3] * 3 and rates == pytest.approx([0.1, 0.05, 0.1 / 3])
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0] == "epoch,accuracy,learning_rate,loss" and len(rows) == 4
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-01.npz", "ckpt-02.npz", "ckpt-03.npz"]
+    np.testing.assert_array_equal(fd.load_model(tmp_path / "ckpt-03.npz").predict(x), model.predict(x))
+
+
+def test_reduce_lr_on_plateau_and_terminate_on_nan(capsys):
+    x, y = _data(40)
+    model = _fd_model("softmax")
+    model.compile(optimizer=fd.optimizers.SGD(1e-9), loss="sparse_categorical_crossentropy")
+    reducer = fd.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=1.0, min_lr=2e-10)
+    h = model.fit(x, y, epochs=4, verbose=0, callbacks=[reducer])
+    assert h.history["learning_rate"] == pytest.approx([1e-9, 1e-9, 5e-10, 2.5e-10])  # Keras logs the epoch's rate
+    assert model.optimizer.learning_rate == pytest.approx(2e-10)  # min_lr
+    bad = x.copy()
+    bad[25] = np.nan
+    model.compile(optimizer=fd.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    before = model.get_weights()
+    h = model.fit(bad, y, epochs=3, batch_size=20, shuffle=False, verbose=0, callbacks=[fd.callbacks.TerminateOnNaN()])
+    assert "Batch 2: Invalid loss, terminating training" in capsys.readouterr().out
+    assert len(h.history["loss"]) == 1 and model.network.step == 1
+    assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the first batch was applied
+    with pytest.raises(FloatingPointError, match="epoch 1/3, batch 2 of 2"):
+        model.fit(bad, y, epochs=3, batch_size=20, shuffle=False, verbose=0)
+
+
+def test_class_weight_equals_the_sample_weights_it_stands_for(backend):
+    x, y = _data()
+    a, b = _fd_model("softmax", backend=backend), _fd_model("softmax", backend=backend)
+    for m in (a, b):
+        m.compile(loss="sparse_categorical_crossentropy")
+    b.set_weights(a.get_weights())
+    a.fit(x, y, class_weight={0: 2.0, 1: 0.5}, shuffle=False, verbose=0)
+    b.fit(x, y, sample_weight=np.array([2.0, 0.5, 1.0])[y], shuffle=False, verbose=0)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    with pytest.raises(ValueError, match="class_weight and sample_weight"):
+        a.fit(x, y, class_weight={0: 1.0}, sample_weight=np.ones(64), verbose=0)
