@@ -207,7 +207,8 @@ class MLP:
         return state
 
     def __setstate__(self, state):
-        state = dict(state)
+        # joblib.load(mmap_mode=...) hands back read-only memmaps: the model trains in owned arrays
+        state = {k: np.array(v) if isinstance(v, np.memmap) else v for k, v in state.items()}
         backend, layout, alphas = state.pop("backend_name"), state.pop("layout"), state.pop("alphas")
         self.__dict__.update(state)
         self._training = threading.RLock()
