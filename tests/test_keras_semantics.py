@@ -45,8 +45,10 @@ CASES = {  # output activation, loss (Keras's and fusedense's), regularizer, use
     "class_weight": ("softmax", "sparse_categorical_crossentropy", None, True, {"class_weight": {0: 0.5, 2: 3.0}}),
     "l2": ("softmax", "sparse_categorical_crossentropy", 0.01, True, {}),
     "no-bias": ("softmax", "sparse_categorical_crossentropy", None, False, {}),
-    "l2-weighted-probabilities": (None, "sparse_categorical_crossentropy", 0.01, True,
-                                  {"sample_weight": np.random.default_rng(6).uniform(0, 2, 64)}),
+    # softmax outputs: a linear layer read as probabilities is ill-conditioned (its own case above), and
+    # its float32 rounding amplified through two epochs of L2 updates says nothing about the weighting
+    "l2-weighted": ("softmax", "sparse_categorical_crossentropy", 0.01, True,
+                    {"sample_weight": np.random.default_rng(6).uniform(0, 2, 64)}),
     "binary-probabilities": ("sigmoid", "binary_crossentropy", None, True, {}),
     "categorical-linear-probabilities": (None, "categorical_crossentropy", None, True, {}),
 }
@@ -75,6 +77,10 @@ def _keras_result(keras, case):
                                                   kernel_regularizer=reg and keras.regularizers.l2(reg)),
                                keras.layers.Dense(3, activation=out)])
         initial = [w + 0.3 if w.ndim == 1 else w for w in km.get_weights()]  # biases off zero
+        if out is None and isinstance(loss, str):
+            # linear outputs read as probabilities: rows summing near zero would amplify float32
+            # rounding past any tolerance, so the last bias lifts every output well above zero
+            initial[-1] = initial[-1] + 3.0
         km.set_weights(initial)
         km.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss, metrics=["accuracy"])
         x, y = _case_data(case)
@@ -94,11 +100,8 @@ def test_training_matches_keras(keras, backend, case):
     fm.compile(optimizer=fd.optimizers.SGD(0.1), loss=loss, metrics=["accuracy"])
     x, y = _case_data(case)
     hf = fm.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, **fit_args).history
-    # a linear layer's outputs read as probabilities: the gradient divides by each row's sum, which
-    # can be near zero, so float32 rounding in either implementation is amplified there
-    tolerance = 1e-4 if out is None and isinstance(loss, str) else 1e-5
     for got, expected in zip(fm.get_weights(), trained):
-        np.testing.assert_allclose(got, expected, atol=tolerance, rtol=tolerance)
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
     assert hf["loss"] == pytest.approx(hk["loss"], rel=1e-4)
     assert hf["accuracy"] == pytest.approx(hk["accuracy"])
     assert fm.evaluate(x, y, verbose=0) == pytest.approx(evaluated, rel=1e-4)

@@ -356,7 +356,7 @@ def test_kernels_run_as_plain_python_match_reference():
                                  (abi.LOSS_MSE, rng.normal(size=(3, 4)))]:
             p1, p2, s1, s2 = params.copy(), params.copy(), np.zeros((1, n)), np.zeros((1, n))
             grads = np.empty(n)
-            loss = nb.mlp_train_step(x, targets, p1, grads, s1, layers, loss_id, hyper, None)
+            loss = nb.mlp_train_step(x, targets, p1, grads, s1, layers, loss_id, hyper, None, None)
             loss_ref, grads_ref = reference.mlp_train_step(x, targets, p2, layers, s2, loss_id, hyper)
             check(loss, loss_ref); check(grads, grads_ref); check(p1, p2); check(s1, s2)
         print("ok")

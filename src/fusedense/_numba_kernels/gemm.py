@@ -211,12 +211,14 @@ def _tiled(a, b, out, whole_tiles):
     streamed = m % TILE_ROWS > 0 and b.size * b.itemsize >= LARGE_B_BYTES
     n_rows = m - m % TILE_ROWS if streamed else m
     whole_tiles(a, b, out, n_rows, n_whole)
-    if n_whole < n:
-        edge_b = np.zeros((b.shape[0], tile_cols), b.dtype)
+    if n_whole < n:  # the last columns through a zero-padded copy, one tile of rows at a time
+        edge_b = np.zeros((b.shape[0], tile_cols), b.dtype)  # so the scratch does not grow with m
         edge_b[:, :n - n_whole] = b[:, n_whole:]
-        edge_out = np.empty((n_rows, tile_cols), out.dtype)
-        whole_tiles(a, edge_b, edge_out, n_rows, tile_cols)
-        out[:n_rows, n_whole:] = edge_out[:, :n - n_whole]
+        edge_out = np.empty((TILE_ROWS, tile_cols), out.dtype)
+        for start in range(0, n_rows, TILE_ROWS):
+            rows = min(TILE_ROWS, n_rows - start)
+            whole_tiles(a[start:start + rows], edge_b, edge_out, rows, tile_cols)
+            out[start:start + rows, n_whole:] = edge_out[:rows, :n - n_whole]
     if streamed:
         _streamed_rows(a, b, out, n_rows)
 
