@@ -24,9 +24,9 @@ import numpy as np
 
 from . import abi
 from .activations import BY_ID
-from .layout import layer_record
+from .layout import QUANT_INT8, layer_record, quantized_record
 
-__all__ = ["Gate", "checked_record"]
+__all__ = ["Gate", "checked_record", "checked_quantized_record"]
 
 #: Records built by ``checked_record``, by id: (weak reference, n_params, n_inputs, n_outputs,
 #: the first layer's offset).
@@ -56,6 +56,35 @@ def _record(layers):
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32 = np.dtype(np.float32)
+
+#: Quantized records built by ``checked_quantized_record``, by id: (weak reference, n_bytes,
+#: n_inputs, n_outputs, kind).
+_QRECORDS: dict = {}
+
+
+def checked_quantized_record(rows, n_bytes, name="qlayers") -> np.ndarray:
+    """``layout.quantized_record`` registered with the gate (the only record its quantized
+    functions accept)."""
+    record = quantized_record(rows, n_bytes, name)
+    key = id(record)
+    _QRECORDS[key] = (weakref.ref(record), int(n_bytes), int(record[0]["fan_in"]), int(record[-1]["fan_out"]),
+                      int(record[0]["kind"]))
+    weakref.finalize(record, _QRECORDS.pop, key, None)
+    return record
+
+
+def _quantized(qbuffer, qlayers):
+    """(n_inputs, n_outputs, kind) of a registered quantized record over ``qbuffer``."""
+    entry = _QRECORDS.get(id(qlayers))
+    if entry is None or entry[0]() is not qlayers:
+        raise TypeError("qlayers: expected a quantized record from fusedense.gate.checked_quantized_record, got "
+                        + (f"an array of dtype {qlayers.dtype}" if isinstance(qlayers, np.ndarray)
+                           else type(qlayers).__name__))
+    _array("qbuffer", qbuffer, np.dtype(np.uint8), (None,))
+    if qbuffer.shape[0] < entry[1]:
+        raise ValueError(f"qbuffer: the record needs {entry[1]} bytes, got an array of {qbuffer.shape[0]}")
+    return entry[2:]
 
 
 def _fail_array(name, a, expected):
@@ -375,6 +404,25 @@ class Gate:
         _output("lengths", lengths, np.dtype(np.int64), (n,), ("tokens", tokens))
         self.engine.embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary,
                                        tokens, lengths)
+
+    def quantized_dense_forward(self, x, qbuffer, qlayers, layer, y, acc=None):
+        _, _, kind = _quantized(qbuffer, qlayers)
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < len(qlayers):
+            raise ValueError(f"layer: expected a layer index in [0, {len(qlayers)}), got {layer!r}")
+        fan_in, fan_out = int(qlayers[layer]["fan_in"]), int(qlayers[layer]["fan_out"])
+        B = _rows("x", x, _F32, fan_in)
+        _output("y", y, _F32, (B, fan_out), ("x", x), ("qbuffer", qbuffer))
+        if acc is not None:
+            if kind != QUANT_INT8:
+                raise ValueError("acc: a bf16 layer has no integer accumulations; pass None")
+            _output("acc", acc, np.dtype(np.int32), (B, fan_out), ("x", x), ("y", y), ("qbuffer", qbuffer))
+        self.engine.quantized_dense_forward(x, qbuffer, qlayers, int(layer), y, acc)
+
+    def quantized_mlp_forward(self, x, qbuffer, qlayers, out):
+        n_inputs, n_outputs, _ = _quantized(qbuffer, qlayers)
+        B = _batch_rows("x", x, _F32, n_inputs)
+        _fresh_output("out", out, _F32, (B, n_outputs), ("qbuffer", qbuffer))
+        self.engine.quantized_mlp_forward(x, qbuffer, qlayers, out)
 
     def __getattr__(self, name):
         # everything else an engine module offers (its thread helpers, blas_num_threads) passes

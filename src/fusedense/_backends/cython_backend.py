@@ -15,10 +15,11 @@ from .._kernels import activations as _activations
 from .._kernels import embedding as _embedding
 from .._kernels import layers as _layers
 from .._kernels import optim as _optim
+from .._kernels import quantized as _quantized
 
 NAME = "cython"
 
-_MODULES = (_activations, _embedding, _layers, _optim)
+_MODULES = (_activations, _embedding, _layers, _optim, _quantized)
 
 
 def activation_forward(z, act_id, alpha, y):
@@ -74,6 +75,14 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper
 def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens, lengths):
     _embedding.embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary,
                                   tokens, lengths)
+
+
+def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
+    _quantized.quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc)
+
+
+def quantized_mlp_forward(x, qbuffer, qlayers, out):
+    _quantized.quantized_mlp_forward(x, qbuffer, qlayers, out)
 
 
 def _scipy_blas_threads():

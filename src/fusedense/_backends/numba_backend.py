@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from .. import abi, threads
-from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers
+from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers, quantized
 from .._numba_kernels.jit import use_parallel
 
 NAME = "numba"
@@ -178,3 +178,16 @@ def embedding_generate(params, layers, vocab_size, context, uniforms, temperatur
     needed = embedding.embedding_generate(*args, _workspace(params.dtype))
     if needed:  # the first call at this size (as mlp_forward)
         embedding.embedding_generate(*args, _workspace(params.dtype, needed))
+
+
+_NO_ACC = np.empty((0, 0), np.int32)
+
+
+@_entry_point
+def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
+    quantized.quantized_dense_forward(x, qbuffer, qlayers, int(layer), y, _NO_ACC if acc is None else acc)
+
+
+@_entry_point
+def quantized_mlp_forward(x, qbuffer, qlayers, out):
+    quantized.quantized_mlp_forward(x, qbuffer, qlayers, out)

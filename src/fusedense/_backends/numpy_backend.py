@@ -85,3 +85,14 @@ def _update(loss, params, grads, opt_state, hyper):
 def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens, lengths):
     tokens[...], lengths[...] = reference.embedding_generate(params, layers, vocab_size, context, uniforms,
                                                              temperature, boundary)
+
+
+def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
+    y_ref, acc_ref = reference.quantized_dense_forward(x, qbuffer, qlayers, layer)
+    y[...] = y_ref
+    if acc is not None:
+        acc[...] = acc_ref
+
+
+def quantized_mlp_forward(x, qbuffer, qlayers, out):
+    out[...] = reference.quantized_mlp_forward(x, qbuffer, qlayers)
