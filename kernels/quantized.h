@@ -144,15 +144,12 @@ static void fd_q_panel_bf16_generic(const fd_qpanel *P, ptrdiff_t m)
 {
     float acc[FD_Q_PANEL];
     for (ptrdiff_t i = 0; i < m; i++) {
-        const uint32_t *x = (const uint32_t *)(P->x + i * P->ldx);
+        const float *x = (const float *)(P->x + i * P->ldx);  /* bf16 values widened (fd_q_rows_bf16) */
         for (ptrdiff_t j = 0; j < P->nb; j++)
             acc[j] = 0;
         for (ptrdiff_t p = 0; p < P->groups; p++) {
-            uint32_t pair = x[p], even_bits = pair << 16, odd_bits = pair & 0xFFFF0000u;
-            float x0, x1;
+            float x0 = x[2 * p], x1 = x[2 * p + 1];
             const uint32_t *w = (const uint32_t *)P->w + p * P->nb;
-            memcpy(&x0, &even_bits, 4);
-            memcpy(&x1, &odd_bits, 4);
             for (ptrdiff_t j = 0; j < P->nb; j++) {
                 uint32_t we_bits = w[j] << 16, wo_bits = w[j] & 0xFFFF0000u;
                 float we, wo;
@@ -307,31 +304,33 @@ FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_s8_avx2(const fd_qpanel *P, ptrdiff_t i0, p
  * inlined into the AVX-512F build. */
 #define FD_Q_STEP_DPBF16                                                                         \
     {                                                                                            \
-        __m512i xb = _mm512_set1_epi32((int)pair);                                               \
+        __m512i xb = _mm512_set1_epi32((int)fd_q_load32(x + r * P->ldx + 4 * p));                \
         _Pragma("GCC unroll 8")                                                                  \
         for (int v = 0; v < NV; v++)                                                             \
             c[r][v] = _mm512_dpbf16_ps(c[r][v], (__m512bh)xb, (__m512bh)wv[v]);                  \
     }
+/* even k into c, odd k into d: two chains of FMAs per accumulator, so that a lone row (batch 1)
+ * is not held up by the FMA latency; every tile shape sums in this order, so a row's result does
+ * not depend on the batch around it */
 #define FD_Q_STEP_WIDEN                                                                          \
     {                                                                                            \
-        __m512 x0 = _mm512_castsi512_ps(_mm512_set1_epi32((int)(pair << 16)));                   \
-        __m512 x1 = _mm512_castsi512_ps(_mm512_set1_epi32((int)(pair & 0xFFFF0000u)));           \
+        const float *xf = (const float *)(x + r * P->ldx);                                       \
+        __m512 x0 = _mm512_set1_ps(xf[2 * p]), x1 = _mm512_set1_ps(xf[2 * p + 1]);               \
         _Pragma("GCC unroll 8")                                                                  \
         for (int v = 0; v < NV; v++) {                                                           \
-            __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(wv[v], 16));                       \
-            __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(wv[v], high));                      \
-            c[r][v] = _mm512_fmadd_ps(x1, wo, _mm512_fmadd_ps(x0, we, c[r][v]));                 \
+            c[r][v] = _mm512_fmadd_ps(x0, _mm512_castsi512_ps(_mm512_slli_epi32(wv[v], 16)), c[r][v]); \
+            d[r][v] = _mm512_fmadd_ps(x1, _mm512_castsi512_ps(_mm512_and_si512(wv[v], high)), d[r][v]); \
         }                                                                                        \
     }
-#define FD_Q_TILE_BF16_AVX512(name, target, STEP)                                                \
+#define FD_Q_TILE_BF16_AVX512(name, target, STEP)                                          \
     FD_Q_INLINE target void name(const fd_qpanel *P, ptrdiff_t i0, const int R, const int NV)     \
     {                                                                                            \
-        __m512 c[6][4];                                                                          \
+        __m512 c[6][4], d[6][4];                                                                 \
         _Pragma("GCC unroll 8")                                                                  \
         for (int r = 0; r < R; r++)                                                              \
             _Pragma("GCC unroll 8")                                                              \
             for (int v = 0; v < NV; v++)                                                         \
-                c[r][v] = _mm512_setzero_ps();                                                   \
+                c[r][v] = d[r][v] = _mm512_setzero_ps();                                         \
         const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);                                \
         (void)high;                                                                              \
         const uint8_t *x = P->x + i0 * P->ldx;                                                   \
@@ -342,33 +341,33 @@ FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_s8_avx2(const fd_qpanel *P, ptrdiff_t i0, p
             for (int v = 0; v < NV; v++)                                                         \
                 wv[v] = _mm512_loadu_si512(w + 64 * v);                                          \
             _Pragma("GCC unroll 8")                                                              \
-            for (int r = 0; r < R; r++) {                                                        \
-                uint32_t pair = fd_q_load32(x + r * P->ldx + 4 * p);                             \
+            for (int r = 0; r < R; r++)                                                          \
                 STEP                                                                             \
-            }                                                                                    \
         }                                                                                        \
         _Pragma("GCC unroll 8")                                                                  \
         for (int r = 0; r < R; r++)                                                              \
             _Pragma("GCC unroll 8")                                                              \
             for (int v = 0; v < NV; v++)                                                         \
                 fd_q_store16(P->y + (i0 + r) * P->ldy + 16 * v,                                  \
-                             _mm512_add_ps(c[r][v], _mm512_loadu_ps(P->bias + 16 * v)), P->cols - 16 * v); \
+                             _mm512_add_ps(_mm512_add_ps(c[r][v], d[r][v]), _mm512_loadu_ps(P->bias + 16 * v)), \
+                             P->cols - 16 * v);                                                  \
     }
-FD_Q_TILE_BF16_AVX512(fd_q_tile_bf16_dpbf16, FD_Q_BF16, FD_Q_STEP_DPBF16)
+FD_Q_TILE_BF16_AVX512(fd_q_tile_bf16_dpbf16, FD_Q_BF16, FD_Q_STEP_DPBF16)  /* (d stays 0) */
 FD_Q_TILE_BF16_AVX512(fd_q_tile_bf16_avx512, FD_Q_AVX512, FD_Q_STEP_WIDEN)
 #undef FD_Q_TILE_BF16_AVX512
 #undef FD_Q_STEP_DPBF16
 #undef FD_Q_STEP_WIDEN
 
+/* bf16, AVX2: as FD_Q_STEP_WIDEN (even k into c, odd k into d), 2 rows x 2 vectors */
 FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_bf16_avx2(const fd_qpanel *P, ptrdiff_t i0, ptrdiff_t jv, const int R,
                                                const int NV)
 {
-    __m256 c[3][2];
+    __m256 c[3][2], d[3][2];
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
         #pragma GCC unroll 8
         for (int v = 0; v < NV; v++)
-            c[r][v] = _mm256_setzero_ps();
+            c[r][v] = d[r][v] = _mm256_setzero_ps();
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);
     const uint8_t *x = P->x + i0 * P->ldx;
     for (ptrdiff_t p = 0; p < P->groups; p++) {
@@ -382,12 +381,13 @@ FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_bf16_avx2(const fd_qpanel *P, ptrdiff_t i0,
         }
         #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            uint32_t pair = fd_q_load32(x + r * P->ldx + 4 * p);
-            __m256 x0 = _mm256_castsi256_ps(_mm256_set1_epi32((int)(pair << 16)));
-            __m256 x1 = _mm256_castsi256_ps(_mm256_set1_epi32((int)(pair & 0xFFFF0000u)));
+            const float *xf = (const float *)(x + r * P->ldx);
+            __m256 x0 = _mm256_set1_ps(xf[2 * p]), x1 = _mm256_set1_ps(xf[2 * p + 1]);
             #pragma GCC unroll 8
-            for (int v = 0; v < NV; v++)
-                c[r][v] = _mm256_fmadd_ps(x1, wo[v], _mm256_fmadd_ps(x0, we[v], c[r][v]));
+            for (int v = 0; v < NV; v++) {
+                c[r][v] = _mm256_fmadd_ps(x0, we[v], c[r][v]);
+                d[r][v] = _mm256_fmadd_ps(x1, wo[v], d[r][v]);
+            }
         }
     }
     #pragma GCC unroll 8
@@ -395,13 +395,14 @@ FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_bf16_avx2(const fd_qpanel *P, ptrdiff_t i0,
         #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) {
             ptrdiff_t j = 8 * (jv + v);
-            fd_q_store8(P->y + (i0 + r) * P->ldy + j, _mm256_add_ps(c[r][v], _mm256_loadu_ps(P->bias + j)),
-                        P->cols - j);
+            fd_q_store8(P->y + (i0 + r) * P->ldy + j,
+                        _mm256_add_ps(_mm256_add_ps(c[r][v], d[r][v]), _mm256_loadu_ps(P->bias + j)), P->cols - j);
         }
 }
 
-/* The panels: rows in tiles of 6 (AVX-512: 24 accumulators of its 32 registers) or 3 (AVX2: 6 of
- * 16), every tile shape a case of its own so that R and NV are constants in each. */
+/* The panels: rows in tiles of ROWS, every tile shape a case of its own so that R and NV are
+ * constants in each. AVX-512 (32 registers): 6 rows x 4 vectors = 24 accumulators, 3 x 4 x 2
+ * for bf16 widened (two chains); AVX2 (16 registers): 3 rows x 2 vectors, 2 x 2 x 2 for bf16. */
 #define FD_Q_CASES_6x4(CALL)                                                                     \
     switch (R * 4 + NV - 1) {                                                                    \
     case 4: CALL(1, 1); break; case 5: CALL(1, 2); break; case 6: CALL(1, 3); break;              \
@@ -414,21 +415,21 @@ FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_bf16_avx2(const fd_qpanel *P, ptrdiff_t i0,
     case 25: CALL(6, 2); break; case 26: CALL(6, 3); break; case 27: CALL(6, 4); break;           \
     }
 
-#define FD_Q_PANEL_AVX512(name, target, tile)                                                    \
+#define FD_Q_PANEL_AVX512(name, target, tile, ROWS)                                              \
     static target void name(const fd_qpanel *P, ptrdiff_t m)                                     \
     {                                                                                            \
         const int NV = (int)(P->nb / 16);                                                        \
-        for (ptrdiff_t i0 = 0; i0 < m; i0 += 6) {                                                \
-            const int R = m - i0 < 6 ? (int)(m - i0) : 6;                                        \
+        for (ptrdiff_t i0 = 0; i0 < m; i0 += ROWS) {                                             \
+            const int R = m - i0 < ROWS ? (int)(m - i0) : ROWS;                                  \
             FD_Q_CASES_6x4(tile)                                                                 \
         }                                                                                        \
     }
 #define FD_Q_TILE_S8_VNNI(r, v) fd_q_tile_s8_vnni(P, i0, r, v)
 #define FD_Q_TILE_BF16_WIDEN(r, v) fd_q_tile_bf16_avx512(P, i0, r, v)
 #define FD_Q_TILE_BF16_DPBF16(r, v) fd_q_tile_bf16_dpbf16(P, i0, r, v)
-FD_Q_PANEL_AVX512(fd_q_panel_s8_vnni, FD_Q_VNNI, FD_Q_TILE_S8_VNNI)
-FD_Q_PANEL_AVX512(fd_q_panel_bf16_avx512, FD_Q_AVX512, FD_Q_TILE_BF16_WIDEN)
-FD_Q_PANEL_AVX512(fd_q_panel_bf16_dpbf16, FD_Q_BF16, FD_Q_TILE_BF16_DPBF16)
+FD_Q_PANEL_AVX512(fd_q_panel_s8_vnni, FD_Q_VNNI, FD_Q_TILE_S8_VNNI, 6)
+FD_Q_PANEL_AVX512(fd_q_panel_bf16_avx512, FD_Q_AVX512, FD_Q_TILE_BF16_WIDEN, 3)
+FD_Q_PANEL_AVX512(fd_q_panel_bf16_dpbf16, FD_Q_BF16, FD_Q_TILE_BF16_DPBF16, 6)
 #undef FD_Q_PANEL_AVX512
 #undef FD_Q_TILE_S8_VNNI
 #undef FD_Q_TILE_BF16_WIDEN
@@ -436,11 +437,11 @@ FD_Q_PANEL_AVX512(fd_q_panel_bf16_dpbf16, FD_Q_BF16, FD_Q_TILE_BF16_DPBF16)
 #undef FD_Q_CASES_6x4
 
 /* AVX2: two vectors (16 columns) per tile; nb is a multiple of 16 */
-#define FD_Q_PANEL_AVX2(name, tile)                                                              \
+#define FD_Q_PANEL_AVX2(name, tile, ROWS)                                                        \
     static FD_Q_AVX2 void name(const fd_qpanel *P, ptrdiff_t m)                                  \
     {                                                                                            \
-        for (ptrdiff_t i0 = 0; i0 < m; i0 += 3) {                                                \
-            ptrdiff_t R = m - i0 < 3 ? m - i0 : 3;                                               \
+        for (ptrdiff_t i0 = 0; i0 < m; i0 += ROWS) {                                             \
+            ptrdiff_t R = m - i0 < ROWS ? m - i0 : ROWS;                                         \
             for (ptrdiff_t jv = 0; jv < P->nb / 8; jv += 2) {                                    \
                 if (R == 3) tile(P, i0, jv, 3, 2);                                               \
                 else if (R == 2) tile(P, i0, jv, 2, 2);                                          \
@@ -448,8 +449,8 @@ FD_Q_PANEL_AVX512(fd_q_panel_bf16_dpbf16, FD_Q_BF16, FD_Q_TILE_BF16_DPBF16)
             }                                                                                    \
         }                                                                                        \
     }
-FD_Q_PANEL_AVX2(fd_q_panel_s8_avx2, fd_q_tile_s8_avx2)
-FD_Q_PANEL_AVX2(fd_q_panel_bf16_avx2, fd_q_tile_bf16_avx2)
+FD_Q_PANEL_AVX2(fd_q_panel_s8_avx2, fd_q_tile_s8_avx2, 3)
+FD_Q_PANEL_AVX2(fd_q_panel_bf16_avx2, fd_q_tile_bf16_avx2, 2)
 #undef FD_Q_PANEL_AVX2
 #endif /* FD_Q_X86 */
 
@@ -517,21 +518,32 @@ static inline __attribute__((always_inline)) void fd_q_rows_s8_body(
     }
 }
 
-/* bf16 bits of m rows of x (nearest even; NaN stays a quiet NaN), k_pad per row, padding 0 */
+/* m rows of x rounded to bf16 (nearest even; NaN stays a quiet NaN), k_pad per row, padding 0:
+ * as bf16 bit patterns (uint16, for vdpbf16ps), or with `wide` as the float32 values (uint32
+ * bits, for the paths that broadcast them into FMAs) */
 static inline __attribute__((always_inline)) void fd_q_rows_bf16_body(
-        ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_pad, const float *x, ptrdiff_t ldx, uint16_t *xb)
+        ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_pad, const float *x, ptrdiff_t ldx, void *xb, const int wide)
 {
     for (ptrdiff_t i = 0; i < m; i++) {
         const uint32_t *row = (const uint32_t *)(x + i * ldx);
-        uint16_t *brow = xb + i * k_pad;
+        uint16_t *brow = (uint16_t *)xb + i * k_pad;
+        uint32_t *wrow = (uint32_t *)xb + i * k_pad;
         for (ptrdiff_t j = 0; j < k; j++) {
             uint32_t u = row[j];
             uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
             int nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-            brow[j] = (uint16_t)(nan ? (u >> 16) | 0x40u : rounded);
+            uint32_t bits = nan ? (u >> 16) | 0x40u : rounded;
+            if (wide)
+                wrow[j] = bits << 16;
+            else
+                brow[j] = (uint16_t)bits;
         }
-        for (ptrdiff_t j = k; j < k_pad; j++)
-            brow[j] = 0;
+        for (ptrdiff_t j = k; j < k_pad; j++) {
+            if (wide)
+                wrow[j] = 0;
+            else
+                brow[j] = 0;
+        }
     }
 }
 
@@ -542,9 +554,9 @@ static void fd_q_rows_s8_generic(ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_pad, cons
 }
 
 static void fd_q_rows_bf16_generic(ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_pad, const float *x, ptrdiff_t ldx,
-                                   uint16_t *xb)
+                                   void *xb)
 {
-    fd_q_rows_bf16_body(m, k, k_pad, x, ldx, xb);
+    fd_q_rows_bf16_body(m, k, k_pad, x, ldx, xb, 1);
 }
 
 #ifdef FD_Q_X86
@@ -556,9 +568,9 @@ static FD_Q_AVX512 void fd_q_rows_s8_vnni(ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_
 }
 
 static FD_Q_AVX512 void fd_q_rows_bf16_avx512(ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_pad, const float *x,
-                                              ptrdiff_t ldx, uint16_t *xb)
+                                              ptrdiff_t ldx, void *xb, const int wide)
 {
-    fd_q_rows_bf16_body(m, k, k_pad, x, ldx, xb);
+    fd_q_rows_bf16_body(m, k, k_pad, x, ldx, xb, wide);
 }
 
 static FD_Q_AVX2 void fd_q_rows_s8_avx2(ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_pad, const float *x,
@@ -568,25 +580,27 @@ static FD_Q_AVX2 void fd_q_rows_s8_avx2(ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_pa
 }
 
 static FD_Q_AVX2 void fd_q_rows_bf16_avx2(ptrdiff_t m, ptrdiff_t k, ptrdiff_t k_pad, const float *x,
-                                          ptrdiff_t ldx, uint16_t *xb)
+                                          ptrdiff_t ldx, void *xb)
 {
-    fd_q_rows_bf16_body(m, k, k_pad, x, ldx, xb);
+    fd_q_rows_bf16_body(m, k, k_pad, x, ldx, xb, 1);
 }
 #endif
 
 /* --- one layer over a block of rows -------------------------------------------------------- */
 
 /* Layer L over m rows of x (fan_in floats, rows ldx apart) into y (fan_out floats, rows ldy
- * apart); acc: NULL or the int8 sums (fan_out per row, rows ldacc apart). scratch: m · 2 · k_pad
+ * apart); acc: NULL or the int8 sums (fan_out per row, rows ldacc apart). scratch: m · 4 · k_pad
  * bytes; sx: m floats. */
 static void fd_q_layer_rows(const fd_qlayer *L, const uint8_t *buffer, ptrdiff_t m, const float *x,
                             ptrdiff_t ldx, float *y, ptrdiff_t ldy, int32_t *acc, ptrdiff_t ldacc,
                             uint8_t *scratch, float *sx)
 {
     const int kind = (int)L->kind, levels = fd_q_levels();
-    const int simd = kind == FD_QUANT_INT8 ? (levels & 15) : (levels >> 4 ? (levels >> 4 >= 2 ? 2 : 1) : 0);
+    const int simd = kind == FD_QUANT_INT8 ? (levels & 15) : levels >> 4;
     const ptrdiff_t k = L->fan_in, n = L->fan_out, k_pad = L->k_pad, n_pad = L->n_pad;
     const ptrdiff_t width = kind == FD_QUANT_INT8 ? 1 : 2;  /* bytes per weight */
+    /* bytes per value of the converted rows: int8 codes, bf16 (vdpbf16ps) or bf16 widened */
+    const ptrdiff_t x_width = kind == FD_QUANT_INT8 ? 1 : simd == 3 ? 2 : 4;
     const int rowwise = L->activation == ACT_SOFTMAX || L->activation == ACT_LOG_SOFTMAX;
     fd_q_panel_fn panel = fd_q_panel_function(kind);
 
@@ -599,17 +613,17 @@ static void fd_q_layer_rows(const fd_qlayer *L, const uint8_t *buffer, ptrdiff_t
         fd_q_rows_s8_generic(m, k, k_pad, x, ldx, (float)L->x_amax, (int8_t *)scratch, sx);
     } else {
 #ifdef FD_Q_X86
-        if (simd == 2) fd_q_rows_bf16_avx512(m, k, k_pad, x, ldx, (uint16_t *)scratch);
-        else if (simd == 1) fd_q_rows_bf16_avx2(m, k, k_pad, x, ldx, (uint16_t *)scratch);
+        if (simd >= 2) fd_q_rows_bf16_avx512(m, k, k_pad, x, ldx, scratch, simd == 2);
+        else if (simd == 1) fd_q_rows_bf16_avx2(m, k, k_pad, x, ldx, scratch);
         else
 #endif
-        fd_q_rows_bf16_generic(m, k, k_pad, x, ldx, (uint16_t *)scratch);
+        fd_q_rows_bf16_generic(m, k, k_pad, x, ldx, scratch);
     }
 
     fd_qpanel P;
     P.groups = kind == FD_QUANT_INT8 ? k_pad / 4 : k_pad / 2;
     P.x = scratch;
-    P.ldx = k_pad * width;
+    P.ldx = k_pad * x_width;
     P.sx = sx;
     P.ldy = ldy;
     P.ldacc = ldacc;
@@ -638,8 +652,8 @@ static ptrdiff_t fd_q_scratch_bytes(const fd_qlayer *layers, ptrdiff_t n_layers,
 {
     ptrdiff_t widest = 4;
     for (ptrdiff_t l = 0; l < n_layers; l++)
-        if (2 * layers[l].k_pad > widest)
-            widest = 2 * layers[l].k_pad;
+        if (4 * layers[l].k_pad > widest)
+            widest = 4 * layers[l].k_pad;
     return m * widest;
 }
 

@@ -414,3 +414,47 @@ def test_accuracy_on_digits_stays_within_bounds(digits_model, engine, kind, poin
         q = fd.quantize(net, kind, calibration=calibration, backend=engine)
         accuracy = 100 * (q.predict(x_test).argmax(axis=1) == y_test).mean()
         assert abs(accuracy - float_accuracy) <= points, (kind, calibration is not None, accuracy, float_accuracy)
+
+
+# --- save and load ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_quantized_model_loads_and_predicts_the_same(tmp_path, kind):
+    net = _network()
+    calibration = _inputs(50, SIZES[0]) if kind == "int8" else None
+    q = fd.quantize(net, kind, calibration=calibration)
+    path = tmp_path / "q.npz"
+    q.save(path)
+    loaded = fd.load_model(path)
+    assert isinstance(loaded, fd.QuantizedMLP) and loaded.qdtype == kind
+    np.testing.assert_array_equal(loaded.qbuffer, q.qbuffer)
+    assert loaded.qlayers.tolist() == q.qlayers.tolist()
+    x = _inputs(9, SIZES[0])
+    np.testing.assert_array_equal(loaded.predict(x), q.predict(x))
+
+
+def _rewrite(path, edit):
+    """Rewrites the archive at ``path`` with ``edit(record, params)`` applied (no new checksum)."""
+    import json
+    with np.load(path) as archive:
+        record, params = json.loads(archive["record"].tobytes()), archive["params"].copy()
+    record, params = edit(record, params)
+    np.savez(path, record=np.frombuffer(json.dumps(record).encode(), np.uint8), params=params)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r, p: (r, np.concatenate([p, np.zeros(64, np.uint8)])), "do not match the architecture"),
+    (lambda r, p: (r, p.astype(np.float32)), "do not match the architecture"),
+    (lambda r, p: ({**r, "quantized": {**r["quantized"], "dtype": "int4"}}, p), "quantized.dtype"),
+    (lambda r, p: ({**r, "quantized": {**r["quantized"], "x_amax": [1e39, 0, 0]}}, p), "quantized.x_amax"),
+    (lambda r, p: ({**r, "quantized": {**r["quantized"], "x_amax": [0]}}, p), "quantized.x_amax"),
+    (lambda r, p: (r, np.where(np.arange(p.size) == 100, p ^ 1, p).astype(np.uint8)), "SHA-256"),
+    (lambda r, p: ({**r, "architecture": {**r["architecture"], "sizes": [37, 70, 144, 20]}}, p), "n_params"),
+])
+def test_altered_quantized_files_are_refused(tmp_path, edit, message):
+    path = tmp_path / "q.npz"
+    fd.quantize(_network(), "int8").save(path)
+    _rewrite(path, edit)
+    with pytest.raises(ValueError, match=message):
+        fd.load_model(path)

@@ -57,6 +57,7 @@ def _record(layers):
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _F32 = np.dtype(np.float32)
+_U8 = np.dtype(np.uint8)
 
 #: Quantized records built by ``checked_quantized_record``, by id: (weak reference, n_bytes,
 #: n_inputs, n_outputs, kind).
@@ -81,7 +82,7 @@ def _quantized(qbuffer, qlayers):
         raise TypeError("qlayers: expected a quantized record from fusedense.gate.checked_quantized_record, got "
                         + (f"an array of dtype {qlayers.dtype}" if isinstance(qlayers, np.ndarray)
                            else type(qlayers).__name__))
-    _array("qbuffer", qbuffer, np.dtype(np.uint8), (None,))
+    _array("qbuffer", qbuffer, _U8, (None,))
     if qbuffer.shape[0] < entry[1]:
         raise ValueError(f"qbuffer: the record needs {entry[1]} bytes, got an array of {qbuffer.shape[0]}")
     return entry[2:]
@@ -419,9 +420,19 @@ class Gate:
         self.engine.quantized_dense_forward(x, qbuffer, qlayers, int(layer), y, acc)
 
     def quantized_mlp_forward(self, x, qbuffer, qlayers, out):
-        n_inputs, n_outputs, _ = _quantized(qbuffer, qlayers)
-        B = _batch_rows("x", x, _F32, n_inputs)
-        _fresh_output("out", out, _F32, (B, n_outputs), ("qbuffer", qbuffer))
+        # the batch-1 hot path, as mlp_forward: every check in one expression, the detailed ones
+        # (which name the culprit) only when it fails
+        entry = _QRECORDS.get(id(qlayers))
+        if not (entry is not None and entry[0]() is qlayers
+                and type(qbuffer) is np.ndarray and qbuffer.dtype == _U8 and qbuffer.ndim == 1
+                and qbuffer.shape[0] >= entry[1] and qbuffer.flags.c_contiguous
+                and type(x) is np.ndarray and x.dtype == _F32 and x.ndim == 2 and x.shape[1] == entry[2]
+                and x.shape[0] and x.flags.c_contiguous
+                and type(out) is np.ndarray and out.dtype == _F32 and out.shape == (x.shape[0], entry[3])
+                and out.flags.c_contiguous and out.flags.writeable):
+            n_inputs, n_outputs, _ = _quantized(qbuffer, qlayers)
+            B = _batch_rows("x", x, _F32, n_inputs)
+            _fresh_output("out", out, _F32, (B, n_outputs), ("qbuffer", qbuffer))
         self.engine.quantized_mlp_forward(x, qbuffer, qlayers, out)
 
     def __getattr__(self, name):

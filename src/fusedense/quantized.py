@@ -24,7 +24,7 @@ import copy
 import numpy as np
 
 from . import _backends, reference
-from .activations import BY_ID
+from .activations import BY_ID, get_activation, resolve_alpha
 from .gate import checked_quantized_record
 from .layout import GROUP, QUANT_INT8, QUANT_KINDS, pack_panels, quantized_layer_views, quantized_layout
 from .network import MLP
@@ -63,17 +63,14 @@ class QuantizedMLP:
         kind = QUANT_KINDS[dtype]
         if calibration is not None and kind != QUANT_INT8:
             raise ValueError("calibration: only int8 has activation scales to calibrate; pass None for bf16")
-        self.qdtype = dtype
-        self.sizes, self.activations = tuple(network.sizes), tuple(network.activations)
-        amaxes = [0.0] * len(self.activations)
+        amaxes = [0.0] * len(network.activations)
         if calibration is not None:
             amaxes = [float(np.float32(np.abs(h).max())) for h in _layer_inputs(network, calibration)]
             if not all(np.isfinite(amaxes)):
                 raise ValueError("calibration: the sample gives non-finite activations; pass finite rows")
-        regions, n_bytes = quantized_layout(self.sizes, kind)
-        self.qbuffer = np.zeros(n_bytes, np.uint8)
-        rows = []
-        for l, ((W, b), (w_at, s_at, b_at, c_at, k_pad, n_pad)) in enumerate(zip(network.weights, regions)):
+        regions, n_bytes = quantized_layout(network.sizes, kind)
+        qbuffer = np.zeros(n_bytes, np.uint8)
+        for (W, b), (w_at, s_at, b_at, c_at, k_pad, n_pad) in zip(network.weights, regions):
             k, n = W.shape
             padded = np.zeros((k_pad, n_pad), np.int8 if kind == QUANT_INT8 else np.uint16)
             scales = np.ones(n_pad, np.float32)
@@ -86,14 +83,40 @@ class QuantizedMLP:
             bias = np.zeros(n_pad, np.float32)
             bias[:n] = b
             packed = pack_panels(padded, GROUP[kind]).view(np.uint8)
-            self.qbuffer[w_at:w_at + packed.size] = packed
+            qbuffer[w_at:w_at + packed.size] = packed
             for at, values in ((s_at, scales), (b_at, bias), (c_at, colsum)):
-                self.qbuffer[at:at + 4 * n_pad] = values.view(np.uint8)
-            layer = network.layers[l]
-            rows.append((w_at, s_at, b_at, c_at, k, n, k_pad, n_pad, int(layer["activation"]), kind,
-                         float(layer["alpha"]), amaxes[l]))
-        self.qlayers = checked_quantized_record(rows, n_bytes)
-        self.set_backend(backend if backend is not None else network.backend)
+                qbuffer[at:at + 4 * n_pad] = values.view(np.uint8)
+        self._adopt(dict(network.architecture(), dtype="float32"), dtype, amaxes, qbuffer,
+                    backend if backend is not None else network.backend)
+
+    def _adopt(self, architecture, dtype, amaxes, qbuffer, backend):
+        """Takes ``qbuffer`` as the network's buffer: builds and registers its checked record."""
+        self.qdtype, self.qbuffer = dtype, qbuffer
+        self.sizes, self.activations = tuple(architecture["sizes"]), tuple(architecture["activations"])
+        kind = QUANT_KINDS[dtype]
+        regions, n_bytes = quantized_layout(self.sizes, kind)
+        rows = []
+        for l, (w_at, s_at, b_at, c_at, k_pad, n_pad) in enumerate(regions):
+            activation = get_activation(self.activations[l])
+            rows.append((w_at, s_at, b_at, c_at, self.sizes[l], self.sizes[l + 1], k_pad, n_pad, activation.id,
+                         kind, resolve_alpha(activation, architecture["alphas"][l]), amaxes[l]))
+        self.qlayers = checked_quantized_record(rows, qbuffer.size)
+        self.set_backend(backend)
+
+    @classmethod
+    def from_buffer(cls, architecture: dict, dtype: str, amaxes, qbuffer: np.ndarray, backend=None):
+        """The quantized network of ``architecture`` (MLP.architecture()'s record) whose buffer is
+        ``qbuffer`` (uint8, as ``quantized_layout`` lays it out) and whose int8 activation
+        scales are ``amaxes`` (one per layer, 0: dynamic); for fusedense.io."""
+        model = cls.__new__(cls)
+        model._adopt(architecture, dtype, list(amaxes), qbuffer, backend)
+        return model
+
+    def architecture(self) -> dict:
+        """As MLP.architecture (dtype float32, what the quantized network computes in)."""
+        return {"sizes": list(self.sizes), "activations": list(self.activations),
+                "alphas": [float(a) if get_activation(name).has_alpha else None
+                           for a, name in zip(self.qlayers["alpha"], self.activations)], "dtype": "float32"}
 
     # --- structure (as MLP's) -------------------------------------------------------------
 
