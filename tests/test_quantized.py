@@ -458,3 +458,49 @@ def test_altered_quantized_files_are_refused(tmp_path, edit, message):
     _rewrite(path, edit)
     with pytest.raises(ValueError, match=message):
         fd.load_model(path)
+
+
+# --- the embedding LM -------------------------------------------------------------------------------
+
+
+def _lm(engine="cython"):
+    rng = np.random.default_rng(0)
+    net = fd.EmbeddingMLP(12, 8, 3, [40, 12], activations="tanh", output_activation="softmax", random_state=0,
+                          backend=engine)
+    tokens, labels = rng.integers(0, 12, (256, 3)), rng.integers(0, 12, 256)
+    net.set_optimizer("adam")
+    for _ in range(5):
+        net.train_step(tokens, labels, loss="sparse_categorical_crossentropy")
+    return net, tokens
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quantized_embedding_model_predicts_and_generates_like_the_float_one(kind):
+    net, tokens = _lm()
+    table = net.embeddings.copy()
+    q = fd.quantize(net, kind, calibration=tokens if kind == "int8" else None)
+    assert isinstance(q, fd.quantized.QuantizedEmbeddingMLP)
+    np.testing.assert_array_equal(net.embeddings, table)
+    np.testing.assert_allclose(q.predict(tokens), net.predict(tokens), atol=0.02)
+    # against the oracle: the table's rows, then the quantized network
+    x = table[tokens].reshape(len(tokens), -1)
+    np.testing.assert_allclose(q.predict(tokens), reference.quantized_mlp_forward(x, q.qbuffer, q.qlayers), **TOLERANCE)
+    greedy = q.generate(20, max_len=8, temperature=0, seed=1)
+    float_greedy = net.generate(20, max_len=8, temperature=0, seed=1)
+    same = sum(np.array_equal(a, b) for a, b in zip(greedy, float_greedy))
+    assert same >= 15, same  # the argmax differs only where two logits are within quantization error
+    sampled = [q.generate(5, max_len=8, temperature=1.0, seed=3) for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(*sampled))  # same seed, same sequences
+    with pytest.raises(ValueError, match="boundary"):
+        q.generate(2, boundary=12)
+
+
+def test_sequential_lm_quantized_generates():
+    model = fd.Sequential([fd.Embedding(12, 8, input_length=3), fd.Flatten(), fd.Dense(16, activation="tanh"),
+                           fd.Dense(12, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.integers(0, 12, (64, 3)), rng.integers(0, 12, 64), epochs=1, verbose=0)
+    q = fd.quantize(model, "int8")
+    assert all(len(t) <= 6 for t in q.generate(4, max_len=6, seed=0))
+    assert np.isfinite(q.evaluate(rng.integers(0, 12, (10, 3)), rng.integers(0, 12, 10), verbose=0))

@@ -90,7 +90,7 @@ def _record(model) -> tuple:
                  "layers": [_layer_record(layer) for layer in model.layers]}
     elif isinstance(model, MLP):
         net, extra = model, {"kind": "MLP"}
-    elif isinstance(model, QuantizedMLP):
+    elif type(model) is QuantizedMLP:  # (a quantized EmbeddingMLP is not saved yet)
         # the buffer is stored as it is; the record holds what the layout is computed from (the
         # architecture and the dtype: offsets are never read from a file) and the activation scales
         record = {"format": FORMAT, "version": VERSION, "architecture": model.architecture(),

@@ -25,11 +25,12 @@ import numpy as np
 
 from . import _backends, reference
 from .activations import BY_ID, get_activation, resolve_alpha
+from .embedding import EmbeddingMLP
 from .gate import checked_quantized_record
 from .layout import GROUP, QUANT_INT8, QUANT_KINDS, pack_panels, quantized_layer_views, quantized_layout
 from .network import MLP
 
-__all__ = ["quantize", "QuantizedMLP"]
+__all__ = ["quantize", "QuantizedMLP", "QuantizedEmbeddingMLP"]
 
 
 def quantize_weights_int8(W):
@@ -43,8 +44,12 @@ def quantize_weights_int8(W):
 
 
 def _layer_inputs(network, x):
-    """The float input of every layer of ``network`` for rows ``x`` (the calibration pass)."""
-    h = network.as_inputs(x, "calibration").astype(np.float64)
+    """The float input of every layer of ``network`` for rows ``x`` (token rows for an
+    EmbeddingMLP; the calibration pass)."""
+    h = network.as_inputs(x, "calibration")
+    if isinstance(network, EmbeddingMLP):
+        h = network.embeddings[h].reshape(len(h), -1)
+    h = h.astype(np.float64)
     inputs = []
     for (W, b), layer in zip(network.weights, network.layers):
         inputs.append(h)
@@ -86,7 +91,7 @@ class QuantizedMLP:
             qbuffer[w_at:w_at + packed.size] = packed
             for at, values in ((s_at, scales), (b_at, bias), (c_at, colsum)):
                 qbuffer[at:at + 4 * n_pad] = values.view(np.uint8)
-        self._adopt(dict(network.architecture(), dtype="float32"), dtype, amaxes, qbuffer,
+        self._adopt(dict(MLP.architecture(network), dtype="float32"), dtype, amaxes, qbuffer,
                     backend if backend is not None else network.backend)
 
     def _adopt(self, architecture, dtype, amaxes, qbuffer, backend):
@@ -176,10 +181,60 @@ class QuantizedMLP:
     train_step = train_epoch = fused_step
 
 
+class QuantizedEmbeddingMLP(QuantizedMLP):
+    """An int8 or bf16 copy of an :class:`fusedense.EmbeddingMLP`: the embedding table stays
+    float32 (a gather, no product), the dense layers are quantized. ``predict`` and ``generate``
+    as the float model's; the sampling loop is :func:`fusedense.reference.generate_with` around
+    one quantized network call per step (the float model's loop is one engine call)."""
+
+    def __init__(self, network: EmbeddingMLP, dtype="int8", calibration=None, backend=None):
+        super().__init__(network, dtype, calibration, backend)
+        self.vocab_size, self.embedding_dim, self.context = network.vocab_size, network.embedding_dim, network.context
+        self.embeddings = network.embeddings.astype(np.float32)  # a copy: the float model stays as it is
+        self._logits = None
+
+    n_inputs = EmbeddingMLP.n_inputs
+    as_inputs = EmbeddingMLP.as_inputs
+    _sampling_uniforms = EmbeddingMLP._sampling_uniforms
+
+    def _forward(self, tokens, out, qlayers=None):
+        x = self.embeddings[tokens].reshape(len(tokens), -1)
+        self.engine.quantized_mlp_forward(x, self.qbuffer, self.qlayers if qlayers is None else qlayers, out)
+
+    def _logits_qlayers(self):
+        """The record with a softmax/log_softmax output read as logits (as EmbeddingMLP's)."""
+        if self._logits is None:
+            rows = self.qlayers.tolist()
+            if BY_ID[rows[-1][8]].rowwise:
+                rows[-1] = (*rows[-1][:8], get_activation("identity").id, *rows[-1][9:])
+            self._logits = checked_quantized_record(rows, self.qbuffer.size)
+        return self._logits
+
+    def generate(self, n=1, max_len=30, temperature=1.0, seed=None, boundary=0):
+        """As :meth:`fusedense.EmbeddingMLP.generate` (same uniforms for the same seed)."""
+        uniforms = self._sampling_uniforms(n, max_len, temperature, seed, boundary)
+        logits_layers = self._logits_qlayers()
+
+        def next_logits(ctx):
+            out = np.empty((len(ctx), self.vocab_size), np.float32)
+            self._forward(np.ascontiguousarray(ctx), out, logits_layers)
+            return out
+        tokens, lengths = reference.generate_with(next_logits, self.context, uniforms, float(temperature),
+                                                  int(boundary))
+        return [tokens[i, :lengths[i]] for i in range(n)]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_logits"] = None  # rebuilt (and registered) on first use
+        return state
+
+
 def quantize(model, dtype="int8", calibration=None, backend=None):
     """An int8 or bf16 copy of ``model`` for inference; ``model`` itself is not changed.
 
-    model: an :class:`fusedense.MLP` (gives a :class:`QuantizedMLP`), or a front holding one —
+    model: an :class:`fusedense.MLP` (gives a :class:`QuantizedMLP`), an
+    :class:`fusedense.EmbeddingMLP` (a :class:`QuantizedEmbeddingMLP`, which also generates), or a
+    front holding one —
     a :class:`fusedense.Sequential` or an ``MLPClassifier`` / ``MLPRegressor`` (gives a copy of
     the front whose network is quantized: ``predict``, ``predict_proba``, ``evaluate``, ``score``
     work as before).
@@ -189,10 +244,9 @@ def quantize(model, dtype="int8", calibration=None, backend=None):
     largest |input| of that layer over the sample (static), instead of each row's own.
     backend: the engine of the quantized model (default: the model's).
     """
+    if isinstance(model, EmbeddingMLP):
+        return QuantizedEmbeddingMLP(model, dtype, calibration, backend)
     if isinstance(model, MLP):
-        if type(model) is not MLP:
-            raise TypeError(f"model: quantizing a {type(model).__name__} is not supported yet; "
-                            f"expected an MLP, Sequential, MLPClassifier or MLPRegressor")
         return QuantizedMLP(model, dtype, calibration, backend)
     for attribute in ("network", "network_"):  # Sequential / the scikit-learn estimators
         network = getattr(model, attribute, None)
