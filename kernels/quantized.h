@@ -259,7 +259,7 @@ FD_Q_INLINE FD_Q_VNNI void fd_q_tile_s8_vnni(const fd_qpanel *P, ptrdiff_t i0, c
 FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_s8_avx2(const fd_qpanel *P, ptrdiff_t i0, ptrdiff_t jv, const int R,
                                              const int NV)
 {
-    __m256i c[3][2];
+    __m256i c[3][8];
     const __m256i ones = _mm256_set1_epi16(1);
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
@@ -269,7 +269,7 @@ FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_s8_avx2(const fd_qpanel *P, ptrdiff_t i0, p
     const uint8_t *x = P->x + i0 * P->ldx;
     for (ptrdiff_t p = 0; p < P->groups; p++) {
         const uint8_t *w = P->w + 4 * (p * P->nb + 8 * jv);
-        __m256i wv[2];
+        __m256i wv[8];
         #pragma GCC unroll 8
         for (int v = 0; v < NV; v++)
             wv[v] = _mm256_loadu_si256((const __m256i *)(w + 32 * v));
@@ -363,7 +363,7 @@ FD_Q_TILE_BF16_AVX512(fd_q_tile_bf16_avx512, FD_Q_AVX512, FD_Q_STEP_WIDEN)
 FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_bf16_avx2(const fd_qpanel *P, ptrdiff_t i0, ptrdiff_t jv, const int R,
                                                const int NV)
 {
-    __m256 c[3][2], d[3][2];
+    __m256 c[3][4], d[3][4];
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
         #pragma GCC unroll 8
@@ -373,7 +373,7 @@ FD_Q_INLINE FD_Q_AVX2 void fd_q_tile_bf16_avx2(const fd_qpanel *P, ptrdiff_t i0,
     const uint8_t *x = P->x + i0 * P->ldx;
     for (ptrdiff_t p = 0; p < P->groups; p++) {
         const uint8_t *w = P->w + 4 * (p * P->nb + 8 * jv);
-        __m256 we[2], wo[2];
+        __m256 we[4], wo[4];
         #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) {
             __m256i wv = _mm256_loadu_si256((const __m256i *)(w + 32 * v));
@@ -437,21 +437,30 @@ FD_Q_PANEL_AVX512(fd_q_panel_bf16_dpbf16, FD_Q_BF16, FD_Q_TILE_BF16_DPBF16, 6)
 #undef FD_Q_TILE_BF16_DPBF16
 #undef FD_Q_CASES_6x4
 
-/* AVX2: two vectors (16 columns) per tile; nb is a multiple of 16 */
-#define FD_Q_PANEL_AVX2(name, tile, ROWS)                                                        \
+/* AVX2: tiles of ROWS rows x 2 vectors (16 columns; nb is a multiple of 16). A lone row (batch
+ * 1, or the last row of a batch) takes WIDE vectors at a time instead: 2 vectors read a quarter
+ * of each 256-byte step of a 64-column panel, and four passes over a panel streamed from memory
+ * at a quarter of the bandwidth. (Each output's sums are the same whatever the tile: exact
+ * integers for int8, the same two chains for bf16.) */
+#define FD_Q_PANEL_AVX2(name, tile, ROWS, WIDE)                                                  \
     static FD_Q_AVX2 void name(const fd_qpanel *P, ptrdiff_t m)                                  \
     {                                                                                            \
+        const ptrdiff_t vectors = P->nb / 8;                                                     \
         for (ptrdiff_t i0 = 0; i0 < m; i0 += ROWS) {                                             \
             ptrdiff_t R = m - i0 < ROWS ? m - i0 : ROWS;                                         \
-            for (ptrdiff_t jv = 0; jv < P->nb / 8; jv += 2) {                                    \
+            for (ptrdiff_t jv = 0; jv < vectors;) {                                              \
+                ptrdiff_t left = vectors - jv;                                                   \
+                if (R == 1 && left >= WIDE) { tile(P, i0, jv, 1, WIDE); jv += WIDE; continue; }   \
+                if (R == 1 && left >= 4) { tile(P, i0, jv, 1, 4); jv += 4; continue; }           \
                 if (R == 3) tile(P, i0, jv, 3, 2);                                               \
                 else if (R == 2) tile(P, i0, jv, 2, 2);                                          \
                 else tile(P, i0, jv, 1, 2);                                                      \
+                jv += 2;                                                                         \
             }                                                                                    \
         }                                                                                        \
     }
-FD_Q_PANEL_AVX2(fd_q_panel_s8_avx2, fd_q_tile_s8_avx2, 3)
-FD_Q_PANEL_AVX2(fd_q_panel_bf16_avx2, fd_q_tile_bf16_avx2, 2)
+FD_Q_PANEL_AVX2(fd_q_panel_s8_avx2, fd_q_tile_s8_avx2, 3, 8)
+FD_Q_PANEL_AVX2(fd_q_panel_bf16_avx2, fd_q_tile_bf16_avx2, 2, 4)
 #undef FD_Q_PANEL_AVX2
 #endif /* FD_Q_X86 */
 

@@ -21,8 +21,8 @@ KINDS = ("int8", "bf16")
 TOLERANCE = dict(rtol=2e-5, atol=2e-5)
 
 # widths that exercise every edge: k not a multiple of 4, n past one 64-column panel and not a
-# multiple of 16, a 16-column last panel; batches across the 6-row tiles and 48-row blocks
-SIZES = [37, 70, 144, 10]
+# multiple of 16, last panels of 16 and 48 columns; batches across the row tiles and 48-row blocks
+SIZES = [37, 70, 110, 10]
 BATCHES = (1, 5, 7, 49, 100)
 
 
@@ -450,7 +450,7 @@ def _rewrite(path, edit):
     (lambda r, p: ({**r, "quantized": {**r["quantized"], "x_amax": [1e39, 0, 0]}}, p), "quantized.x_amax"),
     (lambda r, p: ({**r, "quantized": {**r["quantized"], "x_amax": [0]}}, p), "quantized.x_amax"),
     (lambda r, p: (r, np.where(np.arange(p.size) == 100, p ^ 1, p).astype(np.uint8)), "SHA-256"),
-    (lambda r, p: ({**r, "architecture": {**r["architecture"], "sizes": [37, 70, 144, 20]}}, p), "n_params"),
+    (lambda r, p: ({**r, "architecture": {**r["architecture"], "sizes": [37, 70, 110, 20]}}, p), "n_params"),
 ])
 def test_altered_quantized_files_are_refused(tmp_path, edit, message):
     path = tmp_path / "q.npz"
