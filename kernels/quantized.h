@@ -781,6 +781,94 @@ static int fd_q_mlp_forward(const fd_qlayer *layers, ptrdiff_t n_layers, const u
     return failed ? -1 : 0;
 }
 
+/* --- sampling from a quantized language model ------------------------------------------------ */
+
+/* reference.sample_tokens for one row, in double: the compiled twin of embedding.pyx's sample_row
+ * (the same exp, fastexp.h's, and the running sum in NumPy's order) */
+static ptrdiff_t fd_q_sample_row(const float *logits, ptrdiff_t n, double temperature, double u, double *cdf)
+{
+    ptrdiff_t best = 0;
+    double top = logits[0], threshold;
+    for (ptrdiff_t j = 1; j < n; j++)
+        if (logits[j] > top) {
+            best = j;
+            top = logits[j];
+        }
+    if (temperature == 0)
+        return best;
+    for (ptrdiff_t j = 0; j < n; j++)
+        cdf[j] = fd_exp_nonpos_d(((double)logits[j] - top) / temperature);
+    for (ptrdiff_t j = 1; j < n; j++)
+        cdf[j] += cdf[j - 1];
+    threshold = u * cdf[n - 1];
+    for (ptrdiff_t j = 0; j < n; j++)
+        if (!(cdf[j] < threshold))
+            return j;
+    return n - 1;
+}
+
+/* reference.embedding_generate over a quantized network: each step gathers the running rows'
+ * table rows (table: vocab x dim float32), runs every layer (fd_q_block_forward) and samples;
+ * the running rows stay packed at the front (a finished row is dropped by moving the later ones
+ * up), rows[r] being the sequence number of running row r. Returns -1 when out of memory. */
+static int fd_q_generate(const fd_qlayer *layers, ptrdiff_t n_layers, const uint8_t *buffer, const float *table,
+                         ptrdiff_t dim, ptrdiff_t context, const double *uniforms, ptrdiff_t n, ptrdiff_t max_len,
+                         double temperature, int64_t boundary, int64_t *tokens, int64_t *lengths)
+{
+    ptrdiff_t vocab = layers[n_layers - 1].fan_out, running = n, width = context * dim;
+    /* the network's scratch once for every step (fd_q_mlp_forward would allocate it per step) */
+    ptrdiff_t block = n < FD_Q_BLOCK_ROWS ? n : FD_Q_BLOCK_ROWS, widest = 16;
+    ptrdiff_t scratch = fd_q_scratch_bytes(layers, n_layers, block);
+    for (ptrdiff_t l = 0; l < n_layers; l++)
+        widest = layers[l].n_pad > widest ? layers[l].n_pad : widest;
+    float *hidden = malloc((size_t)(2 * block * widest) * sizeof(float) + (size_t)scratch + block * sizeof(float));
+    float *x = malloc((size_t)(n * width + n * vocab) * sizeof(float));
+    double *cdf = malloc((size_t)vocab * sizeof(double));
+    ptrdiff_t *rows = malloc((size_t)n * sizeof(ptrdiff_t));
+    int64_t *ctx = malloc((size_t)(n * context) * sizeof(int64_t));
+    int failed = !hidden || !x || !cdf || !rows || !ctx;
+    float *logits = x ? x + n * width : NULL;
+    uint8_t *q = hidden ? (uint8_t *)(hidden + 2 * block * widest) : NULL;
+    for (ptrdiff_t r = 0; !failed && r < n; r++) {
+        rows[r] = r;
+        lengths[r] = max_len;
+    }
+    for (ptrdiff_t i = 0; !failed && i < n * context; i++)
+        ctx[i] = boundary;
+    for (ptrdiff_t i = 0; !failed && i < n * max_len; i++)
+        tokens[i] = boundary;
+    for (ptrdiff_t t = 0; !failed && t < max_len && running; t++) {
+        ptrdiff_t kept = 0;
+        for (ptrdiff_t r = 0; r < running; r++)
+            for (ptrdiff_t p = 0; p < context; p++)
+                memcpy(x + r * width + p * dim, table + ctx[r * context + p] * dim, (size_t)dim * sizeof(float));
+        for (ptrdiff_t i0 = 0; i0 < running; i0 += block)
+            fd_q_block_forward(layers, n_layers, buffer, i0, running - i0 < block ? running - i0 : block, x, logits,
+                               hidden, block, widest, q, (float *)(q + scratch));
+        for (ptrdiff_t r = 0; r < running; r++) {
+            ptrdiff_t row = rows[r];
+            int64_t token = fd_q_sample_row(logits + r * vocab, vocab, temperature, uniforms[row * max_len + t], cdf);
+            if (token == boundary) {
+                lengths[row] = t;
+                continue;
+            }
+            tokens[row * max_len + t] = token;
+            rows[kept] = row;
+            for (ptrdiff_t p = 0; p < context - 1; p++)  /* kept <= r: row `kept` is done with, or is r */
+                ctx[kept * context + p] = ctx[r * context + p + 1];
+            ctx[kept * context + context - 1] = token;
+            kept++;
+        }
+        running = kept;
+    }
+    free(hidden);
+    free(x);
+    free(cdf);
+    free(rows);
+    free(ctx);
+    return failed ? -1 : 0;
+}
+
 /* the paths the dispatch picks, for tests and reports */
 static const char *fd_q_int8_path(void)
 {

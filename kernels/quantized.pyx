@@ -2,7 +2,7 @@
 quantized_mlp_forward over the kernels of quantized.h (int8: AVX-512 VNNI / AVX2 / portable;
 bf16: AVX-512 BF16 / AVX-512F / AVX2 / portable, picked at run time)."""
 cimport numpy as cnp
-from libc.stdint cimport int32_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from arrays cimport buffer
 from thread_policy cimport fd_num_threads, fd_set_num_threads, network_threads_for
@@ -16,6 +16,9 @@ cdef extern from "quantized.h" nogil:
                            const uint8_t* buffer, Py_ssize_t B, const float* x, float* y, int32_t* acc)
     int fd_q_mlp_forward(const fd_qlayer* layers, Py_ssize_t n_layers, const uint8_t* buffer, Py_ssize_t B,
                          const float* x, float* out, int threads)
+    int fd_q_generate(const fd_qlayer* layers, Py_ssize_t n_layers, const uint8_t* buffer, const float* table,
+                      Py_ssize_t dim, Py_ssize_t context, const double* uniforms, Py_ssize_t n, Py_ssize_t max_len,
+                      double temperature, int64_t boundary, int64_t* tokens, int64_t* lengths)
     const char* fd_q_int8_path()
     const char* fd_q_bf16_path()
 
@@ -68,5 +71,24 @@ def quantized_mlp_forward(x, qbuffer, qlayers, out):
     threads = network_threads_for(B * work)
     with nogil:
         failed = fd_q_mlp_forward(layers, L, qp, B, xp, outp, threads)
+    if failed:
+        raise MemoryError()
+
+
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, Py_ssize_t context, uniforms, double temperature,
+                                 int64_t boundary, tokens, lengths):
+    cdef Py_ssize_t L
+    cdef const fd_qlayer* layers = qrecords(qlayers, &L)
+    cdef Py_ssize_t vocab = cnp.PyArray_DIMS(<cnp.ndarray>embeddings)[0]
+    cdef Py_ssize_t dim = cnp.PyArray_DIMS(<cnp.ndarray>embeddings)[1]
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(<cnp.ndarray>uniforms)[0], max_len = cnp.PyArray_DIMS(<cnp.ndarray>uniforms)[1]
+    cdef const float* table = <float*>buffer(embeddings, "embeddings", cnp.NPY_FLOAT32, vocab, dim)
+    cdef const double* up = <double*>buffer(uniforms, "uniforms", cnp.NPY_FLOAT64, n, max_len)
+    cdef int64_t* tp = <int64_t*>buffer(tokens, "tokens", cnp.NPY_INT64, n, max_len, True)
+    cdef int64_t* lp = <int64_t*>buffer(lengths, "lengths", cnp.NPY_INT64, -1, n, True)
+    cdef const uint8_t* qp = <uint8_t*>cnp.PyArray_DATA(<cnp.ndarray>qbuffer)
+    cdef int failed
+    with nogil:
+        failed = fd_q_generate(layers, L, qp, table, dim, context, up, n, max_len, temperature, boundary, tp, lp)
     if failed:
         raise MemoryError()

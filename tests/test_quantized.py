@@ -504,3 +504,51 @@ def test_sequential_lm_quantized_generates():
     q = fd.quantize(model, "int8")
     assert all(len(t) <= 6 for t in q.generate(4, max_len=6, seed=0))
     assert np.isfinite(q.evaluate(rng.integers(0, 12, (10, 3)), rng.integers(0, 12, 10), verbose=0))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_quantized_generation_matches_the_oracle(engine, kind):
+    net, _ = _lm(engine)
+    q = fd.quantize(net, kind, backend=engine)
+    for temperature, seed in ((0.0, 1), (1.0, 2), (0.7, 3)):
+        uniforms = np.random.default_rng(seed).random((30, 9))
+        tokens, lengths = reference.quantized_embedding_generate(q.embeddings, q.qbuffer, q._logits_qlayers(), 3,
+                                                                 uniforms, temperature, 0)
+        generated = q.generate(30, max_len=9, temperature=temperature, seed=seed)
+        expected = [tokens[i, :lengths[i]] for i in range(30)]
+        # the oracle's logits are float64, the engines' float32: a uniform falling within rounding
+        # of a CDF step may pick the neighbouring token (none did in these cases)
+        assert all(np.array_equal(a, b) for a, b in zip(generated, expected)), (temperature, seed)
+
+
+QUANTIZED_GENERATE_HOSTILE = {
+    "boundary past the vocabulary": dict(boundary=12),
+    "negative temperature": dict(temperature=-1.0),
+    "NaN temperature": dict(temperature=float("nan")),
+    "context that does not fit the first layer": dict(context=4),
+    "a float64 table": dict(embeddings="float64"),
+    "tokens of the wrong shape": dict(tokens=(2, 9)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUANTIZED_GENERATE_HOSTILE))
+def test_hostile_generate_arguments_get_the_same_error_from_every_engine(case):
+    outcomes = {}
+    for engine in ENGINES:
+        q = fd.quantize(_lm(engine)[0], "int8", backend=engine)
+        args = dict(embeddings=q.embeddings, context=3, temperature=1.0, boundary=0, tokens=(3, 9))
+        args.update(QUANTIZED_GENERATE_HOSTILE[case])
+        if isinstance(args["embeddings"], str):
+            args["embeddings"] = q.embeddings.astype(args["embeddings"])
+        uniforms = np.random.default_rng(0).random((3, 9))
+        try:
+            q.engine.quantized_embedding_generate(args["embeddings"], q.qbuffer, q._logits_qlayers(), args["context"],
+                                                  uniforms, args["temperature"], args["boundary"],
+                                                  np.empty(args["tokens"], np.int64), np.empty(3, np.int64))
+            outcomes[engine] = None
+        except Exception as exc:  # noqa: BLE001
+            outcomes[engine] = (type(exc).__name__, str(exc))
+    first = outcomes[ENGINES[0]]
+    assert first is not None and first[0] in ("ValueError", "TypeError"), outcomes
+    assert all(outcome == first for outcome in outcomes.values()), outcomes

@@ -187,6 +187,20 @@ def _targets(name, targets, loss_id, dtype, n_rows, n_out):
         raise ValueError(f"loss: expected a loss id in [0, 4), got {loss_id!r}")
 
 
+def _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, lengths):
+    """The arguments of a sampling loop (embedding_generate and its quantized twin)."""
+    if n_outputs != vocab_size:
+        raise ValueError(f"generate: the output layer has {n_outputs} units; sampling feeds each token "
+                         f"back as input, so it needs one unit per vocabulary token ({vocab_size})")
+    n = _rows("uniforms", uniforms, np.dtype(np.float64), None)
+    if not 0 <= boundary < vocab_size:
+        raise ValueError(f"boundary: expected a token id in [0, {vocab_size}), got {boundary!r}")
+    if not (temperature >= 0 and temperature < np.inf):
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    _output("tokens", tokens, np.dtype(np.int64), uniforms.shape)
+    _output("lengths", lengths, np.dtype(np.int64), (n,), ("tokens", tokens))
+
+
 def _optimizer(opt_state, hyper, params):
     _array("hyper", hyper, np.dtype(np.float64), (abi.N_HYPER,))
     optimizer = hyper[abi.H_OPTIMIZER]
@@ -393,16 +407,7 @@ class Gate:
                            tokens, lengths):
         _, _, n_outputs = _network(params, layers)
         self._embedding(layers, vocab_size, context)
-        if n_outputs != vocab_size:
-            raise ValueError(f"generate: the output layer has {n_outputs} units; sampling feeds each token "
-                             f"back as input, so it needs one unit per vocabulary token ({vocab_size})")
-        n = _rows("uniforms", uniforms, np.dtype(np.float64), None)
-        if not 0 <= boundary < vocab_size:
-            raise ValueError(f"boundary: expected a token id in [0, {vocab_size}), got {boundary!r}")
-        if not (temperature >= 0 and temperature < np.inf):
-            raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-        _output("tokens", tokens, np.dtype(np.int64), uniforms.shape)
-        _output("lengths", lengths, np.dtype(np.int64), (n,), ("tokens", tokens))
+        _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, lengths)
         self.engine.embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary,
                                        tokens, lengths)
 
@@ -434,6 +439,19 @@ class Gate:
             B = _batch_rows("x", x, _F32, n_inputs)
             _fresh_output("out", out, _F32, (B, n_outputs), ("qbuffer", qbuffer))
         self.engine.quantized_mlp_forward(x, qbuffer, qlayers, out)
+
+    def quantized_embedding_generate(self, embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary,
+                                     tokens, lengths):
+        n_inputs, n_outputs, _ = _quantized(qbuffer, qlayers)
+        _array("embeddings", embeddings, _F32, (None, None))
+        vocab_size, dim = embeddings.shape
+        if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or not (
+                context >= 1 and dim >= 1 and context * dim == n_inputs):
+            raise ValueError(f"context: expected context x embedding width ({dim}) = the first layer's {n_inputs} "
+                             f"inputs, got {context!r}")
+        _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, lengths)
+        self.engine.quantized_embedding_generate(embeddings, qbuffer, qlayers, int(context), uniforms,
+                                                 float(temperature), int(boundary), tokens, lengths)
 
     def __getattr__(self, name):
         # everything else an engine module offers (its thread helpers, blas_num_threads) passes

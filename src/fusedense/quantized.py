@@ -184,8 +184,7 @@ class QuantizedMLP:
 class QuantizedEmbeddingMLP(QuantizedMLP):
     """An int8 or bf16 copy of an :class:`fusedense.EmbeddingMLP`: the embedding table stays
     float32 (a gather, no product), the dense layers are quantized. ``predict`` and ``generate``
-    as the float model's; the sampling loop is :func:`fusedense.reference.generate_with` around
-    one quantized network call per step (the float model's loop is one engine call)."""
+    as the float model's (generation: the whole sampling loop in one engine call)."""
 
     def __init__(self, network: EmbeddingMLP, dtype="int8", calibration=None, backend=None):
         super().__init__(network, dtype, calibration, backend)
@@ -211,16 +210,13 @@ class QuantizedEmbeddingMLP(QuantizedMLP):
         return self._logits
 
     def generate(self, n=1, max_len=30, temperature=1.0, seed=None, boundary=0):
-        """As :meth:`fusedense.EmbeddingMLP.generate` (same uniforms for the same seed)."""
+        """As :meth:`fusedense.EmbeddingMLP.generate` (the same uniforms for the same seed): the
+        whole sampling loop in one engine call."""
         uniforms = self._sampling_uniforms(n, max_len, temperature, seed, boundary)
-        logits_layers = self._logits_qlayers()
-
-        def next_logits(ctx):
-            out = np.empty((len(ctx), self.vocab_size), np.float32)
-            self._forward(np.ascontiguousarray(ctx), out, logits_layers)
-            return out
-        tokens, lengths = reference.generate_with(next_logits, self.context, uniforms, float(temperature),
-                                                  int(boundary))
+        tokens = np.empty((n, max_len), np.int64)
+        lengths = np.empty(n, np.int64)
+        self.engine.quantized_embedding_generate(self.embeddings, self.qbuffer, self._logits_qlayers(), self.context,
+                                                 uniforms, float(temperature), int(boundary), tokens, lengths)
         return [tokens[i, :lengths[i]] for i in range(n)]
 
     def __getstate__(self):

@@ -341,3 +341,11 @@ def quantized_mlp_forward(x, qbuffer, qlayers):
     for layer in range(len(qlayers)):
         h = quantized_dense_forward(h, qbuffer, qlayers, layer)[0].astype(np.float32)
     return h
+
+
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary):
+    """:func:`embedding_generate` over a quantized network: each step gathers the float32 table
+    rows of the contexts, then :func:`quantized_mlp_forward` (its output read as logits)."""
+    def next_logits(ctx):
+        return quantized_mlp_forward(embeddings[ctx].reshape(len(ctx), -1), qbuffer, qlayers)
+    return generate_with(next_logits, context, uniforms, temperature, boundary)

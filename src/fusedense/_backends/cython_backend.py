@@ -85,6 +85,12 @@ def quantized_mlp_forward(x, qbuffer, qlayers, out):
     _quantized.quantized_mlp_forward(x, qbuffer, qlayers, out)
 
 
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary, tokens,
+                                 lengths):
+    _quantized.quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary,
+                                            tokens, lengths)
+
+
 def _scipy_blas_threads():
     """(set, get) for the thread count of SciPy's bundled OpenBLAS (scipy.libs/), the library
     the kernels' BLAS calls go to; None when SciPy links another BLAS (then its own

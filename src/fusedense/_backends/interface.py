@@ -115,8 +115,15 @@ def quantized_mlp_forward(x, qbuffer, qlayers, out):
     one call; each layer's float32 output is quantized again as the next layer's input."""
 
 
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary, tokens,
+                                 lengths):
+    """embedding_generate over a quantized network: the float32 table ``embeddings``
+    (vocab_size, dim) gathered for ``context`` tokens, then ``qlayers`` read as logits; writes
+    ``tokens`` (n, max_len) and ``lengths`` (n,) (see reference.embedding_generate)."""
+
+
 #: The contract's function names, in the order above (engines define them in this order too).
 FUNCTIONS = ("activation_forward", "activation_backward", "dense_forward", "dense_backward",
              "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_gradient", "mlp_train_step",
              "embedding_forward", "embedding_train_step", "embedding_generate",
-             "quantized_dense_forward", "quantized_mlp_forward")
+             "quantized_dense_forward", "quantized_mlp_forward", "quantized_embedding_generate")

@@ -18,7 +18,7 @@ import threading
 import numba
 import numpy as np
 
-from .. import abi, threads
+from .. import abi, reference, threads
 from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers, quantized
 from .._numba_kernels.jit import use_parallel
 
@@ -191,3 +191,17 @@ def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
 @_entry_point
 def quantized_mlp_forward(x, qbuffer, qlayers, out):
     quantized.quantized_mlp_forward(x, qbuffer, qlayers, out)
+
+
+@_entry_point
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary, tokens,
+                                 lengths):
+    # the sampling loop in Python (reference.generate_with) around the jitted quantized network:
+    # numba is the fallback engine, and one compiled loop per network kind would double its cold start
+    def next_logits(ctx):
+        out = np.empty((len(ctx), qlayers[-1]["fan_out"]), np.float32)
+        quantized.quantized_mlp_forward(np.ascontiguousarray(embeddings[ctx].reshape(len(ctx), -1)), qbuffer,
+                                        qlayers, out)
+        return out
+    tokens[...], lengths[...] = reference.generate_with(next_logits, int(context), uniforms, float(temperature),
+                                                        int(boundary))

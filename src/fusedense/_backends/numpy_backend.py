@@ -96,3 +96,9 @@ def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
 
 def quantized_mlp_forward(x, qbuffer, qlayers, out):
     out[...] = reference.quantized_mlp_forward(x, qbuffer, qlayers)
+
+
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary, tokens,
+                                 lengths):
+    tokens[...], lengths[...] = reference.quantized_embedding_generate(embeddings, qbuffer, qlayers, context,
+                                                                       uniforms, temperature, boundary)
