@@ -40,7 +40,8 @@ def _inputs(rows, width, seed=1):
 def test_bf16_round_is_nearest_even_on_the_8_bit_mantissa():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=2000) * 10.0 ** rng.integers(-30, 30, 2000),
-                        [0.0, -0.0, 1.0, 1 + 2**-8, 1 + 3 * 2**-8, 3.4e38, -3.4e38, np.inf, -np.inf]]).astype(np.float32)
+                        [0.0, -0.0, 1.0, 1 + 2**-8, 1 + 3 * 2**-8, 3.4e38, -3.4e38, np.inf, -np.inf]]
+                       ).astype(np.float32)
     rounded = reference.bf16_to_float(reference.bf16_round(x)).astype(np.float64)
     # independently: the two bf16 neighbours of x (8 significant bits), in float64
     exponent = np.floor(np.log2(np.abs(x.astype(np.float64), where=x != 0, out=np.ones(len(x)))))
@@ -300,7 +301,8 @@ HOSTILE = {
         _edited_record(q, k_pad=36), q.qbuffer.size))(_q(be)),
     "an int8 fan_in whose sums could wrap": lambda be: (lambda q: checked_quantized_record(
         _edited_record(q, fan_in=200_000, k_pad=200_000), 10**12))(_q(be)),
-    "an unknown kind": lambda be: (lambda q: checked_quantized_record(_edited_record(q, kind=7), q.qbuffer.size))(_q(be)),
+    "an unknown kind": lambda be: (lambda q: checked_quantized_record(
+        _edited_record(q, kind=7), q.qbuffer.size))(_q(be)),
     "a NaN calibration scale": lambda be: (lambda q: checked_quantized_record(
         _edited_record(q, x_amax=np.nan), q.qbuffer.size))(_q(be)),
     "softmax before the last layer": lambda be: (lambda q: checked_quantized_record(
@@ -447,6 +449,9 @@ def _rewrite(path, edit):
     (lambda r, p: (r, np.concatenate([p, np.zeros(64, np.uint8)])), "do not match the architecture"),
     (lambda r, p: (r, p.astype(np.float32)), "do not match the architecture"),
     (lambda r, p: ({**r, "quantized": {**r["quantized"], "dtype": "int4"}}, p), "quantized.dtype"),
+    (lambda r, p: ({**r, "quantized": {**r["quantized"], "dtype": []}}, p), "quantized.dtype"),
+    (lambda r, p: ({**r, "architecture": {**r["architecture"], "dtype": []}}, p), "architecture.dtype"),
+    (lambda r, p: ({**r, "quantized": {**r["quantized"], "x_amax": [True, 0, 0]}}, p), "quantized.x_amax"),
     (lambda r, p: ({**r, "quantized": {**r["quantized"], "x_amax": [1e39, 0, 0]}}, p), "quantized.x_amax"),
     (lambda r, p: ({**r, "quantized": {**r["quantized"], "x_amax": [0]}}, p), "quantized.x_amax"),
     (lambda r, p: (r, np.where(np.arange(p.size) == 100, p ^ 1, p).astype(np.uint8)), "SHA-256"),

@@ -382,7 +382,7 @@ def _checked_architecture(architecture) -> int:
         _activation_name(f"architecture.activations[{i}]", activation)
     for i, (alpha, activation) in enumerate(zip(_list("architecture.alphas", architecture["alphas"], n_layers), activations)):
         _alpha(f"architecture.alphas[{i}]", alpha, activation)
-    if architecture["dtype"] not in _PARAM_DTYPES:
+    if not isinstance(architecture["dtype"], str) or architecture["dtype"] not in _PARAM_DTYPES:
         raise _Invalid(f"architecture.dtype: expected 'float32' or 'float64', got {architecture['dtype']!r}")
     start = 0
     if "embedding" in architecture:  # the table comes first; the dense layers read its flattened rows
@@ -478,7 +478,7 @@ def _checked_quantized(record) -> int:
     if "embedding" in architecture or architecture["dtype"] != "float32":
         raise _Invalid("architecture: a quantized network is a float32 MLP without an embedding")
     quantized = _keys("quantized", record["quantized"], ("dtype", "x_amax"))
-    if quantized["dtype"] not in QUANT_KINDS:
+    if not isinstance(quantized["dtype"], str) or quantized["dtype"] not in QUANT_KINDS:
         raise _Invalid(f"quantized.dtype: expected 'int8' or 'bf16', got {quantized['dtype']!r}")
     amaxes = _list("quantized.x_amax", quantized["x_amax"], len(architecture["sizes"]) - 1)
     for i, amax in enumerate(amaxes):
