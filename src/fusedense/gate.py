@@ -56,6 +56,7 @@ def _record(layers):
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+MAX_STEP = 2 ** 53  # Adam's step travels as a float64 (hyper) and a C long: exact and in range up to here
 _F32 = np.dtype(np.float32)
 _U8 = np.dtype(np.uint8)
 
@@ -208,8 +209,8 @@ def _optimizer(opt_state, hyper, params):
         rows = 1
     elif optimizer == abi.OPT_ADAM:
         rows = 2
-        if not hyper[abi.H_STEP] >= 1:
-            raise ValueError(f"step: Adam's step count must be >= 1, got {hyper[abi.H_STEP]!r}")
+        if not 1 <= hyper[abi.H_STEP] <= MAX_STEP:
+            raise ValueError(f"step: Adam's step count must be in [1, 2**53], got {hyper[abi.H_STEP]!r}")
     else:
         raise ValueError(f"hyper: unknown optimizer code {optimizer!r}")
     _output("opt_state", opt_state, params.dtype, (rows, params.shape[0]), ("params", params))
@@ -319,8 +320,8 @@ class Gate:
         _array("grads", grads, dtype, params.shape)
         _output("m", m, dtype, params.shape, ("params", params), ("grads", grads))
         _output("v", v, dtype, params.shape, ("params", params), ("grads", grads), ("m", m))
-        if not step >= 1:
-            raise ValueError(f"step: expected an integer >= 1 (the 1-based step count), got {step!r}")
+        if not 1 <= step <= MAX_STEP:
+            raise ValueError(f"step: expected an integer in [1, 2**53] (the 1-based step count), got {step!r}")
         self.engine.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
     def _train_buffers(self, params, grads, opt_state, layers, hyper):

@@ -35,6 +35,8 @@ def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | 
 
     Returns ``(layout, alphas, n_params)``; ``n_params`` counts the ``start`` entries too.
     """
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"start: expected an integer >= 0 (the parameters before the first layer), got {start!r}")
     sizes = [int(s) for s in sizes]
     n_layers = len(sizes) - 1
     if n_layers < 1:

@@ -120,11 +120,25 @@ def blas_num_threads():
     return None if _blas_threads is None else _blas_threads[1]()
 
 
+_openmp_cap = None  # set in a forked child: the most OpenMP threads a kernel may start there
+
+
 def _apply_num_threads(n):
+    openmp_threads = n if _openmp_cap is None else min(n, _openmp_cap)
     for module in _MODULES:
-        module.set_num_threads(n)
+        module.set_num_threads(openmp_threads)
     if _blas_threads is not None:
-        _blas_threads[0](n)
+        _blas_threads[0](n)  # OpenBLAS restarts its own threads after fork
+
+
+def _after_fork_in_child():
+    """GNU OpenMP cannot restart its thread pool in a forked child: the first parallel region
+    there would wait forever for the parent's threads. The child's kernels stay on one thread
+    (they then never enter an OpenMP region); "spawn" or "forkserver" children get every core."""
+    global _openmp_cap
+    _openmp_cap = 1
+    _apply_num_threads(threads.get_num_threads())
 
 
 threads.on_num_threads_change(_apply_num_threads)
+os.register_at_fork(after_in_child=_after_fork_in_child)
