@@ -125,3 +125,16 @@ def test_a_child_process_that_fails_is_reported_as_an_error_not_timed():
             "dense_shape": [8, 4], "activation": "no_such_activation"}
     row, = isolated._child(spec)
     assert row["status"].startswith("error: the process failed") and "median_us" not in row
+
+
+def test_a_lone_system_that_fails_its_check_is_reported_not_timed():
+    # a child process of the multi-threaded mode measures one system: nothing else to time
+    from fusedense.benchmarking import runner, timing
+
+    class Wrong(systems.System):
+        name = "wrong"
+
+        def prepare(self, problem, threads):
+            return (lambda: None), (lambda: np.zeros((problem.x.shape[0], problem.workload.sizes[-1])))
+    row, = runner.measure(dense_workload(8, 4, "relu").problem(2, np.float32), [Wrong()], 1, timing.QUICK)
+    assert row["status"].startswith("wrong answer") and "median_us" not in row

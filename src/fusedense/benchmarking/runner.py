@@ -32,7 +32,7 @@ def measure(problem, systems, threads, method):
         row["status"] = _check(result(), expected)
         if row["status"] == "ok":
             runs[system.name] = run
-    times = timing.interleaved(runs, *timing.plan(runs, method))
+    times = timing.interleaved(runs, *timing.plan(runs, method)) if runs else {}
     flops = workload.flops(batch)
     for name, seconds in times.items():
         row = rows[name]
