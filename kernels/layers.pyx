@@ -191,7 +191,7 @@ cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Laye
     cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
     cdef const real* wp = <real*>optional_buffer(sample_weight, "sample_weight", t, -1, B)
     cdef double loss
-    cdef int threads = network_threads(B, layers, L, sizeof(real))
+    cdef int threads = network_threads(B, layers, L, sizeof(real), True)
     # layers tiling params (as make_layout lays them out) take their step inside the gradient
     # pass; otherwise gaps get a zero gradient, as in the reference, and one pass updates all
     cdef bint tiled = layers_tile(layers, L, 0, P)

@@ -105,11 +105,26 @@ def blas_num_threads():
     return None if _blas_threads is None else _blas_threads[1]()
 
 
+_forked = False  # True in a child forked from this process (see _after_fork_in_child)
+
+
 def _apply_num_threads(n):
     for module in _MODULES:
-        module.set_num_threads(n)
+        module.set_num_threads(1 if _forked else n)
     if _blas_threads is not None:
         _blas_threads[0](n)
 
 
+def _after_fork_in_child():
+    """A forked child runs the kernels' OpenMP loops on one thread. GNU OpenMP's pool does not
+    survive fork: the child inherits a pool whose threads do not exist, and its first parallel
+    region would wait for them forever. One thread opens no region (thread_policy.in_parallel,
+    column_slices); BLAS (OpenBLAS re-creates its threads after fork) keeps the count."""
+    global _forked
+    _forked = True
+    _apply_num_threads(threads.get_num_threads())
+
+
 threads.on_num_threads_change(_apply_num_threads)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
