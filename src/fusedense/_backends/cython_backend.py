@@ -11,10 +11,12 @@ import glob
 import os
 
 from .. import threads
-from .._kernels import activations as _activations
-from .._kernels import embedding as _embedding
-from .._kernels import layers as _layers
-from .._kernels import optim as _optim
+
+with threads.quiet_pools():  # libgomp and SciPy's OpenBLAS load with the kernels
+    from .._kernels import activations as _activations
+    from .._kernels import embedding as _embedding
+    from .._kernels import layers as _layers
+    from .._kernels import optim as _optim
 
 NAME = "cython"
 
