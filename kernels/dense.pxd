@@ -8,7 +8,7 @@ from abi cimport ACT_IDENTITY, ACT_LOG_SOFTMAX, ACT_RELU, ACT_SOFTMAX
 from act cimport act_backward_row, bias_act_forward_row
 from gemm cimport blas_gemm, matmul, micro_gemm_nb, packed_gemm_nb, worth_blas, worth_packing
 from real cimport real
-from thread_policy cimport column_slices, fd_num_threads, single_threaded, slice_start
+from thread_policy cimport column_slices, single_threaded, slice_start
 from tuning cimport BLAS_BLOCK_BYTES, MICRO_BLOCK_BYTES, PACKED_MAX_ROWS
 
 
@@ -62,7 +62,7 @@ cdef inline void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const r
     pool stays asleep; a large batch goes to BLAS and its threads."""
     # (inside OpenMP regions, allow_blas=False, every W is under MICRO_MAX_WEIGHT_BYTES: never packed)
     cdef bint packable = allow_blas and m <= PACKED_MAX_ROWS and worth_packing(m, n, k, sizeof(real))
-    cdef int slices = column_slices(m, k, n, packable) if allow_blas else 1
+    cdef int slices = column_slices(m, k, n) if allow_blas else 1
     cdef bint pack_operands = packable and (slices > 1 or single_threaded())
     cdef bint blas = allow_blas and slices == 1 and not pack_operands and worth_blas(m, n, k)
     # softmax and log_softmax need whole rows: the slices leave z = x@W + b in y, finished after
@@ -71,7 +71,7 @@ cdef inline void layer_forward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const r
     if slices == 1:
         forward_columns(m, k, n, n, x, W, b, act, alpha, y, z, blas, pack_operands)
         return
-    for i in prange(slices, nogil=True, schedule="dynamic", num_threads=min(slices, fd_num_threads)):
+    for i in prange(slices, nogil=True, schedule="static", num_threads=slices):
         c0 = slice_start(i, slices, n)
         c1 = slice_start(i + 1, slices, n)
         forward_columns(m, k, c1 - c0, n, x, W + c0, b + c0, ACT_IDENTITY if row_wise else act, alpha,

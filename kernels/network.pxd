@@ -113,7 +113,7 @@ cdef inline void forward_keep(Py_ssize_t B, const real* x, const real* params, c
     cdef Py_ssize_t block = min(NETWORK_MICRO_ROWS, (B + threads - 1) // threads) if micro else B
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i
     if micro and in_parallel(threads, n_blocks):
-        for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads):
+        for i in prange(n_blocks, nogil=True, schedule="static", num_threads=threads):
             keep_block(i * block, min(block, B - i * block), x, params, layers, L, z_of, y_of,
                        logits_only, micro)
     else:

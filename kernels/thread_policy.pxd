@@ -41,19 +41,20 @@ cdef inline bint single_threaded() noexcept nogil:
     return fd_num_threads == 1
 
 
-cdef inline int column_slices(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, bint packed) noexcept nogil:
+cdef inline int column_slices(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     """Slices of output columns that a layer's product of m x k by k x n is split into over
     the OpenMP threads; 1: not split. Batches up to PACKED_MAX_ROWS, where every thread would
     otherwise read all of W: with slices of W of their own, a batch-1 product draws on every
     core's memory bandwidth and a mid-batch one on every core's FMA units, with no BLAS pool
-    involved. Larger batches go to BLAS on its own threads. A few slices per thread, taken
-    dynamically: a thread that loses its core to another process for a time slice leaves its
-    remaining slices to the others instead of holding them all at the barrier (packed slices
-    each copy A again: two per thread, streamed ones four). Fixed slices for a given thread
-    count: the same bits at every call, whichever thread computes a slice."""
+    involved. Larger batches go to BLAS on its own threads. One slice per thread, the same
+    thread every call (a static schedule): its slice of W stays in that core's L2 and L3
+    between calls. Slices taken dynamically moved between cores from call to call: the FFN's
+    batch-1 call took 1.3x the one-thread time, its W no longer in the caches it was read
+    into (docs/performance-notes.md). Fixed slices for a given thread count: the same bits at
+    every call."""
     if fd_num_threads == 1 or m > PACKED_MAX_ROWS or m * k * n < SPLIT_MIN_WORK:
         return 1
-    return <int>max(1, min(fd_num_threads * (2 if packed else 4), n // SPLIT_COLUMNS))
+    return <int>max(1, min(fd_num_threads, n // SPLIT_COLUMNS))
 
 
 cdef inline Py_ssize_t slice_start(Py_ssize_t i, Py_ssize_t slices, Py_ssize_t n) noexcept nogil:

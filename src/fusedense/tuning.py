@@ -44,10 +44,11 @@ COMMON = {
     # A network call uses OpenMP threads from this many multiply-adds (batch x sum of weight
     # sizes); below it one thread is faster on a shared machine.
     "PARALLEL_MIN_WORK": 1 << 24,
-    # A training step does three products per layer and its backward splits into dozens of
-    # independent tasks (dW row slices, db, dx row blocks): threads pay from fewer multiply-adds
-    # (the 784-128-64-10 step at batch 32 has 3.5 M).
-    "TRAIN_PARALLEL_MIN_WORK": 1 << 21,
+    # A training step uses OpenMP threads from this many multiply-adds. Its four regions a step
+    # cost more than they share out at batch 32 of the 784-128-64-10 network (3.5 M): on the
+    # 2-core VM two threads took 2.2-3.3x the one-thread time with 2^21 here (issue 17,
+    # docs/performance-notes.md); batch 256 (28 M) gains 1.2-1.8x.
+    "TRAIN_PARALLEL_MIN_WORK": 1 << 24,
     # --- Numba engine ---------------------------------------------------------------------
     # vectors of a lone row's tile: 8 independent accumulators hide the FMA latency (Cython's
     # FD_WIDE)
