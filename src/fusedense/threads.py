@@ -10,8 +10,8 @@ from contextlib import contextmanager, nullcontext
 #: costs ~80 ns) and 2^28 cycles (~0.1 s), kept threads busy after every call, taking a core
 #: from NumPy, PyTorch or the next process, and on a busy machine from our own late worker
 #: (docs/performance-notes.md, "One pool"). These cover the gaps between the regions and
-#: BLAS calls of one call (10 000 pauses: ~0.8 ms there, far less on bare metal; 1000 let the
-#: worker fall asleep between calls, and waking it cost a mid-batch call up to 40%).
+#: BLAS calls of one call (10 000 pauses: ~0.8 ms there, far less on bare metal; with 1000
+#: the worker fell asleep between calls, and 2-thread dense batch 64 scaled 1.1-1.8x, not 1.8-1.9x).
 QUIET_POOLS = {"GOMP_SPINCOUNT": "10000", "OPENBLAS_THREAD_TIMEOUT": "20"}
 
 
