@@ -8,8 +8,9 @@ threads), register-blocked micro-kernels for small ones (no temporaries). The ep
 (bias, activation) runs on row blocks right after the product wrote them, while they are
 still in cache. One thread pool at a time: mlp_forward over small weights splits the batch
 across OpenMP threads, each running the micro-kernels on its own row blocks, and never calls
-BLAS inside that region; everything else leaves threading to BLAS: two pools spinning
-against each other cost a thousand times the call.
+BLAS inside that region; a large layer of up to PACKED_MAX_ROWS rows splits its product over
+output columns on OpenMP threads (dense.layer_forward); larger batches leave threading to BLAS:
+two pools spinning against each other cost a thousand times the call.
 """
 cimport numpy as cnp
 from libc.math cimport isfinite
