@@ -108,7 +108,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
     cdef real* gp = <real*>cnp.PyArray_DATA(grads)
     cdef real* sp = <real*>cnp.PyArray_DATA(opt_state)
     cdef Py_ssize_t n_x = B * context * width, n_table = vocab_size * width
-    cdef int threads = network_threads(B, layers, L, sizeof(real))
+    cdef int threads = network_threads(B, layers, L, sizeof(real), True)
     # layers tiling params behind the table take their step inside the gradient pass (as in
     # mlp_train_step), the table after its scatter-add; otherwise one pass updates all
     cdef bint fused = layers_tile(layers, L, n_table, P)

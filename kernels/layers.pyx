@@ -8,8 +8,9 @@ threads), register-blocked micro-kernels for small ones (no temporaries). The ep
 (bias, activation) runs on row blocks right after the product wrote them, while they are
 still in cache. One thread pool at a time: mlp_forward over small weights splits the batch
 across OpenMP threads, each running the micro-kernels on its own row blocks, and never calls
-BLAS inside that region; everything else leaves threading to BLAS: two pools spinning
-against each other cost a thousand times the call.
+BLAS inside that region; a large layer of up to PACKED_MAX_ROWS rows splits its product over
+output columns on OpenMP threads (dense.layer_forward); larger batches leave threading to BLAS:
+two pools spinning against each other cost a thousand times the call.
 """
 cimport numpy as cnp
 from libc.math cimport isfinite
@@ -191,7 +192,7 @@ cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Laye
     cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
     cdef const real* wp = <real*>optional_buffer(sample_weight, "sample_weight", t, -1, B)
     cdef double loss
-    cdef int threads = network_threads(B, layers, L, sizeof(real))
+    cdef int threads = network_threads(B, layers, L, sizeof(real), True)
     # layers tiling params (as make_layout lays them out) take their step inside the gradient
     # pass; otherwise gaps get a zero gradient, as in the reference, and one pass updates all
     cdef bint tiled = layers_tile(layers, L, 0, P)

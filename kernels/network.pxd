@@ -22,15 +22,16 @@ cdef inline bint small_weights(const Layer* layers, Py_ssize_t L, size_t itemsiz
 
 
 cdef inline int network_threads(Py_ssize_t B, const Layer* layers, Py_ssize_t L,
-                                size_t itemsize) noexcept nogil:
-    """OpenMP threads of a whole-network call (forward or training step): only on the
-    micro-kernel path (BLAS brings its own threads; never two pools at once)."""
+                                size_t itemsize, bint training=False) noexcept nogil:
+    """OpenMP threads of a whole-network call (forward, or training step when training) over
+    row blocks: only on the micro-kernel path (a large layer splits its own product over
+    columns, or goes to BLAS and its threads; never two pools at once)."""
     cdef Py_ssize_t l, work = 0
     if not small_weights(layers, L, itemsize):
         return 1
     for l in range(L):
         work += B * layers[l].fan_in * layers[l].fan_out
-    return network_threads_for(work)
+    return network_threads_for(work, training)
 
 
 cdef inline int forward_plan(Py_ssize_t B, const Layer* layers, Py_ssize_t L, size_t itemsize,
@@ -107,12 +108,12 @@ cdef inline void forward_keep(Py_ssize_t B, const real* x, const real* params, c
     layer's (MSE's derivative; the logits of a cross-entropy whose outputs are reported).
     logits_only: the last layer writes its pre-activation to y_of[L-1] and nothing to
     z_of[L-1] (the cross-entropies read the logits; its activation, a softmax's exps, would go
-    unused). micro: 32-row blocks through all layers, shared over OpenMP threads; else the
-    whole batch per layer with BLAS."""
-    cdef Py_ssize_t block = NETWORK_MICRO_ROWS if micro else B
+    unused). micro: blocks of up to 32 rows through all layers, shared over OpenMP threads (a
+    small batch in one block per thread); else the whole batch per layer with BLAS."""
+    cdef Py_ssize_t block = min(NETWORK_MICRO_ROWS, (B + threads - 1) // threads) if micro else B
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i
     if micro and in_parallel(threads, n_blocks):
-        for i in prange(n_blocks, nogil=True, schedule="dynamic", num_threads=threads):
+        for i in prange(n_blocks, nogil=True, schedule="static", num_threads=threads):
             keep_block(i * block, min(block, B - i * block), x, params, layers, L, z_of, y_of,
                        logits_only, micro)
     else:

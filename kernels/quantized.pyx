@@ -68,7 +68,7 @@ def quantized_mlp_forward(x, qbuffer, qlayers, out):
     cdef int failed, threads
     for l in range(L):
         work += layers[l].k_pad * layers[l].n_pad
-    threads = network_threads_for(B * work)
+    threads = network_threads_for(B * work, False)
     with nogil:
         failed = fd_q_mlp_forward(layers, L, qp, B, xp, outp, threads)
     if failed:

@@ -70,13 +70,15 @@ cdef inline void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const 
     layer's dz. Unless opt is NULL, each slice of W (and b, which follows W) takes its
     optimizer step right after its gradient, while that is still in L1 (nothing reads W
     any more: dx reads the copy Wt); first and second: the optimizer state, indexed like W.
-    Every output element has one writer: no races, no reductions, and the same result for
+    A static schedule: each thread takes the same tasks, and so the same slices of W, its
+    gradient and the optimizer state, at every step, which stay in its core's caches. Every
+    output element has one writer: no races, no reductions, and the same result for
     any thread count."""
     cdef Py_ssize_t n_tasks = ((k + DW_ROWS - 1) // DW_ROWS + 1
                                + ((B + DX_ROWS - 1) // DX_ROWS if dx != NULL else 0))
     cdef Py_ssize_t task
     if in_parallel(threads, n_tasks):
-        for task in prange(n_tasks, nogil=True, schedule="dynamic", num_threads=threads):
+        for task in prange(n_tasks, nogil=True, schedule="static", num_threads=threads):
             backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
                           opt, W, first, second)
     else:

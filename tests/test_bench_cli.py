@@ -10,7 +10,7 @@ from fusedense import cli
 from fusedense.benchmarking import systems
 from fusedense.benchmarking.workloads import CHECK_TOLERANCE, MLP, TRAIN, check_error, dense_workload
 
-TINY = ["--quick", "--workload", "dense", "--dense-shape", "8x4", "--batch", "1,3",
+TINY = ["--quick", "--threads", "1", "--workload", "dense", "--dense-shape", "8x4", "--batch", "1,3",
         "--systems", "numpy,fusedense-numpy,fusedense-numpy-api"]
 
 
@@ -127,3 +127,61 @@ def test_bench_quantized_refuses_training_and_float64(capsys):
     for extra in (["--workload", "train"], ["--dtype", "float64"]):
         with pytest.raises(SystemExit):
             cli.main(["bench", "--quantized", "int8", *extra])
+
+
+def test_bench_with_two_threads_times_each_system_in_its_own_processes(capsys, tmp_path, monkeypatch):
+    from fusedense.benchmarking import isolated
+    children = []
+    real_child = isolated._child
+
+    def counted(spec):
+        children.append(spec["system"])
+        return real_child(spec)
+    monkeypatch.setattr(isolated, "_child", counted)
+    path = tmp_path / "bench.json"
+    out = run_bench(capsys, "--threads", "2", "--json", str(path))
+    report = json.loads(path.read_text())
+    rounds = report["settings"]["method"]["rounds"]
+    # one process per system and round, the order rotated from round to round
+    names = ["fusedense-numpy", "fusedense-numpy-api", "numpy"]
+    assert children == [n for r in range(rounds) for n in names[r % 3:] + names[:r % 3]]
+    assert report["settings"]["mode"] == "a process per system and round"
+    assert "alone in its own process" in out
+    for row in report["results"]:
+        assert row["status"] == "ok" and row["rounds"] == rounds and len(row["samples_us"]) == rounds
+        assert row["median_us"] > 0 and row["speedup_vs_numpy"] > 0
+    assert all(r["speedup_vs_numpy"] == 1.0 for r in report["results"] if r["system"] == "numpy")
+
+
+def test_a_child_process_that_fails_is_reported_as_an_error_not_timed():
+    # (an unknown activation makes the child raise before it times anything)
+    from fusedense.benchmarking import isolated
+    spec = {"system": "numpy", "cells": [["dense", 2]], "dtype": "float32", "threads": 2,
+            "method": {"block_seconds": 0.001, "samples": 3, "cell_seconds": 0.1, "peak_n": 64, "rounds": 1},
+            "dense_shape": [8, 4], "activation": "no_such_activation"}
+    row, = isolated._child(spec)
+    assert row["status"].startswith("error: the process failed") and "median_us" not in row
+
+
+def test_a_lone_system_that_fails_its_check_is_reported_not_timed():
+    # a child process of the multi-threaded mode measures one system: nothing else to time
+    from fusedense.benchmarking import runner, timing
+
+    class Wrong(systems.System):
+        name = "wrong"
+
+        def prepare(self, problem, threads):
+            return (lambda: None), (lambda: np.zeros((problem.x.shape[0], problem.workload.sizes[-1])))
+    row, = runner.measure(dense_workload(8, 4, "relu").problem(2, np.float32), [Wrong()], 1, timing.QUICK)
+    assert row["status"].startswith("wrong answer") and "median_us" not in row
+
+
+def test_the_process_mode_rebuilds_a_quantized_system_in_its_child():
+    from fusedense.benchmarking import isolated
+    compiled = [engine for engine in fd.backends() if engine != "numpy"]  # (no quantized numpy system)
+    spec = {"system": f"fusedense-{compiled[0]}-int8" if compiled else "numpy", "cells": [["dense", 2]],
+            "dtype": "float32", "threads": 2,
+            "method": {"block_seconds": 0.001, "samples": 3, "cell_seconds": 0.1, "peak_n": 64, "rounds": 1},
+            "dense_shape": [16, 8], "activation": "relu"}
+    row, = isolated._child(spec)
+    assert row["status"] == "ok", row

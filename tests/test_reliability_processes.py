@@ -33,10 +33,13 @@ def test_a_forked_child_predicts_and_trains_after_the_parallel_paths_ran(backend
         rng = np.random.default_rng(0)
         x, y = rng.normal(size=(2048, 256)).astype(np.float32), rng.integers(0, 10, 2048)
         model.fit(x, y, batch_size=512, epochs=1, verbose=0)  # the parent's thread pools are warm
-        expected = model.predict(x, verbose=0)
+        W = rng.normal(size=(256, 1024)).astype(np.float32)  # 64 rows over 1 MB: split over columns
+        dense = lambda: fd.dense(x[:64], W, activation="relu", backend={backend!r})
+        expected, expected_dense = model.predict(x, verbose=0), dense()  # column-split on 2 threads
         pid = os.fork()
         if pid == 0:
-            ok = np.array_equal(model.predict(x, verbose=0), expected)
+            ok = (np.array_equal(model.predict(x, verbose=0), expected)
+                  and np.allclose(dense(), expected_dense, rtol=1e-5, atol=1e-5))
             fd.set_num_threads(2)  # a count above one is accepted in the child too
             model.fit(x, y, batch_size=512, epochs=1, verbose=0)
             os._exit(0 if ok and np.isfinite(model.predict(x, verbose=0)).all() else 3)

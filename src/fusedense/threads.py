@@ -4,6 +4,33 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager, nullcontext
 
+#: How long idle pool threads spin before they sleep, for the pools the compiled kernels load:
+#: GNU OpenMP (GOMP_SPINCOUNT, `pause`s) and SciPy's OpenBLAS (OPENBLAS_THREAD_TIMEOUT, 2^t
+#: cycles). Their defaults, 300 000 pauses (~25 ms on this project's 2-core VM, where a pause
+#: costs ~80 ns) and 2^28 cycles (~0.1 s), kept threads busy after every call, taking a core
+#: from NumPy, PyTorch or the next process, and on a busy machine from our own late worker
+#: (docs/performance-notes.md, "One pool"). These cover the gaps between the regions and
+#: BLAS calls of one call (10 000 pauses: ~0.8 ms there, far less on bare metal; with 1000
+#: the worker fell asleep between calls, and 2-thread dense batch 64 scaled 1.1-1.8x, not 1.8-1.9x).
+QUIET_POOLS = {"GOMP_SPINCOUNT": "10000", "OPENBLAS_THREAD_TIMEOUT": "20"}
+
+
+@contextmanager
+def quiet_pools():
+    """Inside, QUIET_POOLS's settings that the user has not made (OMP_WAIT_POLICY counts for
+    GOMP_SPINCOUNT) are in the environment: load the kernels (and with them libgomp and SciPy's
+    OpenBLAS, which read these once, when they load) inside. The environment is restored after,
+    so that neither other libraries loaded later nor child processes inherit them."""
+    user = set(os.environ) | ({"GOMP_SPINCOUNT"} if "OMP_WAIT_POLICY" in os.environ else set())
+    added = {name: value for name, value in QUIET_POOLS.items() if name not in user}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 _num_threads = None  # None: not set, use the machine's cores
 _listeners = []  # backends register a callback to apply a new count to their own pool
 

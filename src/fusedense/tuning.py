@@ -41,9 +41,14 @@ COMMON = {
     # Element-wise passes (activations, losses, optimizers) split across threads only in
     # blocks of at least this many elements: each parallel region costs a barrier.
     "PARALLEL_MIN_ELEMENTS": 1 << 16,
-    # A network call or training step uses OpenMP threads from this many multiply-adds
-    # (batch x sum of weight sizes); below it one thread is faster on a shared machine.
+    # A network call uses OpenMP threads from this many multiply-adds (batch x sum of weight
+    # sizes); below it one thread is faster on a shared machine.
     "PARALLEL_MIN_WORK": 1 << 24,
+    # A training step uses OpenMP threads from this many multiply-adds. Its four regions a step
+    # cost more than they share out at batch 32 of the 784-128-64-10 network (3.5 M): on the
+    # 2-core VM two threads took 2.2-3.3x the one-thread time with 2^21 here (issue 17,
+    # docs/performance-notes.md); batch 256 (28 M) gains 1.2-1.8x.
+    "TRAIN_PARALLEL_MIN_WORK": 1 << 24,
     # --- Numba engine ---------------------------------------------------------------------
     # vectors of a lone row's tile: 8 independent accumulators hide the FMA latency (Cython's
     # FD_WIDE)
@@ -83,6 +88,12 @@ CYTHON = {
     "NETWORK_BLAS_ROWS": 256,
     # weights up to this size stay in a core's L2 across row blocks: the micro-kernel path
     "MICRO_MAX_WEIGHT_BYTES": 1 << 20,
+    # With several threads, a layer's product of up to PACKED_MAX_ROWS rows and at least this many
+    # multiply-adds is split over output columns, one slice of W per thread (batch 1 is bound by
+    # memory bandwidth, which one core cannot draw alone; mid batches by the FMA units); slices
+    # are whole multiples of SPLIT_COLUMNS (two AVX-512 tile widths: no slice ends mid-tile)
+    "SPLIT_MIN_WORK": 1 << 20,
+    "SPLIT_COLUMNS": 64,
     # the training step's backward tasks: rows of dW, batch rows of dx
     "DW_ROWS": 16,
     "DX_ROWS": 32,

@@ -11,11 +11,13 @@ import glob
 import os
 
 from .. import threads
-from .._kernels import activations as _activations
-from .._kernels import embedding as _embedding
-from .._kernels import layers as _layers
-from .._kernels import optim as _optim
-from .._kernels import quantized as _quantized
+
+with threads.quiet_pools():  # libgomp and SciPy's OpenBLAS load with the kernels
+    from .._kernels import activations as _activations
+    from .._kernels import embedding as _embedding
+    from .._kernels import layers as _layers
+    from .._kernels import optim as _optim
+    from .._kernels import quantized as _quantized
 
 NAME = "cython"
 
@@ -120,25 +122,26 @@ def blas_num_threads():
     return None if _blas_threads is None else _blas_threads[1]()
 
 
-_openmp_cap = None  # set in a forked child: the most OpenMP threads a kernel may start there
+_forked = False  # True in a child forked from this process (see _after_fork_in_child)
 
 
 def _apply_num_threads(n):
-    openmp_threads = n if _openmp_cap is None else min(n, _openmp_cap)
     for module in _MODULES:
-        module.set_num_threads(openmp_threads)
+        module.set_num_threads(1 if _forked else n)
     if _blas_threads is not None:
         _blas_threads[0](n)  # OpenBLAS restarts its own threads after fork
 
 
 def _after_fork_in_child():
-    """GNU OpenMP cannot restart its thread pool in a forked child: the first parallel region
-    there would wait forever for the parent's threads. The child's kernels stay on one thread
-    (they then never enter an OpenMP region); "spawn" or "forkserver" children get every core."""
-    global _openmp_cap
-    _openmp_cap = 1
+    """A forked child runs the kernels' OpenMP loops on one thread. GNU OpenMP's pool does not
+    survive fork: the child inherits a pool whose threads do not exist, and its first parallel
+    region would wait for them forever. One thread opens no region (thread_policy.in_parallel,
+    column_slices); BLAS (OpenBLAS re-creates its threads after fork) keeps the count."""
+    global _forked
+    _forked = True
     _apply_num_threads(threads.get_num_threads())
 
 
 threads.on_num_threads_change(_apply_num_threads)
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

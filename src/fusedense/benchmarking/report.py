@@ -8,7 +8,7 @@ from pathlib import Path
 
 def markdown(report: dict) -> str:
     """The machine, then one table per workload (rows: batch size × system)."""
-    lines = _header(report["machine"], report["missing"])
+    lines = _header(report["machine"], report["missing"], report["settings"].get("mode"))
     by_workload = {}
     for row in report["results"]:
         by_workload.setdefault(row["title"], []).append(row)
@@ -17,7 +17,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _header(m, missing):
+def _header(m, missing, mode=None):
     libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     blas = "; ".join(" ".join(filter(None, (b["internal_api"], b["version"]))) + f" ({b['num_threads']} threads)"
                      for b in m["blas"]) or "none loaded"
@@ -33,7 +33,9 @@ def _header(m, missing):
                      "rerun on an idle machine.")
     if missing:
         lines.append("**Not installed**: " + ", ".join(f"{name} ({why})" for name, why in missing.items()) + ".")
-    lines.append("Median of interleaved samples; spread = half the interquartile range; "
+    timed = ("Each system alone in its own process, one per round, processes alternated; median of the "
+             "rounds' medians" if mode == "a process per system and round" else "Median of interleaved samples")
+    lines.append(f"{timed}; spread = half the interquartile range; "
                  "speed-up = NumPy time / system time, median over rounds (> 1 is faster than NumPy); "
                  "first call = building the system + its first call (JIT, sessions, imports).")
     return lines

@@ -2,6 +2,8 @@
 the systems that got it right timed in alternating blocks (a wrong answer is reported, never timed)."""
 from __future__ import annotations
 
+from threadpoolctl import threadpool_limits
+
 from . import timing
 from .systems import NotSupported
 from .workloads import CHECK_TOLERANCE, check_error
@@ -18,7 +20,11 @@ def measure(problem, systems, threads, method):
     ones interleaved (``median_us``, ``speedup_vs_numpy`` when "numpy" ran, ``status``)."""
     workload, batch = problem.workload, problem.x.shape[0]
     rows, runs, first = {}, {}, {}
-    expected = problem.expected()
+    # the reference on one BLAS thread: NumPy's OpenBLAS threads spin for ~0.1 s after a call
+    # (2^28 cycles), and on few cores would take them from the system timed next (2-thread
+    # dense batch 64 took 3x its time, docs/performance-notes.md)
+    with threadpool_limits(1, user_api="blas"):
+        expected = problem.expected()
     for system in systems:
         row = {"workload": workload.name, "title": workload.title, "batch": batch, "system": system.name}
         rows[system.name] = row
@@ -33,7 +39,7 @@ def measure(problem, systems, threads, method):
         row["status"] = _check(result(), expected, system.tolerance)
         if row["status"] == "ok":
             runs[system.name] = run
-    times = timing.interleaved(runs, *timing.plan(runs, method))
+    times = timing.interleaved(runs, *timing.plan(runs, method)) if runs else {}
     flops = workload.flops(batch)
     for name, seconds in times.items():
         row = rows[name]

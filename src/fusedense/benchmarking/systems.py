@@ -499,9 +499,19 @@ def all_systems(quantized=None):
     return fusedense + [NumpyUser(), NumpyMatmul(), Torch(), OnnxRuntime(), Jax()]
 
 
+def _every_system():
+    """all_systems() and then each quantized comparison's, each name once."""
+    systems = {system.name: system for system in all_systems()}
+    for dtype in QUANTIZED_DTYPES:
+        systems.update({system.name: system for system in all_systems(dtype) if system.name not in systems})
+    return systems
+
+
 def known_names():
     """Every system name `fusedense bench --systems` accepts (with or without --quantized)."""
-    names = [system.name for system in all_systems()]
-    for dtype in QUANTIZED_DTYPES:
-        names += [system.name for system in all_systems(dtype) if system.name not in names]
-    return names
+    return list(_every_system())
+
+
+def system_named(name):
+    """The system called ``name`` (quantized ones included): a child of the process mode rebuilds its one system."""
+    return _every_system()[name]

@@ -23,12 +23,13 @@ class Method:
     samples: int  # samples per system (the median and spread come from these)...
     cell_seconds: float  # ...unless they would take longer than this per workload and batch size
     peak_n: int  # size of the square GEMM that measures the practical peak
+    rounds: int = 3  # with several threads: processes per system, alternated (benchmarking/isolated.py)
 
 
 #: Fewest samples a median and spread are taken from, whatever the time budget.
 MIN_SAMPLES = 3
-QUICK = Method(block_seconds=0.004, samples=5, cell_seconds=1.0, peak_n=1024)
-FULL = Method(block_seconds=0.02, samples=15, cell_seconds=15.0, peak_n=2048)
+QUICK = Method(block_seconds=0.004, samples=5, cell_seconds=1.0, peak_n=1024, rounds=3)
+FULL = Method(block_seconds=0.02, samples=15, cell_seconds=15.0, peak_n=2048, rounds=5)
 
 
 def first_call(prepare):

@@ -3,9 +3,12 @@
     fusedense bench --quick                               # < 1 min, prints the table
     fusedense bench --plot docs/bench.png --json docs/bench.json   # the README figure
     fusedense bench --workload mlp --batch 1,32 --threads 1
+    fusedense bench --threads 2                           # each system alone in its own process
     fusedense bench --quantized int8 --workload ffn --batch 1 --threads 1   # int8 against the peers'
 
-Every system's output is checked against the NumPy reference before it is timed; a wrong answer
+With more than one thread (or --isolated) every system runs alone in a fresh process per round,
+the processes alternated (benchmarking/isolated.py); on one thread the systems are interleaved
+in one process. Every system's output is checked against the NumPy reference before it is timed; a wrong answer
 is reported, never timed. Peers that are not installed are listed, not errors.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from .. import threads as fd_threads
 from ..activations import ACTIVATIONS
 from ..benchmarking import report, timing
+from ..benchmarking.isolated import run_isolated
 from ..benchmarking.runner import measure
 from ..benchmarking.systems import QUANTIZED_DTYPES, all_systems, known_names
 from ..benchmarking.workloads import NAMES, workloads
@@ -71,6 +75,9 @@ def add_arguments(parser):
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--threads", type=thread_count, default=None,
                         help="threads for every system (default: fusedense's count, i.e. the usable cores)")
+    parser.add_argument("--isolated", action="store_true",
+                        help="time each system alone in its own process, alternating processes over rounds "
+                             "(always so with more than one thread: pools left spinning steal cores)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (about a minute at most)")
     parser.add_argument("--dense-shape", type=_shape, default=(1024, 1024), metavar="INxOUT",
                         help="shape of the 'dense' workload (default 1024x1024)")
@@ -110,13 +117,18 @@ def run(args) -> int:
     work = workloads(chosen, args.dense_shape, args.activation)
     systems, missing = _select_systems(args.systems, args.quantized)
     results = []
+    isolated = threads > 1 or args.isolated
     with fd_threads.threads_limited(threads):
         machine = timing.machine(threads, dtype, method.peak_n)
-        for workload in work:
-            for batch in args.batch or workload.batches:
-                problem = workload.problem(batch, dtype)
-                results += measure(problem, systems, threads, method)
-                print(f"  done: {workload.name} batch {batch}", file=sys.stderr, flush=True)
+        if isolated:  # each system alone in its own process (benchmarking/isolated.py)
+            results = run_isolated(work, args.batch, systems, threads, method, dtype, args.dense_shape,
+                                   args.activation)
+        else:
+            for workload in work:
+                for batch in args.batch or workload.batches:
+                    problem = workload.problem(batch, dtype)
+                    results += measure(problem, systems, threads, method)
+                    print(f"  done: {workload.name} batch {batch}", file=sys.stderr, flush=True)
         machine["blas"] = timing.blas_info()  # now that every system has loaded its libraries
         # the best of two peak measurements, one before and one after: noise only ever slows down
         machine["peak_gflops"] = max(machine["peak_gflops"], timing.gemm_peak(dtype, method.peak_n))
@@ -125,6 +137,7 @@ def run(args) -> int:
             row["peak_fraction"] = row["gflops"] / machine["peak_gflops"]
     result = {"machine": machine, "missing": missing,
               "settings": {"dtype": dtype.name, "threads": threads, "quick": args.quick, "quantized": args.quantized,
+                           "mode": "a process per system and round" if isolated else "interleaved in one process",
                            "method": dataclasses.asdict(method)},
               "results": results}
     print(report.markdown(result))
