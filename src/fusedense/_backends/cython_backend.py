@@ -10,15 +10,16 @@ import ctypes
 import glob
 import os
 
-from .. import threads
+from .. import abi, threads
 from .._kernels import activations as _activations
 from .._kernels import embedding as _embedding
 from .._kernels import layers as _layers
 from .._kernels import optim as _optim
+from .._kernels import sparse as _sparse
 
 NAME = "cython"
 
-_MODULES = (_activations, _embedding, _layers, _optim)
+_MODULES = (_activations, _embedding, _layers, _optim, _sparse)
 
 
 def activation_forward(z, act_id, alpha, y):
@@ -74,6 +75,21 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper
 def embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary, tokens, lengths):
     _embedding.embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary,
                                   tokens, lengths)
+
+
+def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
+    _sparse.sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z)
+
+
+def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
+    _sparse.sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db)
+
+
+def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
+                      outputs):
+    labels = targets if loss_id == abi.LOSS_SPARSE_XENT else None
+    return _sparse.sparse_train_step(indptr, indices, values, labels, targets, params, grads, opt_state, layers,
+                                     loss_id, hyper, outputs)
 
 
 def _scipy_blas_threads():
