@@ -242,3 +242,66 @@ def test_sparse_hashing_equals_the_dense_output(analyzer, norm):
     np.testing.assert_allclose(X.toarray(), dense, rtol=1e-6)
     assert sp.issparse(fd.HashingVectorizer(2**20).transform(texts))  # the default for wide outputs
     assert isinstance(fd.HashingVectorizer(1024).transform(texts), np.ndarray)
+
+
+# --- the fronts: sparse in, never densified ----------------------------------------------------------
+
+@pytest.fixture
+def no_densify(monkeypatch):
+    """Any densification of a SciPy sparse matrix fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a sparse input was densified")
+    base = sp._base._spbase
+    for name in ("toarray", "todense", "__array__"):
+        monkeypatch.setattr(base, name, refuse, raising=False)
+
+
+def _text_like(n=240, n_features=3000, seed=0):
+    X = sp.random(n, n_features, density=0.01, random_state=seed, format="csr")
+    y = (X @ np.random.default_rng(seed).normal(size=n_features) > 0).astype(np.int64)
+    return X, y
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_mlp_classifier_fits_and_predicts_sparse_input_without_densifying(engine, no_densify):
+    X, y = _text_like()
+    clf = fd.MLPClassifier((16,), max_iter=25, random_state=0, backend=engine)
+    with pytest.warns(Warning):  # max_iter reached
+        clf.fit(X.tocsc(), y)
+    assert clf.score(X, y) > 0.9
+    proba = clf.predict_proba(sp.csr_array(X))
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_sparse_predictions_equal_the_dense_ones_and_fronts_refuse_what_they_cannot_do():
+    X, y = _text_like()
+    clf = fd.MLPClassifier((8,), max_iter=3, random_state=0).fit(X.toarray(), y)
+    np.testing.assert_allclose(clf.predict_proba(X), clf.predict_proba(X.toarray()), rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="sparse input trains with solver"):
+        fd.MLPClassifier((8,), solver="lbfgs").fit(X, y)
+    reg = fd.MLPRegressor((8,), max_iter=5, random_state=0)
+    with pytest.warns(Warning):
+        reg.fit(sp.coo_matrix(X), y.astype(float))
+    np.testing.assert_allclose(reg.predict(X), reg.predict(X.toarray()), rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_fit_evaluate_predict_take_sparse_input(no_densify):
+    X, y = _text_like()
+    model = fd.Sequential([fd.Dense(16, activation="relu", input_shape=(X.shape[1],)),
+                           fd.Dense(2, activation="softmax")], seed=0)
+    model.compile(optimizer=fd.optimizers.Adagrad(0.1), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(X, y, epochs=8, batch_size=16, verbose=0, validation_split=0.2)
+    loss, accuracy = model.evaluate(X, y, verbose=0)
+    assert accuracy > 0.85 and model.predict(X).shape == (X.shape[0], 2)
+
+
+def test_sparse_training_is_deterministic_and_matches_the_dense_sgd_path():
+    """Plain SGD without weight decay: the lazy sparse step is exactly the dense step."""
+    X, y = _text_like(n=64)
+    def trained(x):
+        net = fd.MLP([X.shape[1], 8, 2], "tanh", "softmax", dtype=np.float64, random_state=0, backend="cython")
+        net.set_optimizer(fd.optimizers.SGD(0.5))
+        for start in range(0, 64, 16):
+            net.fused_step(net.as_inputs(x[start:start + 16]), y[start:start + 16], abi.LOSS_SPARSE_XENT)
+        return net.params
+    np.testing.assert_allclose(trained(X), trained(X.toarray()), rtol=1e-10, atol=1e-12)

@@ -43,8 +43,19 @@ class CSR:
     def __len__(self):
         return self.shape[0]
 
-    def take(self, order):
-        """The rows ``order`` (an int array), as a new CSR (a minibatch in shuffled order)."""
+    def __getitem__(self, key):
+        """Rows: ``X[start:stop]`` (a view of the non-zeros) or ``X[index array]`` (a copy)."""
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step == 1:
+                return self.rows(start, max(start, stop))
+            key = np.arange(start, stop, step)
+        return self.take(key)
+
+    def take(self, order, axis=0, out=None, mode=None):
+        """The rows ``order`` (an int array), as a new CSR (a minibatch in shuffled order).
+        ``axis``/``out``/``mode`` mirror ndarray.take for the training loops: the rows are
+        gathered here, never into a dense buffer (``out`` is ignored)."""
         order = np.asarray(order, np.int64)
         starts, stops = self.indptr[order], self.indptr[order + 1]
         lengths = stops - starts
