@@ -4,12 +4,12 @@ sparse_train_step (fusedense.reference has the equations).
 The first layer is a gather-sum, the close relative of embedding.pyx's gather: row i of
 z = b + Σ_k values[k] · W[indices[k]] over the row's non-zeros, so only the rows of W the
 batch names are read. Its backward scatter-adds values[k] · dz[i] into a compact (n_rows × n)
-block, one row per DISTINCT column of the batch (found by sorting a copy of the indices), and
+block, one row per DISTINCT column of the batch (found by a radix sort of the indices), and
 the training step updates only those rows of W and of its optimizer state: a step costs
 O(nnz · n), never O(n_features · n). The indices are in range (the gate checks them); they may
 be unsorted or repeated (repeats add up, as in SciPy's product).
 
-Threads: the forward splits rows over OpenMP threads (each z row has one writer); the
+Threads: the forward splits rows over OpenMP threads for large batches (each z row has one writer); the
 scatter-add runs in the order of the non-zeros on one thread, so results do not depend on
 the thread count.
 """
@@ -17,10 +17,10 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport isfinite, sqrt
 from libc.stdint cimport int64_t
-from libc.stdlib cimport free, malloc, qsort
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from abi cimport H_APPLIED, H_EPS, H_LR, H_OPTIMIZER, H_STEP, H_WEIGHT_DECAY, N_HYPER, OPT_ADAGRAD, OPT_ADAM
+from abi cimport H_APPLIED, H_EPS, H_LR, H_OPTIMIZER, H_STEP, H_WEIGHT_DECAY, N_HYPER, OPT_ADAGRAD, OPT_ADAM, OPT_SGD
 from act cimport act_backward_row, act_forward_row
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from dense cimport column_sums
@@ -28,7 +28,7 @@ from layer cimport Layer, bias_offset, records
 from network cimport network_threads
 from optim cimport Optimizer, optimizer_update
 from real cimport real
-from thread_policy cimport fd_num_threads, fd_set_num_threads, in_parallel
+from thread_policy cimport fd_num_threads, fd_set_num_threads, in_parallel, network_threads_for
 from train cimport alloc_train_work, read_optimizer, train_gradients, train_work_size
 
 cnp.import_array()
@@ -75,42 +75,50 @@ cdef void sparse_forward(Py_ssize_t B, const int64_t* indptr, const int64_t* ind
             act_forward_row(act, alpha, z + i * n, y + i * n, n)
 
 
-cdef int compare_int64(const void* a, const void* b) noexcept nogil:
-    cdef int64_t x = (<const int64_t*>a)[0], y = (<const int64_t*>b)[0]
-    return (x > y) - (x < y)
-
-
-cdef Py_ssize_t distinct_sorted(const int64_t* indices, Py_ssize_t nnz, int64_t* rows) noexcept nogil:
-    """rows[:count] = the sorted distinct values of indices[:nnz]; returns count."""
-    cdef Py_ssize_t k, count = 0
+cdef Py_ssize_t distinct_slots(const int64_t* indices, Py_ssize_t nnz, int64_t* rows, int64_t* slot,
+                               int64_t* scratch) noexcept nogil:
+    """rows[:count] = the sorted distinct values of indices[:nnz] and slot[k] = the position of
+    indices[k] in rows; returns count. A stable LSD radix sort of the non-zeros' positions by
+    index, 11 bits a pass (two passes below 2^22 columns): no comparisons, no lookups.
+    scratch: 2 nnz int64."""
+    cdef Py_ssize_t k, count, d, passes = 0
+    cdef int64_t top = 0, key
+    cdef int64_t* order = scratch
+    cdef int64_t* other = scratch + nnz
+    cdef int64_t* swap
+    cdef Py_ssize_t counts[2049]
     if nnz == 0:
         return 0
-    memcpy(rows, indices, nnz * sizeof(int64_t))
-    qsort(rows, nnz, sizeof(int64_t), compare_int64)
-    for k in range(1, nnz):
-        if rows[k] != rows[count]:
+    for k in range(nnz):
+        order[k] = k
+        top = max(top, indices[k])
+    while passes == 0 or (top >> (11 * passes)) > 0:
+        memset(counts, 0, sizeof(counts))
+        for k in range(nnz):
+            counts[((indices[order[k]] >> (11 * passes)) & 2047) + 1] += 1
+        for d in range(2048):
+            counts[d + 1] += counts[d]
+        for k in range(nnz):
+            key = (indices[order[k]] >> (11 * passes)) & 2047
+            other[counts[key]] = order[k]
+            counts[key] += 1
+        swap = order
+        order = other
+        other = swap
+        passes += 1
+    count = 0
+    rows[0] = indices[order[0]]
+    for k in range(nnz):
+        if indices[order[k]] != rows[count]:
             count += 1
-            rows[count] = rows[k]
+            rows[count] = indices[order[k]]
+        slot[order[k]] = count
     return count + 1
 
 
-cdef inline Py_ssize_t position(const int64_t* rows, Py_ssize_t count, int64_t value) noexcept nogil:
-    """The position of ``value`` in the sorted rows[:count] (it is there: rows are the batch's
-    distinct indices)."""
-    cdef Py_ssize_t lo = 0, hi = count - 1, mid
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if rows[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-cdef void scatter_rows(Py_ssize_t B, const int64_t* indptr, const int64_t* indices, const real* values,
-                       const real* dz, Py_ssize_t n, const int64_t* rows, Py_ssize_t count,
-                       real* dW_rows) noexcept nogil:
-    """dW_rows[r] = Σ values[k] · dz[row of k] over the non-zeros k in column rows[r], in the
+cdef void scatter_slots(Py_ssize_t B, const int64_t* indptr, const int64_t* slot, const real* values,
+                        const real* dz, Py_ssize_t n, Py_ssize_t count, real* dW_rows) noexcept nogil:
+    """dW_rows[r] = Σ values[k] · dz[row of k] over the non-zeros k with slot[k] == r, in the
     order of the non-zeros (one thread: the sums do not depend on the thread count)."""
     cdef Py_ssize_t i, k, c
     cdef real v
@@ -119,9 +127,26 @@ cdef void scatter_rows(Py_ssize_t B, const int64_t* indptr, const int64_t* indic
     for i in range(B):
         for k in range(indptr[i], indptr[i + 1]):
             v = values[k]
-            out = dW_rows + position(rows, count, indices[k]) * n
+            out = dW_rows + slot[k] * n
             for c in range(n):
                 out[c] += v * dz[i * n + c]
+
+
+cdef void sgd_scatter(Py_ssize_t B, const int64_t* indptr, const int64_t* indices, const real* values,
+                      const real* dz, Py_ssize_t n, real lr, real* W) noexcept nogil:
+    """Plain SGD on W's touched rows, non-zero by non-zero: W[indices[k]] −= lr · values[k] ·
+    dz[row of k]. The step is linear in the gradient, so this is the step on each row's summed
+    gradient (up to rounding) without finding the distinct rows (fastText's update); in the
+    order of the non-zeros, on one thread."""
+    cdef Py_ssize_t i, k, c
+    cdef real scale
+    cdef real* w
+    for i in range(B):
+        for k in range(indptr[i], indptr[i + 1]):
+            scale = -lr * values[k]
+            w = W + indices[k] * n
+            for c in range(n):
+                w[c] += scale * dz[i * n + c]
 
 
 cdef inline void adagrad_update(real* p, const real* g, real* acc, Py_ssize_t n, real lr, real eps,
@@ -169,7 +194,8 @@ cdef int _sparse_dense_forward(real tag, indptr, indices, values, W, b, int act_
     cdef real* yp = <real*>buffer(y, "y", t, B, n, True)
     cdef real* zp = <real*>optional_buffer(z, "z", t, B, n, True)
     with nogil:
-        sparse_forward(B, ip, ix, vp, wp, bp, n, act_id, <real>alpha, yp if zp == NULL else zp, yp, fd_num_threads)
+        sparse_forward(B, ip, ix, vp, wp, bp, n, act_id, <real>alpha, yp if zp == NULL else zp, yp,
+                       network_threads_for(nnz * n))
     return 0
 
 
@@ -192,18 +218,22 @@ cdef int _sparse_dense_backward(real tag, dy, indptr, indices, values, z, y, int
     cdef const real* vp = <real*>buffer(values, "values", t, -1, nnz)
     cdef const real* zp = <real*>optional_buffer(z, "z", t, B, n)
     cdef const real* yp = <real*>optional_buffer(y, "y", t, B, n)
-    cdef const int64_t* rp = <int64_t*>buffer(rows, "rows", cnp.NPY_INT64, -1, count)
+    buffer(rows, "rows", cnp.NPY_INT64, -1, count)  # the distinct indices (the gate checked them)
     cdef real* dWp = <real*>buffer(dW_rows, "dW_rows", t, count, n, True)
     cdef real* dbp = <real*>buffer(db, "db", t, -1, n, True)
-    cdef real* dz = <real*>malloc(B * n * sizeof(real))
+    # dz, then each non-zero's row in dW_rows and the sort's scratch (rows are the distinct
+    # indices: the gate checked it, so distinct_slots finds them again)
+    cdef real* dz = <real*>malloc(B * n * sizeof(real) + 4 * nnz * sizeof(int64_t))
     if dz == NULL:
         raise MemoryError()
+    cdef int64_t* slot = <int64_t*>(dz + B * n)
     with nogil:
         for i in range(B):
             act_backward_row(act_id, <real>alpha, dyp + i * n, NULL if zp == NULL else zp + i * n,
                              NULL if yp == NULL else yp + i * n, dz + i * n, n)
         column_sums(dz, B, n, dbp)
-        scatter_rows(B, ip, ix, vp, dz, n, rp, count, dWp)
+        count = distinct_slots(ix, nnz, slot + nnz, slot, slot + 2 * nnz)
+        scatter_slots(B, ip, slot, vp, dz, n, count, dWp)
     free(dz)
     return 0
 
@@ -219,7 +249,8 @@ def sparse_dense_backward(dy, indptr, indices, values, z, y, int act_id, double 
 # --- the training step ------------------------------------------------------------------------------
 
 cdef double _sparse_train_step(real tag, indptr, indices, values, labels, targets, params, grads, opt_state,
-                               const Layer* layers, Py_ssize_t L, int loss_id, hyper, outputs) except? -1:
+                               const Layer* layers, Py_ssize_t L, int loss_id, hyper, outputs,
+                               sample_weight) except? -1:
     cdef Py_ssize_t B = dim(indptr, 0, "indptr") - 1, nnz = dim(indices, 0, "indices")
     cdef Py_ssize_t P = dim(params, 0, "params"), n = layers[0].fan_out, l, r, start, count
     cdef int t = typenum(tag)
@@ -241,6 +272,9 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
     else:
         tp = <real*>buffer(targets, "targets", t, B, layers[L - 1].fan_out)
     cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, layers[L - 1].fan_out, True)
+    cdef const real* wp = NULL
+    if sample_weight is not None:
+        wp = <real*>buffer(sample_weight, "sample_weight", t, -1, B)
     cdef int threads = network_threads(B, layers + 1, L - 1, sizeof(real))
     cdef real* W0 = pp + layers[0].offset
     cdef real* b0 = pp + bias_offset(&layers[0])
@@ -248,38 +282,45 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
     # output), dh0 (dLoss/dh0, then dz0), W0's gradient at the rows, the dense layers' work
     cdef real** kept
     cdef int64_t* rows = <int64_t*>alloc_train_work(
-        nnz * sizeof(int64_t) + (3 * B * n + nnz * n + train_work_size(B, layers + 1, L - 1)) * sizeof(real),
+        4 * nnz * sizeof(int64_t) + (3 * B * n + nnz * n + train_work_size(B, layers + 1, L - 1)) * sizeof(real),
         L - 1, <void**>&kept)
-    cdef real* z0 = <real*>(rows + nnz)
+    cdef int64_t* slot = rows + nnz  # then 2 nnz of radix-sort scratch
+    cdef real* z0 = <real*>(rows + 4 * nnz)
     cdef real* h0 = z0 + B * n
     cdef real* dh0 = h0 + B * n
     cdef real* dW_rows = dh0 + B * n
     cdef real* dense_work = dW_rows + nnz * n
     cdef double loss
+    cdef bint plain_sgd
     with nogil:
         sparse_forward(B, ip, ix, vp, W0, b0, n, <int>layers[0].activation, <real>layers[0].alpha, z0, h0,
-                       threads)
+                       network_threads_for(nnz * n))
         # the dense layers with h0 as their input, down to dLoss/dh0; their update comes after
         # (unfused: Adagrad is not among the fused optimizers)
-        loss = train_gradients(B, h0, lab, tp, NULL, pp, gp, layers + 1, L - 1, loss_id, dense_work, kept,
+        loss = train_gradients(B, h0, lab, tp, wp, pp, gp, layers + 1, L - 1, loss_id, dense_work, kept,
                                threads, dh0, op, NULL, NULL, NULL)
         if isfinite(loss):  # else nothing is updated (transactional)
             for r in range(B):
                 act_backward_row(<int>layers[0].activation, <real>layers[0].alpha, dh0 + r * n, z0 + r * n,
                                  h0 + r * n, dh0 + r * n, n)
             column_sums(dh0, B, n, gp + bias_offset(&layers[0]))
-            count = distinct_sorted(ix, nnz, rows)
-            scatter_rows(B, ip, ix, vp, dh0, n, rows, count, dW_rows)
+            plain_sgd = opt.kind == OPT_SGD and opt.beta1 == 0 and opt.weight_decay == 0
+            if not plain_sgd:
+                count = distinct_slots(ix, nnz, rows, slot, slot + nnz)
+                scatter_slots(B, ip, slot, vp, dh0, n, count, dW_rows)
             for l in range(1, L):
                 start = layers[l].offset
                 update_span(&opt, pp + start, gp + start, first + start, NULL if second == NULL else second + start,
                             (layers[l].fan_in + 1) * layers[l].fan_out)
             start = bias_offset(&layers[0])
             update_span(&opt, pp + start, gp + start, first + start, NULL if second == NULL else second + start, n)
-            for r in range(count):  # the lazy step: the touched rows of W0 and of its state only
-                start = layers[0].offset + rows[r] * n
-                update_span(&opt, pp + start, dW_rows + r * n, first + start,
-                            NULL if second == NULL else second + start, n)
+            if plain_sgd:  # linear in the gradient: straight into W0's rows, no distinct rows needed
+                sgd_scatter(B, ip, ix, vp, dh0, n, <real>opt.lr, W0)
+            else:
+                for r in range(count):  # the lazy step: the touched rows of W0 and of its state only
+                    start = layers[0].offset + rows[r] * n
+                    update_span(&opt, pp + start, dW_rows + r * n, first + start,
+                                NULL if second == NULL else second + start, n)
             h[H_APPLIED] = h[H_STEP]
     free(rows)
     free(kept)
@@ -287,13 +328,13 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
 
 
 def sparse_train_step(indptr, indices, values, labels, targets, params, grads, opt_state, layers,
-                      int loss_id, hyper, outputs):
+                      int loss_id, hyper, outputs, sample_weight):
     """The fused step with a CSR batch into layers[0] (see the module docstring); ``labels``
     (int64) for the sparse cross-entropy, else None and ``targets``. Returns the loss."""
     cdef Py_ssize_t L
     cdef const Layer* lp = records(layers, &L)
     if is_float32(params):
         return _sparse_train_step(<float>0, indptr, indices, values, labels, targets, params, grads,
-                                  opt_state, lp, L, loss_id, hyper, outputs)
+                                  opt_state, lp, L, loss_id, hyper, outputs, sample_weight)
     return _sparse_train_step(<double>0, indptr, indices, values, labels, targets, params, grads, opt_state,
-                              lp, L, loss_id, hyper, outputs)
+                              lp, L, loss_id, hyper, outputs, sample_weight)

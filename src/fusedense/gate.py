@@ -109,6 +109,19 @@ def _activation(act_id, alpha):
         raise ValueError(f"alpha: expected a finite number >= 0, got {alpha!r}")
 
 
+def _derivative_inputs(z, y, act_id, alpha, dtype, shape):
+    """z and y (either may be None) of ``shape``, and that the activation's derivative can be
+    computed from the ones given."""
+    for name, a in (("z", z), ("y", y)):
+        if a is not None:
+            _array(name, a, dtype, shape)
+    _activation(act_id, alpha)
+    act = BY_ID[act_id]
+    if z is None and (y is None or not act.from_output):
+        needs = "z" if not act.from_output else "z or y"
+        raise ValueError(f"{needs}: activation {act.name!r} needs {needs} to compute its derivative, got none")
+
+
 def _network(params, layers):
     """(dtype, n_inputs, n_outputs) after checking that ``layers`` is a registered record that
     fits ``params``, a C-contiguous 1-D float array."""
@@ -174,6 +187,13 @@ def _optimizer(opt_state, hyper, params, adagrad=False):
 
 
 _INT64 = np.dtype(np.int64)
+
+
+def _weights(sample_weight, dtype, n_rows):
+    if sample_weight is not None:
+        _array("sample_weight", sample_weight, dtype, (n_rows,))
+        if not (np.isfinite(sample_weight).all() and (sample_weight >= 0).all()):
+            raise ValueError("sample_weight: expected finite weights >= 0")
 
 
 def _csr(indptr, indices, values, dtype, n_features):
@@ -251,14 +271,7 @@ class Gate:
         k, n = W.shape
         B = _rows("x", x, dtype, k)
         _array("dy", dy, dtype, (B, n))
-        for name, a in (("z", z), ("y", y)):
-            if a is not None:
-                _array(name, a, dtype, (B, n))
-        _activation(act_id, alpha)
-        act = BY_ID[act_id]
-        if z is None and (y is None or not act.from_output):
-            needs = "z" if not act.from_output else "z or y"
-            raise ValueError(f"{needs}: activation {act.name!r} needs {needs} to compute its derivative, got none")
+        _derivative_inputs(z, y, act_id, alpha, dtype, (B, n))
         inputs = (("dy", dy), ("x", x), ("W", W), ("z", z), ("y", y))
         if dx is not None:
             _output("dx", dx, dtype, (B, k), *inputs)
@@ -323,10 +336,7 @@ class Gate:
         dtype, n_inputs, n_out = network
         B = _batch_rows("x", x, dtype, n_inputs)
         _targets("y", targets, loss_id, dtype, B, n_out)
-        if sample_weight is not None:
-            _array("sample_weight", sample_weight, dtype, (B,))
-            if not (np.isfinite(sample_weight).all() and (sample_weight >= 0).all()):
-                raise ValueError("sample_weight: expected finite weights >= 0")
+        _weights(sample_weight, dtype, B)
         return B, n_out
 
     def mlp_gradient(self, x, targets, params, grads, layers, loss_id, sample_weight=None):
@@ -424,14 +434,7 @@ class Gate:
         B, n = _rows("dy", dy, dtype, None), dy.shape[1]
         if _csr(indptr, indices, values, dtype, np.iinfo(np.int64).max) != B:
             raise ValueError(f"X: expected {B} rows (as dy), got {indptr.shape[0] - 1}")
-        for name, a in (("z", z), ("y", y)):
-            if a is not None:
-                _array(name, a, dtype, (B, n))
-        _activation(act_id, alpha)
-        act = BY_ID[act_id]
-        if z is None and (y is None or not act.from_output):
-            needs = "z" if not act.from_output else "z or y"
-            raise ValueError(f"{needs}: activation {act.name!r} needs {needs} to compute its derivative, got none")
+        _derivative_inputs(z, y, act_id, alpha, dtype, (B, n))
         _array("rows", rows, _INT64, (None,))
         if not np.array_equal(rows, np.unique(indices)):  # the kernels look every index up in rows
             raise ValueError(f"rows: expected the sorted distinct column indices of X "
@@ -442,7 +445,7 @@ class Gate:
         self.engine.sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db)
 
     def sparse_train_step(self, indptr, indices, values, targets, params, grads, opt_state, layers, loss_id,
-                          hyper, outputs=None):
+                          hyper, outputs=None, sample_weight=None):
         dtype, n_features, n_out = _network(params, layers)
         if len(layers) < 2:
             raise ValueError("layers: the sparse training step needs a dense layer after the sparse first "
@@ -455,10 +458,11 @@ class Gate:
             raise ValueError("opt_state: shares memory with grads; pass a separate array")
         B = _csr(indptr, indices, values, dtype, n_features)
         _targets("y", targets, loss_id, dtype, B, n_out)
+        _weights(sample_weight, dtype, B)
         if outputs is not None:
             _fresh_output("outputs", outputs, dtype, (B, n_out), ("params", params), ("grads", grads))
         return self.engine.sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers,
-                                             loss_id, hyper, outputs)
+                                             loss_id, hyper, outputs, sample_weight)
 
     def __getattr__(self, name):
         # everything else an engine module offers (its thread helpers, blas_num_threads) passes

@@ -116,11 +116,9 @@ class HashingVectorizer:
         X.sum_duplicates()  # counts: repeated n-grams of a row add up, indices sorted
         X = X.astype(self.dtype)
         if self.norm == "l2":
-            squares = np.add.reduceat(X.data.astype(np.float64) ** 2, X.indptr[:-1]) if X.nnz else None
-            norms = np.zeros(X.shape[0])
-            nonempty = np.diff(X.indptr) > 0
-            if X.nnz:
-                norms[nonempty] = np.sqrt(squares[nonempty])
+            from .sparse import row_sums
+
+            norms = np.sqrt(row_sums(X.data.astype(np.float64) ** 2, X.indptr))
             X.data /= np.repeat(np.maximum(norms, 1e-12), np.diff(X.indptr)).astype(self.dtype)
         return X
 

@@ -48,9 +48,13 @@ def _he_normal(rng, fan_in, fan_out):
     return rng.normal(0.0, math.sqrt(2.0 / fan_in), (fan_in, fan_out))
 
 
+def _zeros(rng, fan_in, fan_out):
+    return 0.0  # broadcast by the assignment: no temporary the size of W (a 2^20-row table's is large)
+
+
 #: Weight initializers by Keras name (biases start at zero, as in Keras and PyTorch-style MLPs).
 INITIALIZERS = {"glorot_uniform": _glorot_uniform, "glorot_normal": _glorot_normal,
-                "he_uniform": _he_uniform, "he_normal": _he_normal}
+                "he_uniform": _he_uniform, "he_normal": _he_normal, "zeros": _zeros}
 
 
 def _check_dtype(dtype):
@@ -399,11 +403,9 @@ class MLP:
     def _train_kernel(self, x, targets, loss_id, outputs, sample_weight=None) -> float:
         """The one backend call of a training step (subclasses with other inputs override it)."""
         if isinstance(x, CSR):
-            if sample_weight is not None:
-                raise NotImplementedError("sample_weight: training on sparse input takes no sample weights "
-                                          "(the engines' sparse_train_step has none)")
             return self.engine.sparse_train_step(x.indptr, x.indices, x.data, targets, self.params, self.grads,
-                                                 self.opt_state, self._layers, loss_id, self._hyper, outputs)
+                                                 self.opt_state, self._layers, loss_id, self._hyper, outputs,
+                                                 sample_weight)
         return self.engine.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
                                             self._layers, loss_id, self._hyper, outputs, sample_weight)
 

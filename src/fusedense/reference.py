@@ -320,7 +320,7 @@ def _optimizer_on(params, grads, state, hyper):
         optimizer_step(params, grads, state, hyper)
 
 
-def sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id):
+def sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id, sample_weight=None):
     """Forward (the first layer sparse), loss and backward. Returns (loss, grads, rows,
     dW_rows): grads has the gradient of b0 and of every later layer (zero elsewhere), rows the
     sorted distinct indices of X and dW_rows W0's gradient there."""
@@ -328,17 +328,20 @@ def sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_
     first = layers[0]
     act0 = BY_ID[first["activation"]]
     h, z = sparse_dense_forward(indptr, indices, values, W0, b0, act0, first["alpha"])
-    loss, (grads, dh) = mlp_loss_and_grad(h, targets, params, layers[1:], loss_id, need_dx=True)
+    loss, (grads, dh) = mlp_loss_and_grad(h, targets, params, layers[1:], loss_id, need_dx=True,
+                                          sample_weight=sample_weight)
     rows = np.unique(indices)
     dW_rows, db0 = sparse_dense_backward(dh, indptr, indices, values, z, h, act0, first["alpha"], rows)
     layer_views(grads, layers[:1])[0][1][...] = db0
     return loss, grads, rows, dW_rows
 
 
-def sparse_train_step(indptr, indices, values, targets, params, layers, opt_state, loss_id, hyper):
+def sparse_train_step(indptr, indices, values, targets, params, layers, opt_state, loss_id, hyper,
+                      sample_weight=None):
     """One minibatch with the lazy first-layer update (see interface.sparse_train_step), in
     place for a finite loss. Returns (loss, grads, rows, dW_rows)."""
-    loss, grads, rows, dW_rows = sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id)
+    loss, grads, rows, dW_rows = sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id,
+                                                      sample_weight)
     if not np.isfinite(loss):
         return loss, grads, rows, dW_rows
     spans = [(int(l["offset"]), int(l["offset"] + (l["fan_in"] + 1) * l["fan_out"])) for l in layers[1:]]

@@ -25,7 +25,7 @@ import numpy as np
 from . import _lbfgs, abi
 from . import optimizers as _optimizers
 from .network import MLP
-from .sparse import CSR, is_sparse
+from .sparse import CSR
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -103,7 +103,8 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False  # the fused sparse first layer comes with the sparse-input issue
+        # CSR/CSC/COO train through the fused sparse first layer (the stochastic solvers)
+        tags.input_tags.sparse = self.solver != "lbfgs"
         return tags
 
     def __sklearn_is_fitted__(self):
@@ -143,10 +144,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "network_") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=_FLOATS,
-                             y_numeric=not self._classifier, accept_sparse=_SPARSE)
-        if is_sparse(X) and (self.solver == "lbfgs" or sample_weight is not None):
-            raise NotImplementedError("X: sparse input trains with solver='adam' or 'sgd' and no sample_weight "
-                                      "(the engines' sparse_train_step); densify X for lbfgs or sample weights")
+                             y_numeric=not self._classifier,
+                             # L-BFGS needs the dense mlp_gradient: scikit-learn's own error for sparse X
+                             accept_sparse=_SPARSE if self.solver != "lbfgs" else False)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if sample_weight is not None:

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["is_sparse", "as_csr", "CSR"]
+__all__ = ["is_sparse", "as_csr", "row_sums", "CSR"]
 
 
 def is_sparse(X) -> bool:
@@ -73,6 +73,13 @@ class CSR:
         import scipy.sparse
 
         return scipy.sparse.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape)
+
+
+def row_sums(values, indptr) -> np.ndarray:
+    """Σ of each CSR row's ``values`` in float64 (0 for an empty row, wherever it is: unlike
+    np.add.reduceat, which fails on trailing empty rows and repeats a value for inner ones)."""
+    counts = np.diff(indptr)
+    return np.bincount(np.repeat(np.arange(counts.size), counts), weights=values, minlength=counts.size)
 
 
 def as_csr(X, dtype, name="X") -> CSR:

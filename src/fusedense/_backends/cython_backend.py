@@ -86,10 +86,10 @@ def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows
 
 
 def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
-                      outputs):
+                      outputs, sample_weight):
     labels = targets if loss_id == abi.LOSS_SPARSE_XENT else None
     return _sparse.sparse_train_step(indptr, indices, values, labels, targets, params, grads, opt_state, layers,
-                                     loss_id, hyper, outputs)
+                                     loss_id, hyper, outputs, sample_weight)
 
 
 def _scipy_blas_threads():

@@ -113,7 +113,7 @@ def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows
 
 
 def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
-                      outputs):
+                      outputs, sample_weight):
     """mlp_train_step with a CSR batch as the input of layers[0] (a sparse_dense_forward; at
     least one dense layer follows): forward, loss, backward, then the optimizer step of b0 and
     of every later layer, and of only the rows of W0 the batch touches (lazy: the other rows
@@ -122,7 +122,8 @@ def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state
     hyper[H_OPTIMIZER] may also be OPT_ADAGRAD (state: one row of squared-gradient sums;
     p −= lr·g/(√G + eps)). ``grads``: receives the gradient of b0 and the later layers; the
     W0 region of grads is not written (W0's gradient lives in per-step scratch of the touched
-    rows). Transactional and writes hyper[H_APPLIED] as mlp_train_step; returns the loss."""
+    rows). ``sample_weight`` as for mlp_gradient. Transactional and writes hyper[H_APPLIED] as
+    mlp_train_step; returns the loss."""
 
 
 #: The contract's function names, in the order above (engines define them in this order too).

@@ -194,11 +194,12 @@ def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows
 
 @_entry_point
 def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
-                      outputs):
+                      outputs, sample_weight):
     labels, targets = _labels_and_targets(loss_id, targets, params.dtype)
     upper, base = _upper_layers(layers)
-    return sparse.sparse_train_step(indptr, indices, values, labels, targets, params, grads, opt_state, layers,
-                                    upper, base, int(loss_id), hyper, _or_absent(outputs, params.dtype))
+    return sparse.sparse_train_step(indptr, indices, values, labels, targets, _weights(sample_weight, params.dtype),
+                                    params, grads, opt_state, layers, upper, base, int(loss_id), hyper,
+                                    _or_absent(outputs, params.dtype))
 
 
 _UPPER = {}  # id(record) -> (weak reference, upper record, base), one entry per live record

@@ -100,7 +100,7 @@ def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows
 
 
 def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
-                      outputs):
+                      outputs, sample_weight):
     if outputs is not None:  # a second forward pass, as in mlp_train_step
         first = layers[0]
         h, _ = reference.sparse_dense_forward(indptr, indices, values,
@@ -108,7 +108,7 @@ def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state
                                               BY_ID[first["activation"]], first["alpha"])
         outputs[...] = reference.mlp_forward(h, params, layers[1:])
     loss, grads_ref, _, _ = reference.sparse_train_step(indptr, indices, values, targets, params, layers,
-                                                        opt_state, loss_id, hyper)
+                                                        opt_state, loss_id, hyper, sample_weight)
     first = layers[0]
     w_end = int(first["offset"] + first["fan_in"] * first["fan_out"])
     grads[:first["offset"]] = grads_ref[:first["offset"]]

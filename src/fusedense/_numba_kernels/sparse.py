@@ -89,14 +89,14 @@ def update_span(params, grads, first, second, hyper):
 
 
 @kernel
-def sparse_train_step(indptr, indices, values, labels, targets, params, grads, opt_state, layers, upper, base,
-                      loss_id, hyper, outputs):
+def sparse_train_step(indptr, indices, values, labels, targets, weights, params, grads, opt_state, layers, upper,
+                      base, loss_id, hyper, outputs):
     """Forward through the sparse first layer and the dense ones, loss, backward, then the
     optimizer: every dense layer and b0 whole, W0 only at the batch's distinct rows (lazy).
     ``upper``: layers[1:] with offsets relative to ``base`` (layers[1]'s offset), so that the
     dense layers' pass sees only params[base:] (mlp.loss_and_gradients zeroes grads when the
     layers do not cover the buffer: here that would be the whole table, every step).
-    Transactional; returns the loss."""
+    ``weights``: the rows' sample weights, or empty. Transactional; returns the loss."""
     B = indptr.size - 1
     W0, b0 = layer_params(params, layers, 0)
     n = W0.shape[1]
@@ -105,7 +105,7 @@ def sparse_train_step(indptr, indices, values, labels, targets, params, grads, o
     h0 = np.empty((B, n), params.dtype)
     sparse_forward(indptr, indices, values, W0, b0, act0, alpha0, z0, h0)
     dh0 = np.empty((B, n), params.dtype)
-    loss = loss_and_gradients(h0, labels, targets, params[:0], params[base:], grads[base:], upper, loss_id, dh0,
+    loss = loss_and_gradients(h0, labels, targets, weights, params[base:], grads[base:], upper, loss_id, dh0,
                               outputs)
     if not np.isfinite(loss):
         return loss
