@@ -360,3 +360,12 @@ def test_text_classifier_training_allocates_nothing_the_size_of_the_table():
     # the model itself: params + Adagrad's state + the gradient buffer (the table's part never
     # written); no float64 temporary of the table, no dense gradient per step
     assert peak < 3.3 * table
+
+
+def test_a_model_pickled_after_sparse_prediction_predicts_sparse_again():
+    import pickle
+    X, y = _text_like(n=40)
+    net = fd.MLP([X.shape[1], 8, 2], "relu", "softmax", random_state=0)
+    before = net.predict(X)  # builds the record of the dense stack above the sparse layer
+    clone = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(clone.predict(X), before)
