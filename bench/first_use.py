@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 import fusedense as fd  # noqa: E402
 from fusedense import abi  # noqa: E402
 from fusedense._backends import load  # noqa: E402
-from fusedense.layout import layer_record, make_layout  # noqa: E402
+from fusedense.gate import checked_record  # noqa: E402
+from fusedense.layout import make_layout  # noqa: E402
 
 print(f"import fusedense: {time.perf_counter() - start:.2f} s")
 
@@ -39,7 +40,7 @@ for dtype in sys.argv[1:] or ("float32", "float64"):
     engine = load("numba")
     y, z = np.empty((8, 4), dtype), np.empty((8, 4), dtype)
     layout, alphas, n_params = make_layout([16, 8, 4], ["relu", "identity"])
-    layers = layer_record(layout, alphas, n_params)
+    layers = checked_record(layout, alphas, n_params)
     params = rng.standard_normal(n_params).astype(dtype)
     labels = rng.integers(0, 4, 8)
     hyper = np.zeros(abi.N_HYPER)
@@ -58,5 +59,5 @@ for dtype in sys.argv[1:] or ("float32", "float64"):
                          0.9, 0.999, 1e-8, 0.0, False)))
     timed("mlp_train_step", lambda: engine.mlp_train_step(
         x, labels, params, np.empty_like(params), np.zeros((2, n_params), dtype), layers,
-        abi.LOSS_SPARSE_XENT, hyper, None))
+        abi.LOSS_SPARSE_XENT, hyper, None, None))
 print(f"total: {time.perf_counter() - start:.2f} s")

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import fusedense as fd
 from fusedense import cli
 from fusedense.benchmarking import systems
 from fusedense.benchmarking.workloads import CHECK_TOLERANCE, MLP, TRAIN, check_error, dense_workload
@@ -91,3 +92,38 @@ def test_every_system_matches_the_reference(system, workload, dtype):
         return  # e.g. ONNX Runtime does not train: the CLI lists it as n/a
     run()
     assert check_error(result(), problem.expected()) <= CHECK_TOLERANCE[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("system", [s for dtype in systems.QUANTIZED_DTYPES for s in systems.all_systems(dtype)],
+                         ids=lambda s: s.name)
+def test_every_quantized_comparison_system_is_near_the_float_reference(system):
+    """The quantized systems (and the float ones beside them) against the float32 reference, within
+    the quantized tolerance — and not exactly equal to it: they do compute with quantized numbers."""
+    system = _installed(system)
+    problem = MLP.problem(5, np.float32)
+    try:
+        run, result = system.prepare(problem, threads=1)
+    except systems.NotSupported:
+        return  # ONNX Runtime has no bf16 dynamic quantization
+    run()
+    error = check_error(result(), problem.expected())
+    limit = CHECK_TOLERANCE[np.dtype(np.float32)] if system.tolerance is None else system.tolerance
+    assert error <= limit
+    if system.tolerance is not None:
+        assert error > 1e-6
+
+
+def test_bench_quantized_lists_the_quantized_systems(capsys):
+    args = ["bench", "--quick", "--quantized", "int8", "--workload", "dense", "--dense-shape", "16x8",
+            "--batch", "2", "--systems", "numpy,fusedense-numba-int8,fusedense-cython-int8"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    for system in ("numpy", *(f"fusedense-{engine}-int8" for engine in ("numba", "cython")
+                              if engine in fd.backends())):
+        assert f"| 2 | {system} |" in out
+
+
+def test_bench_quantized_refuses_training_and_float64(capsys):
+    for extra in (["--workload", "train"], ["--dtype", "float64"]):
+        with pytest.raises(SystemExit):
+            cli.main(["bench", "--quantized", "int8", *extra])

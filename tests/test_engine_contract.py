@@ -112,6 +112,11 @@ CASES = {
     "sgd_step grads of the wrong size": lambda be: fd.sgd_step(np.zeros(4), np.zeros(3), backend=be),
     "sgd_step momentum without velocity": lambda be: fd.sgd_step(np.zeros(4), np.zeros(4), momentum=0.9, backend=be),
     "adam_step step 0": lambda be: fd.adam_step(*np.zeros((4, 4)), step=0, backend=be),
+    "adam_step step 2**63 (past a C long)": lambda be: fd.adam_step(*np.zeros((4, 4)), step=2**63, backend=be),
+    "make_layout negative start": lambda be: fd.make_layout([3, 4], ["relu"], start=-5),
+    "predict a masked array with masked values": lambda be: _net(be).predict(
+        np.ma.masked_array(_x(), mask=np.eye(5, 4, dtype=bool))),
+    "learning rate set to NaN after compile": lambda be: setattr(_trained(be).optimizer, "learning_rate", np.nan),
     "adam_step m of another dtype": lambda be: fd.adam_step(np.zeros(4), np.zeros(4), np.zeros(4, F32), np.zeros(4),
                                                             step=1, backend=be),
     # model level

@@ -91,3 +91,14 @@ def test_the_library_names_the_setting_out_of_range():
         lm.LMConfig(lr=1e-3, min_lr=1e-2).check()
     with pytest.raises(ValueError, match="hidden"):
         lm.LMConfig(hidden=()).check()
+
+
+def test_quantize_reports_the_quantized_loss_speed_and_samples(capsys):
+    pytest.importorskip("gender_guesser")
+    assert main(["lm", "--epochs", "2", "--hidden", "16", "--embedding", "4", "--batch-size", "1024",
+                 "--samples", "3", "--quiet", "--threads", "1", "--quantize", "int8"]) == 0
+    out = capsys.readouterr().out
+    float_loss = float(out.split("  test ")[1].split()[0])
+    int8_loss = float(out.split("int8: test loss ")[1].split()[0])
+    assert abs(int8_loss - float_loss) < 0.02  # the int8 loss beside the float one
+    assert "int8: test loss" in out and "sampling at batch 1: float32" in out and "int8 samples" in out

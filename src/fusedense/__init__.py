@@ -17,6 +17,9 @@ from .embedding import EmbeddingMLP
 from .layers import Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer
 from .models import Sequential
 from .network import MLP
+from .quantized import QuantizedMLP, quantize
+
+
 from .text import TextClassifier
 from .threads import get_num_threads, set_num_threads
 
@@ -37,7 +40,7 @@ def __getattr__(name):
 __all__ = [
     # the model fronts
     "Activation", "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Dropout", "Embedding",
-    "EmbeddingMLP", "InputLayer",
+    "EmbeddingMLP", "InputLayer", "QuantizedMLP", "quantize",
     "Flatten", "Input", "Sequential", "TextClassifier",
     "callbacks", "datasets", "initializers", "layers", "load_keras", "load_model", "losses", "metrics", "optimizers",
     "regularizers",

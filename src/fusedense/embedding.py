@@ -147,6 +147,15 @@ class EmbeddingMLP(MLP):
         advances (a loop of one-sequence calls need not build a generator per call: that costs
         more than a few tokens). Returns a list of ``n`` int64 arrays.
         """
+        uniforms = self._sampling_uniforms(n, max_len, temperature, seed, boundary)
+        tokens = np.empty((n, max_len), np.int64)
+        lengths = np.empty(n, np.int64)
+        self.engine.embedding_generate(self.params, self._logits_layers(), self.vocab_size, self.context,
+                                         uniforms, float(temperature), int(boundary), tokens, lengths)
+        return [tokens[i, :lengths[i]] for i in range(n)]
+
+    def _sampling_uniforms(self, n, max_len, temperature, seed, boundary):
+        """The (n, max_len) uniforms of ``generate`` after checking its arguments."""
         for name, value in (("n", n), ("max_len", max_len)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -158,12 +167,7 @@ class EmbeddingMLP(MLP):
         if not isinstance(temperature, (int, float, np.integer, np.floating)) or not 0 <= temperature < math.inf:
             raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        uniforms = rng.random((n, max_len))
-        tokens = np.empty((n, max_len), np.int64)
-        lengths = np.empty(n, np.int64)
-        self.engine.embedding_generate(self.params, self._logits_layers(), self.vocab_size, self.context,
-                                         uniforms, float(temperature), int(boundary), tokens, lengths)
-        return [tokens[i, :lengths[i]] for i in range(n)]
+        return rng.random((n, max_len))
 
     def _logits_layers(self):
         """The layer record with a softmax/log_softmax output read as logits (the identity):

@@ -24,9 +24,9 @@ import numpy as np
 
 from . import abi
 from .activations import BY_ID
-from .layout import layer_record
+from .layout import QUANT_INT8, layer_record, quantized_record
 
-__all__ = ["Gate", "checked_record"]
+__all__ = ["Gate", "checked_record", "checked_quantized_record"]
 
 #: Records built by ``checked_record``, by id: (weak reference, n_params, n_inputs, n_outputs,
 #: the first layer's offset).
@@ -56,6 +56,37 @@ def _record(layers):
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+MAX_STEP = 2 ** 53  # Adam's step travels as a float64 (hyper) and a C long: exact and in range up to here
+_F32 = np.dtype(np.float32)
+_U8 = np.dtype(np.uint8)
+
+#: Quantized records built by ``checked_quantized_record``, by id: (weak reference, n_bytes,
+#: n_inputs, n_outputs, kind).
+_QRECORDS: dict = {}
+
+
+def checked_quantized_record(rows, n_bytes, name="qlayers") -> np.ndarray:
+    """``layout.quantized_record`` registered with the gate (the only record its quantized
+    functions accept)."""
+    record = quantized_record(rows, n_bytes, name)
+    key = id(record)
+    _QRECORDS[key] = (weakref.ref(record), int(n_bytes), int(record[0]["fan_in"]), int(record[-1]["fan_out"]),
+                      int(record[0]["kind"]))
+    weakref.finalize(record, _QRECORDS.pop, key, None)
+    return record
+
+
+def _quantized(qbuffer, qlayers):
+    """(n_inputs, n_outputs, kind) of a registered quantized record over ``qbuffer``."""
+    entry = _QRECORDS.get(id(qlayers))
+    if entry is None or entry[0]() is not qlayers:
+        raise TypeError("qlayers: expected a quantized record from fusedense.gate.checked_quantized_record, got "
+                        + (f"an array of dtype {qlayers.dtype}" if isinstance(qlayers, np.ndarray)
+                           else type(qlayers).__name__))
+    _array("qbuffer", qbuffer, _U8, (None,))
+    if qbuffer.shape[0] < entry[1]:
+        raise ValueError(f"qbuffer: the record needs {entry[1]} bytes, got an array of {qbuffer.shape[0]}")
+    return entry[2:]
 
 
 def _fail_array(name, a, expected):
@@ -170,6 +201,20 @@ def _targets(name, targets, loss_id, dtype, n_rows, n_out):
         raise ValueError(f"loss: expected a loss id in [0, 4), got {loss_id!r}")
 
 
+def _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, lengths):
+    """The arguments of a sampling loop (embedding_generate and its quantized twin)."""
+    if n_outputs != vocab_size:
+        raise ValueError(f"generate: the output layer has {n_outputs} units; sampling feeds each token "
+                         f"back as input, so it needs one unit per vocabulary token ({vocab_size})")
+    n = _rows("uniforms", uniforms, np.dtype(np.float64), None)
+    if not 0 <= boundary < vocab_size:
+        raise ValueError(f"boundary: expected a token id in [0, {vocab_size}), got {boundary!r}")
+    if not (temperature >= 0 and temperature < np.inf):
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    _output("tokens", tokens, np.dtype(np.int64), uniforms.shape)
+    _output("lengths", lengths, np.dtype(np.int64), (n,), ("tokens", tokens))
+
+
 def _optimizer(opt_state, hyper, params, adagrad=False):
     """opt_state against the optimizer of ``hyper``; OPT_ADAGRAD only where ``adagrad`` (the
     sparse training step)."""
@@ -179,8 +224,8 @@ def _optimizer(opt_state, hyper, params, adagrad=False):
         rows = 1
     elif optimizer == abi.OPT_ADAM:
         rows = 2
-        if not hyper[abi.H_STEP] >= 1:
-            raise ValueError(f"step: Adam's step count must be >= 1, got {hyper[abi.H_STEP]!r}")
+        if not 1 <= hyper[abi.H_STEP] <= MAX_STEP:
+            raise ValueError(f"step: Adam's step count must be in [1, 2**53], got {hyper[abi.H_STEP]!r}")
     else:
         raise ValueError(f"hyper: unknown optimizer code {optimizer!r}")
     _output("opt_state", opt_state, params.dtype, (rows, params.shape[0]), ("params", params))
@@ -317,8 +362,8 @@ class Gate:
         _array("grads", grads, dtype, params.shape)
         _output("m", m, dtype, params.shape, ("params", params), ("grads", grads))
         _output("v", v, dtype, params.shape, ("params", params), ("grads", grads), ("m", m))
-        if not step >= 1:
-            raise ValueError(f"step: expected an integer >= 1 (the 1-based step count), got {step!r}")
+        if not 1 <= step <= MAX_STEP:
+            raise ValueError(f"step: expected an integer in [1, 2**53] (the 1-based step count), got {step!r}")
         self.engine.adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
     def _train_buffers(self, params, grads, opt_state, layers, hyper):
@@ -402,18 +447,52 @@ class Gate:
                            tokens, lengths):
         _, _, n_outputs = _network(params, layers)
         self._embedding(layers, vocab_size, context)
-        if n_outputs != vocab_size:
-            raise ValueError(f"generate: the output layer has {n_outputs} units; sampling feeds each token "
-                             f"back as input, so it needs one unit per vocabulary token ({vocab_size})")
-        n = _rows("uniforms", uniforms, np.dtype(np.float64), None)
-        if not 0 <= boundary < vocab_size:
-            raise ValueError(f"boundary: expected a token id in [0, {vocab_size}), got {boundary!r}")
-        if not (temperature >= 0 and temperature < np.inf):
-            raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
-        _output("tokens", tokens, np.dtype(np.int64), uniforms.shape)
-        _output("lengths", lengths, np.dtype(np.int64), (n,), ("tokens", tokens))
+        _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, lengths)
         self.engine.embedding_generate(params, layers, vocab_size, context, uniforms, temperature, boundary,
                                        tokens, lengths)
+
+    def quantized_dense_forward(self, x, qbuffer, qlayers, layer, y, acc=None):
+        _, _, kind = _quantized(qbuffer, qlayers)
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < len(qlayers):
+            raise ValueError(f"layer: expected a layer index in [0, {len(qlayers)}), got {layer!r}")
+        fan_in, fan_out = int(qlayers[layer]["fan_in"]), int(qlayers[layer]["fan_out"])
+        B = _rows("x", x, _F32, fan_in)
+        _output("y", y, _F32, (B, fan_out), ("x", x), ("qbuffer", qbuffer))
+        if acc is not None:
+            if kind != QUANT_INT8:
+                raise ValueError("acc: a bf16 layer has no integer accumulations; pass None")
+            _output("acc", acc, np.dtype(np.int32), (B, fan_out), ("x", x), ("y", y), ("qbuffer", qbuffer))
+        self.engine.quantized_dense_forward(x, qbuffer, qlayers, int(layer), y, acc)
+
+    def quantized_mlp_forward(self, x, qbuffer, qlayers, out):
+        # the batch-1 hot path, as mlp_forward: every check in one expression, the detailed ones
+        # (which name the culprit) only when it fails
+        entry = _QRECORDS.get(id(qlayers))
+        if not (entry is not None and entry[0]() is qlayers
+                and type(qbuffer) is np.ndarray and qbuffer.dtype == _U8 and qbuffer.ndim == 1
+                and qbuffer.shape[0] >= entry[1] and qbuffer.flags.c_contiguous
+                and type(x) is np.ndarray and x.dtype == _F32 and x.ndim == 2 and x.shape[1] == entry[2]
+                and x.shape[0] and x.flags.c_contiguous
+                and type(out) is np.ndarray and out.dtype == _F32 and out.shape == (x.shape[0], entry[3])
+                and out.flags.c_contiguous and out.flags.writeable):
+            n_inputs, n_outputs, _ = _quantized(qbuffer, qlayers)
+            B = _batch_rows("x", x, _F32, n_inputs)
+            _fresh_output("out", out, _F32, (B, n_outputs), ("qbuffer", qbuffer))
+        self.engine.quantized_mlp_forward(x, qbuffer, qlayers, out)
+
+    def quantized_embedding_generate(self, embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary,
+                                     tokens, lengths):
+        n_inputs, n_outputs, _ = _quantized(qbuffer, qlayers)
+        _array("embeddings", embeddings, _F32, (None, None))
+        vocab_size, dim = embeddings.shape
+        if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or not (
+                context >= 1 and dim >= 1 and context * dim == n_inputs):
+            raise ValueError(f"context: expected context x embedding width ({dim}) = the first layer's {n_inputs} "
+                             f"inputs, got {context!r}")
+        _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, lengths)
+        self.engine.quantized_embedding_generate(embeddings, qbuffer, qlayers, int(context), uniforms,
+                                                 float(temperature), int(boundary), tokens, lengths)
+
 
     def sparse_dense_forward(self, indptr, indices, values, W, b, act_id, alpha, y, z=None):
         dtype = _float_dtype("W", W)

@@ -31,11 +31,12 @@ import numpy as np
 
 from .activations import ACTIVATIONS, get_activation
 from .embedding import EmbeddingMLP
-from .layout import make_layout
+from .layout import QUANT_KINDS, make_layout, quantized_layout
 from .layers import Activation, Dense, Dropout, Embedding, Flatten
 from .models import Sequential
 from .network import MLP
 from .optimizers import from_config
+from .quantized import QuantizedMLP
 
 __all__ = ["save_model", "load_model", "check_output_path", "FORMAT", "VERSION"]
 
@@ -52,6 +53,7 @@ MAX_COMPRESSION_RATIO = 4
 _SMALL_MEMBER = 64 << 10
 _MEMBERS = ("params.npy", "record.npy")
 _PARAM_DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+_BUFFER_DTYPES = {**_PARAM_DTYPES, "uint8": np.dtype("u1")}  # (a quantized network's buffer: bytes)
 _READ_CHUNK = 1 << 20
 
 
@@ -88,14 +90,26 @@ def _record(model) -> tuple:
                  "layers": [_layer_record(layer) for layer in model.layers]}
     elif isinstance(model, MLP):
         net, extra = model, {"kind": "MLP"}
+    elif type(model) is QuantizedMLP:  # (a quantized EmbeddingMLP is not saved yet)
+        # the buffer is stored as it is; the record holds what the layout is computed from (the
+        # architecture and the dtype: offsets are never read from a file) and the activation scales
+        record = {"format": FORMAT, "version": VERSION, "architecture": model.architecture(),
+                  "n_params": int(model.qbuffer.size), "kind": "QuantizedMLP",
+                  "quantized": {"dtype": model.qdtype, "x_amax": [float(a) for a in model.qlayers["x_amax"]]}}
+        return _signed(record, model.qbuffer)
     else:
-        raise TypeError(f"model: expected a fusedense MLP or Sequential, got {type(model).__name__}")
+        raise TypeError(f"model: expected a fusedense MLP, QuantizedMLP or Sequential, got {type(model).__name__}")
     record = {"format": FORMAT, "version": VERSION, "architecture": net.architecture(),
               "n_params": int(net.n_params), **extra}
-    # the checksum is over the record as it will be read back (tuples become lists, ...)
+    return _signed(record, net.params)
+
+
+def _signed(record, params):
+    """(record with its sha256, params); the checksum is over the record as it will be read back
+    (tuples become lists, ...)."""
     record = json.loads(json.dumps(record))
-    record["sha256"] = _checksum(record, net.params)
-    return record, net.params
+    record["sha256"] = _checksum(record, params)
+    return record, params
 
 
 def _layer_record(layer) -> dict:
@@ -125,7 +139,7 @@ def check_output_path(path) -> str:
 
 
 def save_model(model, path) -> None:
-    """Writes ``model`` (an MLP, EmbeddingMLP or Sequential) to ``path`` (the exact name given; no
+    """Writes ``model`` (an MLP, EmbeddingMLP, QuantizedMLP or Sequential) to ``path`` (the exact name given; no
     suffix is added) atomically; ``fd.load_model`` reads it back. Also ``model.save(path)``.
 
     A symlink at ``path`` keeps pointing where it did: its target is replaced. An existing
@@ -368,7 +382,7 @@ def _checked_architecture(architecture) -> int:
         _activation_name(f"architecture.activations[{i}]", activation)
     for i, (alpha, activation) in enumerate(zip(_list("architecture.alphas", architecture["alphas"], n_layers), activations)):
         _alpha(f"architecture.alphas[{i}]", alpha, activation)
-    if architecture["dtype"] not in _PARAM_DTYPES:
+    if not isinstance(architecture["dtype"], str) or architecture["dtype"] not in _PARAM_DTYPES:
         raise _Invalid(f"architecture.dtype: expected 'float32' or 'float64', got {architecture['dtype']!r}")
     start = 0
     if "embedding" in architecture:  # the table comes first; the dense layers read its flattened rows
@@ -458,13 +472,30 @@ _TOP = ("format", "version", "architecture", "n_params", "sha256", "kind")
 _SEQUENTIAL = ("name", "compile", "layers")
 
 
+def _checked_quantized(record) -> int:
+    """The byte count of a quantized network's buffer, from its checked architecture and dtype."""
+    architecture = record["architecture"]
+    if "embedding" in architecture or architecture["dtype"] != "float32":
+        raise _Invalid("architecture: a quantized network is a float32 MLP without an embedding")
+    quantized = _keys("quantized", record["quantized"], ("dtype", "x_amax"))
+    if not isinstance(quantized["dtype"], str) or quantized["dtype"] not in QUANT_KINDS:
+        raise _Invalid(f"quantized.dtype: expected 'int8' or 'bf16', got {quantized['dtype']!r}")
+    amaxes = _list("quantized.x_amax", quantized["x_amax"], len(architecture["sizes"]) - 1)
+    for i, amax in enumerate(amaxes):
+        if type(amax) not in (int, float) or not (0 <= amax < 3.4e38) or (amax and quantized["dtype"] != "int8"):
+            raise _Invalid(f"quantized.x_amax[{i}]: expected a finite number >= 0 (0 for bf16), got {amax!r}")
+    return quantized_layout(architecture["sizes"], QUANT_KINDS[quantized["dtype"]])[1]
+
+
 def _check_record(record) -> int:
-    """The parameter count of a record whose every field was checked."""
+    """The parameter count (a quantized network's: bytes) of a record whose every field was checked."""
     kind = record.get("kind")
-    if kind not in ("MLP", "Sequential"):
+    if kind not in ("MLP", "Sequential", "QuantizedMLP"):
         raise _Invalid(f"kind: unknown model kind {kind!r}")
-    _keys("record", record, _TOP + (_SEQUENTIAL if kind == "Sequential" else ()))
+    _keys("record", record, _TOP + {"Sequential": _SEQUENTIAL, "QuantizedMLP": ("quantized",)}.get(kind, ()))
     n_params = _checked_architecture(record["architecture"])
+    if kind == "QuantizedMLP":
+        n_params = _checked_quantized(record)
     if record["n_params"] != n_params or type(record["n_params"]) is not int:
         raise _Invalid(f"n_params: the record says {record['n_params']!r}, the architecture needs {n_params}")
     if not isinstance(record["sha256"], str):
@@ -502,19 +533,31 @@ def _read(path, backend):
             record = _parse_record(raw)
             n_params = _check_record(record)
             params_info = infos["params.npy"]
+            quantized = record["kind"] == "QuantizedMLP"
             with _member(archive, params_info) as member:
                 dtype, count, _ = _guarded(_npy_header, member, params_info)
                 architecture = record["architecture"]
-                if dtype != _PARAM_DTYPES[architecture["dtype"]] or count != n_params:
+                expected = "uint8" if quantized else architecture["dtype"]
+                if dtype != _BUFFER_DTYPES[expected] or count != n_params:
                     raise _Invalid(f"the parameters ({count} values of {dtype}) do not match the architecture "
-                                   f"({n_params} values of {architecture['dtype']}); the file was altered")
+                                   f"({n_params} values of {expected}); the file was altered")
                 # every size is now bounded by the file's: build the network, then fill it in place
-                cls = EmbeddingMLP if "embedding" in architecture else MLP
-                net = cls.from_architecture(architecture, backend=backend)  # checked: errors here are the backend's
-                _guarded(_read_into, member, net.params, params_info.filename)
+                if quantized:  # (the network is built from the buffer once its checksum is verified)
+                    params = np.empty(n_params, np.uint8)
+                else:
+                    cls = EmbeddingMLP if "embedding" in architecture else MLP
+                    net = cls.from_architecture(architecture, backend=backend)  # checked: errors here are the backend's
+                    params = net.params
+                _guarded(_read_into, member, params, params_info.filename)
                 _guarded(member.read, 1)  # at the end: zipfile checks the CRC-32
-    if _CHECKSUMS[record["version"]](record, net.params) != record["sha256"]:
+    if _CHECKSUMS[record["version"]](record, params) != record["sha256"]:
         raise _Invalid("the SHA-256 does not match the record and parameters; the file was altered")
+    if quantized:
+        try:
+            net = QuantizedMLP.from_buffer(record["architecture"], record["quantized"]["dtype"],
+                                           record["quantized"]["x_amax"], params, backend)
+        except (TypeError, ValueError) as exc:
+            raise _Invalid(f"quantized: {exc}") from None
     return record, net
 
 
@@ -540,13 +583,13 @@ def _read_member(member, n_bytes, name):
 
 
 def load_model(path, backend=None):
-    """The model saved at ``path``: a Sequential (compiled again if it was) or an MLP.
+    """The model saved at ``path``: a Sequential (compiled again if it was), an MLP or a QuantizedMLP.
 
     Raises FileNotFoundError / PermissionError / IsADirectoryError for the path itself and
     ValueError naming the problem for any other file that is not an intact fusedense model."""
     try:
         record, net = _read(path, backend)
-        if record["kind"] == "MLP":
+        if record["kind"] in ("MLP", "QuantizedMLP"):
             return net
         return _sequential(record, net, backend)
     except _Invalid as exc:
@@ -574,4 +617,4 @@ def _sequential(record, net, backend):
 
 
 # The model classes cannot import this module (it builds on them), so it gives them their method.
-MLP.save = Sequential.save = save_model
+MLP.save = Sequential.save = QuantizedMLP.save = save_model

@@ -35,6 +35,8 @@ def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | 
 
     Returns ``(layout, alphas, n_params)``; ``n_params`` counts the ``start`` entries too.
     """
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"start: expected an integer >= 0 (the parameters before the first layer), got {start!r}")
     sizes = [int(s) for s in sizes]
     n_layers = len(sizes) - 1
     if n_layers < 1:
@@ -126,3 +128,145 @@ def layer_views(params: np.ndarray, layout):
         w_end = offset + fan_in * fan_out
         views.append((params[offset:w_end].reshape(fan_in, fan_out), params[w_end:w_end + fan_out]))
     return views
+
+
+# --- quantized networks (fusedense.quantized) ------------------------------------------------
+# A quantized network keeps everything in ONE byte buffer (``qbuffer``, uint8), as a float
+# network keeps everything in ``params``: per layer, its packed weights, then float32 weight
+# scales, float32 bias and int32 column sums, each region starting at a multiple of 64 bytes.
+# The weights are packed for the integer/bf16 dot-product instructions: W (fan_in × fan_out) is
+# padded with zeros to (k_pad × n_pad) and cut into panels of PANEL columns (the last one
+# narrower, a multiple of COLUMN_PAD); panel c (columns j0 = c·PANEL ..., nb of them) starts at
+# byte j0 · k_pad · WEIGHT_BYTES and holds, for each group p of GROUP[kind] consecutive k, its nb
+# columns side by side, a column's GROUP values in one 32-bit lane:
+#   int8: panel[p, j, t] = W[4p + t, j0 + j]   (k_pad/4, nb, 4) int8    (vpdpbusd: 4 k per lane)
+#   bf16: panel[p, j, t] = W[2p + t, j0 + j]   (k_pad/2, nb, 2) bf16    (vdpbf16ps: 2 k per lane)
+# One 64-byte load holds 16 output columns × GROUP k, and a panel is contiguous, so a batch-1
+# product streams the buffer front to back (kernels/quantized.h).
+
+QUANT_INT8, QUANT_BF16 = 0, 1
+QUANT_KINDS = {"int8": QUANT_INT8, "bf16": QUANT_BF16}
+#: k values per 32-bit lane of the packed weights, and bytes per weight
+GROUP = {QUANT_INT8: 4, QUANT_BF16: 2}
+WEIGHT_BYTES = {QUANT_INT8: 1, QUANT_BF16: 2}
+#: output columns are padded to a multiple of this (one AVX-512 vector of int32/float32)
+COLUMN_PAD = 16
+#: output columns per weight panel (kernels/quantized.h: FD_Q_PANEL)
+PANEL = 64
+#: regions of the buffer start at multiples of this (a cache line)
+REGION_ALIGN = 64
+#: int8 × int8 products summed over k stay inside int32 up to this fan_in (127² · k < 2³¹)
+MAX_INT8_FAN_IN = (2**31 - 1) // (127 * 127)
+
+#: One quantized layer as the kernels read it (12 × 8 bytes). Offsets are in bytes of ``qbuffer``.
+#: ``x_amax``: the calibrated |x| maximum of the layer's input (static int8 activation scale),
+#: 0 for dynamic per-row scales (and for bf16).
+QLAYER = np.dtype([("weights", np.int64), ("scales", np.int64), ("bias", np.int64), ("colsum", np.int64),
+                   ("fan_in", np.int64), ("fan_out", np.int64), ("k_pad", np.int64), ("n_pad", np.int64),
+                   ("activation", np.int64), ("kind", np.int64), ("alpha", np.float64), ("x_amax", np.float64)])
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-int(value) // multiple) * multiple
+
+
+def quantized_layout(sizes, kind):
+    """The byte offsets of every region of a quantized network with layer sizes ``sizes``:
+    returns ([(weights, scales, bias, colsum, k_pad, n_pad) per layer], total bytes)."""
+    group, width = GROUP[kind], WEIGHT_BYTES[kind]
+    regions, offset = [], 0
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        k_pad, n_pad = round_up(fan_in, group), round_up(fan_out, COLUMN_PAD)
+        starts = []
+        for size in (k_pad * n_pad * width, 4 * n_pad, 4 * n_pad, 4 * n_pad):
+            starts.append(offset)
+            offset += round_up(size, REGION_ALIGN)
+        regions.append((*starts, k_pad, n_pad))
+    return regions, offset
+
+
+def quantized_record(rows, n_bytes: int, name: str = "qlayers") -> np.ndarray:
+    """The checked, read-only ``QLAYER`` array for ``rows`` (dicts or tuples in QLAYER's field
+    order) over a ``qbuffer`` of ``n_bytes`` bytes.
+
+    Raises ValueError naming ``name`` for a region outside the buffer or not aligned, padded
+    sizes that do not match fan_in/fan_out, a fan_in that differs from the previous fan_out, an
+    int8 fan_in past MAX_INT8_FAN_IN (int32 accumulators could wrap), mixed or unknown kinds, an
+    unknown activation or a row-wise one before the last layer, or an alpha / x_amax that is not
+    a finite number >= 0.
+    """
+    record = np.zeros(len(rows), QLAYER)
+    if not len(rows):
+        raise ValueError(f"{name}: expected at least one layer, got none")
+    for l, row in enumerate(rows):
+        record[l] = tuple(row[f] for f in QLAYER.names) if isinstance(row, dict) else tuple(row)
+    fields = {f: record[f].tolist() for f in QLAYER.names}  # Python numbers: sums cannot wrap
+    for l in range(len(rows)):
+        get = {f: fields[f][l] for f in QLAYER.names}
+        kind, fan_in, fan_out = get["kind"], get["fan_in"], get["fan_out"]
+        if kind not in GROUP or kind != fields["kind"][0]:
+            raise ValueError(f"{name}[{l}]: kind {kind!r}: expected {QUANT_INT8} (int8) or {QUANT_BF16} (bf16), "
+                             f"the same for every layer")
+        if fan_in < 1 or fan_out < 1 or get["k_pad"] != round_up(fan_in, GROUP[kind]) \
+                or get["n_pad"] != round_up(fan_out, COLUMN_PAD):
+            raise ValueError(f"{name}[{l}]: sizes (fan_in, fan_out, k_pad, n_pad) = "
+                             f"{(fan_in, fan_out, get['k_pad'], get['n_pad'])}; expected sizes >= 1, k_pad = "
+                             f"fan_in rounded up to {GROUP[kind]}, n_pad = fan_out rounded up to {COLUMN_PAD}")
+        if kind == QUANT_INT8 and fan_in > MAX_INT8_FAN_IN:
+            raise ValueError(f"{name}[{l}]: fan_in {fan_in} > {MAX_INT8_FAN_IN}: int8 products summed over it "
+                             f"could overflow the int32 accumulators")
+        if l and fan_in != fields["fan_out"][l - 1]:
+            raise ValueError(f"{name}[{l}]: fan_in {fan_in} does not match the previous layer's fan_out "
+                             f"{fields['fan_out'][l - 1]}")
+        sizes = {"weights": get["k_pad"] * get["n_pad"] * WEIGHT_BYTES[kind], "scales": 4 * get["n_pad"],
+                 "bias": 4 * get["n_pad"], "colsum": 4 * get["n_pad"]}
+        for region, size in sizes.items():
+            start = get[region]
+            if start < 0 or start % REGION_ALIGN or start + size > n_bytes:
+                raise ValueError(f"{name}[{l}]: {region} region qbuffer[{start}:{start + size}] is not a "
+                                 f"{REGION_ALIGN}-byte aligned part of the {n_bytes}-byte buffer")
+        act = get["activation"]
+        if not 0 <= act < len(BY_ID) or (BY_ID[act].rowwise and l != len(rows) - 1):
+            raise ValueError(f"{name}[{l}]: activation id {act!r}: expected one in [0, {len(BY_ID)}), "
+                             f"row-wise ones only on the last layer")
+        for field in ("alpha", "x_amax"):
+            value = get[field]
+            if not (value >= 0 and value < np.inf and np.float32(value) < np.inf):
+                raise ValueError(f"{name}[{l}]: {field} {value!r}: expected a finite number >= 0")
+    record.flags.writeable = False
+    return record
+
+
+def quantized_layer_views(qbuffer: np.ndarray, record: np.ndarray):
+    """Per layer, ``(W, scales, bias, colsum)``: the packed weights unpacked to (fan_in × fan_out)
+    (int8, or bf16 as uint16 bit patterns; copies) and views of the float32 scales, float32 bias
+    and int32 column sums (fan_out each)."""
+    views = []
+    for layer in record:
+        kind, fan_in, fan_out = int(layer["kind"]), int(layer["fan_in"]), int(layer["fan_out"])
+        k_pad, n_pad, group = int(layer["k_pad"]), int(layer["n_pad"]), GROUP[kind]
+        dtype = np.int8 if kind == QUANT_INT8 else np.uint16
+        start = int(layer["weights"])
+        packed = qbuffer[start:start + k_pad * n_pad * WEIGHT_BYTES[kind]].view(dtype)
+        W = unpack_panels(packed, k_pad, n_pad, group)
+        region = {f: qbuffer[int(layer[f]):int(layer[f]) + 4 * fan_out] for f in ("scales", "bias", "colsum")}
+        views.append((W[:fan_in, :fan_out].copy(), region["scales"].view(np.float32),
+                      region["bias"].view(np.float32), region["colsum"].view(np.int32)))
+    return views
+
+
+def pack_panels(W: np.ndarray, group: int) -> np.ndarray:
+    """The packed panels (flat, W's dtype) of a padded (k_pad × n_pad) matrix (see above)."""
+    k_pad, n_pad = W.shape
+    return np.concatenate([W[:, j0:j0 + PANEL].reshape(k_pad // group, group, -1).transpose(0, 2, 1).ravel()
+                           for j0 in range(0, n_pad, PANEL)])
+
+
+def unpack_panels(packed: np.ndarray, k_pad: int, n_pad: int, group: int) -> np.ndarray:
+    """The (k_pad × n_pad) matrix of ``pack_panels``'s output (a new array)."""
+    W = np.empty((k_pad, n_pad), packed.dtype)
+    for j0 in range(0, n_pad, PANEL):
+        nb = min(PANEL, n_pad - j0)
+        panel = packed[j0 * k_pad:(j0 + nb) * k_pad].reshape(k_pad // group, nb, group)
+        W[:, j0:j0 + nb] = panel.transpose(0, 2, 1).reshape(k_pad, nb)
+    return W

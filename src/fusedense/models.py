@@ -457,7 +457,7 @@ class Sequential:
         """Samples ``n`` token sequences (a model that starts with fd.Embedding and predicts the next
         token); see :meth:`fusedense.embedding.EmbeddingMLP.generate`."""
         net = self._built("generate")
-        if not isinstance(net, EmbeddingMLP):
+        if not callable(getattr(net, "generate", None)):  # an EmbeddingMLP, or its quantized copy
             raise TypeError("generate: only a model that starts with fd.Embedding generates token sequences")
         return net.generate(n, max_len, temperature, seed, boundary)
 

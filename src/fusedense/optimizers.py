@@ -31,14 +31,33 @@ def _number(name, value, low, high=None, low_inclusive=True):
     return value
 
 
+class _Hyperparameter:
+    """An optimizer attribute checked on every assignment, in ``__init__`` and after (a callback
+    or a user setting ``model.optimizer.learning_rate = nan`` mid-training gets the same error)."""
+
+    def __init__(self, low, high=None, low_inclusive=True):
+        self.bounds = dict(low=low, high=high, low_inclusive=low_inclusive)
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, optimizer, owner=None):
+        return self if optimizer is None else optimizer.__dict__[self.name]
+
+    def __set__(self, optimizer, value):
+        optimizer.__dict__[self.name] = _number(self.name, value, **self.bounds)
+
+
 class Optimizer:
     """Base class: subclasses set ``state_rows`` and fill their slots of ``hyper``."""
 
     state_rows = 1
+    learning_rate = _Hyperparameter(0, low_inclusive=False)
+    weight_decay = _Hyperparameter(0)
 
     def __init__(self, learning_rate, weight_decay=0.0):
-        self.learning_rate = _number("learning_rate", learning_rate, 0, low_inclusive=False)
-        self.weight_decay = _number("weight_decay", weight_decay, 0)
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
 
     def hyper(self, step: int) -> np.ndarray:
         """The ``hyper`` vector after ``step`` updates (the engine applies update ``step + 1`` once
@@ -68,9 +87,11 @@ class SGD(Optimizer):
     state_rows = 1  # velocity
     _config_names = ("learning_rate", "momentum", "nesterov", "weight_decay")
 
+    momentum = _Hyperparameter(0, 1)
+
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(learning_rate, weight_decay)
-        self.momentum = _number("momentum", momentum, 0, 1)
+        self.momentum = momentum
         self.nesterov = bool(nesterov)
 
     def _fill(self, h):
@@ -86,11 +107,12 @@ class Adam(Optimizer):
     decoupled = False
     _config_names = ("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay")
 
+    beta_1, beta_2 = _Hyperparameter(0, 1), _Hyperparameter(0, 1)
+    epsilon = _Hyperparameter(0, low_inclusive=False)
+
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0):
         super().__init__(learning_rate, weight_decay)
-        self.beta_1 = _number("beta_1", beta_1, 0, 1)
-        self.beta_2 = _number("beta_2", beta_2, 0, 1)
-        self.epsilon = _number("epsilon", epsilon, 0, low_inclusive=False)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
     def _fill(self, h):
         h[abi.H_OPTIMIZER] = abi.OPT_ADAM

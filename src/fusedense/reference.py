@@ -9,7 +9,7 @@ import numpy as np
 
 from . import abi
 from .activations import BY_ID, activation_vjp, get_activation
-from .layout import layer_views
+from .layout import QUANT_INT8, layer_views, quantized_layer_views
 
 _SIGMOID = get_activation("sigmoid")  # the registry's overflow-free form
 
@@ -272,6 +272,83 @@ def generate_with(next_logits, context, uniforms, temperature, boundary):
         if not len(rows):
             break
     return tokens, lengths
+
+
+# --- quantized networks (fusedense.quantized; the buffer and record: fusedense.layout) -----------
+# The quantization of activations is defined in float32 operations, written here exactly as the
+# kernels do them (IEEE float32 division and product, then round half to even), so that every
+# engine finds the same integers; the products are then taken in float64 from the dequantized
+# values.
+
+INT8_MAX = np.float32(127)
+
+
+def bf16_round(a):
+    """float32 ``a`` rounded to bfloat16, round to nearest even, as uint16 bit patterns (NaN
+    stays a quiet NaN, ±inf stays ±inf, values past bf16's largest round to ±inf)."""
+    bits = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    nan = np.isnan(np.asarray(a, np.float32))
+    return np.where(nan, (bits >> 16) | 0x40, rounded).astype(np.uint16)
+
+
+def bf16_to_float(bits):
+    """bfloat16 bit patterns (uint16) as float32 values (exact)."""
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def quantize_rows_int8(x, x_amax=0.0):
+    """Symmetric int8 codes of float32 rows: (q (B, k) int64 in [-127, 127], scale (B,) float32)
+    with x ≈ q · scale. amax = max |x_row| (dynamic), or ``x_amax`` when > 0 (calibrated: values
+    past it clip to ±127); q = rint(x · (127 / amax)), scale = amax / 127. A row of zeros has
+    q = 0, scale 0; a row holding NaN or ±inf has q = 0 and scale NaN (its outputs are NaN)."""
+    x = np.asarray(x, np.float32)
+    finite = np.isfinite(x).all(axis=1)
+    amax = np.abs(x).max(axis=1) if x_amax == 0 else np.full(len(x), np.float32(x_amax))
+    amax = np.where(finite, amax, np.float32(1)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax > 0, INT8_MAX / amax, np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(np.where(finite[:, None], x, 0) * inv[:, None]), -127, 127).astype(np.int64)
+    scale = np.where(finite, amax / INT8_MAX, np.float32(np.nan)).astype(np.float32)
+    return q, scale
+
+
+def quantized_dense_forward(x, qbuffer, qlayers, layer):
+    """Layer ``layer`` of a quantized network over float32 rows ``x``: returns (y float64,
+    acc) where, for int8, acc = q_x @ q_W (int64, the exact integer sums every engine's int32
+    accumulators must equal) and y = act((q_x·s_x) @ (q_W·s_W) + b); for bf16 (acc None),
+    y = act(bf16(x) @ W + b) with both operands' bf16 values widened to float64."""
+    W, scales, bias, _ = quantized_layer_views(qbuffer, qlayers)[layer]
+    record = qlayers[layer]
+    act, alpha = BY_ID[record["activation"]], record["alpha"]
+    if record["kind"] == QUANT_INT8:
+        q, row_scale = quantize_rows_int8(x, record["x_amax"])
+        acc = q @ W.astype(np.int64)
+        x_dequantized = q * row_scale.astype(np.float64)[:, None]
+        with np.errstate(invalid="ignore"):  # NaN scales of non-finite rows: NaN outputs
+            z = x_dequantized @ (W * scales.astype(np.float64)) + bias
+        return act.forward(z, alpha), acc
+    x_bf16 = bf16_to_float(bf16_round(x)).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN/inf inputs: NaN outputs, as NumPy's product gives
+        z = x_bf16 @ bf16_to_float(W).astype(np.float64) + bias
+    return act.forward(z, alpha), None
+
+
+def quantized_mlp_forward(x, qbuffer, qlayers):
+    """Every layer of a quantized network; each layer's input is the previous layer's output
+    rounded to float32 (what the kernels pass on), quantized again."""
+    h = np.asarray(x, np.float32)
+    for layer in range(len(qlayers)):
+        h = quantized_dense_forward(h, qbuffer, qlayers, layer)[0].astype(np.float32)
+    return h
+
+
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary):
+    """:func:`embedding_generate` over a quantized network: each step gathers the float32 table
+    rows of the contexts, then :func:`quantized_mlp_forward` (its output read as logits)."""
+    def next_logits(ctx):
+        return quantized_mlp_forward(embeddings[ctx].reshape(len(ctx), -1), qbuffer, qlayers)
+    return generate_with(next_logits, context, uniforms, temperature, boundary)
 
 
 # --- a sparse (CSR) input in front of the network: the first layer is a gather-sum ---------------

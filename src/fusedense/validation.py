@@ -37,8 +37,16 @@ def check_float_dtype(name, a: np.ndarray) -> None:
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {a.dtype}")
 
 
+def _refuse_masked(name, a) -> None:
+    """np.asarray keeps a masked array's data and drops its mask: the masked values would be used."""
+    if isinstance(a, np.ma.MaskedArray) and np.ma.getmaskarray(a).any():
+        raise ValueError(f"{name}: a masked array with {int(np.ma.getmaskarray(a).sum())} masked value(s); "
+                         f"fusedense would read the values under the mask: fill them first (x.filled(value))")
+
+
 def as_numeric_array(name, a) -> np.ndarray:
     """``a`` as an ndarray of real numbers (bool, integer or float values)."""
+    _refuse_masked(name, a)
     try:
         arr = np.asarray(a)
     except Exception as exc:
@@ -57,6 +65,7 @@ def as_float_array(name, a, dtype: np.dtype, ndim=None, min_ndim=None) -> np.nda
     if not isinstance(a, np.ndarray):
         a = as_numeric_array(name, a).astype(dtype)
     else:
+        _refuse_masked(name, a)
         check_float_dtype(name, a)
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got {_describe(a)}")

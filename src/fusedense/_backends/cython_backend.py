@@ -15,11 +15,12 @@ from .._kernels import activations as _activations
 from .._kernels import embedding as _embedding
 from .._kernels import layers as _layers
 from .._kernels import optim as _optim
+from .._kernels import quantized as _quantized
 from .._kernels import sparse as _sparse
 
 NAME = "cython"
 
-_MODULES = (_activations, _embedding, _layers, _optim, _sparse)
+_MODULES = (_activations, _embedding, _layers, _optim, _quantized, _sparse)
 
 
 def activation_forward(z, act_id, alpha, y):
@@ -77,6 +78,20 @@ def embedding_generate(params, layers, vocab_size, context, uniforms, temperatur
                                   tokens, lengths)
 
 
+def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
+    _quantized.quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc)
+
+
+def quantized_mlp_forward(x, qbuffer, qlayers, out):
+    _quantized.quantized_mlp_forward(x, qbuffer, qlayers, out)
+
+
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary, tokens,
+                                 lengths):
+    _quantized.quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary,
+                                            tokens, lengths)
+
+
 def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
     _sparse.sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z)
 
@@ -121,11 +136,25 @@ def blas_num_threads():
     return None if _blas_threads is None else _blas_threads[1]()
 
 
+_openmp_cap = None  # set in a forked child: the most OpenMP threads a kernel may start there
+
+
 def _apply_num_threads(n):
+    openmp_threads = n if _openmp_cap is None else min(n, _openmp_cap)
     for module in _MODULES:
-        module.set_num_threads(n)
+        module.set_num_threads(openmp_threads)
     if _blas_threads is not None:
-        _blas_threads[0](n)
+        _blas_threads[0](n)  # OpenBLAS restarts its own threads after fork
+
+
+def _after_fork_in_child():
+    """GNU OpenMP cannot restart its thread pool in a forked child: the first parallel region
+    there would wait forever for the parent's threads. The child's kernels stay on one thread
+    (they then never enter an OpenMP region); "spawn" or "forkserver" children get every core."""
+    global _openmp_cap
+    _openmp_cap = 1
+    _apply_num_threads(threads.get_num_threads())
 
 
 threads.on_num_threads_change(_apply_num_threads)
+os.register_at_fork(after_in_child=_after_fork_in_child)

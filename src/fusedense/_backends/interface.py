@@ -9,6 +9,9 @@ Engines (``numpy_backend``, ``numba_backend``, ``cython_backend``) receive only 
 - ``act_id`` is a valid activation id, ``alpha`` a finite float ≥ 0;
 - ``layers`` is a read-only record from :func:`fusedense.layout.layer_record` whose every layer
   lies inside ``params`` (so no index arithmetic on it can overflow or leave the buffer);
+- ``qlayers`` is a read-only record from :func:`fusedense.gate.checked_quantized_record` whose
+  every region lies inside ``qbuffer`` (uint8, C-contiguous); x/y/out of the quantized
+  functions are float32;
 - labels and token ids are int64 and inside their range; ``opt_state`` has the optimizer's rows
   (1 for SGD, 2 for Adam) of ``params.size``; ``hyper`` is float64 of length ``abi.N_HYPER``.
 
@@ -99,6 +102,26 @@ def embedding_generate(params, layers, vocab_size, context, uniforms, temperatur
     ``boundary`` and ``lengths`` (n,) int64 (see reference.embedding_generate)."""
 
 
+def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
+    """Layer ``layer`` of the quantized record ``qlayers`` (fusedense.layout.QLAYER, over the byte
+    buffer ``qbuffer``) on float32 ``x`` (B, fan_in) into float32 ``y`` (B, fan_out), fused:
+    quantize x's rows, the integer (int8) or bf16 product, scales, bias, activation.
+    ``acc``: None, or int32 (B, fan_out) receiving an int8 layer's integer sums Σ_k q_x·q_W
+    (exactly reference.quantized_dense_forward's); always None for bf16."""
+
+
+def quantized_mlp_forward(x, qbuffer, qlayers, out):
+    """Every layer of ``qlayers`` over float32 ``x`` (B, n_in) into float32 ``out`` (B, n_out):
+    one call; each layer's float32 output is quantized again as the next layer's input."""
+
+
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary, tokens,
+                                 lengths):
+    """embedding_generate over a quantized network: the float32 table ``embeddings``
+    (vocab_size, dim) gathered for ``context`` tokens, then ``qlayers`` read as logits; writes
+    ``tokens`` (n, max_len) and ``lengths`` (n,) (see reference.embedding_generate)."""
+
+
 def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
     """z = X @ W + b for the CSR matrix X (B rows, W.shape[0] columns): each row of z is b plus
     W's rows ``indices[k]`` weighted by ``values[k]`` for k in indptr[i]:indptr[i+1] (a
@@ -130,4 +153,5 @@ def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state
 FUNCTIONS = ("activation_forward", "activation_backward", "dense_forward", "dense_backward",
              "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_gradient", "mlp_train_step",
              "embedding_forward", "embedding_train_step", "embedding_generate",
+             "quantized_dense_forward", "quantized_mlp_forward", "quantized_embedding_generate",
              "sparse_dense_forward", "sparse_dense_backward", "sparse_train_step")

@@ -19,8 +19,8 @@ import weakref
 import numba
 import numpy as np
 
-from .. import abi, threads
-from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers, sparse
+from .. import abi, reference, threads
+from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers, quantized, sparse
 from .._numba_kernels.jit import use_parallel
 
 NAME = "numba"
@@ -179,6 +179,33 @@ def embedding_generate(params, layers, vocab_size, context, uniforms, temperatur
     needed = embedding.embedding_generate(*args, _workspace(params.dtype))
     if needed:  # the first call at this size (as mlp_forward)
         embedding.embedding_generate(*args, _workspace(params.dtype, needed))
+
+
+_NO_ACC = np.empty((0, 0), np.int32)
+
+
+@_entry_point
+def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
+    quantized.quantized_dense_forward(x, qbuffer, qlayers, int(layer), y, _NO_ACC if acc is None else acc)
+
+
+@_entry_point
+def quantized_mlp_forward(x, qbuffer, qlayers, out):
+    quantized.quantized_mlp_forward(x, qbuffer, qlayers, out)
+
+
+@_entry_point
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary, tokens,
+                                 lengths):
+    # the sampling loop in Python (reference.generate_with) around the jitted quantized network:
+    # numba is the fallback engine, and one compiled loop per network kind would double its cold start
+    def next_logits(ctx):
+        out = np.empty((len(ctx), qlayers[-1]["fan_out"]), np.float32)
+        quantized.quantized_mlp_forward(np.ascontiguousarray(embeddings[ctx].reshape(len(ctx), -1)), qbuffer,
+                                        qlayers, out)
+        return out
+    tokens[...], lengths[...] = reference.generate_with(next_logits, int(context), uniforms, float(temperature),
+                                                        int(boundary))
 
 
 @_entry_point

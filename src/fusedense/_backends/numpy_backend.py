@@ -87,6 +87,23 @@ def embedding_generate(params, layers, vocab_size, context, uniforms, temperatur
                                                              temperature, boundary)
 
 
+def quantized_dense_forward(x, qbuffer, qlayers, layer, y, acc):
+    y_ref, acc_ref = reference.quantized_dense_forward(x, qbuffer, qlayers, layer)
+    y[...] = y_ref
+    if acc is not None:
+        acc[...] = acc_ref
+
+
+def quantized_mlp_forward(x, qbuffer, qlayers, out):
+    out[...] = reference.quantized_mlp_forward(x, qbuffer, qlayers)
+
+
+def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary, tokens,
+                                 lengths):
+    tokens[...], lengths[...] = reference.quantized_embedding_generate(embeddings, qbuffer, qlayers, context,
+                                                                       uniforms, temperature, boundary)
+
+
 def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
     y_ref, z_ref = reference.sparse_dense_forward(indptr, indices, values, W, b, BY_ID[act_id], alpha)
     y[...] = y_ref

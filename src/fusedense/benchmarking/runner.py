@@ -7,9 +7,10 @@ from .systems import NotSupported
 from .workloads import CHECK_TOLERANCE, check_error
 
 
-def _check(result, expected) -> str:
+def _check(result, expected, tolerance=None) -> str:
     error = check_error(result, expected)
-    return "ok" if error <= CHECK_TOLERANCE[expected.dtype] else f"wrong answer (max error {error:.2e} of scale)"
+    limit = CHECK_TOLERANCE[expected.dtype] if tolerance is None else tolerance
+    return "ok" if error <= limit else f"wrong answer (max error {error:.2e} of scale)"
 
 
 def measure(problem, systems, threads, method):
@@ -29,7 +30,7 @@ def measure(problem, systems, threads, method):
         except Exception as exc:  # a peer's own failure is reported, the other systems still run
             row["status"] = f"error: {type(exc).__name__}: {exc}"
             continue
-        row["status"] = _check(result(), expected)
+        row["status"] = _check(result(), expected, system.tolerance)
         if row["status"] == "ok":
             runs[system.name] = run
     times = timing.interleaved(runs, *timing.plan(runs, method))

@@ -27,6 +27,9 @@ class NotSupported(Exception):
 class System:
     name = ""
     module = None  # import name of the peer package; None: always available
+    #: largest error (of the reference's scale) of a right answer; None: the dtype's CHECK_TOLERANCE.
+    #: Quantized systems set their own: they compute with other numbers than the reference.
+    tolerance = None
 
     def missing(self) -> str | None:
         """Why this system cannot run here, or None."""
@@ -164,14 +167,7 @@ class Torch(System):
         from torch import nn
 
         torch.set_num_threads(threads)
-        dtype = torch.float32 if problem.x.dtype == np.float32 else torch.float64
-        modules = []
-        for (W, b), activation in zip(problem.layers(), problem.workload.activations):
-            linear = nn.Linear(*W.shape, dtype=dtype)
-            with torch.no_grad():
-                linear.weight.copy_(torch.from_numpy(W.T))  # torch stores (out, in)
-                linear.bias.copy_(torch.from_numpy(b))
-            modules += [linear, TORCH_ACTIVATIONS[activation](nn)]
+        modules = self.modules(problem)
         x = torch.from_numpy(problem.x)
         if problem.workload.train:
             return self._train(torch, nn.Sequential(*modules[:-1]), x, torch.from_numpy(problem.labels))
@@ -181,6 +177,22 @@ class Torch(System):
         def run():
             outcome["y"] = model(x)
         return run, lambda: outcome["y"].numpy()
+
+    @staticmethod
+    def modules(problem):
+        """[Linear, activation, Linear, ...] holding the problem's weights, in its dtype."""
+        import torch
+        from torch import nn
+
+        dtype = torch.float32 if problem.x.dtype == np.float32 else torch.float64
+        modules = []
+        for (W, b), activation in zip(problem.layers(), problem.workload.activations):
+            linear = nn.Linear(*W.shape, dtype=dtype)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W.T))  # torch stores (out, in)
+                linear.bias.copy_(torch.from_numpy(b))
+            modules += [linear, TORCH_ACTIVATIONS[activation](nn)]
+        return modules
 
     @staticmethod
     def _train(torch, model, x, labels):
@@ -234,21 +246,37 @@ class OnnxRuntime(System):
         if problem.workload.train:
             raise NotSupported("an inference session does not train")
         import onnx
-        import onnxruntime
+
+        model = self._graph(problem)
+        onnx.checker.check_model(model)
+        return self._session(model, problem.x, threads)
+
+    def _graph(self, problem, matmul_add=False):
+        """The network as an ONNX model: one Gemm per layer (matmul_add: MatMul then Add, the
+        form ONNX Runtime's dynamic quantization rewrites), then its activation."""
         from onnx import helper, numpy_helper
 
         elem = helper.np_dtype_to_tensor_dtype(problem.x.dtype)
         nodes, weights, h = [], [], "x"
         for l, ((W, b), activation) in enumerate(zip(problem.layers(), problem.workload.activations)):
             weights += [numpy_helper.from_array(W, f"W{l}"), numpy_helper.from_array(b, f"b{l}")]
-            nodes.append(helper.make_node("Gemm", [h, f"W{l}", f"b{l}"], [f"z{l}"]))
+            if matmul_add:
+                nodes += [helper.make_node("MatMul", [h, f"W{l}"], [f"p{l}"]),
+                          helper.make_node("Add", [f"p{l}", f"b{l}"], [f"z{l}"])]
+            else:
+                nodes.append(helper.make_node("Gemm", [h, f"W{l}", f"b{l}"], [f"z{l}"]))
             h = f"h{l}"
             nodes += _onnx_activation(helper, activation, f"z{l}", h)
         graph = helper.make_graph(
             nodes, problem.workload.name, [helper.make_tensor_value_info("x", elem, ["batch", problem.x.shape[1]])],
             [helper.make_tensor_value_info(h, elem, ["batch", problem.workload.sizes[-1]])], weights)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.OPSET)])
-        onnx.checker.check_model(model)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.OPSET)])
+
+    @staticmethod
+    def _session(model, x, threads):
+        """``(run, result)`` of an inference session of ``model`` on ``x``."""
+        import onnxruntime
+
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -256,7 +284,7 @@ class OnnxRuntime(System):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                                providers=["CPUExecutionProvider"])
-        feed, outcome = {"x": problem.x}, {}
+        feed, outcome = {"x": x}, {}
 
         def run():
             outcome["y"] = session.run(None, feed)[0]
@@ -351,7 +379,129 @@ class Jax(System):
         return run, lambda: flatten_layers([(np.asarray(W), np.asarray(b)) for W, b in state["layers"]])
 
 
-def all_systems():
-    """Every system this installation knows, fusedense backends first, fastest first."""
+# --- quantized inference (fusedense bench --quantized int8|bf16) ----------------------------
+#: a quantized answer is right within this error of the float reference's scale: int8's per-row
+#: and per-column steps are 1/254 of the largest value, bf16's 2⁻⁹ of each (8 significant bits);
+#: a transposed weight or a lost bias is off by O(1)
+QUANTIZED_TOLERANCE = {"int8": 5e-2, "bf16": 2e-2}
+
+
+class _QuantizedSystem(System):
+    """A system of the quantized comparison: named ``<base>-<dtype>``, checked within
+    QUANTIZED_TOLERANCE, float32 inference only."""
+
+    def __init__(self, base, dtype):
+        self.dtype, self.name, self.tolerance = dtype, f"{base}-{dtype}", QUANTIZED_TOLERANCE[dtype]
+
+    @staticmethod
+    def require_float32_inference(problem):
+        if problem.workload.train or problem.x.dtype != np.float32:
+            raise NotSupported("quantized inference of float32 models")
+
+
+def _float_mlp(problem):
+    """An fd.MLP holding the problem's weights (float32)."""
+    from ..network import MLP
+    sizes, activations = problem.workload.sizes, problem.workload.activations
+    net = MLP(sizes, list(activations), dtype=np.float32)
+    net.set_weights([a for pair in problem.layers() for a in pair])
+    return net
+
+
+class FusedenseQuantized(_QuantizedSystem):
+    """``fd.quantize(model, dtype)`` run through the engine's quantized_mlp_forward kernel."""
+
+    def __init__(self, backend, dtype):
+        super().__init__(f"fusedense-{backend}", dtype)
+        self.backend = backend
+
+    def prepare(self, problem, threads):
+        self.require_float32_inference(problem)
+        from ..quantized import quantize
+        model = quantize(_float_mlp(problem), self.dtype, backend=self.backend)
+        kernels, x = _backends.load_engine(self.backend), problem.x
+        out = np.empty((x.shape[0], problem.workload.sizes[-1]), np.float32)
+        return (lambda: kernels.quantized_mlp_forward(x, model.qbuffer, model.qlayers, out)), lambda: out
+
+
+class TorchQuantized(_QuantizedSystem):
+    """int8: ``torch.ao.quantization.quantize_dynamic`` (qint8 weights, per-row dynamic activations,
+    the fbgemm/x86 engine); bf16: the model and its input in torch.bfloat16."""
+    module = "torch"
+
+    def __init__(self, dtype):
+        super().__init__("pytorch", dtype)
+
+    def prepare(self, problem, threads):
+        self.require_float32_inference(problem)
+        import warnings
+
+        import torch
+        from torch import nn
+
+        torch.set_num_threads(threads)
+        model, x, outcome = nn.Sequential(*Torch.modules(problem)).eval(), torch.from_numpy(problem.x), {}
+        if self.dtype == "int8":
+            if "fbgemm" in torch.backends.quantized.supported_engines:
+                torch.backends.quantized.engine = "fbgemm"
+            with warnings.catch_warnings():  # (torch.ao.quantization is deprecated in favour of torchao)
+                warnings.simplefilter("ignore")
+                model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+            @torch.inference_mode()
+            def run():
+                outcome["y"] = model(x)
+        else:
+            model = model.to(torch.bfloat16)
+
+            @torch.inference_mode()
+            def run():
+                outcome["y"] = model(x.to(torch.bfloat16)).float()
+        return run, lambda: outcome["y"].numpy()
+
+
+class OnnxRuntimeQuantized(_QuantizedSystem, OnnxRuntime):
+    """``onnxruntime.quantization.quantize_dynamic`` (int8 weights per column, uint8 activations
+    quantized per call) of the MatMul + Add graph; int8 only."""
+
+    def __init__(self, dtype):
+        super().__init__("onnxruntime", dtype)
+
+    def prepare(self, problem, threads):
+        self.require_float32_inference(problem)
+        if self.dtype != "int8":
+            raise NotSupported("ONNX Runtime's dynamic quantization is int8 only")
+        import tempfile
+
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            source, target = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
+            onnx.save(self._graph(problem, matmul_add=True), source)
+            quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
+            quantized = onnx.load(target)
+        return self._session(quantized, problem.x, threads)
+
+
+QUANTIZED_DTYPES = ("int8", "bf16")
+
+
+def all_systems(quantized=None):
+    """Every system this installation knows, fusedense backends first, fastest first. With
+    ``quantized`` ("int8" or "bf16"): the systems of a quantized comparison — fusedense's
+    quantized engines, the peers' quantization, and float32 fusedense and NumPy beside them."""
+    if quantized is not None:
+        engines = [name for name in _backends.backends() if name != "numpy"]  # (the oracle is not timed)
+        return ([FusedenseQuantized(name, quantized) for name in engines] + [FusedenseKernel("cython")]
+                * ("cython" in engines) + [NumpyUser(), TorchQuantized(quantized), OnnxRuntimeQuantized(quantized)])
     fusedense = [cls(name) for name in _backends.backends() for cls in (FusedenseKernel, FusedenseAPI)]
     return fusedense + [NumpyUser(), NumpyMatmul(), Torch(), OnnxRuntime(), Jax()]
+
+
+def known_names():
+    """Every system name `fusedense bench --systems` accepts (with or without --quantized)."""
+    names = [system.name for system in all_systems()]
+    for dtype in QUANTIZED_DTYPES:
+        names += [system.name for system in all_systems(dtype) if system.name not in names]
+    return names

@@ -3,6 +3,7 @@
     fusedense bench --quick                               # < 1 min, prints the table
     fusedense bench --plot docs/bench.png --json docs/bench.json   # the README figure
     fusedense bench --workload mlp --batch 1,32 --threads 1
+    fusedense bench --quantized int8 --workload ffn --batch 1 --threads 1   # int8 against the peers'
 
 Every system's output is checked against the NumPy reference before it is timed; a wrong answer
 is reported, never timed. Peers that are not installed are listed, not errors.
@@ -20,7 +21,7 @@ from .. import threads as fd_threads
 from ..activations import ACTIVATIONS
 from ..benchmarking import report, timing
 from ..benchmarking.runner import measure
-from ..benchmarking.systems import all_systems
+from ..benchmarking.systems import QUANTIZED_DTYPES, all_systems, known_names
 from ..benchmarking.workloads import NAMES, workloads
 from .options import UsageError, output_path, thread_count
 
@@ -56,7 +57,7 @@ def _shape(text):
 def _system_names(text):
     """A comma-separated list of known system names (installed or not: missing ones are listed)."""
     names = {name.strip() for name in text.split(",")}
-    known = [system.name for system in all_systems()]
+    known = known_names()
     unknown = names - set(known)
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown {', '.join(sorted(unknown))}; expected some of {', '.join(known)}")
@@ -75,19 +76,25 @@ def add_arguments(parser):
                         help="shape of the 'dense' workload (default 1024x1024)")
     parser.add_argument("--activation", default="relu", choices=ACTIVATIONS, metavar="NAME",
                         help="activation of the 'dense' workload (default relu; any of fd.ACTIVATIONS)")
+    parser.add_argument("--quantized", choices=QUANTIZED_DTYPES,
+                        help="compare quantized inference: fusedense int8/bf16 (fd.quantize), PyTorch's and ONNX "
+                             "Runtime's dynamic quantization, beside float32 fusedense and NumPy (inference "
+                             "workloads, float32)")
     parser.add_argument("--systems", type=_system_names, help="comma-separated system names to run (default: all installed)")
     parser.add_argument("--json", type=output_path, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--plot", type=output_path, metavar="PATH", help="also plot latency and GFLOP/s (needs matplotlib)")
 
 
 def check(args):
+    if args.quantized and (args.dtype != "float32" or "train" in (args.workload or ())):
+        raise UsageError("argument --quantized: quantizes float32 inference (no --dtype float64, no train workload)")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("argument --plot: needs matplotlib (pip install matplotlib)")
 
 
-def _select_systems(wanted):
+def _select_systems(wanted, quantized=None):
     """``(systems to run, {name: why not})`` for a set of names (None: all)."""
-    known = all_systems()
+    known = all_systems(quantized)
     if wanted is not None:
         known = [system for system in known if system.name in wanted]
     missing = {system.name: system.missing() for system in known if system.missing()}
@@ -98,9 +105,10 @@ def run(args) -> int:
     dtype = np.dtype(args.dtype)
     threads = args.threads or fd_threads.get_num_threads()
     method = timing.QUICK if args.quick else timing.FULL
-    chosen = [w for w in NAMES if w in (args.workload or NAMES)]
+    default = [w for w in NAMES if w != "train"] if args.quantized else NAMES
+    chosen = [w for w in NAMES if w in (args.workload or default)]
     work = workloads(chosen, args.dense_shape, args.activation)
-    systems, missing = _select_systems(args.systems)
+    systems, missing = _select_systems(args.systems, args.quantized)
     results = []
     with fd_threads.threads_limited(threads):
         machine = timing.machine(threads, dtype, method.peak_n)
@@ -116,7 +124,7 @@ def run(args) -> int:
         if row["status"] == "ok":
             row["peak_fraction"] = row["gflops"] / machine["peak_gflops"]
     result = {"machine": machine, "missing": missing,
-              "settings": {"dtype": dtype.name, "threads": threads, "quick": args.quick,
+              "settings": {"dtype": dtype.name, "threads": threads, "quick": args.quick, "quantized": args.quantized,
                            "method": dataclasses.asdict(method)},
               "results": results}
     print(report.markdown(result))

@@ -4,6 +4,7 @@
     fusedense lm --embedding 96 --embedding-std 1  # the best context-3 model of docs/lm_sweep.md
     fusedense lm --context 8 --embedding-std 1 --hidden 300 300 --weight-decay 0.05 --epochs 15  # best at context 8
     fusedense lm --context 5 --samples 20 --temperature 0.7
+    fusedense lm --quantize int8                   # also the int8 copy's test loss, sampling speed, samples
 
 Prints the losses in nats per character (every letter and the end of the name count), the test
 perplexity and the training speed, then samples names.
@@ -15,7 +16,10 @@ import math
 import os
 import sys
 import tempfile
+import time
 from contextlib import nullcontext
+
+import numpy as np
 
 from .. import datasets
 from ..activations import ACTIVATIONS, get_activation
@@ -71,6 +75,9 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=thread_count, default=None, help="threads for kernels and BLAS")
     parser.add_argument("--save", type=output_path, default=None,
                         help="write the trained model to this .npz file (its directory must exist)")
+    parser.add_argument("--quantize", choices=("int8", "bf16"), default=None,
+                        help="after training, also report the quantized model (fd.quantize): its test loss "
+                             "beside the float one, sampling speed of both, and samples from it")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
@@ -108,13 +115,39 @@ def run(args) -> int:
               f"test {losses['test']:.4f}  → test perplexity {math.exp(losses['test']):.3f}")
         print(f"training: {epochs} epochs, {seconds:.1f} s, {len(data.y_train) * epochs / seconds:,.0f} chars/s "
               f"(including the per-epoch validation pass)")
-        if args.samples:
-            names = model.generate(args.samples, args.max_len, args.temperature, seed=args.seed)
-            print(f"samples (temperature {args.temperature:g}, seed {args.seed}):")
-            print("  " + ", ".join(data.decode(tokens) for tokens in names))
+        _print_samples(model, data, args, "samples")
+        if args.quantize:
+            _report_quantized(model, data, args, losses["test"])
         if args.save:
             return _save(model, args.save)
         return 0
+
+
+def _report_quantized(model, data, args, float_loss):
+    """The quantized copy's test loss against the float model's, both models' batch-1 sampling
+    speed (one name at a time, as an interactive user asks), and samples from the copy."""
+    from ..quantized import quantize
+
+    quantized = quantize(model, args.quantize)
+    loss = quantized.evaluate(data.x_test, data.y_test, verbose=0)
+    print(f"{args.quantize}: test loss {loss:.4f} nats/char ({loss - float_loss:+.4f} against float32)")
+    speeds = {}
+    for name, m in (("float32", model), (args.quantize, quantized)):
+        m.generate(1, args.max_len, args.temperature, seed=0)  # (first call: compiles, allocates)
+        rng, chars, start = np.random.default_rng(args.seed), 0, time.perf_counter()
+        while time.perf_counter() - start < 0.5:
+            chars += sum(len(t) + 1 for t in m.generate(1, args.max_len, args.temperature, seed=rng))
+        speeds[name] = chars / (time.perf_counter() - start)
+    print(f"sampling at batch 1: float32 {speeds['float32']:,.0f} chars/s, {args.quantize} "
+          f"{speeds[args.quantize]:,.0f} chars/s ({speeds[args.quantize] / speeds['float32']:.2f}x)")
+    _print_samples(quantized, data, args, f"{args.quantize} samples")
+
+
+def _print_samples(model, data, args, title):
+    if args.samples:
+        names = model.generate(args.samples, args.max_len, args.temperature, seed=args.seed)
+        print(f"{title} (temperature {args.temperature:g}, seed {args.seed}):")
+        print("  " + ", ".join(data.decode(tokens) for tokens in names))
 
 
 def _save(model, path) -> int:
