@@ -28,6 +28,7 @@ cdef enum:
 cdef enum:
     OPT_SGD = 0
     OPT_ADAM = 1
+    OPT_ADAGRAD = 2
 
 cdef enum:
     H_OPTIMIZER = 0

@@ -8,7 +8,8 @@ from . import (callbacks, datasets, importers, initializers, layers, losses, met
 from .activations import ACTIVATIONS
 from ._backends import backends, get_backend, set_backend, use_backend
 from .functional import (activate, activation_grad, adam_step, binary_cross_entropy, dense, dense_grad,
-                         mean_squared_error, mlp_forward, sgd_step, softmax_cross_entropy)
+                         mean_squared_error, mlp_forward, sgd_step, softmax_cross_entropy, sparse_dense,
+                         sparse_dense_grad)
 from .hashing import HashingVectorizer
 from .keras_io import load_keras, load_model  # fd.Sequential.from_keras, model.save("m.keras")
 from .layout import layer_views, make_layout
@@ -17,6 +18,9 @@ from .layers import Activation, Dense, Dropout, Embedding, Flatten, Input, Input
 from .models import Sequential
 from .network import MLP
 from .quantized import QuantizedMLP, quantize
+
+
+from .text import TextClassifier
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -37,12 +41,12 @@ __all__ = [
     # the model fronts
     "Activation", "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Dropout", "Embedding",
     "EmbeddingMLP", "InputLayer", "QuantizedMLP", "quantize",
-    "Flatten", "Input", "Sequential",
+    "Flatten", "Input", "Sequential", "TextClassifier",
     "callbacks", "datasets", "initializers", "layers", "load_keras", "load_model", "losses", "metrics", "optimizers",
     "regularizers",
     # the functional API and backend control
     "ACTIVATIONS", "activate", "activation_grad", "adam_step", "backends", "binary_cross_entropy",
     "dense", "dense_grad", "get_backend", "get_num_threads", "layer_views", "make_layout",
     "mean_squared_error", "mlp_forward", "set_backend", "set_num_threads", "sgd_step",
-    "softmax_cross_entropy", "use_backend",
+    "softmax_cross_entropy", "sparse_dense", "sparse_dense_grad", "use_backend",
 ]

@@ -11,7 +11,7 @@ from .validation import (as_float_array, as_labels, check_float_dtype, check_non
 
 __all__ = ["dense", "dense_grad", "activate", "activation_grad", "mlp_forward",
            "softmax_cross_entropy", "binary_cross_entropy", "mean_squared_error",
-           "sgd_step", "adam_step"]
+           "sgd_step", "adam_step", "sparse_dense", "sparse_dense_grad"]
 
 
 def _rows(name, a, n_features_name, n_features):
@@ -108,6 +108,49 @@ def dense_grad(dy, x, W, z=None, y=None, activation="relu", alpha=None, need_dx=
     _backends.load(backend).dense_backward(flat(dy), x2, W, flat(z), flat(y), act.id, alpha,
                                            None if dx is None else dx.reshape(-1, n_in), dW, db)
     return dx, dW, db
+
+
+def sparse_dense(X, W, b=None, activation="relu", alpha=None, backend=None, return_preactivation=False):
+    """``y = activation(X @ W + b)`` for a SciPy sparse ``X`` (B, in_features), in one pass that
+    reads only the rows of W that X's non-zeros name (a gather-sum); X is never densified.
+    Its values are cast to W's dtype. Returns y, or (y, z) with ``return_preactivation``."""
+    from .sparse import as_csr
+
+    act = get_activation(activation)
+    alpha = resolve_alpha(act, alpha)
+    W = as_float_array("W", W, common_float_dtype(W=W), ndim=2)
+    check_nonempty("W", W)
+    n_in, n_out = W.shape
+    X = as_csr(X, W.dtype)
+    if X.shape[1] != n_in:
+        raise ValueError(f"X: expected {n_in} columns (W.shape[0], in_features), got shape {X.shape}")
+    b = np.zeros(n_out, W.dtype) if b is None else as_float_array("b", b, W.dtype, ndim=1)
+    check_shape("b", b, (n_out,), "out_features = W.shape[1]")
+    y = np.empty((X.shape[0], n_out), W.dtype)
+    z = np.empty_like(y) if return_preactivation else None
+    _backends.load(backend).sparse_dense_forward(X.indptr, X.indices, X.data, W, b, act.id, alpha, y, z)
+    return (y, z) if return_preactivation else y
+
+
+def sparse_dense_grad(dy, X, z=None, y=None, activation="relu", alpha=None, backend=None):
+    """Gradients of :func:`sparse_dense`: returns ``(rows, dW_rows, db)``, W's gradient only at
+    its rows ``rows`` (the sorted distinct columns of X): ``dW[rows] = dW_rows``, zero elsewhere,
+    without a dense dW. Pass z, or y where the derivative follows from the output."""
+    from .sparse import as_csr
+
+    act = get_activation(activation)
+    alpha = resolve_alpha(act, alpha)
+    dtype = common_float_dtype(dy=dy, z=z, y=y)
+    dy = as_float_array("dy", dy, dtype, ndim=2)
+    X = as_csr(X, dtype)
+    z = None if z is None else as_float_array("z", z, dtype, ndim=2)
+    y = None if y is None else as_float_array("y", y, dtype, ndim=2)
+    rows = np.unique(X.indices)
+    dW_rows = np.empty((rows.size, dy.shape[1]), dtype)
+    db = np.empty(dy.shape[1], dtype)
+    _backends.load(backend).sparse_dense_backward(dy, X.indptr, X.indices, X.data, z, y, act.id, alpha, rows,
+                                                  dW_rows, db)
+    return rows, dW_rows, db
 
 
 def activate(z, activation, alpha=None, backend=None, out=None):

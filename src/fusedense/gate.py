@@ -140,6 +140,19 @@ def _activation(act_id, alpha):
         raise ValueError(f"alpha: expected a finite number >= 0, got {alpha!r}")
 
 
+def _derivative_inputs(z, y, act_id, alpha, dtype, shape):
+    """z and y (either may be None) of ``shape``, and that the activation's derivative can be
+    computed from the ones given."""
+    for name, a in (("z", z), ("y", y)):
+        if a is not None:
+            _array(name, a, dtype, shape)
+    _activation(act_id, alpha)
+    act = BY_ID[act_id]
+    if z is None and (y is None or not act.from_output):
+        needs = "z" if not act.from_output else "z or y"
+        raise ValueError(f"{needs}: activation {act.name!r} needs {needs} to compute its derivative, got none")
+
+
 def _network(params, layers):
     """(dtype, n_inputs, n_outputs) after checking that ``layers`` is a registered record that
     fits ``params``, a C-contiguous 1-D float array."""
@@ -202,10 +215,12 @@ def _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, le
     _output("lengths", lengths, np.dtype(np.int64), (n,), ("tokens", tokens))
 
 
-def _optimizer(opt_state, hyper, params):
+def _optimizer(opt_state, hyper, params, adagrad=False):
+    """opt_state against the optimizer of ``hyper``; OPT_ADAGRAD only where ``adagrad`` (the
+    sparse training step)."""
     _array("hyper", hyper, np.dtype(np.float64), (abi.N_HYPER,))
     optimizer = hyper[abi.H_OPTIMIZER]
-    if optimizer == abi.OPT_SGD:
+    if optimizer == abi.OPT_SGD or (adagrad and optimizer == abi.OPT_ADAGRAD):
         rows = 1
     elif optimizer == abi.OPT_ADAM:
         rows = 2
@@ -214,6 +229,40 @@ def _optimizer(opt_state, hyper, params):
     else:
         raise ValueError(f"hyper: unknown optimizer code {optimizer!r}")
     _output("opt_state", opt_state, params.dtype, (rows, params.shape[0]), ("params", params))
+
+
+_INT64 = np.dtype(np.int64)
+
+
+def _weights(sample_weight, dtype, n_rows):
+    if sample_weight is not None:
+        _array("sample_weight", sample_weight, dtype, (n_rows,))
+        if not (np.isfinite(sample_weight).all() and (sample_weight >= 0).all()):
+            raise ValueError("sample_weight: expected finite weights >= 0")
+
+
+def _csr(indptr, indices, values, dtype, n_features):
+    """Rows B >= 1 of a CSR batch given as its three arrays (the fronts convert SciPy matrices
+    with fusedense.sparse.as_csr): indptr int64 (B+1,) from 0 to nnz, never decreasing;
+    indices int64 (nnz,) in [0, n_features) (unsorted and repeated are fine: the gather-sum adds
+    them up); values (nnz,) of ``dtype`` (NaN propagates as in NumPy). These bounds are what
+    keep the kernels' loads inside W, so every one is checked here."""
+    _array("X.indptr", indptr, _INT64, (None,))
+    B = indptr.shape[0] - 1
+    if B < 1:
+        raise ValueError(f"X.indptr: expected B+1 >= 2 entries (at least one row), got {indptr.shape[0]}")
+    _array("X.indices", indices, _INT64, (None,))
+    nnz = indices.shape[0]
+    _array("X.data", values, dtype, (nnz,))
+    if indptr[0] != 0 or indptr[-1] != nnz:
+        raise ValueError(f"X.indptr: expected to run from 0 to nnz = {nnz} (len(indices)), got "
+                         f"{indptr[0]} to {indptr[-1]}")
+    if B > 1 and (indptr[1:] < indptr[:-1]).any():
+        raise ValueError("X.indptr: expected non-decreasing row offsets, got a decreasing step")
+    if nnz and (indices.min() < 0 or indices.max() >= n_features):
+        raise ValueError(f"X.indices: column indices must lie in [0, {n_features}) (the first layer's "
+                         f"fan_in), got values in [{indices.min()}, {indices.max()}]")
+    return B
 
 
 class Gate:
@@ -267,14 +316,7 @@ class Gate:
         k, n = W.shape
         B = _rows("x", x, dtype, k)
         _array("dy", dy, dtype, (B, n))
-        for name, a in (("z", z), ("y", y)):
-            if a is not None:
-                _array(name, a, dtype, (B, n))
-        _activation(act_id, alpha)
-        act = BY_ID[act_id]
-        if z is None and (y is None or not act.from_output):
-            needs = "z" if not act.from_output else "z or y"
-            raise ValueError(f"{needs}: activation {act.name!r} needs {needs} to compute its derivative, got none")
+        _derivative_inputs(z, y, act_id, alpha, dtype, (B, n))
         inputs = (("dy", dy), ("x", x), ("W", W), ("z", z), ("y", y))
         if dx is not None:
             _output("dx", dx, dtype, (B, k), *inputs)
@@ -339,10 +381,7 @@ class Gate:
         dtype, n_inputs, n_out = network
         B = _batch_rows("x", x, dtype, n_inputs)
         _targets("y", targets, loss_id, dtype, B, n_out)
-        if sample_weight is not None:
-            _array("sample_weight", sample_weight, dtype, (B,))
-            if not (np.isfinite(sample_weight).all() and (sample_weight >= 0).all()):
-                raise ValueError("sample_weight: expected finite weights >= 0")
+        _weights(sample_weight, dtype, B)
         return B, n_out
 
     def mlp_gradient(self, x, targets, params, grads, layers, loss_id, sample_weight=None):
@@ -453,6 +492,56 @@ class Gate:
         _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, lengths)
         self.engine.quantized_embedding_generate(embeddings, qbuffer, qlayers, int(context), uniforms,
                                                  float(temperature), int(boundary), tokens, lengths)
+
+
+    def sparse_dense_forward(self, indptr, indices, values, W, b, act_id, alpha, y, z=None):
+        dtype = _float_dtype("W", W)
+        _array("W", W, dtype, (None, None))
+        k, n = W.shape
+        if k == 0 or n == 0:
+            raise ValueError(f"W: expected a non-empty array, got shape {W.shape}")
+        B = _csr(indptr, indices, values, dtype, k)
+        _array("b", b, dtype, (n,))
+        _activation(act_id, alpha)
+        _output("y", y, dtype, (B, n), ("W", W), ("X.data", values))
+        if z is not None:
+            _output("z", z, dtype, (B, n), ("y", y), ("W", W), ("X.data", values))
+        self.engine.sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z)
+
+    def sparse_dense_backward(self, dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
+        dtype = _float_dtype("dy", dy)
+        B, n = _rows("dy", dy, dtype, None), dy.shape[1]
+        if _csr(indptr, indices, values, dtype, np.iinfo(np.int64).max) != B:
+            raise ValueError(f"X: expected {B} rows (as dy), got {indptr.shape[0] - 1}")
+        _derivative_inputs(z, y, act_id, alpha, dtype, (B, n))
+        _array("rows", rows, _INT64, (None,))
+        if not np.array_equal(rows, np.unique(indices)):  # the kernels look every index up in rows
+            raise ValueError(f"rows: expected the sorted distinct column indices of X "
+                             f"(numpy.unique(X.indices)), got {rows.shape[0]} other values")
+        inputs = (("dy", dy), ("X.data", values), ("z", z), ("y", y))
+        _output("dW_rows", dW_rows, dtype, (rows.shape[0], n), *inputs)
+        _output("db", db, dtype, (n,), *inputs, ("dW_rows", dW_rows))
+        self.engine.sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db)
+
+    def sparse_train_step(self, indptr, indices, values, targets, params, grads, opt_state, layers, loss_id,
+                          hyper, outputs=None, sample_weight=None):
+        dtype, n_features, n_out = _network(params, layers)
+        if len(layers) < 2:
+            raise ValueError("layers: the sparse training step needs a dense layer after the sparse first "
+                             "layer, got a network of one layer")
+        if not params.flags.writeable:
+            raise ValueError("params: the array is read-only; pass a writeable array")
+        _fresh_output("grads", grads, dtype, params.shape, ("params", params))
+        _optimizer(opt_state, hyper, params, adagrad=True)
+        if np.may_share_memory(opt_state, grads):
+            raise ValueError("opt_state: shares memory with grads; pass a separate array")
+        B = _csr(indptr, indices, values, dtype, n_features)
+        _targets("y", targets, loss_id, dtype, B, n_out)
+        _weights(sample_weight, dtype, B)
+        if outputs is not None:
+            _fresh_output("outputs", outputs, dtype, (B, n_out), ("params", params), ("grads", grads))
+        return self.engine.sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers,
+                                             loss_id, hyper, outputs, sample_weight)
 
     def __getattr__(self, name):
         # everything else an engine module offers (its thread helpers, blas_num_threads) passes

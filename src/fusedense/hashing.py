@@ -8,6 +8,12 @@ vectorised over all texts at once.
 
     >>> vec = HashingVectorizer(n_features=1024, analyzer="char", ngram_range=(1, 3))
     >>> X = vec.transform(["anna", "otto"])            # (2, 1024) float32
+    >>> HashingVectorizer(n_features=2**20).transform(["anna"])   # SciPy CSR: sparse by default
+
+``sparse``: True gives a SciPy ``csr_matrix`` (sorted, de-duplicated indices, int32 or int64
+as SciPy picks), False a dense array, None (the default) sparse once ``n_features`` exceeds
+:data:`DENSE_MAX_FEATURES`: a dense row of 2^20 floats is 4 MB, a text's row has a few hundred
+non-zeros.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ _FNV_PRIME = np.uint64(16777619)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ROWS_PER_CHUNK = 4096  # bounds the size of the count matrix built at once
+#: Widest output that ``sparse=None`` still returns dense.
+DENSE_MAX_FEATURES = 2**16
 
 
 def fnv1a_32(buffer: np.ndarray, starts: np.ndarray, lengths) -> np.ndarray:
@@ -44,7 +52,7 @@ class HashingVectorizer:
     """Hashed n-gram counts. analyzer: 'char' (byte n-grams) or 'word' (n-grams of \\w+ tokens)."""
 
     def __init__(self, n_features=2**12, analyzer="char", ngram_range=(1, 3), lowercase=True,
-                 norm="l2", dtype=np.float32):
+                 norm="l2", dtype=np.float32, sparse=None):
         if analyzer not in ("char", "word"):
             raise ValueError(f"analyzer: expected 'char' or 'word', got {analyzer!r}")
         lo, hi = ngram_range
@@ -55,7 +63,15 @@ class HashingVectorizer:
         if int(n_features) < 1:
             raise ValueError(f"n_features: expected a positive integer, got {n_features!r}")
         self.n_features, self.analyzer, self.ngram_range = int(n_features), analyzer, (int(lo), int(hi))
-        self.lowercase, self.norm, self.dtype = lowercase, norm, np.dtype(dtype)
+        if sparse not in (None, True, False):
+            raise ValueError(f"sparse: expected True, False or None (sparse for n_features > "
+                             f"{DENSE_MAX_FEATURES}), got {sparse!r}")
+        self.lowercase, self.norm, self.dtype, self.sparse = lowercase, norm, np.dtype(dtype), sparse
+
+    @property
+    def emits_sparse(self) -> bool:
+        """Whether transform returns SciPy CSR (``sparse``, or None and a wide output)."""
+        return self.n_features > DENSE_MAX_FEATURES if self.sparse is None else bool(self.sparse)
 
     def fit(self, texts=None, y=None):
         return self  # stateless: nothing to learn
@@ -63,21 +79,48 @@ class HashingVectorizer:
     def fit_transform(self, texts, y=None):
         return self.transform(texts)
 
-    def transform(self, texts) -> np.ndarray:
-        """(len(texts), n_features) array of hashed n-gram counts (L2-normalised rows if norm='l2')."""
+    def transform(self, texts):
+        """(len(texts), n_features) hashed n-gram counts (L2-normalised rows if norm='l2'): a
+        dense array, or a SciPy CSR matrix when :attr:`emits_sparse`."""
         if isinstance(texts, str):
             raise TypeError("texts: expected a list of strings, got one string (wrap it in a list)")
         texts = [t.lower() if self.lowercase else t for t in texts]
+        if self.emits_sparse:
+            return self._transform_sparse(texts)
         out = np.zeros((len(texts), self.n_features), dtype=self.dtype)
         for start in range(0, len(texts), _ROWS_PER_CHUNK):
             chunk = texts[start:start + _ROWS_PER_CHUNK]
-            rows, buckets = (self._char_grams if self.analyzer == "char" else self._word_grams)(chunk)
+            rows, buckets = self._grams(chunk)
             counts = np.bincount(rows * self.n_features + buckets, minlength=len(chunk) * self.n_features)
             out[start:start + len(chunk)] = counts.reshape(len(chunk), self.n_features)
         if self.norm == "l2":
             norms = np.sqrt((out.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
             out /= np.maximum(norms, 1e-12).astype(self.dtype)
         return out
+
+    def _grams(self, texts):
+        return (self._char_grams if self.analyzer == "char" else self._word_grams)(texts)
+
+    def _transform_sparse(self, texts):
+        """The same counts as CSR, built from the (row, bucket) pairs: no dense row ever exists."""
+        import scipy.sparse  # lazily: only sparse output needs SciPy here
+
+        parts = []
+        for start in range(0, len(texts), _ROWS_PER_CHUNK):
+            chunk = texts[start:start + _ROWS_PER_CHUNK]
+            rows, buckets = self._grams(chunk)
+            parts.append(scipy.sparse.csr_matrix(
+                (np.ones(rows.size, self.dtype), (rows, buckets)), shape=(len(chunk), self.n_features)))
+        X = scipy.sparse.vstack(parts, format="csr") if parts else scipy.sparse.csr_matrix(
+            (0, self.n_features), dtype=self.dtype)
+        X.sum_duplicates()  # counts: repeated n-grams of a row add up, indices sorted
+        X = X.astype(self.dtype)
+        if self.norm == "l2":
+            from .sparse import row_sums
+
+            norms = np.sqrt(row_sums(X.data.astype(np.float64) ** 2, X.indptr))
+            X.data /= np.repeat(np.maximum(norms, 1e-12), np.diff(X.indptr)).astype(self.dtype)
+        return X
 
     def _buckets(self, buffer, starts, lengths):
         return (fnv1a_32(buffer, starts, lengths) % np.uint32(self.n_features)).astype(np.int64)

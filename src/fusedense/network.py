@@ -24,6 +24,7 @@ from .activations import BY_ID, get_activation
 from .gate import checked_record
 from .layout import layer_views, make_layout, record_layout
 from .losses import get_loss
+from .sparse import CSR, as_csr, is_sparse
 from .validation import as_labels, as_numeric_array
 
 __all__ = ["MLP", "INITIALIZERS"]
@@ -47,9 +48,13 @@ def _he_normal(rng, fan_in, fan_out):
     return rng.normal(0.0, math.sqrt(2.0 / fan_in), (fan_in, fan_out))
 
 
+def _zeros(rng, fan_in, fan_out):
+    return 0.0  # broadcast by the assignment: no temporary the size of W (a 2^20-row table's is large)
+
+
 #: Weight initializers by Keras name (biases start at zero, as in Keras and PyTorch-style MLPs).
 INITIALIZERS = {"glorot_uniform": _glorot_uniform, "glorot_normal": _glorot_normal,
-                "he_uniform": _he_uniform, "he_normal": _he_normal}
+                "he_uniform": _he_uniform, "he_normal": _he_normal, "zeros": _zeros}
 
 
 def _check_dtype(dtype):
@@ -103,6 +108,7 @@ class MLP:
         self.activations = tuple(BY_ID[a].name for a in record["activation"])
         self._layout = record_layout(record)
         self._layout.flags.writeable = False
+        self._upper = None  # the record of layers[1:], built when a sparse input first needs it
 
     @property
     def params(self) -> np.ndarray:
@@ -200,7 +206,7 @@ class MLP:
         state, and the engine's name; the engine and the gate's record registration are rebuilt
         on unpickling (the record is checked again there), the lock is made anew."""
         state = self.__dict__.copy()
-        for transient in ("engine", "_training", "_layers", "_layout", "_batch_rows"):
+        for transient in ("engine", "_training", "_layers", "_layout", "_batch_rows", "_upper"):
             state.pop(transient, None)
         state["backend_name"] = self.engine.NAME
         state["layout"], state["alphas"] = self._layout, self._layers["alpha"].copy()
@@ -230,7 +236,16 @@ class MLP:
         """``x`` as the C-contiguous (n, n_inputs) array of the model's dtype that kernels take.
 
         Other float/int dtypes are converted (as Keras and scikit-learn do); shapes are checked.
+        A SciPy sparse matrix or array (any format) becomes a :class:`fusedense.sparse.CSR` of
+        the model's dtype instead, never a dense array: the first layer then runs as a
+        gather-sum of its weight rows (``sparse_dense_forward`` / ``sparse_train_step``).
         """
+        if isinstance(x, CSR) or is_sparse(x):
+            csr = as_csr(x, self.dtype, name)
+            if csr.shape[1] != self.sizes[0] or csr.shape[0] == 0:
+                raise ValueError(f"{name}: expected shape (n_samples >= 1, {self.sizes[0]}) for a network with "
+                                 f"{self.sizes[0]} inputs, got a sparse matrix of shape {csr.shape}")
+            return csr
         if (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
                 and x.shape[1] == self.sizes[0] and x.shape[0] and x.flags.c_contiguous):
             return x  # the fast path: nothing to check or copy
@@ -267,8 +282,28 @@ class MLP:
         self._forward(x, out)
 
     def _forward(self, x, out):
-        """The one engine call of a forward pass, into an ``out`` that overlaps nothing."""
-        self.engine.mlp_forward(x, self._params, self._layers, out)
+        """The one engine call of a forward pass, into an ``out`` that overlaps nothing (two for
+        a sparse x: the sparse first layer, then the dense layers above it)."""
+        if isinstance(x, CSR):
+            self._sparse_forward(x, out)
+        else:
+            self.engine.mlp_forward(x, self._params, self._layers, out)
+
+    def _sparse_forward(self, x, out):
+        first = self._layers[0]
+        (W0, b0), = layer_views(self._params, self._layers[:1])
+        h = out if len(self._layers) == 1 else np.empty((x.shape[0], W0.shape[1]), self.dtype)
+        self.engine.sparse_dense_forward(x.indptr, x.indices, x.data, W0, b0, int(first["activation"]),
+                                         float(first["alpha"]), h)
+        if len(self._layers) > 1:
+            self.engine.mlp_forward(h, self._params, self._upper_record(), out)
+
+    def _upper_record(self):
+        """The checked record of layers[1:] over the same params (the dense stack above a sparse
+        first layer)."""
+        if self._upper is None:
+            self._upper = checked_record(self._layout[1:], self._layers["alpha"][1:], self.n_params)
+        return self._upper
 
     __call__ = predict
 
@@ -367,6 +402,10 @@ class MLP:
 
     def _train_kernel(self, x, targets, loss_id, outputs, sample_weight=None) -> float:
         """The one backend call of a training step (subclasses with other inputs override it)."""
+        if isinstance(x, CSR):
+            return self.engine.sparse_train_step(x.indptr, x.indices, x.data, targets, self.params, self.grads,
+                                                 self.opt_state, self._layers, loss_id, self._hyper, outputs,
+                                                 sample_weight)
         return self.engine.mlp_train_step(x, targets, self.params, self.grads, self.opt_state,
                                             self._layers, loss_id, self._hyper, outputs, sample_weight)
 
@@ -407,7 +446,9 @@ class MLP:
         """(x rows, target rows) buffers of ``batch_size`` rows shaped like ``x`` / ``targets``,
         kept from one epoch (and fit) to the next while the shapes and dtypes stay the same."""
         rows = min(batch_size, x.shape[0])
-        wanted = [((rows, *a.shape[1:]), a.dtype) for a in (x, targets)]
+        # a sparse x gathers its rows itself (CSR.take): an empty placeholder, never a dense buffer
+        wanted = [((rows, 0) if isinstance(x, CSR) else (rows, *x.shape[1:]), x.dtype),
+                  ((rows, *targets.shape[1:]), targets.dtype)]
         if self._batch_rows is None or [(b.shape, b.dtype) for b in self._batch_rows] != wanted:
             self._batch_rows = tuple(np.empty(shape, dtype) for shape, dtype in wanted)
         return self._batch_rows

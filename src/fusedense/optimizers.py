@@ -15,7 +15,7 @@ import numpy as np
 
 from . import abi
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "get"]
 
 
 def _number(name, value, low, high=None, low_inclusive=True):
@@ -131,7 +131,24 @@ class AdamW(Adam):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay)
 
 
-_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class Adagrad(Optimizer):
+    """PyTorch's Adagrad (G += g²; p −= lr·g/(√G + ε)); for sparse input only: the engines run it
+    in ``sparse_train_step`` (lazily: a W0 row's G grows only when a batch uses the row). A dense
+    batch with Adagrad gets the gate's ValueError."""
+
+    state_rows = 1  # G, the running sum of squared gradients
+    _config_names = ("learning_rate", "epsilon", "weight_decay")
+
+    def __init__(self, learning_rate=0.01, epsilon=1e-10, weight_decay=0.0):
+        super().__init__(learning_rate, weight_decay)
+        self.epsilon = _number("epsilon", epsilon, 0, low_inclusive=False)
+
+    def _fill(self, h):
+        h[abi.H_OPTIMIZER] = abi.OPT_ADAGRAD
+        h[abi.H_EPS] = self.epsilon
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad}
 
 
 def get(optimizer) -> Optimizer:

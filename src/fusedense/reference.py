@@ -349,3 +349,90 @@ def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms
     def next_logits(ctx):
         return quantized_mlp_forward(embeddings[ctx].reshape(len(ctx), -1), qbuffer, qlayers)
     return generate_with(next_logits, context, uniforms, temperature, boundary)
+
+
+# --- a sparse (CSR) input in front of the network: the first layer is a gather-sum ---------------
+# X is given as CSR arrays: indptr (B+1,), indices (nnz,) column ids, values (nnz,). The first
+# layer's W0 (n_features × n) is read only at the rows X touches; its gradient is formed only
+# there (``rows``, the sorted distinct indices), never as a dense n_features × n array.
+
+
+def csr(indptr, indices, values, n_features):
+    """The SciPy CSR matrix over the three arrays (duplicates and unsorted indices kept as given:
+    SciPy's products add duplicates up, as the gather-sum does)."""
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix((values, indices, indptr), shape=(len(indptr) - 1, n_features))
+
+
+def sparse_dense_forward(indptr, indices, values, W, b, act, alpha):
+    """Returns (y, z), z = X @ W + b with SciPy's sparse product, y = act(z)."""
+    z = csr(indptr, indices, values, W.shape[0]) @ W + b
+    return act.forward(z, alpha), z
+
+
+def sparse_dense_backward(dy, indptr, indices, values, z, y, act, alpha, rows):
+    """Returns (dW_rows, db): dz = dy · act'(z); dW_rows[r] = (Xᵀ dz)[rows[r]], summed over the
+    non-zeros in column rows[r] (an explicit scatter-add); db = Σ_rows dz."""
+    dz = activation_vjp(act, dy, z, y, alpha)
+    row_of = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    dW_rows = np.zeros((len(rows), dz.shape[1]), dz.dtype)
+    np.add.at(dW_rows, np.searchsorted(rows, indices), values[:, None] * dz[row_of])
+    return dW_rows, dz.sum(axis=0)
+
+
+def adagrad_step(params, grads, accum, lr, eps=1e-10, weight_decay=0.0):
+    """PyTorch's Adagrad (no lr decay): g += wd·p; G += g²; p −= lr · g / (√G + eps)."""
+    g = grads + weight_decay * params
+    accum += g * g
+    params -= lr * g / (np.sqrt(accum) + eps)
+
+
+def _optimizer_on(params, grads, state, hyper):
+    """The optimizer of ``hyper`` on arrays (views or copies); state: a list of arrays like params."""
+    kind = hyper[abi.H_OPTIMIZER]
+    if kind == abi.OPT_ADAGRAD:
+        adagrad_step(params, grads, state[0], hyper[abi.H_LR], hyper[abi.H_EPS], hyper[abi.H_WEIGHT_DECAY])
+    else:
+        optimizer_step(params, grads, state, hyper)
+
+
+def sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id, sample_weight=None):
+    """Forward (the first layer sparse), loss and backward. Returns (loss, grads, rows,
+    dW_rows): grads has the gradient of b0 and of every later layer (zero elsewhere), rows the
+    sorted distinct indices of X and dW_rows W0's gradient there."""
+    (W0, b0), = layer_views(params, layers[:1])
+    first = layers[0]
+    act0 = BY_ID[first["activation"]]
+    h, z = sparse_dense_forward(indptr, indices, values, W0, b0, act0, first["alpha"])
+    loss, (grads, dh) = mlp_loss_and_grad(h, targets, params, layers[1:], loss_id, need_dx=True,
+                                          sample_weight=sample_weight)
+    rows = np.unique(indices)
+    dW_rows, db0 = sparse_dense_backward(dh, indptr, indices, values, z, h, act0, first["alpha"], rows)
+    layer_views(grads, layers[:1])[0][1][...] = db0
+    return loss, grads, rows, dW_rows
+
+
+def sparse_train_step(indptr, indices, values, targets, params, layers, opt_state, loss_id, hyper,
+                      sample_weight=None):
+    """One minibatch with the lazy first-layer update (see interface.sparse_train_step), in
+    place for a finite loss. Returns (loss, grads, rows, dW_rows)."""
+    loss, grads, rows, dW_rows = sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id,
+                                                      sample_weight)
+    if not np.isfinite(loss):
+        return loss, grads, rows, dW_rows
+    spans = [(int(l["offset"]), int(l["offset"] + (l["fan_in"] + 1) * l["fan_out"])) for l in layers[1:]]
+    first = layers[0]
+    w_end = int(first["offset"] + first["fan_in"] * first["fan_out"])
+    spans.append((w_end, w_end + int(first["fan_out"])))  # b0
+    for start, stop in spans:
+        _optimizer_on(params[start:stop], grads[start:stop], [s[start:stop] for s in opt_state], hyper)
+    n = int(first["fan_out"])
+    table = params[first["offset"]:w_end].reshape(-1, n)
+    states = [s[first["offset"]:w_end].reshape(-1, n) for s in opt_state]
+    touched, touched_states = table[rows], [s[rows] for s in states]  # copies, written back below
+    _optimizer_on(touched, dW_rows, touched_states, hyper)
+    table[rows] = touched
+    for s, t in zip(states, touched_states):
+        s[rows] = t
+    return loss, grads, rows, dW_rows

@@ -25,6 +25,7 @@ import numpy as np
 from . import _lbfgs, abi
 from . import optimizers as _optimizers
 from .network import MLP
+from .sparse import CSR
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -48,6 +49,8 @@ _SOLVERS = ("lbfgs", "sgd", "adam")
 _LEARNING_RATES = ("constant", "invscaling", "adaptive")
 _EPSILON_PLACES = ("sqrt_v_hat", "sqrt_v")
 _FLOATS = (np.float64, np.float32)
+#: SciPy formats fit/predict take as they are (others become CSR); the network reads them as CSR
+_SPARSE = ("csr", "csc", "coo")
 _NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain large values "
                "and need to be preprocessed.")
 
@@ -100,7 +103,8 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False  # the fused sparse first layer comes with the sparse-input issue
+        # CSR/CSC/COO train through the fused sparse first layer (the stochastic solvers)
+        tags.input_tags.sparse = self.solver != "lbfgs"
         return tags
 
     def __sklearn_is_fitted__(self):
@@ -140,7 +144,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "network_") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=_FLOATS,
-                             y_numeric=not self._classifier)
+                             y_numeric=not self._classifier,
+                             # L-BFGS needs the dense mlp_gradient: scikit-learn's own error for sparse X
+                             accept_sparse=_SPARSE if self.solver != "lbfgs" else False)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if sample_weight is not None:
@@ -248,7 +254,8 @@ class _BaseMLP(BaseEstimator):
         net = self.network_
         n = X.shape[0]
         if order is not None:  # gather buffers reused from batch to batch (still in cache for the kernel)
-            x_rows = np.empty((batch_size, X.shape[1]), X.dtype)
+            # (a sparse X gathers its rows itself: CSR.take)
+            x_rows = np.empty((batch_size, 0 if isinstance(X, CSR) else X.shape[1]), X.dtype)
             target_rows = np.empty((batch_size, *targets.shape[1:]), targets.dtype)
         total = penalty_rows = 0.0
         for start in range(0, n, batch_size):
@@ -383,7 +390,7 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         net = self._network()
-        return net.predict(validate_data(self, X, reset=False, dtype=_FLOATS))
+        return net.predict(validate_data(self, X, reset=False, dtype=_FLOATS, accept_sparse=_SPARSE))
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):

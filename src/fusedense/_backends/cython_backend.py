@@ -10,7 +10,7 @@ import ctypes
 import glob
 import os
 
-from .. import threads
+from .. import abi, threads
 
 with threads.quiet_pools():  # libgomp and SciPy's OpenBLAS load with the kernels
     from .._kernels import activations as _activations
@@ -18,10 +18,11 @@ with threads.quiet_pools():  # libgomp and SciPy's OpenBLAS load with the kernel
     from .._kernels import layers as _layers
     from .._kernels import optim as _optim
     from .._kernels import quantized as _quantized
+    from .._kernels import sparse as _sparse
 
 NAME = "cython"
 
-_MODULES = (_activations, _embedding, _layers, _optim, _quantized)
+_MODULES = (_activations, _embedding, _layers, _optim, _quantized, _sparse)
 
 
 def activation_forward(z, act_id, alpha, y):
@@ -91,6 +92,21 @@ def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms
                                  lengths):
     _quantized.quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms, temperature, boundary,
                                             tokens, lengths)
+
+
+def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
+    _sparse.sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z)
+
+
+def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
+    _sparse.sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db)
+
+
+def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
+                      outputs, sample_weight):
+    labels = targets if loss_id == abi.LOSS_SPARSE_XENT else None
+    return _sparse.sparse_train_step(indptr, indices, values, labels, targets, params, grads, opt_state, layers,
+                                     loss_id, hyper, outputs, sample_weight)
 
 
 def _scipy_blas_threads():

@@ -122,8 +122,36 @@ def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms
     ``tokens`` (n, max_len) and ``lengths`` (n,) (see reference.embedding_generate)."""
 
 
+def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
+    """z = X @ W + b for the CSR matrix X (B rows, W.shape[0] columns): each row of z is b plus
+    W's rows ``indices[k]`` weighted by ``values[k]`` for k in indptr[i]:indptr[i+1] (a
+    gather-sum; duplicate indices add up, their order does not matter); y = act(z); z may be
+    None (not kept). indptr int64 (B+1,), indices int64 (nnz,) in range, values (nnz,) in W's dtype."""
+
+
+def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
+    """dz = dy · act'(z), db = Σ_rows dz, and W's gradient only at its rows ``rows`` (the sorted
+    distinct column indices of X, int64): dW_rows[r] = Σ over the non-zeros k with
+    indices[k] == rows[r] of values[k] · dz[row of k]. dW_rows (len(rows), n); no dense dW."""
+
+
+def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
+                      outputs, sample_weight):
+    """mlp_train_step with a CSR batch as the input of layers[0] (a sparse_dense_forward; at
+    least one dense layer follows): forward, loss, backward, then the optimizer step of b0 and
+    of every later layer, and of only the rows of W0 the batch touches (lazy: the other rows
+    and their optimizer state are left as they are; momentum and Adam's moments of a row
+    advance only on the steps that touch it, Adam's bias correction uses the global step).
+    hyper[H_OPTIMIZER] may also be OPT_ADAGRAD (state: one row of squared-gradient sums;
+    p −= lr·g/(√G + eps)). ``grads``: receives the gradient of b0 and the later layers; the
+    W0 region of grads is not written (W0's gradient lives in per-step scratch of the touched
+    rows). ``sample_weight`` as for mlp_gradient. Transactional and writes hyper[H_APPLIED] as
+    mlp_train_step; returns the loss."""
+
+
 #: The contract's function names, in the order above (engines define them in this order too).
 FUNCTIONS = ("activation_forward", "activation_backward", "dense_forward", "dense_backward",
              "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_gradient", "mlp_train_step",
              "embedding_forward", "embedding_train_step", "embedding_generate",
-             "quantized_dense_forward", "quantized_mlp_forward", "quantized_embedding_generate")
+             "quantized_dense_forward", "quantized_mlp_forward", "quantized_embedding_generate",
+             "sparse_dense_forward", "sparse_dense_backward", "sparse_train_step")

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 
 import numba
 import numpy as np
 
 from .. import abi, reference, threads
-from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers, quantized
+from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers, quantized, sparse
 from .._numba_kernels.jit import use_parallel
 
 NAME = "numba"
@@ -205,3 +206,42 @@ def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms
         return out
     tokens[...], lengths[...] = reference.generate_with(next_logits, int(context), uniforms, float(temperature),
                                                         int(boundary))
+
+
+@_entry_point
+def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
+    sparse.sparse_dense_forward(indptr, indices, values, W, b, int(act_id), float(alpha), y, y if z is None else z)
+
+
+@_entry_point
+def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
+    sparse.sparse_dense_backward(dy, indptr, indices, values, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype),
+                                 int(act_id), float(alpha), rows, dW_rows, db)
+
+
+@_entry_point
+def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
+                      outputs, sample_weight):
+    labels, targets = _labels_and_targets(loss_id, targets, params.dtype)
+    upper, base = _upper_layers(layers)
+    return sparse.sparse_train_step(indptr, indices, values, labels, targets, _weights(sample_weight, params.dtype),
+                                    params, grads, opt_state, layers, upper, base, int(loss_id), hyper,
+                                    _or_absent(outputs, params.dtype))
+
+
+_UPPER = {}  # id(record) -> (weak reference, upper record, base), one entry per live record
+
+
+def _upper_layers(layers):
+    """(layers[1:] with offsets relative to layers[1]'s, that offset): the dense layers above a
+    sparse first layer as a network of their own over params[base:] (see sparse_train_step)."""
+    entry = _UPPER.get(id(layers))
+    if entry is None or entry[0]() is not layers:
+        upper = layers[1:].copy()
+        base = int(upper[0]["offset"])
+        upper["offset"] -= base
+        upper.flags.writeable = False
+        entry = (weakref.ref(layers), upper, base)
+        _UPPER[id(layers)] = entry
+        weakref.finalize(layers, _UPPER.pop, id(layers), None)
+    return entry[1], entry[2]

@@ -102,3 +102,34 @@ def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms
                                  lengths):
     tokens[...], lengths[...] = reference.quantized_embedding_generate(embeddings, qbuffer, qlayers, context,
                                                                        uniforms, temperature, boundary)
+
+
+def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
+    y_ref, z_ref = reference.sparse_dense_forward(indptr, indices, values, W, b, BY_ID[act_id], alpha)
+    y[...] = y_ref
+    if z is not None:
+        z[...] = z_ref
+
+
+def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
+    dW_rows[...], db[...] = reference.sparse_dense_backward(dy, indptr, indices, values, z, y, BY_ID[act_id],
+                                                            alpha, rows)
+
+
+def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
+                      outputs, sample_weight):
+    if outputs is not None:  # a second forward pass, as in mlp_train_step
+        first = layers[0]
+        h, _ = reference.sparse_dense_forward(indptr, indices, values,
+                                              *reference.layer_views(params, layers[:1])[0],
+                                              BY_ID[first["activation"]], first["alpha"])
+        outputs[...] = reference.mlp_forward(h, params, layers[1:])
+    loss, grads_ref, _, _ = reference.sparse_train_step(indptr, indices, values, targets, params, layers,
+                                                        opt_state, loss_id, hyper, sample_weight)
+    first = layers[0]
+    w_end = int(first["offset"] + first["fan_in"] * first["fan_out"])
+    grads[:first["offset"]] = grads_ref[:first["offset"]]
+    grads[w_end:] = grads_ref[w_end:]  # the W0 region is not written (the contract)
+    if np.isfinite(loss):
+        hyper[abi.H_APPLIED] = hyper[abi.H_STEP]
+    return float(loss)
