@@ -171,15 +171,12 @@ def test_divergence_raises_sklearns_value_error():
 
 
 def test_sklearns_input_errors_and_warnings():
-    scipy_sparse = pytest.importorskip("scipy.sparse")
     with pytest.raises(ValueError, match="Unknown label type: continuous"):
         fd.MLPClassifier().fit(X, X[:, 0])
     with pytest.raises(ValueError, match="requires y to be passed"):
         fd.MLPRegressor().fit(X, None)
     with pytest.raises(ValueError, match="multilabel"):
         fd.MLPClassifier().fit(X, np.c_[LABELS == 0, LABELS == 1])
-    with pytest.raises(TypeError, match="Sparse data was passed"):  # lbfgs takes dense X only, as in scikit-learn
-        fd.MLPClassifier(solver="lbfgs").fit(scipy_sparse.csr_matrix(X), LABELS)
     with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
         fd.MLPClassifier().fit(X, LABELS, sample_weight=-WEIGHTS)
     with pytest.warns(DataConversionWarning, match="column-vector y"):

@@ -273,12 +273,14 @@ def test_mlp_classifier_fits_and_predicts_sparse_input_without_densifying(engine
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
 
 
-def test_sparse_predictions_equal_the_dense_ones_and_fronts_refuse_what_they_cannot_do():
+def test_sparse_predictions_and_lbfgs_fits_equal_the_dense_ones():
     X, y = _text_like()
     clf = fd.MLPClassifier((8,), max_iter=3, random_state=0).fit(X.toarray(), y)
     np.testing.assert_allclose(clf.predict_proba(X), clf.predict_proba(X.toarray()), rtol=1e-5, atol=1e-6)
-    with pytest.raises(TypeError, match="Sparse data was passed"):
-        fd.MLPClassifier((8,), solver="lbfgs").fit(X, y)
+    # lbfgs takes sparse X as scikit-learn's does (densified for its full-batch gradient)
+    sparse_fit = fd.MLPClassifier((8,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    dense_fit = fd.MLPClassifier((8,), solver="lbfgs", max_iter=5, random_state=0).fit(X.toarray(), y)
+    np.testing.assert_array_equal(sparse_fit.coefs_[0], dense_fit.coefs_[0])
     reg = fd.MLPRegressor((8,), max_iter=5, random_state=0)
     with pytest.warns(Warning):
         reg.fit(sp.coo_matrix(X), y.astype(float))

@@ -103,8 +103,8 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # CSR/CSC/COO train through the fused sparse first layer (the stochastic solvers)
-        tags.input_tags.sparse = self.solver != "lbfgs"
+        # CSR/CSC/COO train through the fused sparse first layer (lbfgs: densified, see _fit)
+        tags.input_tags.sparse = True
         return tags
 
     def __sklearn_is_fitted__(self):
@@ -144,9 +144,11 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "network_") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=_FLOATS,
-                             y_numeric=not self._classifier,
-                             # L-BFGS needs the dense mlp_gradient: scikit-learn's own error for sparse X
-                             accept_sparse=_SPARSE if self.solver != "lbfgs" else False)
+                             y_numeric=not self._classifier, accept_sparse=_SPARSE)
+        if self.solver == "lbfgs" and hasattr(X, "toarray"):
+            # scikit-learn's lbfgs takes sparse X; full-batch L-BFGS runs the dense mlp_gradient, so
+            # the matrix is densified once (the stochastic solvers use the fused sparse first layer)
+            X = X.toarray()
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if sample_weight is not None:
