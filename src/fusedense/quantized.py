@@ -196,9 +196,9 @@ class QuantizedEmbeddingMLP(QuantizedMLP):
     as_inputs = EmbeddingMLP.as_inputs
     _sampling_uniforms = EmbeddingMLP._sampling_uniforms
 
-    def _forward(self, tokens, out, qlayers=None):
+    def _forward(self, tokens, out):
         x = self.embeddings[tokens].reshape(len(tokens), -1)
-        self.engine.quantized_mlp_forward(x, self.qbuffer, self.qlayers if qlayers is None else qlayers, out)
+        self.engine.quantized_mlp_forward(x, self.qbuffer, self.qlayers, out)
 
     def _logits_qlayers(self):
         """The record with a softmax/log_softmax output read as logits (as EmbeddingMLP's)."""

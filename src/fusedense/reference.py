@@ -318,7 +318,7 @@ def quantized_dense_forward(x, qbuffer, qlayers, layer):
     acc) where, for int8, acc = q_x @ q_W (int64, the exact integer sums every engine's int32
     accumulators must equal) and y = act((q_x·s_x) @ (q_W·s_W) + b); for bf16 (acc None),
     y = act(bf16(x) @ W + b) with both operands' bf16 values widened to float64."""
-    W, scales, bias, _ = quantized_layer_views(qbuffer, qlayers)[layer]
+    W, scales, bias, _ = quantized_layer_views(qbuffer, qlayers[layer:layer + 1])[0]  # that layer only
     record = qlayers[layer]
     act, alpha = BY_ID[record["activation"]], record["alpha"]
     if record["kind"] == QUANT_INT8:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _backends, abi, functional
 from ..activations import get_activation
-from ..layout import layer_views
+from ..layout import QUANT_KINDS, layer_views
 from . import numpy_user
 from .workloads import ADAM, flatten_layers
 
@@ -484,7 +484,7 @@ class OnnxRuntimeQuantized(_QuantizedSystem, OnnxRuntime):
         return self._session(quantized, problem.x, threads)
 
 
-QUANTIZED_DTYPES = ("int8", "bf16")
+QUANTIZED_DTYPES = tuple(QUANT_KINDS)
 
 
 def all_systems(quantized=None):
