@@ -8,10 +8,6 @@ import textwrap
 
 import pytest
 
-from fusedense import _backends
-
-ENGINES = _backends.backends()
-
 
 def _run(code, timeout=240):
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
@@ -20,7 +16,6 @@ def _run(code, timeout=240):
     return done.stdout
 
 
-@pytest.mark.parametrize("backend", ENGINES)
 def test_a_forked_child_predicts_and_trains_after_the_parallel_paths_ran(backend):
     out = _run(f"""
         import os, time
@@ -57,7 +52,6 @@ def test_a_forked_child_predicts_and_trains_after_the_parallel_paths_ran(backend
     assert out.strip() == "child 0"
 
 
-@pytest.mark.parametrize("backend", ENGINES)
 def test_the_thread_count_changed_from_another_thread_mid_call_changes_no_result(backend):
     _run(f"""
         import threading

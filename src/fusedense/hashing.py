@@ -49,7 +49,13 @@ def fnv1a_32(buffer: np.ndarray, starts: np.ndarray, lengths) -> np.ndarray:
 
 
 class HashingVectorizer:
-    """Hashed n-gram counts. analyzer: 'char' (byte n-grams) or 'word' (n-grams of \\w+ tokens)."""
+    """Hashed n-gram counts. analyzer: 'char' (byte n-grams) or 'word' (n-grams of \\w+ tokens).
+
+    Not scikit-learn's HashingVectorizer, though close in use: its defaults suit short strings
+    (n_features 2**12, analyzer 'char', ngram_range (1, 3), float32), counts are never signed
+    (scikit-learn's ``alternate_sign=False``), the hash is FNV-1a (scikit-learn: murmur3, so
+    buckets differ), ``norm`` is 'l2' or None, and the output is dense up to 2**16 features
+    (``sparse=None``; scikit-learn's is always CSR). Pass ``sparse=True`` for CSR at any size."""
 
     def __init__(self, n_features=2**12, analyzer="char", ngram_range=(1, 3), lowercase=True,
                  norm="l2", dtype=np.float32, sparse=None):
@@ -114,7 +120,7 @@ class HashingVectorizer:
         X = scipy.sparse.vstack(parts, format="csr") if parts else scipy.sparse.csr_matrix(
             (0, self.n_features), dtype=self.dtype)
         X.sum_duplicates()  # counts: repeated n-grams of a row add up, indices sorted
-        X = X.astype(self.dtype)
+        X = X.astype(self.dtype, copy=False)
         if self.norm == "l2":
             from .sparse import row_sums
 

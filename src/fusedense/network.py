@@ -240,15 +240,15 @@ class MLP:
         the model's dtype instead, never a dense array: the first layer then runs as a
         gather-sum of its weight rows (``sparse_dense_forward`` / ``sparse_train_step``).
         """
+        if (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
+                and x.shape[1] == self.sizes[0] and x.shape[0] and x.flags.c_contiguous):
+            return x  # the fast path: nothing to check or copy
         if isinstance(x, CSR) or is_sparse(x):
             csr = as_csr(x, self.dtype, name)
             if csr.shape[1] != self.sizes[0] or csr.shape[0] == 0:
                 raise ValueError(f"{name}: expected shape (n_samples >= 1, {self.sizes[0]}) for a network with "
                                  f"{self.sizes[0]} inputs, got a sparse matrix of shape {csr.shape}")
             return csr
-        if (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
-                and x.shape[1] == self.sizes[0] and x.shape[0] and x.flags.c_contiguous):
-            return x  # the fast path: nothing to check or copy
         arr = as_numeric_array(name, x)
         if arr.ndim != 2 or arr.shape[1] != self.sizes[0]:
             raise ValueError(f"{name}: expected shape (n_samples, {self.sizes[0]}) for a network with "

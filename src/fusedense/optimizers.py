@@ -42,7 +42,12 @@ class _Hyperparameter:
         self.name = name
 
     def __get__(self, optimizer, owner=None):
-        return self if optimizer is None else optimizer.__dict__[self.name]
+        if optimizer is None:
+            return self
+        try:
+            return optimizer.__dict__[self.name]
+        except KeyError:  # (hasattr/getattr with a default expect AttributeError)
+            raise AttributeError(self.name) from None
 
     def __set__(self, optimizer, value):
         optimizer.__dict__[self.name] = _number(self.name, value, **self.bounds)
@@ -139,9 +144,11 @@ class Adagrad(Optimizer):
     state_rows = 1  # G, the running sum of squared gradients
     _config_names = ("learning_rate", "epsilon", "weight_decay")
 
+    epsilon = _Hyperparameter(0, low_inclusive=False)
+
     def __init__(self, learning_rate=0.01, epsilon=1e-10, weight_decay=0.0):
         super().__init__(learning_rate, weight_decay)
-        self.epsilon = _number("epsilon", epsilon, 0, low_inclusive=False)
+        self.epsilon = epsilon
 
     def _fill(self, h):
         h[abi.H_OPTIMIZER] = abi.OPT_ADAGRAD

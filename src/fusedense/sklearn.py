@@ -25,7 +25,7 @@ import numpy as np
 from . import _lbfgs, abi
 from . import optimizers as _optimizers
 from .network import MLP
-from .sparse import CSR
+from .sparse import CSR, is_sparse
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -145,7 +145,7 @@ class _BaseMLP(BaseEstimator):
         first = not hasattr(self, "network_") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, reset=first, multi_output=True, dtype=_FLOATS,
                              y_numeric=not self._classifier, accept_sparse=_SPARSE)
-        if self.solver == "lbfgs" and hasattr(X, "toarray"):
+        if self.solver == "lbfgs" and is_sparse(X):
             # scikit-learn's lbfgs takes sparse X; full-batch L-BFGS runs the dense mlp_gradient, so
             # the matrix is densified once (the stochastic solvers use the fused sparse first layer)
             X = X.toarray()

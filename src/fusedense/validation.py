@@ -39,8 +39,9 @@ def check_float_dtype(name, a: np.ndarray) -> None:
 
 def _refuse_masked(name, a) -> None:
     """np.asarray keeps a masked array's data and drops its mask: the masked values would be used."""
-    if isinstance(a, np.ma.MaskedArray) and np.ma.getmaskarray(a).any():
-        raise ValueError(f"{name}: a masked array with {int(np.ma.getmaskarray(a).sum())} masked value(s); "
+    masked = np.ma.getmaskarray(a) if isinstance(a, np.ma.MaskedArray) else None
+    if masked is not None and masked.any():
+        raise ValueError(f"{name}: a masked array with {int(masked.sum())} masked value(s); "
                          f"fusedense would read the values under the mask: fill them first (x.filled(value))")
 
 

@@ -32,6 +32,7 @@ BLAS_MIN_ROWS = TUNING["BLAS_MIN_ROWS"]
 #: A batch tile: TILE_ROWS rows × 2 vectors of accumulators, each broadcast of a[i, k] shared
 #: by 2 FMAs and each load of b[k, j] by TILE_ROWS.
 TILE_ROWS = TUNING["TILE_ROWS"]
+EDGE_ROWS = 8 * TILE_ROWS
 TILE_BYTES = 2 * VECTOR_BYTES
 #: A lone row (a batch's last rows): enough independent accumulators to hide the FMA latency.
 ROW_BYTES = TUNING["ROW_VECTORS"] * VECTOR_BYTES
@@ -211,12 +212,13 @@ def _tiled(a, b, out, whole_tiles):
     streamed = m % TILE_ROWS > 0 and b.size * b.itemsize >= LARGE_B_BYTES
     n_rows = m - m % TILE_ROWS if streamed else m
     whole_tiles(a, b, out, n_rows, n_whole)
-    if n_whole < n:  # the last columns through a zero-padded copy, one tile of rows at a time
-        edge_b = np.zeros((b.shape[0], tile_cols), b.dtype)  # so the scratch does not grow with m
+    if n_whole < n:  # the last columns through a zero-padded copy, EDGE_ROWS rows at a time: a
+        # scratch that does not grow with m, and few steps when product() runs this body as Python
+        edge_b = np.zeros((b.shape[0], tile_cols), b.dtype)
         edge_b[:, :n - n_whole] = b[:, n_whole:]
-        edge_out = np.empty((TILE_ROWS, tile_cols), out.dtype)
-        for start in range(0, n_rows, TILE_ROWS):
-            rows = min(TILE_ROWS, n_rows - start)
+        edge_out = np.empty((EDGE_ROWS, tile_cols), out.dtype)
+        for start in range(0, n_rows, EDGE_ROWS):  # (chunks start at whole tiles: the same tiles as one pass)
+            rows = min(EDGE_ROWS, n_rows - start)
             whole_tiles(a[start:start + rows], edge_b, edge_out, rows, tile_cols)
             out[start:start + rows, n_whole:] = edge_out[:rows, :n - n_whole]
     if streamed:
