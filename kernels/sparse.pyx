@@ -4,7 +4,8 @@ sparse_train_step (fusedense.reference has the equations).
 The first layer is a gather-sum, the close relative of embedding.pyx's gather: row i of
 z = b + Σ_k values[k] · W[indices[k]] over the row's non-zeros, so only the rows of W the
 batch names are read. Its backward scatter-adds values[k] · dz[i] into a compact (n_rows × n)
-block, one row per DISTINCT column of the batch (found by a radix sort of the indices), and
+block, one row per DISTINCT column of the batch (found by a radix sort of the indices for
+sparse_dense_backward's sorted rows, by a slot map kept between training steps in the step), and
 the training step updates only those rows of W and of its optimizer state: a step costs
 O(nnz · n), never O(n_features · n). The indices are in range (the gate checks them); they may
 be unsorted or repeated (repeats add up, as in SciPy's product).
@@ -15,7 +16,7 @@ the thread count.
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport isfinite, sqrt
+from libc.math cimport isfinite, sqrt, sqrtf
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -29,9 +30,19 @@ from network cimport network_threads
 from optim cimport Optimizer, optimizer_update
 from real cimport real
 from thread_policy cimport fd_num_threads, fd_set_num_threads, in_parallel, network_threads_for
-from train cimport alloc_train_work, read_optimizer, train_gradients, train_work_size
+from train cimport read_optimizer, train_gradients, train_work_size
 
 cnp.import_array()
+
+cdef extern from *:
+    """
+    #define fd_prefetch(p) __builtin_prefetch((const void*)(p))
+    """
+    void fd_prefetch(const void* p) noexcept nogil
+
+#: Non-zeros (or rows) ahead whose table row is prefetched: the rows are scattered over a large
+#: table, so every one is a cache miss the hardware prefetcher cannot predict.
+DEF PREFETCH_AHEAD = 16
 
 
 def set_num_threads(int n):
@@ -42,6 +53,63 @@ def get_num_threads():
     return fd_num_threads
 
 
+# --- the training step's scratch ----------------------------------------------------------------
+# Kept between steps: a step's tens of MB, freed and allocated again every call, came back as
+# fresh pages (page faults and the kernel zeroing them: about a tenth of a step); and the slot
+# map (one entry per column of W0, -1 between steps) is filled once, not per step. A call takes
+# them and gives them back while holding the GIL; a concurrent call (another thread) allocates
+# its own.
+
+cdef void* step_scratch = NULL
+cdef size_t step_scratch_bytes = 0
+cdef int64_t* step_slot_map = NULL
+cdef Py_ssize_t step_slot_map_len = 0
+cdef bint step_scratch_busy = False
+
+
+cdef void* take_step_scratch(size_t nbytes, Py_ssize_t columns, int64_t** slot_map) except NULL:
+    """nbytes of scratch and a slot map of `columns` entries, all -1 (give both back with
+    give_back_step_scratch)."""
+    global step_scratch, step_scratch_bytes, step_slot_map, step_slot_map_len, step_scratch_busy
+    cdef bint own = step_scratch_busy
+    cdef void* p
+    if own or step_scratch_bytes < nbytes:
+        p = malloc(nbytes)
+        if p == NULL:
+            raise MemoryError()
+        if not own:
+            free(step_scratch)
+            step_scratch, step_scratch_bytes = p, nbytes
+    if own or step_slot_map_len < columns:
+        slot_map[0] = <int64_t*>malloc(columns * sizeof(int64_t))
+        if slot_map[0] == NULL:
+            if own:
+                free(p)
+            raise MemoryError()
+        memset(slot_map[0], 0xFF, columns * sizeof(int64_t))  # all -1
+        if not own:
+            free(step_slot_map)
+            step_slot_map, step_slot_map_len = slot_map[0], columns
+    if own:
+        return p
+    slot_map[0] = step_slot_map
+    step_scratch_busy = True
+    return step_scratch
+
+
+cdef void give_back_step_scratch(void* p, int64_t* slot_map, const int64_t* rows, Py_ssize_t count) noexcept:
+    """Returns take_step_scratch's scratch and map; rows[:count]: the map entries the step set."""
+    global step_scratch_busy
+    cdef Py_ssize_t r
+    if p == step_scratch:
+        for r in range(count):
+            slot_map[rows[r]] = -1
+        step_scratch_busy = False
+    else:
+        free(p)
+        free(slot_map)
+
+
 # --- the pieces ------------------------------------------------------------------------------
 
 cdef inline void gather_sum_row(const int64_t* indptr, const int64_t* indices, const real* values,
@@ -49,11 +117,13 @@ cdef inline void gather_sum_row(const int64_t* indptr, const int64_t* indices, c
                                 real* z) noexcept nogil:
     """z = b + Σ values[k] · W[indices[k]] over row i's non-zeros (an axpy per non-zero: the
     inner loop over n vectorizes)."""
-    cdef Py_ssize_t k, c
+    cdef Py_ssize_t k, c, end = indptr[i + 1]
     cdef const real* w
     cdef real v
     memcpy(z, b, n * sizeof(real))
-    for k in range(indptr[i], indptr[i + 1]):
+    for k in range(indptr[i], end):
+        if k + PREFETCH_AHEAD < end:
+            fd_prefetch(W + indices[k + PREFETCH_AHEAD] * n)
         v = values[k]
         w = W + indices[k] * n
         for c in range(n):
@@ -116,6 +186,25 @@ cdef Py_ssize_t distinct_slots(const int64_t* indices, Py_ssize_t nnz, int64_t* 
     return count + 1
 
 
+cdef Py_ssize_t first_seen_slots(const int64_t* indices, Py_ssize_t nnz, int64_t* slot_of_column, int64_t* rows,
+                                 int64_t* slot) noexcept nogil:
+    """rows[:count] = the distinct values of indices[:nnz] in the order they first appear and
+    slot[k] = the position of indices[k] in rows; returns count. One pass through
+    slot_of_column (-1 for every column on entry; on return set for rows[:count]), no sort:
+    the training step's lazy update visits each row once, in any order."""
+    cdef Py_ssize_t k, count = 0
+    cdef int64_t s
+    for k in range(nnz):
+        s = slot_of_column[indices[k]]
+        if s < 0:
+            s = count
+            slot_of_column[indices[k]] = s
+            rows[count] = indices[k]
+            count += 1
+        slot[k] = s
+    return count
+
+
 cdef void scatter_slots(Py_ssize_t B, const int64_t* indptr, const int64_t* slot, const real* values,
                         const real* dz, Py_ssize_t n, Py_ssize_t count, real* dW_rows) noexcept nogil:
     """dW_rows[r] = Σ values[k] · dz[row of k] over the non-zeros k with slot[k] == r, in the
@@ -123,9 +212,12 @@ cdef void scatter_slots(Py_ssize_t B, const int64_t* indptr, const int64_t* slot
     cdef Py_ssize_t i, k, c
     cdef real v
     cdef real* out
+    cdef Py_ssize_t nnz = indptr[B]
     memset(dW_rows, 0, count * n * sizeof(real))
     for i in range(B):
         for k in range(indptr[i], indptr[i + 1]):
+            if k + PREFETCH_AHEAD < nnz:
+                fd_prefetch(dW_rows + slot[k + PREFETCH_AHEAD] * n)
             v = values[k]
             out = dW_rows + slot[k] * n
             for c in range(n):
@@ -157,7 +249,10 @@ cdef inline void adagrad_update(real* p, const real* g, real* acc, Py_ssize_t n,
     for j in range(n):
         gj = g[j] + weight_decay * p[j]
         acc[j] += gj * gj
-        p[j] -= lr * gj / (sqrt(acc[j]) + eps)
+        if real is float:  # (sqrt would widen to double: half the lanes, and a slower root)
+            p[j] -= lr * gj / (sqrtf(acc[j]) + eps)
+        else:
+            p[j] -= lr * gj / (sqrt(acc[j]) + eps)
 
 
 cdef inline void update_span(const Optimizer* opt, real* p, const real* g, real* first, real* second,
@@ -280,18 +375,27 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
     cdef real* b0 = pp + bias_offset(&layers[0])
     # the distinct rows (int64 first: aligned), z0, h0 (the first layer's pre-activation and
     # output), dh0 (dLoss/dh0, then dz0), W0's gradient at the rows, the dense layers' work
-    cdef real** kept
-    cdef int64_t* rows = <int64_t*>alloc_train_work(
-        4 * nnz * sizeof(int64_t) + (3 * B * n + nnz * n + train_work_size(B, layers + 1, L - 1)) * sizeof(real),
-        L - 1, <void**>&kept)
-    cdef int64_t* slot = rows + nnz  # then 2 nnz of radix-sort scratch
-    cdef real* z0 = <real*>(rows + 4 * nnz)
+    cdef real** kept = <real**>malloc(2 * (L - 1) * sizeof(real*) + 1)  # train_gradients' layer pointers
+    if kept == NULL:
+        raise MemoryError()
+    cdef int64_t* rows
+    cdef int64_t* slot_of_column
+    try:
+        rows = <int64_t*>take_step_scratch(2 * nnz * sizeof(int64_t) + (3 * B * n + nnz * n
+                                           + train_work_size(B, layers + 1, L - 1)) * sizeof(real),
+                                           layers[0].fan_in, &slot_of_column)
+    except MemoryError:
+        free(kept)
+        raise
+    cdef int64_t* slot = rows + nnz
+    cdef real* z0 = <real*>(rows + 2 * nnz)
     cdef real* h0 = z0 + B * n
     cdef real* dh0 = h0 + B * n
     cdef real* dW_rows = dh0 + B * n
     cdef real* dense_work = dW_rows + nnz * n
     cdef double loss
     cdef bint plain_sgd
+    count = 0
     with nogil:
         sparse_forward(B, ip, ix, vp, W0, b0, n, <int>layers[0].activation, <real>layers[0].alpha, z0, h0,
                        network_threads_for(nnz * n, True))
@@ -306,7 +410,7 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
             column_sums(dh0, B, n, gp + bias_offset(&layers[0]))
             plain_sgd = opt.kind == OPT_SGD and opt.beta1 == 0 and opt.weight_decay == 0
             if not plain_sgd:
-                count = distinct_slots(ix, nnz, rows, slot, slot + nnz)
+                count = first_seen_slots(ix, nnz, slot_of_column, rows, slot)
                 scatter_slots(B, ip, slot, vp, dh0, n, count, dW_rows)
             for l in range(1, L):
                 start = layers[l].offset
@@ -318,11 +422,14 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
                 sgd_scatter(B, ip, ix, vp, dh0, n, <real>opt.lr, W0)
             else:
                 for r in range(count):  # the lazy step: the touched rows of W0 and of its state only
+                    if r + PREFETCH_AHEAD < count:
+                        fd_prefetch(W0 + rows[r + PREFETCH_AHEAD] * n)
+                        fd_prefetch(first + layers[0].offset + rows[r + PREFETCH_AHEAD] * n)
                     start = layers[0].offset + rows[r] * n
                     update_span(&opt, pp + start, dW_rows + r * n, first + start,
                                 NULL if second == NULL else second + start, n)
             h[H_APPLIED] = h[H_STEP]
-    free(rows)
+    give_back_step_scratch(rows, slot_of_column, rows, count)
     free(kept)
     return loss
 

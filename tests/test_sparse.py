@@ -168,6 +168,28 @@ def test_sparse_train_step_matches_the_oracle(engine, dtype, kind):
     np.testing.assert_allclose(state, ref_state, **tol)
 
 
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "numpy"])
+def test_concurrent_sparse_steps_equal_the_same_steps_one_at_a_time(engine):
+    """The Cython step keeps its scratch and slot map between calls; a call running while
+    another holds them allocates its own: threads get the bits of the serial runs."""
+    import threading
+
+    kinds = [abi.OPT_ADAGRAD, abi.OPT_ADAM, abi.OPT_ADAGRAD, abi.OPT_SGD]
+    serial = [_run_steps(engine, np.float32, kind, steps=20) for kind in kinds]
+    results = [None] * len(kinds)
+
+    def run(i):
+        results[i] = _run_steps(engine, np.float32, kinds[i], steps=20)
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(kinds))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for got, want in zip(results, serial):
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
 def test_the_sparse_sgd_oracle_equals_a_dense_step_on_the_densified_batch():
     """Plain SGD: untouched rows have a zero gradient, so the lazy step is the dense step."""
     layout, alphas, P, params, state, hyper = _problem(np.float64, abi.OPT_SGD)
