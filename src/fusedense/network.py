@@ -236,6 +236,8 @@ class MLP:
         self._training = threading.RLock()
         self._batch_rows = None
         self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties)
+        if self._hyper is not None and self._hyper.size < abi.N_HYPER:  # pickled before H_PENALTY_SCALE
+            self._hyper = np.concatenate([self._hyper, [self.penalty_scale] * (abi.N_HYPER - self._hyper.size)])
         self.set_backend(backend)
 
     @property
