@@ -71,6 +71,8 @@ class MLP:
     init: a name from ``INITIALIZERS`` (``"he_uniform"`` suits relu) or one per layer.
     random_state: seed (int) or ``numpy.random.Generator`` for the initial weights.
     backend: backend name ('auto' by default); resolved once, here.
+    penalties: None, or (l1, l2) per layer: the kernel penalty l1·Σ|W| + l2·ΣW² every training
+    step adds (W only, never the bias; see ``penalties`` and ``penalty_scale``).
     """
 
     def __init__(self, sizes, activations="relu", output_activation="identity", alphas=None,
