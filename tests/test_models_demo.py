@@ -1,5 +1,6 @@
 """The `fusedense demo` command and its inference-speed comparison."""
 import re
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -8,6 +9,9 @@ import pytest
 
 import fusedense as fd
 from fusedense.cli import demo, main
+from fusedense.benchmarking import timing
+from fusedense.benchmarking.runner import measure
+from fusedense.benchmarking.systems import all_systems
 from fusedense.benchmarking.workloads import Problem
 
 
@@ -45,6 +49,22 @@ def test_every_speed_system_gives_the_networks_output():
     rows = demo.speed_rows(net, x_pool, batch_sizes=(3,), samples=1)[3]
     assert {row["status"] for row in rows.values()} == {"ok"}
     assert {f"fusedense-{backend}-api" for backend in fd.backends()} | {"numpy"} <= set(rows)
+
+
+def test_every_speed_system_gives_the_networks_output_on_sparse_rows():
+    import scipy.sparse as sp
+
+    net = fd.MLP([300, 8, 3], "relu", "softmax", random_state=0)
+    x_pool = sp.random(5, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    problem = Problem.from_layers(net.weights, net.activations, x_pool)
+    assert problem.sparse and problem.flops() == 2.0 * (x_pool.nnz * 8 + 5 * 8 * 3)
+    np.testing.assert_allclose(problem.expected(), net.predict(x_pool), rtol=1e-5, atol=1e-6)
+    rows = {row["system"]: row for row in measure(problem, all_systems(), 1, replace(timing.QUICK, samples=1))}
+    assert {f"fusedense-{backend}{api}" for backend in fd.backends() for api in ("", "-api")} | {"numpy"} <= set(rows)
+    for name, row in rows.items():  # right, or a system that says it takes no sparse input
+        assert row["status"] == "ok" or "sparse inputs" in row["status"] or "dense inputs" in row["status"], \
+            (name, row["status"])
+    assert demo.speed_rows(net, x_pool, batch_sizes=(7,), samples=1)[7]["numpy"]["status"] == "ok"
 
 
 def test_unknown_subcommand_exits_with_usage(capsys):

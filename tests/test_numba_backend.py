@@ -362,3 +362,17 @@ def test_kernels_run_as_plain_python_match_reference():
         print("ok")
     """, NUMBA_DISABLE_JIT="1")
     assert out == "ok"
+
+
+def test_read_only_inputs_compile_no_new_kernel():
+    """numba types read-only arrays apart; the engine passes them as writable aliases, so a
+    read-only input reuses the kernel its writable twin compiled (and gets the same answer)."""
+    rng = np.random.default_rng(0)
+    layout, alphas, n = make_layout([5, 4, 3], ["relu", "softmax"])
+    x, params = rng.random((6, 5), dtype=np.float32), rng.random(n, dtype=np.float32)
+    writable = fd.mlp_forward(x, params, layout, alphas, backend="numba")
+    signatures = len(mlp.mlp_forward.signatures)
+    x.flags.writeable = params.flags.writeable = False
+    np.testing.assert_array_equal(fd.mlp_forward(x, params, layout, alphas, backend="numba"), writable)
+    assert len(mlp.mlp_forward.signatures) == signatures
+    assert not x.flags.writeable and not params.flags.writeable  # the caller's arrays are untouched

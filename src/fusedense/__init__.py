@@ -14,7 +14,7 @@ from .hashing import HashingVectorizer
 from .keras_io import load_keras, load_model  # fd.Sequential.from_keras, model.save("m.keras")
 from .layout import layer_views, make_layout
 from .embedding import EmbeddingMLP
-from .layers import Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer
+from .layers import Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten, Input, InputLayer
 from .models import Sequential
 from .network import MLP
 from .quantized import QuantizedMLP, quantize
@@ -39,7 +39,7 @@ def __getattr__(name):
 
 __all__ = [
     # the model fronts
-    "Activation", "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Dropout", "Embedding",
+    "Activation", "HashingVectorizer", "MLP", "MLPClassifier", "MLPRegressor", "Dense", "Dropout", "Embedding", "EmbeddingBag",
     "EmbeddingMLP", "InputLayer", "QuantizedMLP", "quantize",
     "Flatten", "Input", "Sequential", "TextClassifier",
     "callbacks", "datasets", "initializers", "layers", "load_keras", "load_model", "losses", "metrics", "optimizers",

@@ -22,6 +22,8 @@ import subprocess
 
 import numpy as np
 
+from .sparse import is_sparse
+
 __all__ = ["DatasetNotFoundError", "load_names", "load_names_lm", "NamesLM", "NAMES_LM_VOCAB", "names_to_examples", "load_fortunes", "load_fashion_mnist", "load_digits",
            "train_test_split", "FORTUNE_PACKAGES"]
 
@@ -31,14 +33,18 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def train_test_split(x, y, test_size=0.2, seed=0):
-    """Shuffled split: ``(x_train, x_test, y_train, y_test)`` (lists are indexed like arrays)."""
+    """Shuffled split: ``(x_train, x_test, y_train, y_test)`` (lists are indexed like arrays,
+    SciPy sparse matrices by rows)."""
     n = len(y)
     if not 0 < test_size < 1:
         raise ValueError(f"test_size: expected a fraction in (0, 1), got {test_size!r}")
     order = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(n * test_size)))
     test, train = order[:n_test], order[n_test:]
-    take = lambda a, idx: [a[i] for i in idx] if isinstance(a, list) else np.asarray(a)[idx]  # noqa: E731
+    def take(a, idx):
+        if isinstance(a, list):
+            return [a[i] for i in idx]
+        return a[idx] if is_sparse(a) else np.asarray(a)[idx]
     return take(x, train), take(x, test), take(y, train), take(y, test)
 
 

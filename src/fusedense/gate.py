@@ -263,7 +263,9 @@ def _csr(indptr, indices, values, dtype, n_features):
                          f"{indptr[0]} to {indptr[-1]}")
     if B > 1 and (indptr[1:] < indptr[:-1]).any():
         raise ValueError("X.indptr: expected non-decreasing row offsets, got a decreasing step")
-    if nnz and (indices.min() < 0 or indices.max() >= n_features):
+    # one pass over the indices (the batch-1 cost is the reduction's call): read as unsigned, a
+    # negative index is larger than any fan_in
+    if nnz and indices.view(np.uint64).max() >= n_features:
         raise ValueError(f"X.indices: column indices must lie in [0, {n_features}) (the first layer's "
                          f"fan_in), got values in [{indices.min()}, {indices.max()}]")
     return B

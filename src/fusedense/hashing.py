@@ -122,10 +122,9 @@ class HashingVectorizer:
         X.sum_duplicates()  # counts: repeated n-grams of a row add up, indices sorted
         X = X.astype(self.dtype, copy=False)
         if self.norm == "l2":
-            from .sparse import row_sums
+            from .sparse import divide_rows
 
-            norms = np.sqrt(row_sums(X.data.astype(np.float64) ** 2, X.indptr))
-            X.data /= np.repeat(np.maximum(norms, 1e-12), np.diff(X.indptr)).astype(self.dtype)
+            divide_rows(X, "l2")
         return X
 
     def _buckets(self, buffer, starts, lengths):

@@ -32,7 +32,7 @@ import numpy as np
 from .activations import ACTIVATIONS, get_activation
 from .embedding import EmbeddingMLP
 from .layout import QUANT_KINDS, make_layout, quantized_layout
-from .layers import Activation, Dense, Dropout, Embedding, Flatten
+from .layers import Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten
 from .models import Sequential
 from .network import MLP
 from .optimizers import from_config
@@ -115,7 +115,7 @@ def _signed(record, params):
 def _layer_record(layer) -> dict:
     """A Sequential layer's constructor arguments (its ``get_config()``); "type" is absent for
     Dense (files of version 1 written before Embedding existed read the same)."""
-    if isinstance(layer, Dense):
+    if type(layer) is Dense:
         return layer.get_config()
     return {"type": type(layer).__name__, **layer.get_config()}
 
@@ -409,6 +409,11 @@ def _checked_layers(layers, architecture):
                   ("type", "use_bias", "bias_initializer", "kernel_regularizer"))
             dense.append((_count(f"{name}.units", layer["units"]), _activation_name(f"{name}.activation", layer["activation"])))
             _alpha(f"{name}.alpha", layer["alpha"], layer["activation"])
+        elif kind == "EmbeddingBag":  # the sparse first layer: linear, no bias
+            _keys(name, layer, ("type", "input_dim", "output_dim", "mode", "name", "embeddings_initializer"))
+            if i != 0 or layer["input_dim"] != architecture["sizes"][0]:
+                raise _Invalid(f"{name}: an EmbeddingBag is the first layer, as wide as the model's input")
+            dense.append((_count(f"{name}.output_dim", layer["output_dim"]), "identity"))
         elif kind == "Activation":  # becomes the activation of the linear Dense layer before it
             _keys(name, layer, ("type", "activation", "name"))
             if not dense or dense[-1][1] != "identity":
@@ -430,7 +435,7 @@ def _checked_layers(layers, architecture):
         if not isinstance(layer["name"], str):
             raise _Invalid(f"{name}.name: expected a string, got {type(layer['name']).__name__}")
         record = dict(layer)
-        cls = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Embedding, Flatten)}[record.pop("type", "Dense")]
+        cls = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten)}[record.pop("type", "Dense")]
         try:
             built.append(cls(**record))
         except (TypeError, ValueError) as exc:

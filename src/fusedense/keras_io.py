@@ -28,7 +28,7 @@ from . import losses as _losses
 from . import optimizers as _optimizers
 from . import regularizers as _regularizers
 from . import models as _models
-from .layers import Activation, Dense, Dropout, Embedding, Flatten, snake_case
+from .layers import Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten, snake_case
 from .models import Sequential
 from .network import MLP
 
@@ -227,6 +227,8 @@ def _compile(model, compile_config):
 def _keras_layer_config(layer, model):
     """(class name, config) of a fusedense layer in Keras 3's serialisation, or a ValueError."""
     config = {"name": layer.name, "trainable": True, "dtype": model.dtype.name}
+    if isinstance(layer, EmbeddingBag):
+        raise ValueError(f"save: layer {layer.name!r}: Keras has no EmbeddingBag layer; save to fusedense's .npz")
     if isinstance(layer, Dense):
         activation = _TO_KERAS.get(layer.activation)
         default_alpha = _KERAS_ALPHA.get(layer.activation)

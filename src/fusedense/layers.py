@@ -1,5 +1,6 @@
 """Keras's layers (``keras.layers``) for ``fd.Sequential``: ``Input`` / ``InputLayer``, ``Dense``,
-``Activation``, ``Dropout``, ``Embedding``, ``Flatten``.
+``Activation``, ``Dropout``, ``Embedding``, ``Flatten``, and ``EmbeddingBag`` (not Keras's: a bag of
+token ids or hashed n-grams as the first layer of a text model, as PyTorch's nn.EmbeddingBag).
 
     import fusedense as keras
     model = keras.Sequential([keras.Input(shape=(784,)), keras.layers.Dense(128, activation="relu"),
@@ -24,7 +25,7 @@ import numpy as np
 from . import initializers, regularizers
 from .activations import get_activation
 
-__all__ = ["Layer", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Embedding", "Flatten"]
+__all__ = ["Layer", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Embedding", "EmbeddingBag", "Flatten"]
 
 _UIDS = defaultdict(itertools.count)
 
@@ -213,6 +214,84 @@ class Embedding(Layer):
 
     get_weights = Dense.get_weights
     _built_views = Dense._built_views
+
+
+class EmbeddingBag(Dense):
+    """A bag of token ids or hashed n-grams → the mean (``mode="mean"``, fastText's input layer)
+    or the sum of their rows of an ``input_dim × output_dim`` table; the first layer of a text
+    model, as PyTorch's ``nn.EmbeddingBag``.
+
+        model = fd.Sequential([fd.layers.EmbeddingBag(2**20, 64), fd.layers.Dense(n_classes, "softmax")])
+        model.fit(fd.HashingVectorizer(2**20, "word", norm=None).transform(texts), labels)
+
+    The model's inputs are the bags: a SciPy sparse matrix (or fd CSR) of counts or weights over
+    the ``input_dim`` buckets, or token-id sequences (a list of int sequences, or a 2-D int array
+    of equal-length bags). In the fused network it is the sparse first layer with identity
+    activation and no bias: a gather-sum of the rows a bag uses, whose backward and optimizer
+    update touch only those rows.
+    """
+
+    MODES = ("mean", "sum")
+
+    def __init__(self, input_dim, output_dim, mode="mean", embeddings_initializer="uniform", name=None, **kwargs):
+        if mode not in self.MODES:
+            raise ValueError(f"mode: expected one of {self.MODES}, got {mode!r}")
+        fixed = sorted(set(kwargs) & {"activation", "use_bias", "units", "input_shape"})
+        if fixed:
+            raise TypeError(f"{fixed[0]}: EmbeddingBag is linear, has no bias and is input_dim wide; it takes no {fixed[0]}")
+        super().__init__(output_dim, use_bias=False, kernel_initializer=embeddings_initializer, name=name,
+                         input_dim=_positive_int("input_dim", input_dim), **kwargs)
+        self.mode = mode
+
+    @property
+    def output_dim(self):
+        return self.units
+
+    @property
+    def embeddings(self):
+        return self.kernel
+
+    def get_config(self):
+        return {"input_dim": self.input_dim, "output_dim": self.units, "mode": self.mode, "name": self.name,
+                "embeddings_initializer": initializers.name_of(self.kernel_initializer)}
+
+    def bags(self, x, dtype, name="x"):
+        """``x`` (see the class docstring) as CSR rows of ``dtype``, each divided by its total for
+        mode "mean". ValueError for ids outside [0, input_dim) or an empty bag list."""
+        from . import sparse
+
+        if sparse.is_sparse(x) or isinstance(x, sparse.CSR):
+            rows = sparse.as_csr(x, dtype, name)
+            if rows.shape[1] != self.input_dim:
+                raise ValueError(f"{name}: expected {self.input_dim} columns (the EmbeddingBag's input_dim), "
+                                 f"got a sparse matrix of shape {rows.shape}")
+            rows = sparse.CSR(rows.indptr, rows.indices, rows.data.copy(), rows.shape)  # divided below
+        else:
+            rows = self._id_bags(x, dtype, name)
+        return sparse.divide_rows(rows, "sum") if self.mode == "mean" else rows
+
+    def _id_bags(self, x, dtype, name):
+        from .sparse import CSR
+
+        if isinstance(x, np.ndarray) and x.ndim == 2:
+            sequences = list(x)
+        elif isinstance(x, (list, tuple)) and all(np.ndim(seq) == 1 for seq in x):
+            sequences = list(x)
+        else:
+            raise TypeError(f"{name}: expected a SciPy sparse matrix of bag counts, a list of token-id sequences "
+                            f"or a 2-D int array of bags, got {type(x).__name__}")
+        if not sequences:
+            raise ValueError(f"{name}: expected at least one bag, got none")
+        lengths = np.array([len(seq) for seq in sequences], np.int64)
+        ids = np.concatenate([np.asarray(seq).ravel() for seq in sequences]) if lengths.sum() else np.zeros(0, np.int64)
+        if ids.size and ids.dtype.kind not in "iu":
+            raise ValueError(f"{name}: expected integer token ids, got dtype {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.input_dim):
+            raise ValueError(f"{name}: token ids must lie in [0, {self.input_dim}) (input_dim), got values in "
+                             f"[{ids.min()}, {ids.max()}]")
+        indptr = np.zeros(len(sequences) + 1, np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        return CSR(indptr, ids.astype(np.int64), np.ones(ids.size, dtype), (len(sequences), self.input_dim))
 
 
 class Flatten(Layer):

@@ -37,7 +37,7 @@ from . import losses as _losses
 from . import optimizers as _optimizers
 from .callbacks import Callback, History, ProgbarLogger, TerminateOnNaN
 from .embedding import EmbeddingMLP
-from .layers import Activation, Dense, Dropout, Embedding, Flatten, InputLayer, unique_name
+from .layers import Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten, InputLayer, unique_name
 from .metrics import get_metric
 from .metrics import value as metric_value
 from .network import MLP
@@ -88,6 +88,11 @@ class Sequential:
             if previous is not None and not isinstance(previous, Embedding):
                 raise ValueError("layer: fd.layers.Flatten goes right after fd.layers.Embedding "
                                  "(Dense layers take flat inputs)")
+        elif isinstance(layer, EmbeddingBag):
+            if self.layers or self.input_dim not in (None, layer.input_dim):
+                raise ValueError("layer: fd.layers.EmbeddingBag must be the first layer (after an fd.Input of "
+                                 "its input_dim, if any)")
+            self.input_dim = layer.input_dim
         elif isinstance(layer, Dense):
             if isinstance(previous, Embedding):
                 raise ValueError("layer: put fd.layers.Flatten() between fd.layers.Embedding and the first Dense layer")
@@ -164,6 +169,14 @@ class Sequential:
         self._unbiased = [layer.bias for layer in dense if not layer.use_bias]
         if self.loss is not None:
             self._attach_optimizer()
+
+    def _inputs(self, x, name="x"):
+        """``x`` as the network takes it (a model starting with EmbeddingBag: its bags), built
+        for the width of ``x`` if the model was not built yet."""
+        first = self.layers[0] if self.layers else None
+        if isinstance(first, EmbeddingBag):
+            x = first.bags(x, self.dtype, name)
+        return self._build_for(x).as_inputs(x, name)
 
     def _build_for(self, x):
         """The network, built for the width of ``x`` if it was not built yet."""
@@ -246,14 +259,14 @@ class Sequential:
                 f"{dropouts[0].name}: training with Dropout(rate={dropouts[0].rate}) needs the dropout mask "
                 f"drawn inside the fused training step, which fusedense's engines do not have yet; predict and "
                 f"evaluate treat Dropout as the identity (it loads from Keras). Remove it or use rate=0 to train.")
-        net = self._build_for(x)
-        x = net.as_inputs(x, "x")
+        x = self._inputs(x, "x")
+        net = self.network
         y = net.as_targets(y, x.shape[0], self.loss, "y")
         weights = self._sample_weights(y, x.shape[0], sample_weight, class_weight, "sample_weight")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight)")
-            x_val = net.as_inputs(validation_data[0], "validation_data[0]")
+            x_val = self._inputs(validation_data[0], "validation_data[0]")
             y_val = net.as_targets(validation_data[1], x_val.shape[0], self.loss, "validation_data[1]")
             w_val = self._sample_weights(y_val, x_val.shape[0], validation_data[2] if len(validation_data) == 3
                                          else None, None, "validation_data[2]")
@@ -418,7 +431,7 @@ class Sequential:
                  callbacks=None, return_dict=False):
         """The loss (and metrics) on ``(x, y)``: a float, or [loss, metric, ...] when metrics were compiled."""
         self._require_compiled("evaluate")
-        x = self._build_for(x).as_inputs(x, "x")
+        x = self._inputs(x, "x")
         y = self.network.as_targets(y, x.shape[0], self.loss, "y")
         results = self._loss_and_metrics(x, y, self._sample_weights(y, x.shape[0], sample_weight, None, "sample_weight"))
         if (1 if verbose == "auto" else int(verbose)):
@@ -430,7 +443,8 @@ class Sequential:
 
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
         """The model's outputs (e.g. class probabilities) for ``x``: one fused call per batch."""
-        return self._build_for(x).predict(x, batch_size=batch_size)
+        x = self._inputs(x)  # (builds the network on first use)
+        return self.network.predict(x, batch_size=batch_size)
 
     __call__ = predict
 
@@ -490,7 +504,8 @@ class Sequential:
                 shape, params = f"(None, {self.input_dim}, {layer.dim})", layer.vocab_size * layer.dim
                 width = self.input_dim * layer.dim
             elif isinstance(layer, Dense):
-                kind = f"Dense, {next(activations)}"
+                activation = next(activations)
+                kind = f"EmbeddingBag, {layer.mode}" if isinstance(layer, EmbeddingBag) else f"Dense, {activation}"
                 params, width = width * layer.units + layer.units * layer.use_bias, layer.units
                 shape = f"(None, {width})"
             else:

@@ -112,6 +112,7 @@ class MLP:
         self._layout = record_layout(record)
         self._layout.flags.writeable = False
         self._upper = None  # the record of layers[1:], built when a sparse input first needs it
+        self._first = None  # (params, W0, b0): the first layer's views, kept for sparse inputs
 
     @property
     def params(self) -> np.ndarray:
@@ -222,7 +223,7 @@ class MLP:
         state, and the engine's name; the engine and the gate's record registration are rebuilt
         on unpickling (the record is checked again there), the lock is made anew."""
         state = self.__dict__.copy()
-        for transient in ("engine", "_training", "_layers", "_layout", "_batch_rows", "_upper"):
+        for transient in ("engine", "_training", "_layers", "_layout", "_batch_rows", "_upper", "_first"):
             state.pop(transient, None)
         state["backend_name"] = self.engine.NAME
         state["layout"], state["alphas"] = self._layout, self._layers["alpha"].copy()
@@ -297,7 +298,7 @@ class MLP:
     def forward(self, x, out):
         """predict into a preallocated ``out``: ``x`` as ``as_inputs`` returns it (the gate checks
         both; ``out`` must not overlap ``x``)."""
-        if np.may_share_memory(out, x):
+        if np.may_share_memory(out, x.data if isinstance(x, CSR) else x):
             raise ValueError("out: shares memory with x; pass a separate array")
         self._forward(x, out)
 
@@ -311,7 +312,9 @@ class MLP:
 
     def _sparse_forward(self, x, out):
         first = self._layers[0]
-        (W0, b0), = layer_views(self._params, self._layers[:1])
+        if self._first is None or self._first[0] is not self._params:  # views made per call cost more than the kernel at batch 1
+            self._first = (self._params, *layer_views(self._params, self._layers[:1])[0])
+        _, W0, b0 = self._first
         h = out if len(self._layers) == 1 else np.empty((x.shape[0], W0.shape[1]), self.dtype)
         self.engine.sparse_dense_forward(x.indptr, x.indices, x.data, W0, b0, int(first["activation"]),
                                          float(first["alpha"]), h)

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["is_sparse", "as_csr", "row_sums", "CSR"]
+__all__ = ["is_sparse", "as_csr", "row_sums", "divide_rows", "CSR"]
 
 
 def is_sparse(X) -> bool:
@@ -80,6 +80,16 @@ def row_sums(values, indptr) -> np.ndarray:
     np.add.reduceat, which fails on trailing empty rows and repeats a value for inner ones)."""
     counts = np.diff(indptr)
     return np.bincount(np.repeat(np.arange(counts.size), counts), weights=values, minlength=counts.size)
+
+
+def divide_rows(X, total="sum"):
+    """Divides each CSR row's values (of SciPy CSR or :class:`CSR`, in place) by the row's
+    total: "sum" (Σ values: a bag of counts becomes its mean) or "l2" (√Σ values²). Empty rows
+    stay empty. Returns X."""
+    totals = row_sums(X.data.astype(np.float64) ** (2 if total == "l2" else 1), X.indptr)
+    totals = np.sqrt(totals) if total == "l2" else totals
+    X.data /= np.repeat(np.maximum(totals, 1e-12), np.diff(X.indptr)).astype(X.data.dtype)
+    return X
 
 
 def as_csr(X, dtype, name="X") -> CSR:

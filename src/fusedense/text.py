@@ -25,7 +25,7 @@ from . import abi
 from . import optimizers as _optimizers
 from .hashing import HashingVectorizer
 from .network import MLP
-from .sparse import CSR, as_csr, row_sums
+from .sparse import CSR, as_csr, divide_rows
 
 __all__ = ["TextClassifier"]
 
@@ -79,11 +79,8 @@ class TextClassifier:
             X = X + vectorizer.transform(texts)
         X = X.tocsr()
         X.sum_duplicates()
-        counts = np.diff(X.indptr)
         if self.bag != "sum":  # "mean": fastText averages the n-gram embeddings
-            totals = row_sums(X.data.astype(np.float64) ** (2 if self.bag == "l2" else 1), X.indptr)
-            totals = np.sqrt(totals) if self.bag == "l2" else totals
-            X.data /= np.repeat(np.maximum(totals, 1e-12), counts).astype(self.dtype)
+            divide_rows(X, "l2" if self.bag == "l2" else "sum")
         return as_csr(X, self.dtype)
 
     # --- training -------------------------------------------------------------------------------

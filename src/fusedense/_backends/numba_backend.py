@@ -59,16 +59,35 @@ def _apply_num_threads(n):
 threads.on_num_threads_change(_apply_num_threads)
 
 
+class _WritableAlias:
+    """Exposes a read-only array's memory as writable (``np.asarray`` of it is the alias; it
+    keeps the array alive)."""
+
+    def __init__(self, a):
+        interface = dict(a.__array_interface__)
+        interface["data"] = (interface["data"][0], False)
+        self.__array_interface__, self.array = interface, a
+
+
+def _writable_inputs(args):
+    """``args`` with each read-only array replaced by a writable alias of the same memory:
+    numba types read-only arrays apart, and each read-only argument would compile the kernel
+    again (a minute on this machine). The gate refuses read-only outputs, and the kernels never
+    write their inputs."""
+    return tuple(np.asarray(_WritableAlias(a)) if type(a) is np.ndarray and not a.flags.writeable else a
+                 for a in args)
+
+
 def _entry_point(function):
     """Every kernel-interface function: numba's thread count is per calling thread, so before
     each call the calling thread gets fusedense's current count (set only when it changed:
-    a thread-local read, not a call into numba)."""
+    a thread-local read, not a call into numba); read-only inputs become writable aliases."""
     @functools.wraps(function)
-    def call(*args, **kwargs):
+    def call(*args):
         n = threads.get_num_threads()
         if getattr(_applied, "n", None) != n:
             _apply_num_threads(n)
-        return function(*args, **kwargs)
+        return function(*_writable_inputs(args))
     return call
 
 
@@ -95,8 +114,8 @@ def dense_forward(x, W, b, act_id, alpha, y, z):
 @_entry_point
 def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     absent = _ABSENT[dy.dtype]
-    dense.dense_backward(dy, x, W, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype), int(act_id),
-                         float(alpha), absent if dx is None else dx, dW, db)
+    dense.dense_backward_from_python(dy, x, W, _or_absent(z, dy.dtype), _or_absent(y, dy.dtype), int(act_id),
+                                     float(alpha), absent if dx is None else dx, dW, db)
 
 
 @_entry_point

@@ -79,6 +79,43 @@ def _backward_products(dz, x, W, dx, dW):
 
 
 @kernel
+def _bias_gradient(dz, db):
+    """db = Σ_rows dz, rows added in order."""
+    db[:] = 0.0
+    for i in range(dz.shape[0]):
+        _add_row(db, dz[i])
+
+
+@functools.lru_cache(maxsize=None)
+def derivative(act_id):
+    """A kernel ``(dy, z, y, alpha, dz, db)``: dz = dy · act'(z) row by row and db = Σ_rows dz,
+    for this one activation (a constant in it, as in :func:`epilogue`)."""
+    @kernel
+    def activation_vjp_rows(dy, z, y, alpha, dz, db):
+        db[:] = 0.0
+        for i in range(dy.shape[0]):  # each dz row is summed into db while still in cache
+            activation_vjp_row(dy[i], row_or_empty(z, i), row_or_empty(y, i), act_id, alpha, dz[i])
+            _add_row(db, dz[i])
+    return activation_vjp_rows
+
+
+def dense_backward_from_python(dy, x, W, z, y, act_id, alpha, dx, dW, db):
+    """The kernel-interface dense_backward from Python (as :func:`dense_forward`): dz and db by
+    one activation's kernel, then each product on the path gemm.product picks. The first
+    fd.dense_grad on a cold cache compiles that activation and those paths, not the compiled
+    dense_backward's every activation and product path (over a minute)."""
+    if act_id == IDENTITY:
+        dz = dy
+        _bias_gradient(dy, db)
+    else:
+        dz = np.empty_like(dy)  # not in dy: it may be read-only
+        derivative(act_id)(dy, z, y, alpha, dz, db)
+    product(x.T, dz, dW)
+    if dx.shape[0] > 0:
+        product(dz, W.T, dx)
+
+
+@kernel
 def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
     """dz = dy · act'(z); dW = xᵀ dz; db = Σ_rows dz; dx = dz Wᵀ (skipped when dx is (0, 0)).
     ``z`` or ``y`` may be (0, 0) when absent.

@@ -396,16 +396,16 @@ def matmul(a, b, out):
 
 
 def product(a, b, out):
-    """matmul for a C-contiguous b, called from Python: the path is chosen here, so the first
-    call compiles only the path it takes (one entry kernel, not matmul's three)."""
+    """matmul called from Python: the path is chosen here, so the first call compiles only the
+    path it takes (one entry kernel, not matmul's three)."""
     m, depth = a.shape
     n = b.shape[1]
-    if _py(worth_packing)(m, n, depth, out.itemsize, numba.get_num_threads()):
+    if b.flags.c_contiguous and _py(worth_packing)(m, n, depth, out.itemsize, numba.get_num_threads()):
         packed_matmul(a, b, out)
     elif _py(worth_blas)(m, n, depth):
         np.dot(a, b, out)
     else:
-        _py(_tiled)(a, b, out, _py(_whole_tiles))
+        _py(_tiled)(a, np.ascontiguousarray(b), out, _py(_whole_tiles))
 
 
 def _py(function):

@@ -40,7 +40,7 @@ def measure(problem, systems, threads, method):
         if row["status"] == "ok":
             runs[system.name] = run
     times = timing.interleaved(runs, *timing.plan(runs, method)) if runs else {}
-    flops = workload.flops(batch)
+    flops = problem.flops()
     for name, seconds in times.items():
         row = rows[name]
         row.update(timing.summarize(seconds, times.get("numpy")))

@@ -53,6 +53,8 @@ class FusedenseKernel(System):
         self.name = f"fusedense-{backend}"
 
     def prepare(self, problem, threads):
+        if problem.sparse:
+            return _sparse_forward(problem, self.backend, checked=False)
         kernels = _backends.load_engine(self.backend)
         x, layout, alphas, layers = problem.x, problem.layout, problem.alphas, problem.record
         params = problem.params.copy()
@@ -85,6 +87,8 @@ class FusedenseAPI(System):
     def prepare(self, problem, threads):
         if problem.workload.train:
             raise NotSupported("the functional API has no one-call training step (fd.MLP has)")
+        if problem.sparse:
+            return _sparse_forward(problem, self.backend, checked=True)
         x, params, layout, alphas = problem.x, problem.params.copy(), problem.layout, problem.alphas
         out = np.empty((x.shape[0], problem.workload.sizes[-1]), x.dtype)
         backend = self.backend
@@ -94,6 +98,23 @@ class FusedenseAPI(System):
             return (lambda: functional.dense(x, W, b, activation, backend=backend, out=out)), lambda: out
         return (lambda: functional.mlp_forward(x, params, layout, alphas, backend=backend, out=out)), \
             lambda: out
+
+
+def _sparse_forward(problem, backend, checked):
+    """Inference of sparse rows through an fd.MLP: ``checked`` is the public ``predict`` (SciPy
+    input converted and validated each call), else ``forward`` on rows converted once."""
+    if problem.workload.train:
+        raise NotSupported("sparse training is timed by bench/bench_text.py")
+    net = problem.network(backend)
+    if checked:
+        outcome = {}
+
+        def run():
+            outcome["y"] = net.predict(problem.x)
+        return run, lambda: outcome["y"]
+    x = net.as_inputs(problem.x)
+    out = np.empty((x.shape[0], net.sizes[-1]), net.dtype)
+    return (lambda: net.forward(x, out)), lambda: out
 
 
 # --- NumPy as users write it ------------------------------------------------------------
@@ -125,8 +146,8 @@ class NumpyMatmul(System):
         return len(workload.sizes) == 2 and not workload.train
 
     def prepare(self, problem, threads):
-        if not self.applies(problem.workload):
-            raise NotSupported("x @ W alone is the baseline of single dense layers")
+        if not self.applies(problem.workload) or problem.sparse:
+            raise NotSupported("x @ W alone is the baseline of single dense layers on dense inputs")
         (W, b), = problem.layers()
         x, act = problem.x, numpy_user.activation(problem.workload.activations[0])
         out = np.empty((x.shape[0], W.shape[1]), x.dtype)
@@ -168,6 +189,8 @@ class Torch(System):
 
         torch.set_num_threads(threads)
         modules = self.modules(problem)
+        if problem.sparse:
+            return self._sparse(torch, modules, problem)
         x = torch.from_numpy(problem.x)
         if problem.workload.train:
             return self._train(torch, nn.Sequential(*modules[:-1]), x, torch.from_numpy(problem.labels))
@@ -193,6 +216,29 @@ class Torch(System):
                 linear.bias.copy_(torch.from_numpy(b))
             modules += [linear, TORCH_ACTIVATIONS[activation](nn)]
         return modules
+
+    @staticmethod
+    def _sparse(torch, modules, problem):
+        """Sparse rows as a torch CSR tensor: ``torch.addmm(b, x, W)`` (a sparse × dense product),
+        then the other modules."""
+        if problem.workload.train:
+            raise NotSupported("sparse training is timed by bench/bench_text.py")
+        import warnings
+
+        x = problem.x
+        with warnings.catch_warnings():  # "sparse CSR tensor support is in beta"
+            warnings.simplefilter("ignore")
+            rows = torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
+                                           torch.from_numpy(x.indices.astype(np.int64)), torch.from_numpy(x.data),
+                                           size=x.shape, check_invariants=True)
+        first, rest = modules[0], torch.nn.Sequential(*modules[1:])
+        W, b = first.weight.detach().T.contiguous(), first.bias.detach()
+        outcome = {}
+
+        @torch.inference_mode()
+        def run():
+            outcome["y"] = rest(torch.addmm(b, rows, W))
+        return run, lambda: outcome["y"].numpy()
 
     @staticmethod
     def _train(torch, model, x, labels):
@@ -245,6 +291,8 @@ class OnnxRuntime(System):
     def prepare(self, problem, threads):
         if problem.workload.train:
             raise NotSupported("an inference session does not train")
+        if problem.sparse:
+            raise NotSupported("sparse inputs: the standard ONNX operators take dense tensors")
         import onnx
 
         model = self._graph(problem)
@@ -322,6 +370,8 @@ class Jax(System):
     module = "jax"
 
     def prepare(self, problem, threads):
+        if problem.sparse:
+            raise NotSupported("sparse inputs: jax.experimental.sparse is not benchmarked")
         if threads == 1 and "jax" not in sys.modules:
             _start_jax_on_one_cpu()
         import jax
@@ -395,17 +445,8 @@ class _QuantizedSystem(System):
 
     @staticmethod
     def require_float32_inference(problem):
-        if problem.workload.train or problem.x.dtype != np.float32:
-            raise NotSupported("quantized inference of float32 models")
-
-
-def _float_mlp(problem):
-    """An fd.MLP holding the problem's weights (float32)."""
-    from ..network import MLP
-    sizes, activations = problem.workload.sizes, problem.workload.activations
-    net = MLP(sizes, list(activations), dtype=np.float32)
-    net.set_weights([a for pair in problem.layers() for a in pair])
-    return net
+        if problem.workload.train or problem.x.dtype != np.float32 or problem.sparse:
+            raise NotSupported("quantized inference of float32 models on dense inputs")
 
 
 class FusedenseQuantized(_QuantizedSystem):
@@ -418,7 +459,7 @@ class FusedenseQuantized(_QuantizedSystem):
     def prepare(self, problem, threads):
         self.require_float32_inference(problem)
         from ..quantized import quantize
-        model = quantize(_float_mlp(problem), self.dtype, backend=self.backend)
+        model = quantize(problem.network(), self.dtype, backend=self.backend)
         kernels, x = _backends.load_engine(self.backend), problem.x
         out = np.empty((x.shape[0], problem.workload.sizes[-1]), np.float32)
         return (lambda: kernels.quantized_mlp_forward(x, model.qbuffer, model.qlayers, out)), lambda: out

@@ -14,6 +14,7 @@ import numpy as np
 from .. import abi, reference
 from ..gate import checked_record
 from ..layout import layer_views, make_layout
+from ..sparse import CSR, is_sparse
 
 #: Tolerance of every pre-timing check, per dtype, relative to the largest expected magnitude:
 #: implementations sum in their own order (blocking, FMA, other BLAS) over up to 4096 terms, and
@@ -70,9 +71,10 @@ class Workload:
 
 @dataclass
 class Problem:
-    """One workload at one batch size and dtype. Systems copy what they mutate."""
+    """One workload at one batch size and dtype. Systems copy what they mutate. ``x`` is an
+    array, or a SciPy CSR matrix (:attr:`sparse`: inference of a sparse-fed first layer)."""
     workload: Workload
-    x: np.ndarray
+    x: object
     labels: np.ndarray
     params: np.ndarray  # flat buffer, fusedense.layout format
     layout: np.ndarray
@@ -83,13 +85,33 @@ class Problem:
     @classmethod
     def from_layers(cls, layers, activations, x, title="given weights") -> "Problem":
         """Inference of given weights ``[(W, b), ...]`` (W as (fan_in, fan_out); a trained
-        model's, say) on the inputs ``x``, in the dtype of ``x``."""
-        x = np.ascontiguousarray(x)
+        model's, say) on the inputs ``x`` (an array, or SciPy sparse / fd CSR rows), in the dtype of ``x``."""
+        if isinstance(x, CSR):
+            x = x.to_scipy()
+        x = x.tocsr() if is_sparse(x) else np.ascontiguousarray(x)
         sizes = (layers[0][0].shape[0], *(W.shape[1] for W, _ in layers))
-        workload = Workload("model", title, sizes, tuple(activations), batches=(len(x),))
+        workload = Workload("model", title, sizes, tuple(activations), batches=(x.shape[0],))
         layout, alphas, _ = make_layout(sizes, workload.activations)
         params = flatten_layers(layers).astype(x.dtype)
-        return cls(workload, x, np.zeros(len(x), np.int64), params, layout, alphas)
+        return cls(workload, x, np.zeros(x.shape[0], np.int64), params, layout, alphas)
+
+    @property
+    def sparse(self) -> bool:
+        return is_sparse(self.x)
+
+    def flops(self) -> float:
+        """:meth:`Workload.flops` at this batch; a sparse first layer gathers only its non-zeros' rows."""
+        batch, flops = self.x.shape[0], self.workload.flops(self.x.shape[0])
+        if self.sparse:
+            flops -= 2.0 * (batch * self.workload.sizes[0] - self.x.nnz) * self.workload.sizes[1]
+        return flops
+
+    def network(self, backend=None):
+        """An fd.MLP holding the problem's weights, in its dtype, on ``backend``."""
+        from ..network import MLP
+        net = MLP(self.workload.sizes, list(self.workload.activations), dtype=self.x.dtype, backend=backend)
+        net.set_weights([a for pair in self.layers() for a in pair])
+        return net
 
     @property
     def record(self) -> np.ndarray:
@@ -120,6 +142,8 @@ class Problem:
                 reference.mlp_train_step(self.x, self.labels, params, self.record, opt_state,
                                          abi.LOSS_SPARSE_XENT, self.hyper())
                 self._expected = params
+            elif self.sparse:  # the oracle engine's sparse first layer, then its dense stack
+                self._expected = self.network("numpy").predict(self.x)
             else:
                 self._expected = reference.mlp_forward(self.x, self.params, self.record)
         return self._expected

@@ -3,7 +3,8 @@ inference speed against NumPy as a user would write it (and PyTorch / ONNX Runti
 
 The model is the classic Keras example (Dense 128 relu → 64 relu → softmax, Adam, sparse
 categorical cross-entropy, 10 epochs, batch 32, validation split 0.2) on hashed character
-1–3-grams of ~32k names from the gender-guesser package.
+1–3-grams of ~32k names from the gender-guesser package: sparse rows (about 20 non-zeros of
+2^18 buckets), which the first layer reads as a gather-sum of its weight rows.
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from .options import backend_name, int_in, non_negative_int, positive_int, threa
 
 HELP = "train a name → gender classifier, then compare inference speed with NumPy/PyTorch/ONNX Runtime"
 
-N_FEATURES = 1024  # hashed character n-gram buckets: the network's input width
+#: Hashed character n-gram buckets, the network's input width: wide enough that few n-grams
+#: share a bucket (a dense 1024-column squeeze scored ~0.5 points lower), sparse so each name
+#: costs only its ~20 n-grams (docs/performance-notes.md, "Sparse input").
+N_FEATURES = 2**18
 BATCH_SIZES = (1, 32, 1024)
 #: One thread per system by default: with one pool per system on a few cores, the threads one
 #: system leaves spinning after its call slow down the next (docs/performance-notes.md).
@@ -57,11 +61,12 @@ def run(args) -> int:
         print(f"fusedense demo needs the first-name list: {exc}")
         return 1
     names, labels = names[:args.limit], labels[:args.limit]
-    vectorizer = HashingVectorizer(n_features=N_FEATURES, analyzer="char", ngram_range=(1, 3))
+    vectorizer = HashingVectorizer(n_features=N_FEATURES, analyzer="char", ngram_range=(1, 3), sparse=True)
     x = vectorizer.transform(names)
     x_train, x_test, y_train, y_test = datasets.train_test_split(x, labels, test_size=0.2, seed=args.seed)
     print(f"{len(names):,} first names ({', '.join(f'{np.sum(labels == i):,} {c}' for i, c in enumerate(classes))}) "
-          f"→ {N_FEATURES} hashed character 1–3-grams; {len(y_train):,} for training, {len(y_test):,} for testing\n")
+          f"→ sparse rows of {N_FEATURES:,} hashed character 1–3-gram buckets ({x.nnz / x.shape[0]:.0f} "
+          f"non-zeros a name); {len(y_train):,} for training, {len(y_test):,} for testing\n")
 
     input_dim, num_classes = N_FEATURES, len(classes)
     model = Sequential([
@@ -96,13 +101,14 @@ def speed_systems():
 
 def speed_rows(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.QUICK.samples, threads=SPEED_THREADS):
     """``{batch: {system name: bench row}}``: each system checked against the reference, then
-    timed in alternating blocks (the quick method of ``fusedense bench``)."""
+    timed in alternating blocks (the quick method of ``fusedense bench``). ``x_pool``'s rows
+    (an array or SciPy sparse) are repeated up to each batch size."""
     systems = speed_systems()
     method = dataclasses.replace(timing.QUICK, samples=samples)
     rows = {}
     with threads_limited(threads):
         for batch in batch_sizes:
-            x = np.resize(x_pool.astype(network.dtype, copy=False), (batch, x_pool.shape[1]))
+            x = x_pool[np.resize(np.arange(x_pool.shape[0]), batch)].astype(network.dtype)
             problem = Problem.from_layers(network.weights, network.activations, x, title="the trained model")
             rows[batch] = {row["system"]: row for row in measure(problem, systems, threads, method)}
     return rows
@@ -114,7 +120,11 @@ def print_speed_table(network, x_pool, batch_sizes=BATCH_SIZES, samples=timing.Q
     width = max(len(name) for name in names)
     print(f"  {'':{width}}" + "".join(f"{f'batch {b}':>22}" for b in batch_sizes))
     for name in names:
-        print(f"  {name:{width}}" + "".join(_cell(rows[b][name]) for b in batch_sizes))
+        statuses = {rows[b][name]["status"] for b in batch_sizes}
+        if len(statuses) == 1 and statuses != {"ok"}:  # a system that cannot run this model says why once
+            print(f"  {name:{width}}  {statuses.pop()}")
+        else:
+            print(f"  {name:{width}}" + "".join(_cell(rows[b][name]) for b in batch_sizes))
     return rows
 
 
