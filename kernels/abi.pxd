@@ -41,4 +41,5 @@ cdef enum:
     H_DECOUPLED = 7
     H_STEP = 8
     H_APPLIED = 9
-    N_HYPER = 10
+    H_PENALTY_SCALE = 10
+    N_HYPER = 11

@@ -12,7 +12,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from abi cimport H_APPLIED, H_STEP, LOSS_SPARSE_XENT
+from abi cimport H_APPLIED, H_PENALTY_SCALE, H_STEP, LOSS_SPARSE_XENT
 from act cimport exp_nonpos
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from layer cimport Layer, records
@@ -123,7 +123,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
         memset(gp, 0, (n_table if fused else P) * sizeof(real))
         loss = train_gradients(B, x, lab, NULL, NULL, pp, gp, layers, L, LOSS_SPARSE_XENT,
                                x + 2 * n_x, kept, threads, x + n_x, op, &opt if fused else NULL,
-                               sp, sp + P)
+                               sp, sp + P, h[H_PENALTY_SCALE])
         if isfinite(loss):  # else nothing was updated (transactional, as mlp_train_step)
             scatter_add(tok, B, context, x + n_x, width, gp)
             optimizer_pass(&opt, pp, gp, sp, sp + P, 0, n_table if fused else P, threads)

@@ -18,7 +18,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from abi cimport H_APPLIED, H_STEP, LOSS_SPARSE_XENT
+from abi cimport H_APPLIED, H_PENALTY_SCALE, H_STEP, LOSS_SPARSE_XENT
 from act cimport check_act, needs_z
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from dense cimport layer_backward, layer_forward
@@ -203,8 +203,10 @@ cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Laye
     with nogil:
         if not tiled:
             memset(gp, 0, P * sizeof(real))
+        # mlp_gradient (no hyper) takes the record's penalties as they are
         loss = train_gradients(B, xp, lab, tp, wp, pp, gp, layers, L, loss_id, work, kept, threads,
-                               NULL, op, &opt if fused else NULL, sp, sp + P if update else NULL)
+                               NULL, op, &opt if fused else NULL, sp, sp + P if update else NULL,
+                               h[H_PENALTY_SCALE] if update else 1.0)
         if update and isfinite(loss):
             if not fused:
                 optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)

@@ -21,7 +21,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from abi cimport H_APPLIED, H_EPS, H_LR, H_OPTIMIZER, H_STEP, H_WEIGHT_DECAY, N_HYPER, OPT_ADAGRAD, OPT_ADAM, OPT_SGD
+from abi cimport H_APPLIED, H_EPS, H_LR, H_OPTIMIZER, H_PENALTY_SCALE, H_STEP, H_WEIGHT_DECAY, N_HYPER, OPT_ADAGRAD, OPT_ADAM, OPT_SGD
 from act cimport act_backward_row, act_forward_row
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from dense cimport column_sums
@@ -402,7 +402,7 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
         # the dense layers with h0 as their input, down to dLoss/dh0; their update comes after
         # (unfused: Adagrad is not among the fused optimizers)
         loss = train_gradients(B, h0, lab, tp, wp, pp, gp, layers + 1, L - 1, loss_id, dense_work, kept,
-                               threads, dh0, op, NULL, NULL, NULL)
+                               threads, dh0, op, NULL, NULL, NULL, h[H_PENALTY_SCALE])
         if isfinite(loss):  # else nothing is updated (transactional)
             for r in range(B):
                 act_backward_row(<int>layers[0].activation, <real>layers[0].alpha, dh0 + r * n, z0 + r * n,

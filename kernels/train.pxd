@@ -3,7 +3,7 @@
 # layers.pyx (mlp_train_step) and embedding.pyx. Inline functions, as dense.pxd.
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport isfinite, pow
+from libc.math cimport fabs, isfinite, pow
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -33,16 +33,56 @@ cdef inline bint layers_tile(const Layer* layers, Py_ssize_t L, Py_ssize_t start
     return end == n_params
 
 
+cdef inline double penalty_value(const real* params, const Layer* layers, Py_ssize_t L,
+                                 double scale) noexcept nogil:
+    """scale·Σ_l (l1_l·Σ|W_l| + l2_l·ΣW_l²): the kernel penalties of the record, summed in double
+    in one fixed order (the same bits at any thread count); W as it is before the update."""
+    cdef Py_ssize_t l, i, count
+    cdef double total = 0, sum_abs, sum_sq, w
+    cdef const real* W
+    for l in range(L):
+        if scale * layers[l].l1 == 0 and scale * layers[l].l2 == 0:
+            continue
+        W, count = params + layers[l].offset, layers[l].fan_in * layers[l].fan_out
+        sum_abs = sum_sq = 0
+        for i in range(count):
+            w = W[i]
+            sum_abs += fabs(w)
+            sum_sq += w * w
+        total += scale * (layers[l].l1 * sum_abs + layers[l].l2 * sum_sq)
+    return total
+
+
+cdef inline void add_penalty_gradient(const real* W, real* dW, Py_ssize_t count, real l1, real l2) noexcept nogil:
+    """dW += l1·sign(W) + 2·l2·W over count elements (a slice of dW fresh from its product,
+    before the optimizer reads it)."""
+    cdef Py_ssize_t i
+    cdef real w, g
+    if l1 == 0 and l2 == 0:
+        return
+    for i in range(count):
+        w = W[i]
+        g = 2 * l2 * w
+        if w > 0:
+            g = g + l1
+        elif w < 0:
+            g = g - l1
+        dW[i] += g
+
+
 cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
                                const real* inp, const real* Wt, real* dW, real* dx,
                                int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
-                               const Optimizer* opt, real* W, real* first, real* second) noexcept nogil:
-    """Task `task` of backward_tasks: dW's rows, then db, then dx's row blocks."""
+                               const Optimizer* opt, real* W, real* first, real* second,
+                               real l1, real l2) noexcept nogil:
+    """Task `task` of backward_tasks: dW's rows (with their kernel penalty l1, l2), then db,
+    then dx's row blocks."""
     cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS, i0, rows, r
     if task < n_dW:
         i0 = task * DW_ROWS
         rows = min(DW_ROWS, k - i0)
         micro_gemm_atb(rows, n, B, inp + i0, k, dz, n, dW + i0 * n)
+        add_penalty_gradient(W + i0 * n, dW + i0 * n, rows * n, l1, l2)
         if opt != NULL:
             optimizer_update(opt, W, dW, first, second, i0 * n, rows * n)
     elif task == n_dW:
@@ -62,12 +102,13 @@ cdef inline void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const 
                                 const real* inp, const real* Wt, real* dW, real* dx,
                                 int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
                                 const Optimizer* opt, real* W, real* first, real* second,
-                                int threads) noexcept nogil:
+                                real l1, real l2, int threads) noexcept nogil:
     """One layer's backward on the micro-kernel path as independent tasks over OpenMP
     threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz) at dW + k·n (W and b, and
     their gradients, lie as params lays them out), and unless dx is NULL,
     row blocks of dx = dz Wᵀ (Wt holds Wᵀ, n x k), each turned at once into the previous
-    layer's dz. Unless opt is NULL, each slice of W (and b, which follows W) takes its
+    layer's dz. l1, l2: the layer's kernel penalty, its gradient added to each slice of dW.
+    Unless opt is NULL, each slice of W (and b, which follows W) takes its
     optimizer step right after its gradient, while that is still in L1 (nothing reads W
     any more: dx reads the copy Wt); first and second: the optimizer state, indexed like W.
     A static schedule: each thread takes the same tasks, and so the same slices of W, its
@@ -80,11 +121,11 @@ cdef inline void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const 
     if in_parallel(threads, n_tasks):
         for task in prange(n_tasks, nogil=True, schedule="static", num_threads=threads):
             backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
-                          opt, W, first, second)
+                          opt, W, first, second, l1, l2)
     else:
         for task in range(n_tasks):
             backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
-                          opt, W, first, second)
+                          opt, W, first, second, l1, l2)
 
 
 cdef inline Py_ssize_t train_work_size(Py_ssize_t B, const Layer* layers, Py_ssize_t L) noexcept nogil:
@@ -105,13 +146,16 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
                                    const real* targets, const real* weights, real* params, real* grads,
                                    const Layer* layers, Py_ssize_t L, int loss_id, real* work,
                                    real** kept, int threads, real* dx, real* outputs,
-                                   const Optimizer* opt, real* first, real* second) noexcept nogil:
+                                   const Optimizer* opt, real* first, real* second,
+                                   double penalty_scale) noexcept nogil:
     """Forward keeping every layer's y and the z the backward reads (forward_keep; a copy of
     the outputs in ``outputs`` unless it is NULL), the loss, backward from the last layer down
     (dz of each layer is made as soon as its dy is) into the layers' W and b in grads (the
     rest of grads is left as it is);
     dx = dLoss/dx too unless it is NULL (an embedding in front of the network needs it).
-    weights: the rows' sample weights, or NULL. Returns the loss; a loss that is not finite
+    weights: the rows' sample weights, or NULL. The loss and every dW include the layers' kernel
+    penalties (l1, l2) times penalty_scale: the value from W before any update, the gradient
+    added to each slice of dW as it is made (before its optimizer step). Returns the loss; a loss that is not finite
     ends the call before the backward (no gradient, no update: the step is transactional).
     Unless opt is NULL, each layer's W and b also take the optimizer step (state first and
     second, indexed like params) as soon as their gradient is complete and nothing reads
@@ -147,6 +191,7 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
     # the cross-entropies give dLoss/dlogits (the last activation folded in); MSE gives dLoss/dy
     loss = loss_forward_backward(loss_id, B, n, y_of[L - 1] if loss_id == LOSS_MSE else z_of[L - 1],
                                  labels, targets, weights, dcur)
+    loss += penalty_value(params, layers, L, penalty_scale)
     if not isfinite(loss):
         return loss
     if loss_id == LOSS_MSE:
@@ -164,10 +209,13 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
                            <int>layers[l - 1].activation if l > 0 else ACT_IDENTITY,
                            <real>layers[l - 1].alpha if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
                            y_of[l - 1] if l > 0 else NULL, opt, params + offset,
-                           offset_or_null(first, offset), offset_or_null(second, offset), threads)
+                           offset_or_null(first, offset), offset_or_null(second, offset),
+                           <real>(penalty_scale * layers[l].l1), <real>(penalty_scale * layers[l].l2), threads)
         else:
             layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
                            NULL, ACT_IDENTITY, 0, dcur, d_in, dW, dW + k * n)
+            add_penalty_gradient(params + offset, dW, k * n, <real>(penalty_scale * layers[l].l1),
+                                 <real>(penalty_scale * layers[l].l2))
             for r in range(B if l > 0 else 0):
                 act_backward_row(<int>layers[l - 1].activation, <real>layers[l - 1].alpha, dnext + r * k,
                                  z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)

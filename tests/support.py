@@ -69,10 +69,11 @@ def rss() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
-def make_hyper(optimizer="adam", lr=1e-3, step=1, momentum=0.0, weight_decay=0.0):
+def make_hyper(optimizer="adam", lr=1e-3, step=1, momentum=0.0, weight_decay=0.0, penalty_scale=1.0):
     """The float64 ``hyper`` vector of mlp_train_step (see fusedense.abi) for a named optimizer."""
     hyper = np.zeros(abi.N_HYPER)
     hyper[abi.H_LR], hyper[abi.H_WEIGHT_DECAY], hyper[abi.H_STEP] = lr, weight_decay, step
+    hyper[abi.H_PENALTY_SCALE] = penalty_scale
     if optimizer in ("sgd", "nesterov"):
         hyper[abi.H_OPTIMIZER], hyper[abi.H_BETA1], hyper[abi.H_NESTEROV] = abi.OPT_SGD, momentum, optimizer == "nesterov"
     else:
@@ -86,10 +87,10 @@ def relu_of(z):
     return np.where(z <= 0, np.zeros_like(z), z)
 
 
-def record(layout, alphas=None, n_params=None):
-    """The gate's layer record for ``layout`` and ``alphas`` (n_params: by default where the
-    last layer ends), for calls that take a record: engines and reference.py."""
+def record(layout, alphas=None, n_params=None, penalties=None):
+    """The gate's layer record for ``layout``, ``alphas`` and ``penalties`` (n_params: by default
+    where the last layer ends), for calls that take a record: engines and reference.py."""
     from fusedense.gate import checked_record
     if n_params is None:
         n_params = max(int(o) + int(i) * int(n) + int(n) for o, i, n, _ in np.asarray(layout).tolist())
-    return checked_record(layout, alphas, n_params)
+    return checked_record(layout, alphas, n_params, penalties=penalties)

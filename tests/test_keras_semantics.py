@@ -14,6 +14,7 @@ import pytest
 import fusedense as fd
 from fusedense import abi
 from fusedense import losses as fd_losses
+from fusedense.layout import layer_views
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -28,10 +29,17 @@ def _data(n=64, n_in=5, n_classes=3, seed=0):
     return rng.normal(size=(n, n_in)).astype(np.float32), rng.integers(0, n_classes, n)
 
 
+def _regularizer(module, reg):
+    """None, ``module.regularizers.l2(reg)`` for a number, ``L1L2(**reg)`` for a dict."""
+    if reg is None:
+        return None
+    return module.regularizers.L1L2(**reg) if isinstance(reg, dict) else module.regularizers.l2(reg)
+
+
 def _fd_model(out, reg=None, use_bias=True, backend=None):
     return fd.Sequential([fd.Input(shape=(5,)),
                           fd.layers.Dense(7, activation="tanh", use_bias=use_bias,
-                                          kernel_regularizer=None if reg is None else fd.regularizers.l2(reg)),
+                                          kernel_regularizer=_regularizer(fd, reg)),
                           fd.layers.Dense(3, activation=out)], seed=0, backend=backend)
 
 
@@ -44,6 +52,9 @@ CASES = {  # output activation, loss (Keras's and fusedense's), regularizer, use
                       {"sample_weight": np.random.default_rng(5).uniform(0, 2, 64)}),
     "class_weight": ("softmax", "sparse_categorical_crossentropy", None, True, {"class_weight": {0: 0.5, 2: 3.0}}),
     "l2": ("softmax", "sparse_categorical_crossentropy", 0.01, True, {}),
+    "l1": ("softmax", "sparse_categorical_crossentropy", {"l1": 0.01}, True, {}),
+    "l1_l2-logits": (None, ("SparseCategoricalCrossentropy", True), {"l1": 0.005, "l2": 0.02}, True, {}),
+    "l2-probabilities-path": (None, "sparse_categorical_crossentropy", 0.01, True, {}),
     "no-bias": ("softmax", "sparse_categorical_crossentropy", None, False, {}),
     # softmax outputs: a linear layer read as probabilities is ill-conditioned (its own case above), and
     # its float32 rounding amplified through two epochs of L2 updates says nothing about the weighting
@@ -74,7 +85,7 @@ def _keras_result(keras, case):
         loss = loss if isinstance(loss, str) else getattr(keras.losses, loss[0])(from_logits=loss[1])
         km = keras.Sequential([keras.Input((5,)),
                                keras.layers.Dense(7, activation="tanh", use_bias=use_bias,
-                                                  kernel_regularizer=reg and keras.regularizers.l2(reg)),
+                                                  kernel_regularizer=_regularizer(keras, reg)),
                                keras.layers.Dense(3, activation=out)])
         initial = [w + 0.3 if w.ndim == 1 else w for w in km.get_weights()]  # biases off zero
         if out is None and isinstance(loss, str):
@@ -140,7 +151,7 @@ def test_output_loss_gradient_matches_finite_differences(loss_id, from_logits):
 
 
 def test_the_regularized_step_equals_the_fused_step_when_the_penalty_is_zero(backend):
-    """The regularizer path (mlp_gradient, the penalty, the engine's optimizer step) is the fused step's arithmetic."""
+    """A zero regularizer (a zero kernel penalty in the layer record) leaves the fused step as it was."""
     x, y = _data()
     for opt in (fd.optimizers.SGD(0.1, momentum=0.9, nesterov=True), fd.optimizers.Adam(0.01), fd.optimizers.AdamW(0.01)):
         fused, split = _fd_model("softmax", backend=backend), _fd_model("softmax", reg=0.0, backend=backend)
@@ -155,6 +166,29 @@ def test_the_regularized_step_equals_the_fused_step_when_the_penalty_is_zero(bac
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         assert hs["loss"] == pytest.approx(hf["loss"], rel=1e-6)
         assert split.network.step == fused.network.step == 8
+
+
+@pytest.mark.parametrize("reg", [{"l2": 0.02}, {"l1": 0.01}, {"l1": 0.01, "l2": 0.02}], ids=["l2", "l1", "l1_l2"])
+def test_kernel_regularizers_train_by_keras_formula(backend, reg):
+    """One SGD step on the whole batch: W −= lr·(g + l1·sign(W) + 2·l2·W), b −= lr·g_b (the bias
+    is not penalised), and the history's loss is the data loss + l1·Σ|W| + l2·ΣW² (Keras's)."""
+    x, y = _data()
+    model, twin = _fd_model("softmax", reg=reg, backend=backend), _fd_model("softmax", backend="numpy")
+    for m in (model, twin):
+        m.compile(optimizer=fd.optimizers.SGD(0.1), loss=fd.losses.SparseCategoricalCrossentropy(from_logits=False))
+    twin.set_weights(model.get_weights())
+    net = twin.network
+    grads = np.zeros_like(net.params)
+    data_loss = net.engine.mlp_gradient(x, y.astype(np.int64), net.params, grads, net.layers, twin.loss.id, None)
+    W = model.layers[0].kernel.astype(np.float64)
+    l1, l2 = reg.get("l1", 0.0), reg.get("l2", 0.0)
+    penalty = l1 * np.abs(W).sum() + l2 * np.square(W).sum()
+    expected = net.params.astype(np.float64) - 0.1 * grads
+    expected_W = layer_views(expected, net.layout)[0][0]
+    expected_W -= 0.1 * (l1 * np.sign(W) + 2 * l2 * W)
+    history = model.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(model.network.params, expected, rtol=1e-5, atol=1e-6)
+    assert history["loss"][0] == pytest.approx(data_loss + penalty, rel=1e-5)
 
 
 def test_l2_adds_the_penalty_to_the_loss_on_kernels_only():

@@ -351,7 +351,7 @@ def test_kernels_run_as_plain_python_match_reference():
         out = np.empty((7, 20))
         gemm.packed_matmul(a, b, out)
         check(out, a @ b)
-        hyper = np.array([abi.OPT_SGD, 0.1, 0.9, 0, 0, 0.01, 1, 0, 1, 0], float)
+        hyper = np.array([abi.OPT_SGD, 0.1, 0.9, 0, 0, 0.01, 1, 0, 1, 0, 1], float)
         for loss_id, targets in [(abi.LOSS_SPARSE_XENT, np.array([0, 3, 1])),
                                  (abi.LOSS_MSE, rng.normal(size=(3, 4)))]:
             p1, p2, s1, s2 = params.copy(), params.copy(), np.zeros((1, n)), np.zeros((1, n))

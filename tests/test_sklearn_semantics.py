@@ -96,14 +96,16 @@ def test_integer_sample_weights_are_repeated_rows_for_lbfgs():
 
 
 # SGD, and Adam with epsilon_added_to="sqrt_v", are scikit-learn's updates: 10 epochs from the same
-# weights, with or without sample weights, agree to rounding. Adam's default placement (ε added to
-# the bias-corrected √v̂, as PyTorch and Keras) differs visibly after 10 epochs.
+# weights, with or without sample weights, with or without the L2 penalty alpha (on the weight
+# matrices only, inside the fused step; in loss_curve_ too), agree to rounding. Adam's default
+# placement (ε added to the bias-corrected √v̂, as PyTorch and Keras) differs visibly after 10 epochs.
+@pytest.mark.parametrize("alpha", [0.0, 0.05])
 @pytest.mark.parametrize("sample_weight", [None, WEIGHTS], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("target", list(TARGETS))
 @pytest.mark.parametrize("rule", ["sgd", "adam-sqrt_v"])
-def test_stochastic_solvers_follow_sklearn_for_ten_epochs(backend, rule, target, sample_weight):
+def test_stochastic_solvers_follow_sklearn_for_ten_epochs(backend, rule, target, sample_weight, alpha):
     params = dict(solver="sgd") if rule == "sgd" else dict(solver="adam", epsilon_added_to="sqrt_v")
-    theirs, ours, y = _twins(target, backend, alpha=0.0, batch_size=32, shuffle=False, learning_rate_init=0.01,
+    theirs, ours, y = _twins(target, backend, alpha=alpha, batch_size=32, shuffle=False, learning_rate_init=0.01,
                              tol=0.0, **params)
     _quiet(theirs.set_params(max_iter=10), X, y, sample_weight=sample_weight)
     _quiet(ours.set_params(max_iter=10), X, y, sample_weight=sample_weight)

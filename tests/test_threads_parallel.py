@@ -68,24 +68,27 @@ def test_transformer_ffn_is_right_and_repeatable_at_every_thread_count(compiled_
 @pytest.mark.parametrize("batch", [32, 200, 256])
 def test_training_step_is_right_and_repeatable_at_every_thread_count(compiled_backend, dtype, threads, batch):
     # the 784-128-64-10 network: batches 200 and 256 above TRAIN_PARALLEL_MIN_WORK (row blocks in
-    # the forward, the backward's tasks over threads; 200: a last block of 8 rows), 32 below it
+    # the forward, the backward's tasks over threads; 200: a last block of 8 rows), 32 below it;
+    # kernel penalties on every layer (their gradient is added inside each dW task)
     work = 784 * 128 + 128 * 64 + 64 * 10
     assert 32 * work < tuning.COMMON["TRAIN_PARALLEL_MIN_WORK"] <= 200 * work
     rng = np.random.default_rng(batch)
     layout, alphas, n = make_layout([784, 128, 64, 10], ["relu", "gelu", "softmax"])
     start = (rng.normal(size=n) * 0.05).astype(dtype)
     x, labels = rng.normal(size=(batch, 784)).astype(dtype), rng.integers(0, 10, batch)
-    hyper = make_hyper("adam", step=2, lr=0.01)
+    hyper = make_hyper("adam", step=2, lr=0.01, penalty_scale=0.5)
+    penalties = [[1e-3, 0.01], [0.0, 0.02], [2e-3, 0.0]]
     state0 = (rng.uniform(size=(2, n)) * 1e-3).astype(dtype)
     p64, s64 = start.astype(np.float64), state0.astype(np.float64)
-    loss_ref, grads_ref = reference.mlp_train_step(x.astype(np.float64), labels, p64, record(layout, alphas),
-                                                   s64, abi.LOSS_SPARSE_XENT, hyper)
+    loss_ref, grads_ref = reference.mlp_train_step(x.astype(np.float64), labels, p64,
+                                                   record(layout, alphas, penalties=penalties), s64,
+                                                   abi.LOSS_SPARSE_XENT, hyper)
     engine = _backends.load(compiled_backend)
     results = []
     for _ in range(2):
         params, state, grads = start.copy(), state0.copy(), np.zeros_like(start)
-        loss = engine.mlp_train_step(x, labels, params, grads, state, record(layout, alphas), abi.LOSS_SPARSE_XENT,
-                                     hyper.copy())
+        loss = engine.mlp_train_step(x, labels, params, grads, state, record(layout, alphas, penalties=penalties),
+                                     abi.LOSS_SPARSE_XENT, hyper.copy())
         results.append((loss, params, state, grads))
     loss, params, state, grads = results[0]
     assert loss == pytest.approx(loss_ref, rel=1e-4 if dtype == np.float32 else 1e-10)

@@ -32,4 +32,6 @@ H_NESTEROV = 6  # SGD: 1.0 for Nesterov momentum
 H_DECOUPLED = 7  # Adam: 1.0 for AdamW (decoupled weight decay), 0.0 for L2 added to the gradient
 H_STEP = 8  # 1-based number of this update (Adam's bias correction; the caller sets it)
 H_APPLIED = 9  # the engine writes H_STEP here once the update is applied: the model's step count
-N_HYPER = 10
+H_PENALTY_SCALE = 10  # multiplies the layer record's kernel penalties (l1, l2) for this step: 1 for
+#                       Keras's regularizers, 1/(rows of the batch) for scikit-learn's alpha·W/n
+N_HYPER = 11

@@ -329,10 +329,15 @@ def fit_data_parallel(net: MLP, X, y, epochs=1, batch_size=256, loss="mean_squar
     gradient with the fused forward+backward, this process sums them weighted by rows (the mean
     over the whole batch, as one process computes it) and applies one fused optimizer step, and
     the new parameters go to the workers with the next step. Equals single-process training on
-    the same batches within float rounding. Returns the mean loss of each epoch."""
+    the same batches within float rounding (the net's kernel penalties included, at
+    penalty_scale 1: each worker's gradient carries them, and the row-weighted sum keeps them
+    once). Returns the mean loss of each epoch."""
     client = _client(client)
     if client is None:
         raise ValueError("client: fit_data_parallel needs a distributed Client (none is running)")
+    if net.penalties.any() and net.penalty_scale != 1.0:
+        raise ValueError(f"net: fit_data_parallel applies the kernel penalties at scale 1 (mlp_gradient), got "
+                         f"penalty_scale={net.penalty_scale!r}; set it to 1 or train in one process")
     loss = get_loss(loss, net.output_activation)
     threads = threads_per_task(client) if threads is None else int(threads)
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])

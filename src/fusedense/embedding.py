@@ -53,14 +53,14 @@ class EmbeddingMLP(MLP):
 
     def __init__(self, vocab_size, embedding_dim, context, sizes, activations="tanh",
                  output_activation="identity", alphas=None, dtype=np.float32, init="glorot_uniform",
-                 random_state=None, backend=None):
+                 random_state=None, backend=None, penalties=None):
         for name, value in (("vocab_size", vocab_size), ("embedding_dim", embedding_dim), ("context", context)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         self.vocab_size, self.embedding_dim, self.context = int(vocab_size), int(embedding_dim), int(context)
         super().__init__([self.context * self.embedding_dim] + [int(s) for s in sizes], activations,
                          output_activation, alphas, dtype, init, random_state, backend,
-                         prefix=self.vocab_size * self.embedding_dim)
+                         prefix=self.vocab_size * self.embedding_dim, penalties=penalties)
 
     # --- structure ------------------------------------------------------------------------
 

@@ -35,9 +35,9 @@ __all__ = ["Gate", "checked_record", "checked_quantized_record"]
 _RECORDS: dict = {}
 
 
-def checked_record(layout, alphas, n_params, name="layout") -> np.ndarray:
+def checked_record(layout, alphas, n_params, name="layout", penalties=None) -> np.ndarray:
     """``layout.layer_record`` registered with the gate (the only way to make a record it accepts)."""
-    record = layer_record(layout, alphas, n_params, name)
+    record = layer_record(layout, alphas, n_params, name, penalties)
     key = id(record)
     _RECORDS[key] = (weakref.ref(record), n_params, int(record[0]["fan_in"]), int(record[-1]["fan_out"]),
                      int(record[0]["offset"]))
@@ -219,6 +219,10 @@ def _optimizer(opt_state, hyper, params, adagrad=False):
     """opt_state against the optimizer of ``hyper``; OPT_ADAGRAD only where ``adagrad`` (the
     sparse training step)."""
     _array("hyper", hyper, np.dtype(np.float64), (abi.N_HYPER,))
+    scale = hyper[abi.H_PENALTY_SCALE]
+    if not (scale >= 0 and scale < np.inf):
+        raise ValueError(f"hyper[H_PENALTY_SCALE]: expected a finite number >= 0 (the factor of the layers' "
+                         f"kernel penalties), got {scale!r}")
     optimizer = hyper[abi.H_OPTIMIZER]
     if optimizer == abi.OPT_SGD or (adagrad and optimizer == abi.OPT_ADAGRAD):
         rows = 1
@@ -535,6 +539,10 @@ class Gate:
             raise ValueError("params: the array is read-only; pass a writeable array")
         _fresh_output("grads", grads, dtype, params.shape, ("params", params))
         _optimizer(opt_state, hyper, params, adagrad=True)
+        if layers[0]["l1"] or layers[0]["l2"]:
+            raise ValueError(f"layers[0]: the sparse first layer takes no kernel penalty (its lazy update moves "
+                             f"only the batch's rows; a penalty on every row would make every step dense), got "
+                             f"l1={layers[0]['l1']!r}, l2={layers[0]['l2']!r}")
         if np.may_share_memory(opt_state, grads):
             raise ValueError("opt_state: shares memory with grads; pass a separate array")
         B = _csr(indptr, indices, values, dtype, n_features)

@@ -12,7 +12,8 @@ count with Python integers, so no product or sum in a kernel can overflow or rea
 ``params``. Records are read-only: a hand edit fails instead of reaching compiled code unchecked.
 
 The public, Keras-friendly form stays two arrays: ``layout`` (n_layers, 4) int64 rows
-``(offset, fan_in, fan_out, activation_id)`` and ``alphas`` (n_layers,) float64.
+``(offset, fan_in, fan_out, activation_id)``, ``alphas`` (n_layers,) float64 and ``penalties``
+(n_layers, 2) float64 rows ``(l1, l2)``.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ from .activations import BY_ID, get_activation, resolve_alpha
 
 OFFSET, FAN_IN, FAN_OUT, ACT_ID = range(4)
 
-#: One layer as the compiled kernels read it (5 × 8 bytes, no padding).
+#: One layer as the compiled kernels read it (7 × 8 bytes, no padding).
 LAYER = np.dtype([("offset", np.int64), ("fan_in", np.int64), ("fan_out", np.int64),
-                  ("activation", np.int64), ("alpha", np.float64)])
+                  ("activation", np.int64), ("alpha", np.float64), ("l1", np.float64), ("l2", np.float64)])
 
 
 def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | None = None, start: int = 0):
@@ -63,14 +64,15 @@ def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | 
     return layout, alpha_arr, offset
 
 
-def layer_record(layout, alphas, n_params: int, name: str = "layout") -> np.ndarray:
-    """The checked, read-only ``LAYER`` array for ``layout`` (n_layers, 4) and ``alphas``
-    (n_layers,; None: zeros) over a buffer of ``n_params`` elements.
+def layer_record(layout, alphas, n_params: int, name: str = "layout", penalties=None) -> np.ndarray:
+    """The checked, read-only ``LAYER`` array for ``layout`` (n_layers, 4), ``alphas``
+    (n_layers,; None: zeros) and ``penalties`` (n_layers, 2) rows ``(l1, l2)`` (None: zeros)
+    over a buffer of ``n_params`` elements.
 
     Raises ValueError/TypeError naming ``name`` (or ``alphas``) for a layout that is not an
     integer (n_layers ≥ 1, 4) array, a layer outside ``params``, a fan_in that differs from the
     previous fan_out, an unknown activation id, a row-wise activation before the last layer, or
-    alphas that are not one finite number ≥ 0 per layer.
+    alphas / penalties that are not finite numbers ≥ 0 (one / two per layer).
     """
     arr = np.asarray(layout)
     if arr.dtype.kind not in "iu":
@@ -96,6 +98,7 @@ def layer_record(layout, alphas, n_params: int, name: str = "layout") -> np.ndar
     record = np.zeros(len(rows), LAYER)
     record["offset"], record["fan_in"], record["fan_out"], record["activation"] = arr.astype(np.int64).T
     record["alpha"] = _checked_alphas(alphas, len(rows))
+    record["l1"], record["l2"] = _checked_penalties(penalties, len(rows)).T
     record.flags.writeable = False
     return record
 
@@ -112,6 +115,26 @@ def _checked_alphas(alphas, n_layers):
     if not (np.isfinite(arr) & (arr >= 0)).all():
         raise ValueError(f"alphas: expected finite numbers >= 0 (one per layer), got {arr.tolist()}")
     return arr
+
+
+def _checked_penalties(penalties, n_layers):
+    if penalties is None:
+        return np.zeros((n_layers, 2))
+    arr = np.asarray(penalties)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"penalties: expected real numbers ((l1, l2) per layer), got dtype {arr.dtype}")
+    if arr.shape != (n_layers, 2):
+        raise ValueError(f"penalties: expected shape ({n_layers}, 2) (one (l1, l2) row per layer), "
+                         f"got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not (np.isfinite(arr) & (arr >= 0)).all():
+        raise ValueError(f"penalties: expected finite numbers >= 0 ((l1, l2) per layer), got {arr.tolist()}")
+    return arr
+
+
+def record_penalties(record: np.ndarray) -> np.ndarray:
+    """The (n_layers, 2) float64 ``(l1, l2)`` rows of a record (a new array)."""
+    return np.stack([record["l1"], record["l2"]], axis=1)
 
 
 def record_layout(record: np.ndarray) -> np.ndarray:

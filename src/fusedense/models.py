@@ -38,7 +38,6 @@ from . import optimizers as _optimizers
 from .callbacks import Callback, History, ProgbarLogger, TerminateOnNaN
 from .embedding import EmbeddingMLP
 from .layers import Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten, InputLayer, unique_name
-from .layout import layer_views
 from .metrics import get_metric
 from .metrics import value as metric_value
 from .network import MLP
@@ -149,8 +148,11 @@ class Sequential:
                              "fd.Input(shape=(n,)), give input_shape=(n,) to the first Dense layer, or call fit")
         dense = self._dense_layers()
         self.input_dim = int(input_dim)
+        # kernel_regularizer → the layer record's kernel penalty (l1, l2): the fused step adds it
+        # to the loss and to dW (never to the bias), as Keras adds the regularization losses
         config = dict(alphas=[layer.alpha for layer in dense], dtype=self.dtype, random_state=self._rng,
-                      backend=self.backend)
+                      backend=self.backend, penalties=[(reg.l1, reg.l2) if reg else (0.0, 0.0) for reg in
+                                                       (layer.kernel_regularizer for layer in dense)])
         units, activations = [layer.units for layer in dense], self._fused_activations()
         if self.embedding is None:
             net = MLP([self.input_dim] + units, activations, **config)
@@ -279,10 +281,10 @@ class Sequential:
             weights, w_val = (None, None) if weights is None else (weights[:split_at], weights[split_at:])
         else:
             x_val = y_val = w_val = None
-        if (weights is not None or self._loss_path != "fused" or self._regularized()) and isinstance(net, EmbeddingMLP):
+        if (weights is not None or self._loss_path != "fused") and isinstance(net, EmbeddingMLP):
             raise NotImplementedError("fit: an Embedding model trains only with the fused sparse cross-entropy "
-                                      "on logits (from_logits=True), no sample/class weights and no regularizers: "
-                                      "the engines' embedding_train_step takes none of them")
+                                      "on logits (from_logits=True) and no sample/class weights: "
+                                      "the engines' embedding_train_step takes neither")
         validate = _validation_schedule(validation_freq)
 
         n = x.shape[0]
@@ -389,7 +391,7 @@ class Sequential:
             xb = x.take(rows, 0, x_rows[:len(rows)], "clip")
             tb = y.take(rows, 0, t_rows[:len(rows)], "clip")
             wb = None if weights is None else weights.take(rows)
-        if self._loss_path == "fused" and not self._regularized():
+        if self._loss_path == "fused":  # (kernel regularizers included: the record's penalties)
             loss = net.fused_step(xb, tb, self.loss.id, out, wb)
         else:
             loss = self._custom_step(net, xb, tb, wb, out)
@@ -399,42 +401,24 @@ class Sequential:
 
     def _custom_step(self, net, xb, tb, wb, out) -> float:
         """A step the fused loss cannot take alone: Keras's losses on the outputs (their gradient
-        with respect to the outputs becomes a weighted MSE target) and kernel regularizers (the gradient, the
-        penalties' gradients added, then the optimizer on the flat buffers)."""
+        with respect to the outputs becomes a weighted MSE target, which the fused step trains
+        with the kernel regularizers' penalties); returns Keras's loss plus the penalties."""
         with net.training():
-            loss_id, targets, weights, data_loss = self.loss.id, tb, wb, None
-            if self._loss_path == "outputs":
-                out = np.empty((xb.shape[0], net.n_outputs), net.dtype) if out is None else out
-                net.forward(xb, out)
-                data_loss, grad = _losses.output_loss_and_gradient(loss_id, out, tb, self._from_logits, wb)
-                if not math.isfinite(data_loss) or not np.isfinite(grad).all():
-                    raise FloatingPointError(f"the loss became {data_loss} at optimizer step {net.step + 1}, "
-                                             f"which was not applied")
-                # The engine's weighted MSE gradient is w_i·2·(outputs − targets)/(B·C): each row's
-                # weight carries its gradient's scale so that outputs − targets stays within ±1,
-                # where rounding the targets to the model's dtype costs the least.
-                scale = np.abs(grad).max(axis=1) * (out.size / 2)
-                scale[scale == 0] = 1.0
-                targets = (out - grad * (out.size / 2) / scale[:, None]).astype(net.dtype)
-                loss_id, weights = abi.LOSS_MSE, scale.astype(net.dtype)
-                out = None
-            regularized = self._regularized()
-            if not regularized:
-                step_loss = net.fused_step(xb, targets, loss_id, out, weights)
-                return step_loss if data_loss is None else data_loss
-            if net.grads is None:
-                net.grads = np.zeros(net.n_params, net.dtype)
-            if out is not None:
-                net.forward(xb, out)
-            step_loss = net.engine.mlp_gradient(xb, targets, net.params, net.grads, net.layers, loss_id, weights)
-            loss = (step_loss if data_loss is None else data_loss) + self._penalty()
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss} at optimizer step {net.step + 1}, which was not applied")
-            grads = {layer.name: dW for layer, (dW, _) in zip(self._dense_layers(), layer_views(net.grads, net.layout))}
-            for layer, regularizer in regularized:
-                regularizer.add_gradient(layer.kernel, grads[layer.name])
-            _apply_update(net)
-            return loss
+            out = np.empty((xb.shape[0], net.n_outputs), net.dtype) if out is None else out
+            net.forward(xb, out)
+            data_loss, grad = _losses.output_loss_and_gradient(self.loss.id, out, tb, self._from_logits, wb)
+            if not math.isfinite(data_loss) or not np.isfinite(grad).all():
+                raise FloatingPointError(f"the loss became {data_loss} at optimizer step {net.step + 1}, "
+                                         f"which was not applied")
+            # The engine's weighted MSE gradient is w_i·2·(outputs − targets)/(B·C): each row's
+            # weight carries its gradient's scale so that outputs − targets stays within ±1,
+            # where rounding the targets to the model's dtype costs the least.
+            scale = np.abs(grad).max(axis=1) * (out.size / 2)
+            scale[scale == 0] = 1.0
+            targets = (out - grad * (out.size / 2) / scale[:, None]).astype(net.dtype)
+            penalty = self._penalty()  # from the weights before the step, as the step's own
+            net.fused_step(xb, targets, abi.LOSS_MSE, None, scale.astype(net.dtype))
+            return data_loss + penalty
 
     def _loss_and_metrics(self, x, y, sample_weight=None):
         outputs = self.network.predict(x)
@@ -640,19 +624,6 @@ class _Running:
         for i, (name, _, _) in enumerate(self.model.metrics):
             logs[name] = self.sums[i] / self.weight_sums[i] if self.weight_sums[i] else 0.0
         return logs
-
-
-def _apply_update(net):
-    """The optimizer's update of ``net.params`` from ``net.grads`` (the engine's sgd_step /
-    adam_step with the hyperparameters the fused step reads), then the step count."""
-    h, step, state = net._hyper, net.step + 1, net.opt_state
-    if h[abi.H_OPTIMIZER] == abi.OPT_SGD:
-        net.engine.sgd_step(net.params, net.grads, state[0], h[abi.H_LR], h[abi.H_BETA1], bool(h[abi.H_NESTEROV]),
-                            h[abi.H_WEIGHT_DECAY])
-    else:
-        net.engine.adam_step(net.params, net.grads, state[0], state[1], step, h[abi.H_LR], h[abi.H_BETA1],
-                             h[abi.H_BETA2], h[abi.H_EPS], h[abi.H_WEIGHT_DECAY], bool(h[abi.H_DECOUPLED]))
-    net.step = step
 
 
 def _positive_int(name, value, allow_zero=False):

@@ -22,7 +22,7 @@ from . import _backends, abi
 from . import optimizers as _optimizers
 from .activations import BY_ID, get_activation
 from .gate import checked_record
-from .layout import layer_views, make_layout, record_layout
+from .layout import layer_views, make_layout, record_layout, record_penalties
 from .losses import get_loss
 from .sparse import CSR, as_csr, is_sparse
 from .validation import as_labels, as_numeric_array
@@ -71,10 +71,13 @@ class MLP:
     init: a name from ``INITIALIZERS`` (``"he_uniform"`` suits relu) or one per layer.
     random_state: seed (int) or ``numpy.random.Generator`` for the initial weights.
     backend: backend name ('auto' by default); resolved once, here.
+    penalties: None, or (l1, l2) per layer: the kernel penalty l1·Σ|W| + l2·ΣW² every training
+    step adds (W only, never the bias; see ``penalties`` and ``penalty_scale``).
     """
 
     def __init__(self, sizes, activations="relu", output_activation="identity", alphas=None,
-                 dtype=np.float32, init="glorot_uniform", random_state=None, backend=None, prefix=0):
+                 dtype=np.float32, init="glorot_uniform", random_state=None, backend=None, prefix=0,
+                 penalties=None):
         # prefix: leading entries of ``params`` reserved for a table that precedes the dense stack
         # (EmbeddingMLP's embeddings); the layers' offsets start after it.
         sizes = [int(s) for s in sizes]
@@ -82,7 +85,7 @@ class MLP:
         if isinstance(activations, str) or activations is None:
             activations = [activations] * (n_layers - 1) + [output_activation]
         layout, alphas, self.n_params = make_layout(sizes, activations, alphas, start=prefix)
-        self.layers = checked_record(layout, alphas, self.n_params)
+        self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties)
         self.dtype = _check_dtype(dtype)
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = None  # allocated by the first training step
@@ -136,7 +139,7 @@ class MLP:
 
     @layout.setter
     def layout(self, layout):
-        self.layers = checked_record(layout, self._layers["alpha"], self.n_params)
+        self.layers = checked_record(layout, self._layers["alpha"], self.n_params, penalties=self.penalties)
 
     @property
     def alphas(self) -> np.ndarray:
@@ -145,7 +148,20 @@ class MLP:
 
     @alphas.setter
     def alphas(self, alphas):
-        self.layers = checked_record(self._layout, alphas, self.n_params, name="alphas")
+        self.layers = checked_record(self._layout, alphas, self.n_params, name="alphas", penalties=self.penalties)
+
+    @property
+    def penalties(self) -> np.ndarray:
+        """(n_layers, 2) float64 rows ``(l1, l2)``: each layer's kernel penalty
+        ``l1·Σ|W| + l2·ΣW²``, which the training step adds to its loss and ``l1·sign(W) + 2·l2·W``
+        to dW (never to the bias), times ``hyper[H_PENALTY_SCALE]`` (1 unless a front sets it).
+        A new array; assign one to change them (checked: finite, >= 0)."""
+        return record_penalties(self._layers)
+
+    @penalties.setter
+    def penalties(self, penalties):
+        self.layers = checked_record(self._layout, self._layers["alpha"], self.n_params, name="penalties",
+                                     penalties=penalties)
 
     @property
     def n_inputs(self) -> int:
@@ -211,16 +227,20 @@ class MLP:
             state.pop(transient, None)
         state["backend_name"] = self.engine.NAME
         state["layout"], state["alphas"] = self._layout, self._layers["alpha"].copy()
+        state["penalties"] = self.penalties
         return state
 
     def __setstate__(self, state):
         # joblib.load(mmap_mode=...) hands back read-only memmaps: the model trains in owned arrays
         state = {k: np.array(v) if isinstance(v, np.memmap) else v for k, v in state.items()}
         backend, layout, alphas = state.pop("backend_name"), state.pop("layout"), state.pop("alphas")
+        penalties = state.pop("penalties", None)  # (pickles from before the kernel penalties: none)
         self.__dict__.update(state)
         self._training = threading.RLock()
         self._batch_rows = None
-        self.layers = checked_record(layout, alphas, self.n_params)
+        self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties)
+        if self._hyper is not None and self._hyper.size < abi.N_HYPER:  # pickled before H_PENALTY_SCALE
+            self._hyper = np.concatenate([self._hyper, [self.penalty_scale] * (abi.N_HYPER - self._hyper.size)])
         self.set_backend(backend)
 
     @property
@@ -305,7 +325,8 @@ class MLP:
         """The checked record of layers[1:] over the same params (the dense stack above a sparse
         first layer)."""
         if self._upper is None:
-            self._upper = checked_record(self._layout[1:], self._layers["alpha"][1:], self.n_params)
+            self._upper = checked_record(self._layout[1:], self._layers["alpha"][1:], self.n_params,
+                                         penalties=self.penalties[1:])
         return self._upper
 
     __call__ = predict
@@ -341,6 +362,22 @@ class MLP:
         """Re-reads the optimizer's hyperparameters (call after changing e.g. its learning_rate)."""
         with self.training():
             self._hyper = None if self.optimizer is None else self.optimizer.hyper(self.step)
+            if self._hyper is not None:
+                self._hyper[abi.H_PENALTY_SCALE] = self.penalty_scale
+
+    @property
+    def penalty_scale(self) -> float:
+        """The factor of the kernel penalties (``penalties``) in the next training steps (1 unless
+        set: scikit-learn's estimators set 1/rows of each batch); finite, >= 0."""
+        return self.__dict__.get("_penalty_scale", 1.0)
+
+    @penalty_scale.setter
+    def penalty_scale(self, value):
+        if not (value >= 0 and value < math.inf):  # (also refuses NaN)
+            raise ValueError(f"penalty_scale: expected a finite number >= 0, got {value!r}")
+        self._penalty_scale = float(value)
+        if self._hyper is not None:
+            self._hyper[abi.H_PENALTY_SCALE] = self._penalty_scale
 
     def as_targets(self, targets, n_rows, loss, name="y") -> np.ndarray:
         """Targets in the form the fused loss reads: int64 labels (sparse losses) or a float array

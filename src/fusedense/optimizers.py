@@ -71,6 +71,7 @@ class Optimizer:
         h[abi.H_LR] = self.learning_rate
         h[abi.H_WEIGHT_DECAY] = self.weight_decay
         h[abi.H_STEP] = h[abi.H_APPLIED] = step
+        h[abi.H_PENALTY_SCALE] = 1.0  # the layer record's kernel penalties as they are
         self._fill(h)
         return h
 

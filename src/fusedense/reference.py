@@ -166,16 +166,33 @@ def mlp_backward(d_out, x, params, layers, cache, d_last_z=None, need_dx=False):
     return (grads, dy) if need_dx else grads
 
 
-def mlp_loss_and_grad(x, targets, params, layers, loss_id, need_dx=False, sample_weight=None):
+def kernel_penalty(params, layers, scale=1.0):
+    """The record's kernel penalties: (value, gradient) of scale·Σ_l (l1_l·Σ|W_l| + l2_l·ΣW_l²),
+    the value summed in float64; the gradient scale·(l1·sign(W) + 2·l2·W) at each W, zero at
+    the biases (Keras's regularizers and scikit-learn's alpha penalise kernels only)."""
+    value, grads = 0.0, np.zeros_like(params)
+    for (W, _), (dW, _), layer in zip(layer_views(params, layers), layer_views(grads, layers), layers):
+        l1, l2 = scale * layer["l1"], scale * layer["l2"]
+        value += l1 * float(np.abs(W).sum(dtype=np.float64)) + l2 * float(np.square(W, dtype=np.float64).sum())
+        dW[...] = l1 * np.sign(W) + 2 * l2 * W
+    return value, grads
+
+
+def mlp_loss_and_grad(x, targets, params, layers, loss_id, need_dx=False, sample_weight=None, penalty_scale=1.0):
     """Forward, loss and backward: (loss, grads), or (loss, (grads, dx)) with need_dx (as
     mlp_backward). Cross-entropy losses read the last layer's pre-activation (the logits), so
-    the last activation (softmax/sigmoid/identity) is folded into the loss."""
+    the last activation (softmax/sigmoid/identity) is folded into the loss. The loss and grads
+    include the record's kernel penalties times ``penalty_scale`` (kernel_penalty)."""
     out, cache = mlp_forward(x, params, layers, keep=True)
     if loss_id == abi.LOSS_MSE:
         loss, dy = loss_and_gradient(loss_id, out, targets, sample_weight)
-        return loss, mlp_backward(dy, x, params, layers, cache, need_dx=need_dx)
-    loss, dz = loss_and_gradient(loss_id, cache[-1][0], targets, sample_weight)  # the logits
-    return loss, mlp_backward(None, x, params, layers, cache, d_last_z=dz, need_dx=need_dx)
+        result = mlp_backward(dy, x, params, layers, cache, need_dx=need_dx)
+    else:
+        loss, dz = loss_and_gradient(loss_id, cache[-1][0], targets, sample_weight)  # the logits
+        result = mlp_backward(None, x, params, layers, cache, d_last_z=dz, need_dx=need_dx)
+    penalty, penalty_grads = kernel_penalty(params, layers, penalty_scale)
+    (result[0] if need_dx else result)[...] += penalty_grads
+    return loss + penalty, result
 
 
 def optimizer_step(params, grads, opt_state, hyper):
@@ -190,8 +207,10 @@ def optimizer_step(params, grads, opt_state, hyper):
 
 
 def mlp_train_step(x, targets, params, layers, opt_state, loss_id, hyper, sample_weight=None):
-    """One minibatch: forward, loss, backward, optimizer update (in place). Returns (loss, grads)."""
-    loss, grads = mlp_loss_and_grad(x, targets, params, layers, loss_id, sample_weight=sample_weight)
+    """One minibatch: forward, loss (with the kernel penalties times hyper[H_PENALTY_SCALE]),
+    backward, optimizer update (in place). Returns (loss, grads)."""
+    loss, grads = mlp_loss_and_grad(x, targets, params, layers, loss_id, sample_weight=sample_weight,
+                                    penalty_scale=hyper[abi.H_PENALTY_SCALE])
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
 
@@ -212,12 +231,13 @@ def embedding_forward(tokens, params, layers, vocab_size):
     return mlp_forward(embed(tokens, params, layers, vocab_size), params, layers)
 
 
-def embedding_loss_and_grad(tokens, labels, params, layers, vocab_size):
+def embedding_loss_and_grad(tokens, labels, params, layers, vocab_size, penalty_scale=1.0):
     """The softmax cross-entropy (over the last pre-activation) of a minibatch and its gradient
     w.r.t. the whole buffer: backward down to dLoss/dx, then dE[v] = Σ of dx over the
     (row, position)s holding token v (a scatter-add). Returns (loss, grads)."""
     x = embed(tokens, params, layers, vocab_size)
-    loss, (grads, dx) = mlp_loss_and_grad(x, labels, params, layers, abi.LOSS_SPARSE_XENT, need_dx=True)
+    loss, (grads, dx) = mlp_loss_and_grad(x, labels, params, layers, abi.LOSS_SPARSE_XENT, need_dx=True,
+                                          penalty_scale=penalty_scale)
     dim = x.shape[1] // tokens.shape[1]
     np.add.at(grads[:vocab_size * dim].reshape(vocab_size, dim), tokens.ravel(), dx.reshape(-1, dim))
     return loss, grads
@@ -226,7 +246,7 @@ def embedding_loss_and_grad(tokens, labels, params, layers, vocab_size):
 def embedding_train_step(tokens, labels, params, layers, opt_state, hyper, vocab_size):
     """One minibatch: embedding_loss_and_grad, then the optimizer update of the whole buffer
     (in place). Returns (loss, grads)."""
-    loss, grads = embedding_loss_and_grad(tokens, labels, params, layers, vocab_size)
+    loss, grads = embedding_loss_and_grad(tokens, labels, params, layers, vocab_size, hyper[abi.H_PENALTY_SCALE])
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
 
@@ -397,7 +417,8 @@ def _optimizer_on(params, grads, state, hyper):
         optimizer_step(params, grads, state, hyper)
 
 
-def sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id, sample_weight=None):
+def sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id, sample_weight=None,
+                         penalty_scale=1.0):
     """Forward (the first layer sparse), loss and backward. Returns (loss, grads, rows,
     dW_rows): grads has the gradient of b0 and of every later layer (zero elsewhere), rows the
     sorted distinct indices of X and dW_rows W0's gradient there."""
@@ -406,7 +427,7 @@ def sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_
     act0 = BY_ID[first["activation"]]
     h, z = sparse_dense_forward(indptr, indices, values, W0, b0, act0, first["alpha"])
     loss, (grads, dh) = mlp_loss_and_grad(h, targets, params, layers[1:], loss_id, need_dx=True,
-                                          sample_weight=sample_weight)
+                                          sample_weight=sample_weight, penalty_scale=penalty_scale)
     rows = np.unique(indices)
     dW_rows, db0 = sparse_dense_backward(dh, indptr, indices, values, z, h, act0, first["alpha"], rows)
     layer_views(grads, layers[:1])[0][1][...] = db0
@@ -418,7 +439,7 @@ def sparse_train_step(indptr, indices, values, targets, params, layers, opt_stat
     """One minibatch with the lazy first-layer update (see interface.sparse_train_step), in
     place for a finite loss. Returns (loss, grads, rows, dW_rows)."""
     loss, grads, rows, dW_rows = sparse_loss_and_grad(indptr, indices, values, targets, params, layers, loss_id,
-                                                      sample_weight)
+                                                      sample_weight, hyper[abi.H_PENALTY_SCALE])
     if not np.isfinite(loss):
         return loss, grads, rows, dW_rows
     spans = [(int(l["offset"]), int(l["offset"] + (l["fan_in"] + 1) * l["fan_out"])) for l in layers[1:]]

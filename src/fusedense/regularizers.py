@@ -1,6 +1,9 @@
 """Weight penalties (Keras's ``keras.regularizers``): ``fd.layers.Dense(64, kernel_regularizer=fd.regularizers.l2(1e-4))``
 adds ``l2·Σ W²`` (and/or ``l1·Σ|W|``) to the training loss, so ``2·l2·W + l1·sign(W)`` to the
-kernel's gradient, on kernels only (biases are not penalised), as in Keras.
+kernel's gradient, on kernels only (biases are not penalised), as in Keras. A Sequential model
+puts each Dense layer's (l1, l2) into its network's layer record (``MLP.penalties``), and the
+fused training step adds the penalty and its gradient itself (no pass of its own); ``penalty``
+here is what ``evaluate`` adds to the loss.
 """
 from __future__ import annotations
 

@@ -9,11 +9,16 @@ With scikit-learn installed the estimators derive from its BaseEstimator and mix
 with its own ``validate_data`` (Pipeline, GridSearchCV, clone and ``check_estimator`` work);
 without it, minimal stand-ins are used (fusedense._sklearn_fallback).
 
-Differences from sklearn.neural_network (see the README): for 'adam' / 'sgd' the L2 penalty
-``alpha`` also decays the biases (the fused optimizer treats the flat buffer alike; 'lbfgs'
-penalises the weight matrices only, as scikit-learn); Adam adds ε to the bias-corrected √v̂
-unless ``epsilon_added_to="sqrt_v"``; multilabel targets and sparse X are refused; the initial
-weights come from ``numpy.random.default_rng(random_state)``.
+The L2 penalty ``alpha`` is scikit-learn's, on the weight matrices only: ``0.5·alpha·ΣW²/n`` (n the
+batch's rows, or its sample weights' sum) in the loss and ``alpha·W/n`` in each coef gradient. For
+'adam' / 'sgd' it is the layer record's kernel penalty (l2 = alpha/2 per layer, times
+``hyper[H_PENALTY_SCALE]`` = 1/n each step), added inside the fused training step; 'lbfgs' adds
+it to the full-batch loss and gradient in NumPy (fusedense._lbfgs).
+
+Differences from sklearn.neural_network (see the README): Adam adds ε to the bias-corrected √v̂
+unless ``epsilon_added_to="sqrt_v"``; with sparse X the stochastic solvers do not penalise the
+first layer's weights (its lazy update moves only the batch's rows); multilabel targets are
+refused; the initial weights come from ``numpy.random.default_rng(random_state)``.
 """
 from __future__ import annotations
 
@@ -159,6 +164,7 @@ class _BaseMLP(BaseEstimator):
         net = self.network_
         X = net.as_inputs(X, "X")
         targets = np.ascontiguousarray(targets, dtype=np.int64 if targets.dtype.kind == "i" else net.dtype)
+        self._set_penalties(sparse_first_layer=isinstance(X, CSR))
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, targets, sample_weight)
         else:
@@ -190,6 +196,20 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = -np.inf if self.early_stopping else None
         if hasattr(self, "_optimizer"):
             del self._optimizer
+
+    def _set_penalties(self, sparse_first_layer):
+        """The network's kernel penalties for ``alpha`` (set_params may change it between fits):
+        scikit-learn's alpha·W/n on each coef gradient is the fused loss's gradient scale times
+        2·l2·W·scale with l2 = alpha/2 and the step's H_PENALTY_SCALE = 1/n (set per batch). The
+        sparse first layer takes none (the gate refuses it: its update is lazy)."""
+        net = self.network_
+        l2 = 0.5 * self.alpha * self._grad_scale if self.solver != "lbfgs" else 0.0  # lbfgs: _lbfgs adds it
+        penalties = np.zeros((len(net.sizes) - 1, 2))
+        penalties[:, 1] = l2
+        if sparse_first_layer:
+            penalties[0] = 0.0
+        if not np.array_equal(penalties, net.penalties):
+            net.penalties = penalties
 
     @staticmethod
     def _engine_weights(sample_weight, dtype):
@@ -250,16 +270,21 @@ class _BaseMLP(BaseEstimator):
 
     def _epoch(self, X, targets, sample_weight, batch_size, order):
         """One pass in minibatches, one fused step each; returns scikit-learn's epoch loss: the
-        batches' losses before their updates averaged over rows, plus the L2 penalty
-        0.5·alpha·ΣW²/Σw of each batch, taken with the weights at the end of the epoch (one sum
-        of squares per epoch instead of one per batch)."""
+        batches' losses before their updates, each with its L2 penalty 0.5·alpha·ΣW²/Σw (the
+        fused step adds it, from the weights before the update), averaged over rows."""
         net = self.network_
+        # the fused loss is (scikit-learn's data loss)/loss_scale + grad_scale·(its penalty): one
+        # factor converts it back unless loss_scale·grad_scale != 1 (a regressor with several
+        # outputs), where the penalty is taken out and added back unscaled
+        separate_penalty = bool(self.alpha) and not math.isclose(self._loss_scale * self._grad_scale, 1.0)
+        if separate_penalty:  # (not self.coefs_: its check_is_fitted reads the estimator's tags, ~0.1 ms)
+            penalised = [W for W, _ in net.weights[1 if isinstance(X, CSR) else 0:]]  # (see _set_penalties)
         n = X.shape[0]
         if order is not None:  # gather buffers reused from batch to batch (still in cache for the kernel)
             # (a sparse X gathers its rows itself: CSR.take)
             x_rows = np.empty((batch_size, 0 if isinstance(X, CSR) else X.shape[1]), X.dtype)
             target_rows = np.empty((batch_size, *targets.shape[1:]), targets.dtype)
-        total = penalty_rows = 0.0
+        total = 0.0
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             rows = slice(start, stop) if order is None else order[start:stop]
@@ -271,35 +296,33 @@ class _BaseMLP(BaseEstimator):
             weights, weight_sum = (None, stop - start) if sample_weight is None else \
                 self._engine_weights(sample_weight[rows], X.dtype)
             self._set_step_hyperparameters(weight_sum)
-            total += net.fused_step(xb, tb, self._loss_id, sample_weight=weights) * (stop - start)
-            penalty_rows += (stop - start) / weight_sum if weight_sum > 0 else 0.0
-        loss = total * self._loss_scale / n
-        if self.alpha:
-            loss += 0.5 * self.alpha * sum(float(np.vdot(W, W)) for W in self.coefs_) * penalty_rows / n
-        return loss
+            penalty = 0.0
+            if separate_penalty and weight_sum > 0:
+                penalty = 0.5 * self.alpha * sum(float(np.vdot(W, W)) for W in penalised) / weight_sum
+            step_loss = net.fused_step(xb, tb, self._loss_id, sample_weight=weights)
+            batch_loss = self._loss_scale * (step_loss - self._grad_scale * penalty) + penalty
+            total += batch_loss * (stop - start)
+        return total / n
 
     def _make_optimizer(self):
         """scikit-learn's update rules expressed through the fused optimizer: the fused loss's
-        gradient scale is undone (in the SGD rate, Adam's ε and the weight decay)."""
+        gradient scale is undone (in the SGD rate and Adam's ε; the kernel penalty carries it
+        itself, see _set_penalties)."""
         if self.solver == "sgd":
             return _optimizers.SGD(self.learning_rate_init / self._grad_scale, self.momentum,
                                    self.nesterovs_momentum and self.momentum > 0)
         return _optimizers.Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon * self._grad_scale)
 
     def _set_step_hyperparameters(self, weight_sum):
-        """The per-step values the train step reads from the hyper vector: the L2 term alpha·W/Σw of
-        this batch as weight decay, and for ``epsilon_added_to="sqrt_v"`` the ε that puts
-        scikit-learn's step (ε added to √v) into the engine's (ε' added to √v̂ = √v/√(1−β2^t)):
-        ε' = ε/√(1−β2^t)."""
-        optimizer, changed = self._optimizer, False
-        decay = self._grad_scale * self.alpha / weight_sum if weight_sum > 0 else 0.0
-        if decay != optimizer.weight_decay:
-            optimizer.weight_decay, changed = decay, True
+        """The per-step values the train step reads from the hyper vector: the penalty scale 1/Σw
+        of this batch (scikit-learn divides alpha·W by it), and for ``epsilon_added_to="sqrt_v"``
+        the ε that puts scikit-learn's step (ε added to √v) into the engine's (ε' added to
+        √v̂ = √v/√(1−β2^t)): ε' = ε/√(1−β2^t)."""
+        net = self.network_
         if self.solver == "adam" and self.epsilon_added_to == "sqrt_v":
-            step = self.network_.step + 1
-            optimizer.epsilon, changed = self.epsilon * self._grad_scale / math.sqrt(1 - self.beta_2 ** step), True
-        if changed:
-            self.network_.refresh_hyperparameters()
+            self._optimizer.epsilon = self.epsilon * self._grad_scale / math.sqrt(1 - self.beta_2 ** (net.step + 1))
+            net.refresh_hyperparameters()
+        net.penalty_scale = 1.0 / weight_sum if weight_sum > 0 else 0.0
 
     def _set_learning_rate(self, sklearn_lr):
         self._optimizer.learning_rate = sklearn_lr / (self._grad_scale if self.solver == "sgd" else 1.0)

@@ -8,7 +8,10 @@ Engines (``numpy_backend``, ``numba_backend``, ``cython_backend``) receive only 
   gate tests the training buffers; forward outputs are the fronts' own, see gate.py);
 - ``act_id`` is a valid activation id, ``alpha`` a finite float ≥ 0;
 - ``layers`` is a read-only record from :func:`fusedense.layout.layer_record` whose every layer
-  lies inside ``params`` (so no index arithmetic on it can overflow or leave the buffer);
+  lies inside ``params`` (so no index arithmetic on it can overflow or leave the buffer); its
+  ``l1``, ``l2`` (finite, >= 0) are each layer's kernel penalty: the training functions add
+  ``s·(l1·Σ|W| + l2·ΣW²)`` to the loss (W before any update) and ``s·(l1·sign(W) + 2·l2·W)`` to dW,
+  never to the bias, with ``s = hyper[H_PENALTY_SCALE]`` (finite, >= 0; 1 for mlp_gradient);
 - ``qlayers`` is a read-only record from :func:`fusedense.gate.checked_quantized_record` whose
   every region lies inside ``qbuffer`` (uint8, C-contiguous); x/y/out of the quantized
   functions are float32;
@@ -66,16 +69,17 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
 
 
 def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
-    """Forward, loss ``loss_id`` and backward into ``grads`` (every element written), no update:
-    one call; returns the loss. For full-batch optimizers (L-BFGS) and data-parallel training.
+    """Forward, loss ``loss_id`` (with the record's kernel penalties as they are) and backward
+    into ``grads`` (every element written), no update: one call; returns the loss. For full-batch optimizers (L-BFGS) and data-parallel training.
     ``sample_weight``: None, or (B,) in params' dtype, finite and >= 0: each row's loss and
     gradient are scaled by its weight, the mean still taken over B rows (callers wanting a
     weighted average pass weights that sum to B)."""
 
 
 def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
-    """Forward, loss ``loss_id`` on the last layer, backward into ``grads``, optimizer (``hyper``)
-    update of ``params`` and ``opt_state``: one call; returns the loss before the update.
+    """Forward, loss ``loss_id`` on the last layer (plus the kernel penalties times
+    hyper[H_PENALTY_SCALE]), backward into ``grads``, optimizer (``hyper``) update of ``params``
+    and ``opt_state``: one call; returns the loss before the update.
     Transactional: when the loss is not finite (NaN/inf in the batch, or divergence), ``params``
     and ``opt_state`` are left untouched (``grads`` may hold anything) and the loss is returned;
     when the update is applied, its last act is ``hyper[H_APPLIED] = hyper[H_STEP]`` (so a step

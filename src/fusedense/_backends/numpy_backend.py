@@ -51,15 +51,19 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
 
 
 def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
+    return _gradient(x, targets, params, grads, layers, loss_id, sample_weight, 1.0)
+
+
+def _gradient(x, targets, params, grads, layers, loss_id, sample_weight, penalty_scale):
     value, grads[...] = reference.mlp_loss_and_grad(x, targets, params, layers, loss_id,
-                                                    sample_weight=sample_weight)
+                                                    sample_weight=sample_weight, penalty_scale=penalty_scale)
     return float(value)
 
 
 def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
     if outputs is not None:  # the oracle spends a second forward pass on them: it stays simple
         outputs[...] = reference.mlp_forward(x, params, layers)
-    value = mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight)
+    value = _gradient(x, targets, params, grads, layers, loss_id, sample_weight, hyper[abi.H_PENALTY_SCALE])
     return _update(value, params, grads, opt_state, hyper)
 
 
@@ -70,7 +74,8 @@ def embedding_forward(tokens, params, layers, vocab_size, out):
 def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
     if outputs is not None:  # a second forward pass, as in mlp_train_step
         embedding_forward(tokens, params, layers, vocab_size, outputs)
-    value, grads[...] = reference.embedding_loss_and_grad(tokens, labels, params, layers, vocab_size)
+    value, grads[...] = reference.embedding_loss_and_grad(tokens, labels, params, layers, vocab_size,
+                                                          hyper[abi.H_PENALTY_SCALE])
     return _update(value, params, grads, opt_state, hyper)
 
 

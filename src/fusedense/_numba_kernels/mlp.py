@@ -88,22 +88,44 @@ def mlp_train_step(x, labels, targets, weights, params, grads, opt_state, layers
     is w.r.t. the last pre-activation, so the last layer backpropagates as identity.
     """
     loss = loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id,
-                              grads[:0].reshape((0, 0)), outputs)
+                              grads[:0].reshape((0, 0)), outputs, hyper[abi.H_PENALTY_SCALE])
     return update_if_finite(loss, params, grads, opt_state, hyper)
 
 
 @kernel
 def mlp_gradient(x, labels, targets, weights, params, grads, layers, loss_id):
-    """mlp_train_step without the optimizer update (the contract's mlp_gradient)."""
+    """mlp_train_step without the optimizer update (the contract's mlp_gradient): the record's
+    kernel penalties as they are (scale 1)."""
     return loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id,
-                              grads[:0].reshape((0, 0)), grads[:0].reshape((0, 0)))
+                              grads[:0].reshape((0, 0)), grads[:0].reshape((0, 0)), 1.0)
 
 
 @kernel
-def loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id, dx, outputs):
+def add_kernel_penalty(W, dW, l1, l2):
+    """dW += l1·sign(W) + 2·l2·W while dW is fresh from its product; returns the penalty
+    l1·Σ|W| + l2·ΣW² (summed in float64, as reference.kernel_penalty)."""
+    sum_abs = 0.0
+    sum_sq = 0.0
+    for i in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            w = W[i, j]
+            sum_abs += abs(w)
+            sum_sq += w * w
+            g = 2.0 * l2 * w
+            if w > 0:
+                g += l1
+            elif w < 0:
+                g -= l1
+            dW[i, j] += g
+    return l1 * sum_abs + l2 * sum_sq
+
+
+@kernel
+def loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id, dx, outputs, penalty_scale):
     """mlp_train_step without the optimizer update: the loss, ``grads``, dLoss/dx into ``dx``
     unless it is (0, 0) (an embedding in front of the network needs it), the outputs into
-    ``outputs`` unless it is empty; ``weights`` (the rows' sample weights) may be empty."""
+    ``outputs`` unless it is empty; ``weights`` (the rows' sample weights) may be empty. The
+    loss and each dW include the record's kernel penalties times ``penalty_scale``."""
     n_rows = x.shape[0]
     n_layers = layers.size
     starts = np.empty(n_layers + 1, dtype=np.int64)  # layer l's z/y rows in the workspaces
@@ -154,6 +176,10 @@ def loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_
             x_layer = ys[starts[layer - 1]:starts[layer]].reshape((n_rows, fan_in))
             dense_backward(dy, x_layer, W, z, y, act_id, alpha, d_in, dW, db)
             dy = d_in
+        l1 = penalty_scale * layers[layer]["l1"]
+        l2 = penalty_scale * layers[layer]["l2"]
+        if l1 != 0.0 or l2 != 0.0:  # W is read only by this layer's dx, computed above
+            loss += add_kernel_penalty(W, dW, l1, l2)
     return loss
 
 
