@@ -98,6 +98,8 @@ def test_bad_bags_get_clear_errors():
         fd.layers.EmbeddingBag(10, 2, mode="max")
     with pytest.raises(TypeError, match="activation: EmbeddingBag is linear"):
         fd.layers.EmbeddingBag(10, 2, activation="relu")
+    with pytest.raises(TypeError, match="kernel_regularizer: EmbeddingBag .* no bias or penalty"):
+        fd.layers.EmbeddingBag(10, 2, kernel_regularizer="l2")
     with pytest.raises(ValueError, match="EmbeddingBag must be the first layer"):
         fd.Sequential([fd.layers.Dense(4, input_shape=(3,)), fd.layers.EmbeddingBag(10, 2)])
 

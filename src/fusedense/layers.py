@@ -236,9 +236,10 @@ class EmbeddingBag(Dense):
     def __init__(self, input_dim, output_dim, mode="mean", embeddings_initializer="uniform", name=None, **kwargs):
         if mode not in self.MODES:
             raise ValueError(f"mode: expected one of {self.MODES}, got {mode!r}")
-        fixed = sorted(set(kwargs) & {"activation", "use_bias", "units", "input_shape"})
+        fixed = sorted(set(kwargs) & {"activation", "use_bias", "units", "input_shape", "kernel_regularizer"})
         if fixed:
-            raise TypeError(f"{fixed[0]}: EmbeddingBag is linear, has no bias and is input_dim wide; it takes no {fixed[0]}")
+            raise TypeError(f"{fixed[0]}: EmbeddingBag is linear, has no bias or penalty (its update touches only "
+                            f"the rows a batch uses) and is input_dim wide; it takes no {fixed[0]}")
         super().__init__(output_dim, use_bias=False, kernel_initializer=embeddings_initializer, name=name,
                          input_dim=_positive_int("input_dim", input_dim), **kwargs)
         self.mode = mode
