@@ -869,6 +869,94 @@ static int fd_q_generate(const fd_qlayer *layers, ptrdiff_t n_layers, const uint
     return failed ? -1 : 0;
 }
 
+/* --- the sparse first layer: a gather-sum of quantized table rows --------------------------- */
+
+/* Row i of y = act((Σ_k values[k] · T[indices[k]]) · scales + bias) over row i's non-zeros, T a
+ * row-major table of n columns: int8 codes, or bf16 bit patterns (bf16 != 0). Each table row is
+ * widened to float32 as it is read (int8: exact; bf16: a 16-bit shift, exact) and added in the
+ * non-zeros' order (the Numba engine's order); the loops over n vectorize. The table is read
+ * only at the rows X names: a 2^20-row int8 table streams a quarter of float32's bytes. */
+static inline __attribute__((always_inline)) void fd_q_sparse_row_body(
+        ptrdiff_t i, const int64_t *indptr, const int64_t *indices, const float *values, const void *table,
+        int bf16, const float *scales, const float *bias, ptrdiff_t n, float *y)
+{
+    float *yi = y + i * n;
+    for (ptrdiff_t c = 0; c < n; c++)
+        yi[c] = 0;
+    for (int64_t k = indptr[i]; k < indptr[i + 1]; k++) {
+        const float v = values[k];
+        if (bf16) {
+            const uint16_t *t = (const uint16_t *)table + indices[k] * n;
+            for (ptrdiff_t c = 0; c < n; c++) {
+                uint32_t bits = (uint32_t)t[c] << 16;
+                float w;
+                memcpy(&w, &bits, 4);
+                yi[c] += v * w;
+            }
+        } else {
+            const int8_t *t = (const int8_t *)table + indices[k] * n;
+            for (ptrdiff_t c = 0; c < n; c++)
+                yi[c] += v * (float)t[c];
+        }
+    }
+    for (ptrdiff_t c = 0; c < n; c++)
+        yi[c] = yi[c] * scales[c] + bias[c];
+}
+
+typedef void (*fd_q_sparse_row_fn)(ptrdiff_t, const int64_t *, const int64_t *, const float *, const void *, int,
+                                   const float *, const float *, ptrdiff_t, float *);
+
+static void fd_q_sparse_row_generic(ptrdiff_t i, const int64_t *indptr, const int64_t *indices, const float *values,
+                                    const void *table, int bf16, const float *scales, const float *bias, ptrdiff_t n,
+                                    float *y)
+{
+    fd_q_sparse_row_body(i, indptr, indices, values, table, bf16, scales, bias, n, y);
+}
+
+#ifdef FD_Q_X86
+static FD_Q_AVX2 void fd_q_sparse_row_avx2(ptrdiff_t i, const int64_t *indptr, const int64_t *indices,
+                                           const float *values, const void *table, int bf16, const float *scales,
+                                           const float *bias, ptrdiff_t n, float *y)
+{
+    fd_q_sparse_row_body(i, indptr, indices, values, table, bf16, scales, bias, n, y);
+}
+
+static FD_Q_AVX512 void fd_q_sparse_row_avx512(ptrdiff_t i, const int64_t *indptr, const int64_t *indices,
+                                               const float *values, const void *table, int bf16,
+                                               const float *scales, const float *bias, ptrdiff_t n, float *y)
+{
+    fd_q_sparse_row_body(i, indptr, indices, values, table, bf16, scales, bias, n, y);
+}
+#endif
+
+/* the sparse first layer over B rows (rows shared over `threads` OpenMP threads: each row of y
+ * has one writer, so the result does not depend on the count); the build follows the bf16
+ * level (no VNNI or BF16 instruction is needed: AVX-512F, AVX2 or portable) */
+static void fd_q_sparse_forward(ptrdiff_t B, const int64_t *indptr, const int64_t *indices, const float *values,
+                                const void *table, int bf16, const float *scales, const float *bias, ptrdiff_t n,
+                                int act, float alpha, float *y, int threads)
+{
+    fd_q_sparse_row_fn row = fd_q_sparse_row_generic;
+#ifdef FD_Q_X86
+    int level = fd_q_levels() >> 4;
+    row = level >= 2 ? fd_q_sparse_row_avx512 : level == 1 ? fd_q_sparse_row_avx2 : fd_q_sparse_row_generic;
+#endif
+    if (threads > B)
+        threads = (int)B;
+    if (threads <= 1) {
+        for (ptrdiff_t i = 0; i < B; i++) {
+            row(i, indptr, indices, values, table, bf16, scales, bias, n, y);
+            act_forward_row_f(act, alpha, y + i * n, NULL, y + i * n, n);
+        }
+        return;
+    }
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (ptrdiff_t i = 0; i < B; i++) {
+        row(i, indptr, indices, values, table, bf16, scales, bias, n, y);
+        act_forward_row_f(act, alpha, y + i * n, NULL, y + i * n, n);
+    }
+}
+
 /* the paths the dispatch picks, for tests and reports */
 static const char *fd_q_int8_path(void)
 {
