@@ -707,6 +707,22 @@ def test_sparse_input_model_predicts_like_the_float_one(engine, kind):
     assert [W.shape for W, _ in q.dequantized_weights()] == [(300, 24), (24, 16), (16, 5)]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_sparse_input_model_loads_and_predicts_the_same(tmp_path, kind):
+    net, X = _sparse_network()
+    q = fd.quantize(net, kind, calibration=X[:50] if kind == "int8" else None, sparse_input=True)
+    path = tmp_path / "sparse.npz"
+    q.save(path)
+    loaded = fd.load_model(path)
+    for name in ("table", "table_scales", "table_bias", "qbuffer"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(q, name))
+    assert loaded.table.dtype == q.table.dtype and loaded.qlayers.tolist() == q.qlayers.tolist()
+    np.testing.assert_array_equal(loaded.predict(X), q.predict(X))
+    _rewrite(path, lambda r, p: ({**r, "quantized": {**r["quantized"], "sparse_input": 1}}, p))
+    with pytest.raises(ValueError, match="sparse_input"):
+        fd.load_model(path)
+
+
 def test_sparse_calibration_picks_the_sparse_form():
     net, X = _sparse_network()
     q = fd.quantize(net, "int8", calibration=X[:50])
