@@ -789,3 +789,48 @@ def test_hostile_sparse_arguments_get_the_same_error_from_every_engine(case):
             table.astype(change.get("table", np.int8)), scales[:change.get("scales", 70)].copy(), b, 0, 0.0,
             np.empty(change.get("y", (40, 70)), np.float32))
     assert_the_same_error_from_every_engine(call)
+
+
+def _data_or_skip(loader, **kwargs):
+    """The data set, or a skip naming the package to install (apt data sets are Debian-only)."""
+    try:
+        return loader(**kwargs)
+    except fd.datasets.DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def sparse_models():
+    """Small versions of bench/quantized_accuracy.py's sparse pipelines: fortunes language ID
+    (TextClassifier, 2^16 buckets, 600 texts per language) and the names demo on sparse hashed
+    character 1-3-grams (2^16 buckets, MLPClassifier 64 → 32, 12000 names); each as (float
+    network, CSR train rows, CSR test rows, test labels)."""
+    import warnings
+    texts, labels, _ = _data_or_skip(fd.datasets.load_fortunes, max_per_language=600, seed=1)
+    text = fd.TextClassifier(dim=16, n_features=2**16, epochs=5, random_state=0)
+    X = text.transform(texts)
+    text.fit_transformed(X[:3600], labels[:3600])
+    names, name_labels, _ = _data_or_skip(fd.datasets.load_names, seed=1)
+    Xn = fd.HashingVectorizer(n_features=2**16, ngram_range=(1, 3), sparse=True).transform(names[:12000])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (max_iter reached)
+        clf = fd.MLPClassifier((64, 32), batch_size=32, max_iter=4, random_state=0).fit(Xn[:9000], name_labels[:9000])
+    return {"fortunes": (text.network_, X[:3600], X[3600:], labels[3600:]),
+            "names": (clf.network_, Xn[:9000], Xn[9000:12000], name_labels[9000:12000])}
+
+
+def _classified(outputs):
+    return outputs[:, 0] > 0.5 if outputs.shape[1] == 1 else outputs.argmax(axis=1)  # (binary: one logistic)
+
+
+@pytest.mark.parametrize("data", ["fortunes", "names"])
+@pytest.mark.parametrize("kind, points", [("int8", 0.5), ("bf16", 0.2)])
+def test_accuracy_with_a_sparse_first_layer_stays_within_bounds(sparse_models, data, kind, points):
+    """Issue 18's bars on the sparse-input models (full numbers: bench/quantized_accuracy.py)."""
+    net, x_train, x_test, y_test = sparse_models[data]
+    float_accuracy = 100 * (_classified(net.predict(x_test)) == y_test).mean()
+    assert float_accuracy > {"fortunes": 95, "names": 75}[data]
+    for calibration in ((None, x_train[:256]) if kind == "int8" else (None,)):
+        q = fd.quantize(net, kind, calibration=calibration, sparse_input=True)
+        accuracy = 100 * (_classified(q.predict(x_test)) == y_test).mean()
+        assert abs(accuracy - float_accuracy) <= points, (kind, calibration is not None, accuracy, float_accuracy)
