@@ -150,11 +150,34 @@ def test_engine_matches_the_oracle(engine, kind):
     check_engine_against_oracle(engine, kind)
 
 
+def check_edge_rows_against_oracle(engine):
+    """Rows the row quantization treats apart — NaN, -inf, all zeros, values past a calibrated
+    scale (clipped to ±127) — give the oracle's integers, dynamic and calibrated."""
+    net = _network()
+    x = _inputs(9, SIZES[0], seed=3)
+    x[1, 5], x[2, 36], x[3] = np.nan, -np.inf, 0.0
+    x[4] *= 50
+    for calibration in (None, _inputs(40, SIZES[0], seed=4)):
+        q = fd.quantize(net, "int8", calibration=calibration, backend=engine)
+        y, acc = np.empty((9, SIZES[1]), np.float32), np.empty((9, SIZES[1]), np.int32)
+        q.engine.quantized_dense_forward(x, q.qbuffer, q.qlayers, 0, y, acc)
+        y_ref, acc_ref = reference.quantized_dense_forward(x, q.qbuffer, q.qlayers, 0)
+        np.testing.assert_array_equal(acc, acc_ref, err_msg=f"{engine} calibrated={calibration is not None}")
+        assert np.isnan(y[1:3]).all() and not np.isnan(y[[0, 3, 4]]).any()
+        np.testing.assert_allclose(y, y_ref, **TOLERANCE)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_edge_rows_give_the_oracles_integers(engine):
+    check_edge_rows_against_oracle(engine)
+
+
 def check_cython_against_oracle(dtype=None):
     """For run_in_simd_build (its dtype argument is not used: quantized models are float32)."""
     for kind in KINDS:
         check_engine_against_oracle("cython", kind, batches=(1, 7, 100))
         check_sparse_engine_against_oracle("cython", kind)
+    check_edge_rows_against_oracle("cython")
 
 
 EXPECTED_PATHS = {"generic": {"int8": "generic", "bf16": "generic"},
