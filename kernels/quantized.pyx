@@ -1,5 +1,5 @@
-"""Quantized layers and networks: the entry points quantized_dense_forward and
-quantized_mlp_forward over the kernels of quantized.h (int8: AVX-512 VNNI / AVX2 / portable;
+"""Quantized layers and networks: the entry points quantized_dense_forward,
+quantized_mlp_forward and quantized_sparse_forward over the kernels of quantized.h (int8: AVX-512 VNNI / AVX2 / portable;
 bf16: AVX-512 BF16 / AVX-512F / AVX2 / portable, picked at run time)."""
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t
@@ -19,6 +19,9 @@ cdef extern from "quantized.h" nogil:
     int fd_q_generate(const fd_qlayer* layers, Py_ssize_t n_layers, const uint8_t* buffer, const float* table,
                       Py_ssize_t dim, Py_ssize_t context, const double* uniforms, Py_ssize_t n, Py_ssize_t max_len,
                       double temperature, int64_t boundary, int64_t* tokens, int64_t* lengths)
+    void fd_q_sparse_forward(Py_ssize_t B, const int64_t* indptr, const int64_t* indices, const float* values,
+                             const void* table, int bf16, const float* scales, const float* bias, Py_ssize_t n,
+                             int act, float alpha, float* y, int threads)
     const char* fd_q_int8_path()
     const char* fd_q_bf16_path()
 
@@ -92,3 +95,20 @@ def quantized_embedding_generate(embeddings, qbuffer, qlayers, Py_ssize_t contex
         failed = fd_q_generate(layers, L, qp, table, dim, context, up, n, max_len, temperature, boundary, tp, lp)
     if failed:
         raise MemoryError()
+
+
+def quantized_sparse_forward(indptr, indices, values, table, scales, b, int act_id, double alpha, y):
+    cdef Py_ssize_t B = cnp.PyArray_DIMS(<cnp.ndarray>indptr)[0] - 1
+    cdef Py_ssize_t nnz = cnp.PyArray_DIMS(<cnp.ndarray>indices)[0]
+    cdef Py_ssize_t k = cnp.PyArray_DIMS(<cnp.ndarray>table)[0], n = cnp.PyArray_DIMS(<cnp.ndarray>table)[1]
+    cdef int bf16 = cnp.PyArray_TYPE(<cnp.ndarray>table) == cnp.NPY_UINT16
+    cdef const int64_t* ip = <int64_t*>buffer(indptr, "X.indptr", cnp.NPY_INT64, -1, B + 1)
+    cdef const int64_t* jp = <int64_t*>buffer(indices, "X.indices", cnp.NPY_INT64, -1, nnz)
+    cdef const float* vp = <float*>buffer(values, "X.data", cnp.NPY_FLOAT32, -1, nnz)
+    cdef const void* tp = buffer(table, "table", cnp.NPY_UINT16 if bf16 else cnp.NPY_INT8, k, n)
+    cdef const float* sp = <float*>buffer(scales, "scales", cnp.NPY_FLOAT32, -1, n)
+    cdef const float* bp = <float*>buffer(b, "b", cnp.NPY_FLOAT32, -1, n)
+    cdef float* yp = <float*>buffer(y, "y", cnp.NPY_FLOAT32, B, n, True)
+    cdef int threads = network_threads_for(nnz * n, False)
+    with nogil:
+        fd_q_sparse_forward(B, ip, jp, vp, tp, bf16, sp, bp, n, act_id, <float>alpha, yp, threads)

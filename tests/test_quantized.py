@@ -150,10 +150,34 @@ def test_engine_matches_the_oracle(engine, kind):
     check_engine_against_oracle(engine, kind)
 
 
+def check_edge_rows_against_oracle(engine):
+    """Rows the row quantization treats apart — NaN, -inf, all zeros, values past a calibrated
+    scale (clipped to ±127) — give the oracle's integers, dynamic and calibrated."""
+    net = _network()
+    x = _inputs(9, SIZES[0], seed=3)
+    x[1, 5], x[2, 36], x[3] = np.nan, -np.inf, 0.0
+    x[4] *= 50
+    for calibration in (None, _inputs(40, SIZES[0], seed=4)):
+        q = fd.quantize(net, "int8", calibration=calibration, backend=engine)
+        y, acc = np.empty((9, SIZES[1]), np.float32), np.empty((9, SIZES[1]), np.int32)
+        q.engine.quantized_dense_forward(x, q.qbuffer, q.qlayers, 0, y, acc)
+        y_ref, acc_ref = reference.quantized_dense_forward(x, q.qbuffer, q.qlayers, 0)
+        np.testing.assert_array_equal(acc, acc_ref, err_msg=f"{engine} calibrated={calibration is not None}")
+        assert np.isnan(y[1:3]).all() and not np.isnan(y[[0, 3, 4]]).any()
+        np.testing.assert_allclose(y, y_ref, **TOLERANCE)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_edge_rows_give_the_oracles_integers(engine):
+    check_edge_rows_against_oracle(engine)
+
+
 def check_cython_against_oracle(dtype=None):
     """For run_in_simd_build (its dtype argument is not used: quantized models are float32)."""
     for kind in KINDS:
         check_engine_against_oracle("cython", kind, batches=(1, 7, 100))
+        check_sparse_engine_against_oracle("cython", kind)
+    check_edge_rows_against_oracle("cython")
 
 
 EXPECTED_PATHS = {"generic": {"int8": "generic", "bf16": "generic"},
@@ -500,6 +524,45 @@ def test_quantized_embedding_model_predicts_and_generates_like_the_float_one(kin
         q.generate(2, boundary=12)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_quantized_embedding_model_loads_and_predicts_the_same(tmp_path, monkeypatch, kind):
+    """Saving a quantized LM raised TypeError; the file holds the float32 table's bytes, then
+    the quantized buffer, and loading it never unpickles."""
+    net, tokens = _lm()
+    q = fd.quantize(net, kind, calibration=tokens if kind == "int8" else None)
+    path = tmp_path / "lm.npz"
+    q.save(path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("load_model unpickled something")
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    loaded = fd.load_model(path)
+    assert type(loaded) is fd.quantized.QuantizedEmbeddingMLP and loaded.qdtype == kind
+    assert (loaded.vocab_size, loaded.embedding_dim, loaded.context) == (12, 8, 3)
+    assert loaded.architecture() == q.architecture()
+    np.testing.assert_array_equal(loaded.embeddings, q.embeddings)
+    np.testing.assert_array_equal(loaded.qbuffer, q.qbuffer)
+    assert loaded.qlayers.tolist() == q.qlayers.tolist()
+    np.testing.assert_array_equal(loaded.predict(tokens), q.predict(tokens))
+    expected = q.generate(6, max_len=8, temperature=0.8, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.generate(6, max_len=8, temperature=0.8, seed=4), expected))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r, p: (r, np.where(np.arange(p.size) == 5, p ^ 1, p).astype(np.uint8)), "SHA-256"),  # in the table
+    (lambda r, p: ({**r, "architecture": {**r["architecture"], "embedding": {"vocab_size": 13, "dim": 8,
+                                                                             "context": 3}}}, p), "n_params"),
+    (lambda r, p: ({**r, "architecture": {**r["architecture"], "dtype": "float64"}}, p), "float32"),
+])
+def test_altered_quantized_embedding_files_are_refused(tmp_path, edit, message):
+    path = tmp_path / "lm.npz"
+    fd.quantize(_lm()[0], "int8").save(path)
+    _rewrite(path, edit)
+    with pytest.raises(ValueError, match=message):
+        fd.load_model(path)
+
+
 def test_sequential_lm_quantized_generates():
     model = fd.Sequential([fd.Embedding(12, 8, input_length=3), fd.Flatten(), fd.Dense(16, activation="tanh"),
                            fd.Dense(12, activation="softmax")])
@@ -537,23 +600,260 @@ QUANTIZED_GENERATE_HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(QUANTIZED_GENERATE_HOSTILE))
-def test_hostile_generate_arguments_get_the_same_error_from_every_engine(case):
+def assert_the_same_error_from_every_engine(call):
+    """``call(engine)`` raises the same ValueError/TypeError, with the same message, on every engine."""
     outcomes = {}
     for engine in ENGINES:
-        q = fd.quantize(_lm(engine)[0], "int8", backend=engine)
-        args = dict(embeddings=q.embeddings, context=3, temperature=1.0, boundary=0, tokens=(3, 9))
-        args.update(QUANTIZED_GENERATE_HOSTILE[case])
-        if isinstance(args["embeddings"], str):
-            args["embeddings"] = q.embeddings.astype(args["embeddings"])
-        uniforms = np.random.default_rng(0).random((3, 9))
         try:
-            q.engine.quantized_embedding_generate(args["embeddings"], q.qbuffer, q._logits_qlayers(), args["context"],
-                                                  uniforms, args["temperature"], args["boundary"],
-                                                  np.empty(args["tokens"], np.int64), np.empty(3, np.int64))
+            call(engine)
             outcomes[engine] = None
         except Exception as exc:  # noqa: BLE001
             outcomes[engine] = (type(exc).__name__, str(exc))
     first = outcomes[ENGINES[0]]
     assert first is not None and first[0] in ("ValueError", "TypeError"), outcomes
     assert all(outcome == first for outcome in outcomes.values()), outcomes
+
+
+@pytest.mark.parametrize("case", sorted(QUANTIZED_GENERATE_HOSTILE))
+def test_hostile_generate_arguments_get_the_same_error_from_every_engine(case):
+    def call(engine):
+        q = fd.quantize(_lm(engine)[0], "int8", backend=engine)
+        args = dict(embeddings=q.embeddings, context=3, temperature=1.0, boundary=0, tokens=(3, 9))
+        args.update(QUANTIZED_GENERATE_HOSTILE[case])
+        if isinstance(args["embeddings"], str):
+            args["embeddings"] = q.embeddings.astype(args["embeddings"])
+        uniforms = np.random.default_rng(0).random((3, 9))
+        q.engine.quantized_embedding_generate(args["embeddings"], q.qbuffer, q._logits_qlayers(), args["context"],
+                                              uniforms, args["temperature"], args["boundary"],
+                                              np.empty(args["tokens"], np.int64), np.empty(3, np.int64))
+    assert_the_same_error_from_every_engine(call)
+
+
+# --- the sparse first layer (CSR input: fd.TextClassifier, estimators fitted on CSR) ----------------
+
+
+def _csr_rows(rows=40, features=300, seed=7):
+    """CSR rows with an empty first and last row, repeated and unsorted indices, 0-12 non-zeros."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 13, rows)
+    counts[0] = counts[-1] = 0
+    indptr = np.zeros(rows + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = rng.integers(0, features, indptr[-1]).astype(np.int64)
+    indices[1::7] = indices[::7][:len(indices[1::7])]  # some repeats within a row
+    values = rng.normal(size=indptr[-1]).astype(np.float32)
+    return indptr, indices, values
+
+
+def _table(kind, features=300, n=70, seed=8):
+    W = np.random.default_rng(seed).normal(size=(features, n)).astype(np.float32) * 0.1
+    table, scales = fd.quantized.quantize_table(W, kind)
+    return W, table, scales, np.random.default_rng(seed + 1).normal(size=n).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sparse_oracle_is_the_dense_product_of_the_dequantized_table(kind):
+    """The oracle against an independent dense float64 product (SciPy's toarray)."""
+    import scipy.sparse
+    indptr, indices, values = _csr_rows()
+    W, table, scales, b = _table(kind)
+    dense_x = scipy.sparse.csr_matrix((values.astype(np.float64), indices, indptr), shape=(40, 300)).toarray()
+    values64 = table.astype(np.float64) if kind == "int8" else (table.astype(np.uint32) << 16).view(np.float32)
+    expected = np.tanh(dense_x @ (values64.astype(np.float64) * scales) + b)
+    got = reference.quantized_sparse_forward(indptr, indices, values, table, scales, b, fd.activations.get_activation("tanh"),
+                                             0.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    # and the quantized table stays within half a step (int8) / bf16's rounding of W
+    step = scales / 2 if kind == "int8" else np.abs(W) * 2.0 ** -8
+    assert (np.abs(values64 * scales - W) <= step * (1 + 1e-6)).all()
+
+
+def check_sparse_engine_against_oracle(engine, kind):
+    indptr, indices, values = _csr_rows()
+    _, table, scales, b = _table(kind)
+    gate = _backends.load(engine)
+    for act in ("identity", "relu", "softmax"):
+        act_id = fd.activations.get_activation(act).id
+        y = np.full((40, 70), np.nan, np.float32)
+        gate.quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, 0.0, y)
+        y_ref = reference.quantized_sparse_forward(indptr, indices, values, table, scales, b,
+                                                   fd.activations.BY_ID[act_id], 0.0)
+        # float32 sums of up to 12 terms: a few ulps of the terms' magnitude
+        np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * np.abs(y_ref).max(), err_msg=f"{engine} {act}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sparse_engine_matches_the_oracle(engine, kind):
+    check_sparse_engine_against_oracle(engine, kind)
+
+
+def _sparse_network(engine="cython", seed=0):
+    """A 300 → 24 → 16 → 5 network trained a few steps on CSR rows (the lazy sparse step)."""
+    import scipy.sparse
+    indptr, indices, values = _csr_rows(200, 300, seed)
+    X = scipy.sparse.csr_matrix((values, indices, indptr), shape=(200, 300))
+    y = np.random.default_rng(seed).integers(0, 5, 200)
+    net = fd.MLP([300, 24, 16, 5], ["identity", "relu", "softmax"], random_state=seed, backend=engine)
+    net.set_optimizer("adam")
+    for _ in range(5):
+        net.train_step(X, y, loss="sparse_categorical_crossentropy")
+    return net, X
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sparse_input_model_predicts_like_the_float_one(engine, kind):
+    net, X = _sparse_network(engine)
+    params = net.params.copy()
+    q = fd.quantize(net, kind, sparse_input=True)
+    np.testing.assert_array_equal(net.params, params)
+    # the first layer is only a table: int8 (a quarter of float32's bytes) or bf16, no panels
+    assert q.table.shape == (300, 24) and q.table.dtype == (np.int8 if kind == "int8" else np.uint16)
+    assert q.qlayers["fan_in"].tolist() == [24, 16] and q.qbuffer.size < 300 * 24
+    out = q.predict(X)
+    np.testing.assert_allclose(out, net.predict(X), atol=0.02)
+    # against the oracle: the table's gather, then the quantized layers above it
+    h = reference.quantized_sparse_forward(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, q.table,
+                                           q.table_scales, q.table_bias, fd.activations.get_activation("identity"), 0.0)
+    np.testing.assert_allclose(out, reference.quantized_mlp_forward(h.astype(np.float32), q.qbuffer, q.qlayers),
+                               rtol=1e-4, atol=1e-4)
+    # dense rows go through the same gather; the model quantized for dense rows takes CSR too
+    np.testing.assert_allclose(q.predict(X.toarray()), out, rtol=1e-6, atol=1e-6)
+    dense_form = fd.quantize(net, kind)
+    assert dense_form.table is None
+    np.testing.assert_allclose(dense_form.predict(X), out, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dense_form.predict(X[:7], batch_size=3), out[:7], rtol=1e-5, atol=1e-5)
+    copy = pickle.loads(pickle.dumps(q))
+    np.testing.assert_array_equal(copy.predict(X), out)
+    assert q.architecture() == dict(net.architecture(), dtype="float32")
+    assert [W.shape for W, _ in q.dequantized_weights()] == [(300, 24), (24, 16), (16, 5)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_sparse_input_model_loads_and_predicts_the_same(tmp_path, kind):
+    net, X = _sparse_network()
+    q = fd.quantize(net, kind, calibration=X[:50] if kind == "int8" else None, sparse_input=True)
+    path = tmp_path / "sparse.npz"
+    q.save(path)
+    loaded = fd.load_model(path)
+    for name in ("table", "table_scales", "table_bias", "qbuffer"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(q, name))
+    assert loaded.table.dtype == q.table.dtype and loaded.qlayers.tolist() == q.qlayers.tolist()
+    np.testing.assert_array_equal(loaded.predict(X), q.predict(X))
+    _rewrite(path, lambda r, p: ({**r, "quantized": {**r["quantized"], "sparse_input": 1}}, p))
+    with pytest.raises(ValueError, match="sparse_input"):
+        fd.load_model(path)
+
+
+def test_sparse_calibration_picks_the_sparse_form():
+    net, X = _sparse_network()
+    q = fd.quantize(net, "int8", calibration=X[:50])
+    assert q.table is not None and q.qlayers["x_amax"][0] > 0  # (the first dense layer's input scale)
+    assert np.abs(q.predict(X) - net.predict(X)).max() < 0.05
+    with pytest.raises(ValueError, match="sparse_input"):
+        fd.quantize(fd.MLP([30, 5], ["softmax"]), "int8", sparse_input=True)
+
+
+@pytest.mark.skipif("cython" not in ENGINES, reason="the Cython extension is not built")
+def test_sparse_results_do_not_depend_on_the_thread_count():
+    indptr, indices, values = _csr_rows(3000, 300)
+    _, table, scales, b = _table("int8")
+    gate = _backends.load("cython")
+    outs = []
+    previous = fd.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fd.set_num_threads(threads)
+            y = np.empty((3000, 70), np.float32)
+            gate.quantized_sparse_forward(indptr, indices, values, table, scales, b, 0, 0.0, y)
+            outs.append(y)
+    finally:
+        fd.set_num_threads(previous)
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_quantized_estimator_and_text_classifier_on_sparse_rows():
+    _, X = _sparse_network()
+    clf = fd.MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, np.arange(200) % 3)
+    q = fd.quantize(clf, "int8")
+    assert np.abs(q.predict_proba(X) - clf.predict_proba(X)).max() < 0.05
+    assert (q.predict(X) == clf.predict(X)).mean() > 0.95
+    texts = ["der Hund und die Katze", "the dog and the cat", "le chien et le chat"] * 20
+    labels = ["de", "en", "fr"] * 20
+    text = fd.TextClassifier(dim=16, n_features=2**12, epochs=3).fit(texts, labels)
+    for kind in KINDS:
+        qt = fd.quantize(text, kind)
+        assert qt.network_.table is not None and qt.network_.table.shape == (2**12, 16)
+        assert list(qt.predict(["die Katze", "the cat"])) == list(text.predict(["die Katze", "the cat"]))
+        np.testing.assert_allclose(qt.predict_proba(texts[:3]), text.predict_proba(texts[:3]), atol=0.02)
+
+
+QUANTIZED_SPARSE_HOSTILE = {
+    "a float32 table": dict(table="float32"),
+    "an index past the table": dict(index=300),
+    "scales of the wrong length": dict(scales=69),
+    "float64 values": dict(values="float64"),
+    "an output of the wrong shape": dict(y=(40, 71)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUANTIZED_SPARSE_HOSTILE))
+def test_hostile_sparse_arguments_get_the_same_error_from_every_engine(case):
+    def call(engine):
+        indptr, indices, values = _csr_rows()
+        _, table, scales, b = _table("int8")
+        change = QUANTIZED_SPARSE_HOSTILE[case]
+        if "index" in change:
+            indices[3] = change["index"]
+        _backends.load(engine).quantized_sparse_forward(
+            indptr, indices, values.astype(change.get("values", np.float32)),
+            table.astype(change.get("table", np.int8)), scales[:change.get("scales", 70)].copy(), b, 0, 0.0,
+            np.empty(change.get("y", (40, 70)), np.float32))
+    assert_the_same_error_from_every_engine(call)
+
+
+def _data_or_skip(loader, **kwargs):
+    """The data set, or a skip naming the package to install (apt data sets are Debian-only)."""
+    try:
+        return loader(**kwargs)
+    except fd.datasets.DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def sparse_models():
+    """Small versions of bench/quantized_accuracy.py's sparse pipelines: fortunes language ID
+    (TextClassifier, 2^16 buckets, 600 texts per language) and the names demo on sparse hashed
+    character 1-3-grams (2^16 buckets, MLPClassifier 64 → 32, 12000 names); each as (float
+    network, CSR train rows, CSR test rows, test labels)."""
+    import warnings
+    texts, labels, _ = _data_or_skip(fd.datasets.load_fortunes, max_per_language=600, seed=1)
+    text = fd.TextClassifier(dim=16, n_features=2**16, epochs=5, random_state=0)
+    X = text.transform(texts)
+    text.fit_transformed(X[:3600], labels[:3600])
+    names, name_labels, _ = _data_or_skip(fd.datasets.load_names, seed=1)
+    Xn = fd.HashingVectorizer(n_features=2**16, ngram_range=(1, 3), sparse=True).transform(names[:12000])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (max_iter reached)
+        clf = fd.MLPClassifier((64, 32), batch_size=32, max_iter=4, random_state=0).fit(Xn[:9000], name_labels[:9000])
+    return {"fortunes": (text.network_, X[:3600], X[3600:], labels[3600:]),
+            "names": (clf.network_, Xn[:9000], Xn[9000:12000], name_labels[9000:12000])}
+
+
+def _classified(outputs):
+    return outputs[:, 0] > 0.5 if outputs.shape[1] == 1 else outputs.argmax(axis=1)  # (binary: one logistic)
+
+
+@pytest.mark.parametrize("data", ["fortunes", "names"])
+@pytest.mark.parametrize("kind, points", [("int8", 0.5), ("bf16", 0.2)])
+def test_accuracy_with_a_sparse_first_layer_stays_within_bounds(sparse_models, data, kind, points):
+    """Issue 18's bars on the sparse-input models (full numbers: bench/quantized_accuracy.py)."""
+    net, x_train, x_test, y_test = sparse_models[data]
+    float_accuracy = 100 * (_classified(net.predict(x_test)) == y_test).mean()
+    assert float_accuracy > {"fortunes": 95, "names": 75}[data]
+    for calibration in ((None, x_train[:256]) if kind == "int8" else (None,)):
+        q = fd.quantize(net, kind, calibration=calibration, sparse_input=True)
+        accuracy = 100 * (_classified(q.predict(x_test)) == y_test).mean()
+        assert abs(accuracy - float_accuracy) <= points, (kind, calibration is not None, accuracy, float_accuracy)

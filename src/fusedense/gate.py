@@ -59,6 +59,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_STEP = 2 ** 53  # Adam's step travels as a float64 (hyper) and a C long: exact and in range up to here
 _F32 = np.dtype(np.float32)
 _U8 = np.dtype(np.uint8)
+_TABLE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint16))  # a quantized sparse layer's table: int8 or bf16
 
 #: Quantized records built by ``checked_quantized_record``, by id: (weak reference, n_bytes,
 #: n_inputs, n_outputs, kind).
@@ -552,6 +553,21 @@ class Gate:
             _fresh_output("outputs", outputs, dtype, (B, n_out), ("params", params), ("grads", grads))
         return self.engine.sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers,
                                              loss_id, hyper, outputs, sample_weight)
+
+    def quantized_sparse_forward(self, indptr, indices, values, table, scales, b, act_id, alpha, y):
+        if type(table) is not np.ndarray or table.dtype not in _TABLE_DTYPES:
+            raise TypeError("table: expected a numpy array of int8 codes or bf16 bit patterns (uint16), got "
+                            + (f"dtype {table.dtype}" if isinstance(table, np.ndarray) else type(table).__name__))
+        _array("table", table, table.dtype, (None, None))
+        k, n = table.shape
+        if k == 0 or n == 0:
+            raise ValueError(f"table: expected a non-empty array, got shape {table.shape}")
+        B = _csr(indptr, indices, values, _F32, k)
+        _array("scales", scales, _F32, (n,))
+        _array("b", b, _F32, (n,))
+        _activation(act_id, alpha)
+        _output("y", y, _F32, (B, n), ("table", table), ("X.data", values), ("scales", scales), ("b", b))
+        self.engine.quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, alpha, y)
 
     def __getattr__(self, name):
         # everything else an engine module offers (its thread helpers, blas_num_threads) passes

@@ -36,7 +36,7 @@ from .layers import Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten
 from .models import Sequential
 from .network import MLP
 from .optimizers import from_config
-from .quantized import QuantizedMLP
+from .quantized import QuantizedEmbeddingMLP, QuantizedMLP
 
 __all__ = ["save_model", "load_model", "check_output_path", "FORMAT", "VERSION"]
 
@@ -90,15 +90,25 @@ def _record(model) -> tuple:
                  "layers": [_layer_record(layer) for layer in model.layers]}
     elif isinstance(model, MLP):
         net, extra = model, {"kind": "MLP"}
-    elif type(model) is QuantizedMLP:  # (a quantized EmbeddingMLP is not saved yet)
-        # the buffer is stored as it is; the record holds what the layout is computed from (the
-        # architecture and the dtype: offsets are never read from a file) and the activation scales
+    elif type(model) in (QuantizedMLP, QuantizedEmbeddingMLP):
+        # the buffer is stored as it is, after a quantized LM's float32 table or the sparse
+        # form's first layer (table, column scales, bias), as little-endian bytes; the record
+        # holds what the layout is computed from (the architecture, with the table's shape, and
+        # the dtype: offsets are never read from a file) and the activation scales
+        quantized = {"dtype": model.qdtype, "x_amax": [float(a) for a in model.qlayers["x_amax"]]}
+        head = []
+        if isinstance(model, QuantizedEmbeddingMLP):
+            head = [model.embeddings.astype("<f4", copy=False)]
+        elif model.table is not None:
+            head = [model.table.astype(model.table.dtype.newbyteorder("<"), copy=False),
+                    model.table_scales.astype("<f4", copy=False), model.table_bias.astype("<f4", copy=False)]
+            quantized.update(x_amax=[0.0] + quantized["x_amax"], sparse_input=True)
+        params = np.concatenate([a.reshape(-1).view(np.uint8) for a in head] + [model.qbuffer])
         record = {"format": FORMAT, "version": VERSION, "architecture": model.architecture(),
-                  "n_params": int(model.qbuffer.size), "kind": "QuantizedMLP",
-                  "quantized": {"dtype": model.qdtype, "x_amax": [float(a) for a in model.qlayers["x_amax"]]}}
-        return _signed(record, model.qbuffer)
+                  "n_params": int(params.size), "kind": "QuantizedMLP", "quantized": quantized}
+        return _signed(record, params)
     else:
-        raise TypeError(f"model: expected a fusedense MLP, QuantizedMLP or Sequential, got {type(model).__name__}")
+        raise TypeError(f"model: expected a fusedense MLP, EmbeddingMLP, QuantizedMLP, QuantizedEmbeddingMLP or Sequential, got {type(model).__name__}")
     record = {"format": FORMAT, "version": VERSION, "architecture": net.architecture(),
               "n_params": int(net.n_params), **extra}
     return _signed(record, net.params)
@@ -139,7 +149,7 @@ def check_output_path(path) -> str:
 
 
 def save_model(model, path) -> None:
-    """Writes ``model`` (an MLP, EmbeddingMLP, QuantizedMLP or Sequential) to ``path`` (the exact name given; no
+    """Writes ``model`` (an MLP, EmbeddingMLP, QuantizedMLP, QuantizedEmbeddingMLP or Sequential) to ``path`` (the exact name given; no
     suffix is added) atomically; ``fd.load_model`` reads it back. Also ``model.save(path)``.
 
     A symlink at ``path`` keeps pointing where it did: its target is replaced. An existing
@@ -478,18 +488,31 @@ _SEQUENTIAL = ("name", "compile", "layers")
 
 
 def _checked_quantized(record) -> int:
-    """The byte count of a quantized network's buffer, from its checked architecture and dtype."""
+    """The byte count of a quantized network's file buffer (a quantized LM's float32 table or the
+    sparse form's first layer, then the quantized layers), from its checked architecture and dtype."""
     architecture = record["architecture"]
-    if "embedding" in architecture or architecture["dtype"] != "float32":
-        raise _Invalid("architecture: a quantized network is a float32 MLP without an embedding")
-    quantized = _keys("quantized", record["quantized"], ("dtype", "x_amax"))
+    if architecture["dtype"] != "float32":
+        raise _Invalid("architecture: a quantized network computes in float32, got dtype "
+                       f"{architecture['dtype']!r}")
+    sizes, table_bytes = architecture["sizes"], 0
+    if "embedding" in architecture:
+        emb = architecture["embedding"]
+        sizes, table_bytes = [emb["context"] * emb["dim"], *sizes], 4 * emb["vocab_size"] * emb["dim"]
+    quantized = _keys("quantized", record["quantized"], ("dtype", "x_amax"), ("sparse_input",))
     if not isinstance(quantized["dtype"], str) or quantized["dtype"] not in QUANT_KINDS:
         raise _Invalid(f"quantized.dtype: expected 'int8' or 'bf16', got {quantized['dtype']!r}")
-    amaxes = _list("quantized.x_amax", quantized["x_amax"], len(architecture["sizes"]) - 1)
+    amaxes = _list("quantized.x_amax", quantized["x_amax"], len(sizes) - 1)
+    layered = sizes
+    if "sparse_input" in quantized:  # the first layer is a table: codes, then n scales and n biases
+        if quantized["sparse_input"] is not True or "embedding" in architecture or len(sizes) < 3:
+            raise _Invalid("quantized.sparse_input: expected true, for a network of two or more layers without "
+                           "an embedding")
+        width = 1 if quantized["dtype"] == "int8" else 2
+        table_bytes, layered = sizes[0] * sizes[1] * width + 8 * sizes[1], sizes[1:]
     for i, amax in enumerate(amaxes):
         if type(amax) not in (int, float) or not (0 <= amax < 3.4e38) or (amax and quantized["dtype"] != "int8"):
             raise _Invalid(f"quantized.x_amax[{i}]: expected a finite number >= 0 (0 for bf16), got {amax!r}")
-    return quantized_layout(architecture["sizes"], QUANT_KINDS[quantized["dtype"]])[1]
+    return table_bytes + quantized_layout(layered, QUANT_KINDS[quantized["dtype"]])[1]
 
 
 def _check_record(record) -> int:
@@ -558,9 +581,25 @@ def _read(path, backend):
     if _CHECKSUMS[record["version"]](record, params) != record["sha256"]:
         raise _Invalid("the SHA-256 does not match the record and parameters; the file was altered")
     if quantized:
+        architecture, qrecord = record["architecture"], record["quantized"]
         try:
-            net = QuantizedMLP.from_buffer(record["architecture"], record["quantized"]["dtype"],
-                                           record["quantized"]["x_amax"], params, backend)
+            if "embedding" in architecture:  # the table's bytes, then the buffer (copied apart)
+                emb = architecture["embedding"]
+                table_bytes = 4 * emb["vocab_size"] * emb["dim"]
+                table = params[:table_bytes].view("<f4").astype(np.float32).reshape(emb["vocab_size"], emb["dim"])
+                net = QuantizedEmbeddingMLP.from_buffer(architecture, qrecord["dtype"], qrecord["x_amax"],
+                                                        params[table_bytes:].copy(), backend, embeddings=table)
+            elif qrecord.get("sparse_input"):  # the table, its scales and biases, then the buffer
+                k, n = architecture["sizes"][:2]
+                code = np.dtype("<i1" if qrecord["dtype"] == "int8" else "<u2")
+                at = k * n * code.itemsize
+                table = (params[:at].view(code).astype(code.newbyteorder("=")).reshape(k, n),
+                         params[at:at + 4 * n].view("<f4").astype(np.float32),
+                         params[at + 4 * n:at + 8 * n].view("<f4").astype(np.float32))
+                net = QuantizedMLP.from_buffer(architecture, qrecord["dtype"], qrecord["x_amax"],
+                                               params[at + 8 * n:].copy(), backend, table=table)
+            else:
+                net = QuantizedMLP.from_buffer(architecture, qrecord["dtype"], qrecord["x_amax"], params, backend)
         except (TypeError, ValueError) as exc:
             raise _Invalid(f"quantized: {exc}") from None
     return record, net

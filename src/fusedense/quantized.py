@@ -16,6 +16,16 @@ The quantized model holds its weights in one byte buffer and a layer record
 (:func:`fusedense.layout.quantized_layout`, checked by the gate); it runs in float32 whatever
 the float model's dtype, and the float model is left unchanged. What it offers is inference:
 ``predict`` (and, through the fronts that wrap it, ``predict_proba`` / ``evaluate``).
+
+Sparse input (SciPy CSR, fd.TextClassifier): the first layer is a gather-sum of W0's rows, and
+its quantized form is a row-major TABLE — int8 codes with the same per-column scales (a
+quarter of float32's bytes), or bf16 (half) — gathered and widened to float32 as the rows are
+read (``quantized_sparse_forward``), the sums in float32, then · scale + bias and the
+activation; the layers above it are the quantized dense stack. ``fd.quantize(...,
+sparse_input=True)`` (automatic for a TextClassifier or a sparse calibration sample) stores
+only the table for the first layer, never its packed panels; a model quantized for dense input
+that is given CSR rows unpacks its first layer's codes into that table once (the same codes
+and scales) and runs the same path.
 """
 from __future__ import annotations
 
@@ -29,6 +39,7 @@ from .embedding import EmbeddingMLP
 from .gate import checked_quantized_record
 from .layout import GROUP, QUANT_INT8, QUANT_KINDS, pack_panels, quantized_layer_views, quantized_layout
 from .network import MLP
+from .sparse import CSR, is_sparse
 
 __all__ = ["quantize", "QuantizedMLP", "QuantizedEmbeddingMLP"]
 
@@ -43,15 +54,31 @@ def quantize_weights_int8(W):
     return q, (amax / reference.INT8_MAX).astype(np.float32)
 
 
+def quantize_table(W, dtype):
+    """(table, scales float32 (n,)) of a sparse first layer's W (k, n): int8 codes with their
+    per-column scales (as quantize_weights_int8), or bf16 bit patterns (uint16) with scales 1."""
+    if dtype == "int8":
+        return quantize_weights_int8(W)
+    return reference.bf16_round(W), np.ones(W.shape[1], np.float32)
+
+
 def _layer_inputs(network, x):
     """The float input of every layer of ``network`` for rows ``x`` (token rows for an
-    EmbeddingMLP; the calibration pass)."""
+    EmbeddingMLP; the calibration pass). A sparse sample's first input is None: the gather
+    quantizes no activations, and the table is widened only at the rows the sample names."""
     h = network.as_inputs(x, "calibration")
     if isinstance(network, EmbeddingMLP):
         h = network.embeddings[h].reshape(len(h), -1)
-    h = h.astype(np.float64)
+    layers = list(zip(network.weights, network.layers))
     inputs = []
-    for (W, b), layer in zip(network.weights, network.layers):
+    if isinstance(h, CSR):
+        (W, b), layer = layers.pop(0)
+        rows, slots = np.unique(h.indices, return_inverse=True)
+        z = reference.csr(h.indptr, slots.reshape(-1), h.data.astype(np.float64), len(rows)) @ W[rows] + b
+        inputs.append(None)
+        h = BY_ID[layer["activation"]].forward(z.astype(np.float64), layer["alpha"])
+    h = h.astype(np.float64)
+    for (W, b), layer in layers:
         inputs.append(h)
         h = BY_ID[layer["activation"]].forward(h @ W + b, layer["alpha"])
     return inputs
@@ -61,21 +88,34 @@ class QuantizedMLP:
     """An int8 or bf16 copy of an :class:`fusedense.MLP` for inference (see the module docstring)."""
 
     dtype = np.dtype(np.float32)
+    #: the sparse-input form's first layer (None: every layer is in the buffer): a row-major
+    #: int8 / bf16 table (fan_in, n), its float32 column scales and bias, (activation id, alpha)
+    table = table_scales = table_bias = table_activation = None
 
-    def __init__(self, network: MLP, dtype="int8", calibration=None, backend=None):
+    def __init__(self, network: MLP, dtype="int8", calibration=None, backend=None, sparse_input=False):
         if dtype not in QUANT_KINDS:
             raise ValueError(f"dtype: expected 'int8' or 'bf16', got {dtype!r}")
         kind = QUANT_KINDS[dtype]
         if calibration is not None and kind != QUANT_INT8:
             raise ValueError("calibration: only int8 has activation scales to calibrate; pass None for bf16")
+        if sparse_input and len(network.weights) < 2:
+            raise ValueError("sparse_input: the sparse form needs a dense layer above the sparse first layer, "
+                             "got a network of one layer")
         amaxes = [0.0] * len(network.activations)
         if calibration is not None:
-            amaxes = [float(np.float32(np.abs(h).max())) for h in _layer_inputs(network, calibration)]
+            amaxes = [0.0 if h is None else float(np.float32(np.abs(h).max()))
+                      for h in _layer_inputs(network, calibration)]
             if not all(np.isfinite(amaxes)):
                 raise ValueError("calibration: the sample gives non-finite activations; pass finite rows")
-        regions, n_bytes = quantized_layout(network.sizes, kind)
+        first = 0
+        if sparse_input:  # the first layer becomes a table; the buffer holds the layers above it
+            first, (W0, b0) = 1, network.weights[0]
+            table, scales = quantize_table(W0, dtype)
+            self._set_table(table, scales, np.asarray(b0, np.float32))
+            amaxes[0] = 0.0  # (the gather quantizes no activations)
+        regions, n_bytes = quantized_layout(network.sizes[first:], kind)
         qbuffer = np.zeros(n_bytes, np.uint8)
-        for (W, b), (w_at, s_at, b_at, c_at, k_pad, n_pad) in zip(network.weights, regions):
+        for (W, b), (w_at, s_at, b_at, c_at, k_pad, n_pad) in zip(network.weights[first:], regions):
             k, n = W.shape
             padded = np.zeros((k_pad, n_pad), np.int8 if kind == QUANT_INT8 else np.uint16)
             scales = np.ones(n_pad, np.float32)
@@ -94,34 +134,58 @@ class QuantizedMLP:
         self._adopt(dict(MLP.architecture(network), dtype="float32"), dtype, amaxes, qbuffer,
                     backend if backend is not None else network.backend)
 
+    def _set_table(self, table, scales, bias):
+        """The sparse-input form's first layer (see the class attribute ``table``)."""
+        n = table.shape[1]
+        if table.dtype not in (np.int8, np.uint16) or table.ndim != 2 or scales.shape != (n,) or bias.shape != (n,):
+            raise ValueError(f"table: expected int8 or uint16 (k, n) with n scales and n biases, got {table.dtype} "
+                             f"{table.shape}, {scales.shape} scales, {bias.shape} biases")
+        self.table, self.table_scales, self.table_bias = (np.ascontiguousarray(a) for a in (table, scales, bias))
+
     def _adopt(self, architecture, dtype, amaxes, qbuffer, backend):
-        """Takes ``qbuffer`` as the network's buffer: builds and registers its checked record."""
+        """Takes ``qbuffer`` as the network's buffer: builds and registers its checked record
+        (of the layers above the table, when the model has one)."""
         self.qdtype, self.qbuffer = dtype, qbuffer
         self.sizes, self.activations = tuple(architecture["sizes"]), tuple(architecture["activations"])
         kind = QUANT_KINDS[dtype]
-        regions, n_bytes = quantized_layout(self.sizes, kind)
+        first = 0 if self.table is None else 1
+        if first:
+            if self.table.shape != (self.sizes[0], self.sizes[1]) or self.table.dtype != (
+                    np.int8 if kind == QUANT_INT8 else np.uint16):
+                raise ValueError(f"table: expected {dtype} codes of shape ({self.sizes[0]}, {self.sizes[1]}), got "
+                                 f"{self.table.dtype} {self.table.shape}")
+            activation = get_activation(self.activations[0])
+            self.table_activation = (activation.id, float(resolve_alpha(activation, architecture["alphas"][0])))
+        regions, n_bytes = quantized_layout(self.sizes[first:], kind)
         rows = []
-        for l, (w_at, s_at, b_at, c_at, k_pad, n_pad) in enumerate(regions):
+        for l, (w_at, s_at, b_at, c_at, k_pad, n_pad) in enumerate(regions, start=first):
             activation = get_activation(self.activations[l])
             rows.append((w_at, s_at, b_at, c_at, self.sizes[l], self.sizes[l + 1], k_pad, n_pad, activation.id,
                          kind, resolve_alpha(activation, architecture["alphas"][l]), amaxes[l]))
         self.qlayers = checked_quantized_record(rows, qbuffer.size)
+        self._sparse = None  # the sparse path's pieces, on first use (_sparse_layer)
         self.set_backend(backend)
 
     @classmethod
-    def from_buffer(cls, architecture: dict, dtype: str, amaxes, qbuffer: np.ndarray, backend=None):
+    def from_buffer(cls, architecture: dict, dtype: str, amaxes, qbuffer: np.ndarray, backend=None, table=None):
         """The quantized network of ``architecture`` (MLP.architecture()'s record) whose buffer is
         ``qbuffer`` (uint8, as ``quantized_layout`` lays it out) and whose int8 activation
-        scales are ``amaxes`` (one per layer, 0: dynamic); for fusedense.io."""
+        scales are ``amaxes`` (one per layer, 0: dynamic); for fusedense.io. ``table``: None, or
+        the sparse-input form's (table, scales, bias) (the buffer then starts at layer 1)."""
         model = cls.__new__(cls)
+        if table is not None:
+            model._set_table(*table)
         model._adopt(architecture, dtype, list(amaxes), qbuffer, backend)
         return model
 
     def architecture(self) -> dict:
         """As MLP.architecture (dtype float32, what the quantized network computes in)."""
+        alphas = list(self.qlayers["alpha"])
+        if self.table is not None:
+            alphas.insert(0, self.table_activation[1])
         return {"sizes": list(self.sizes), "activations": list(self.activations),
                 "alphas": [float(a) if get_activation(name).has_alpha else None
-                           for a, name in zip(self.qlayers["alpha"], self.activations)], "dtype": "float32"}
+                           for a, name in zip(alphas, self.activations)], "dtype": "float32"}
 
     # --- structure (as MLP's) -------------------------------------------------------------
 
@@ -129,12 +193,16 @@ class QuantizedMLP:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the quantized weights, scales and biases."""
-        return self.qbuffer.nbytes
+        """Bytes of the quantized weights, scales and biases (the table's too)."""
+        table = 0 if self.table is None else self.table.nbytes + self.table_scales.nbytes + self.table_bias.nbytes
+        return self.qbuffer.nbytes + table
 
     def dequantized_weights(self):
         """``[(W, b), ...]`` float32: the values the quantized layers multiply by."""
         pairs = []
+        if self.table is not None:
+            values = self.table if self.qdtype == "int8" else reference.bf16_to_float(self.table)
+            pairs.append(((values * self.table_scales).astype(np.float32), self.table_bias.copy()))
         for W, scales, bias, _ in quantized_layer_views(self.qbuffer, self.qlayers):
             W = W * scales if self.qdtype == "int8" else reference.bf16_to_float(W)
             pairs.append((W.astype(np.float32), bias.copy()))
@@ -151,6 +219,7 @@ class QuantizedMLP:
         state = self.__dict__.copy()
         state["engine"] = self.engine.NAME
         state["qlayers"] = self.qlayers.copy()
+        state["_sparse"] = None  # rebuilt (and registered) on first use
         return state
 
     def __setstate__(self, state):
@@ -173,7 +242,34 @@ class QuantizedMLP:
     __call__ = MLP.predict
 
     def _forward(self, x, out):
-        self.engine.quantized_mlp_forward(x, self.qbuffer, self.qlayers, out)
+        if isinstance(x, CSR) or self.table is not None:
+            self._sparse_forward(x if isinstance(x, CSR) else CSR.from_dense(x), out)
+        else:
+            self.engine.quantized_mlp_forward(x, self.qbuffer, self.qlayers, out)
+
+    def _sparse_layer(self):
+        """(table, scales, bias, activation id, alpha, record of the layers above or None): the
+        sparse first layer and what follows it. A model quantized for dense rows unpacks its
+        first layer's codes once (the same codes and scales; bf16 scales are 1)."""
+        if self._sparse is None:
+            if self.table is not None:
+                self._sparse = (self.table, self.table_scales, self.table_bias, *self.table_activation, self.qlayers)
+            else:
+                (W, scales, bias, _), = quantized_layer_views(self.qbuffer, self.qlayers[:1])
+                rows = self.qlayers.tolist()
+                above = checked_quantized_record(rows[1:], self.qbuffer.size) if len(rows) > 1 else None
+                self._sparse = (np.ascontiguousarray(W), scales.copy(), bias.copy(), int(rows[0][8]), float(rows[0][10]),
+                                above)
+        return self._sparse
+
+    def _sparse_forward(self, x, out):
+        """CSR rows: the gather of the quantized table, then the quantized layers above it (two
+        engine calls)."""
+        table, scales, bias, act_id, alpha, above = self._sparse_layer()
+        h = out if above is None else np.empty((x.shape[0], table.shape[1]), np.float32)
+        self.engine.quantized_sparse_forward(x.indptr, x.indices, x.data, table, scales, bias, act_id, alpha, h)
+        if above is not None:
+            self.engine.quantized_mlp_forward(h, self.qbuffer, above, out)
 
     def fused_step(self, *args, **kwargs):
         raise TypeError("a quantized model is for inference; train the float model and quantize it again")
@@ -191,6 +287,27 @@ class QuantizedEmbeddingMLP(QuantizedMLP):
         self.vocab_size, self.embedding_dim, self.context = network.vocab_size, network.embedding_dim, network.context
         self.embeddings = network.embeddings.astype(np.float32)  # a copy: the float model stays as it is
         self._logits = None
+
+    @classmethod
+    def from_buffer(cls, architecture: dict, dtype: str, amaxes, qbuffer: np.ndarray, backend=None,
+                    embeddings=None):
+        """As :meth:`QuantizedMLP.from_buffer` for ``architecture`` in EmbeddingMLP.architecture()'s
+        form (dense sizes after the table, an "embedding" entry) and the float32 table
+        ``embeddings`` (vocab_size, dim); for fusedense.io."""
+        emb = architecture["embedding"]
+        embeddings = np.ascontiguousarray(embeddings, np.float32)
+        if embeddings.shape != (emb["vocab_size"], emb["dim"]):
+            raise ValueError(f"embeddings: expected shape ({emb['vocab_size']}, {emb['dim']}), got {embeddings.shape}")
+        flat = dict(architecture, sizes=[emb["context"] * emb["dim"], *architecture["sizes"]])
+        model = super().from_buffer(flat, dtype, amaxes, qbuffer, backend)
+        model.vocab_size, model.embedding_dim, model.context = emb["vocab_size"], emb["dim"], emb["context"]
+        model.embeddings, model._logits = embeddings, None
+        return model
+
+    def architecture(self) -> dict:
+        """As EmbeddingMLP.architecture (dense sizes after the table, dtype float32)."""
+        return {**super().architecture(), "sizes": list(self.sizes[1:]),
+                "embedding": {"vocab_size": self.vocab_size, "dim": self.embedding_dim, "context": self.context}}
 
     n_inputs = EmbeddingMLP.n_inputs
     as_inputs = EmbeddingMLP.as_inputs
@@ -225,31 +342,44 @@ class QuantizedEmbeddingMLP(QuantizedMLP):
         return state
 
 
-def quantize(model, dtype="int8", calibration=None, backend=None):
+def quantize(model, dtype="int8", calibration=None, backend=None, sparse_input=None):
     """An int8 or bf16 copy of ``model`` for inference; ``model`` itself is not changed.
 
     model: an :class:`fusedense.MLP` (gives a :class:`QuantizedMLP`), an
     :class:`fusedense.EmbeddingMLP` (a :class:`QuantizedEmbeddingMLP`, which also generates), or a
     front holding one —
-    a :class:`fusedense.Sequential` or an ``MLPClassifier`` / ``MLPRegressor`` (gives a copy of
-    the front whose network is quantized: ``predict``, ``predict_proba``, ``evaluate``, ``score``
-    work as before).
+    a :class:`fusedense.Sequential`, an ``MLPClassifier`` / ``MLPRegressor`` or a fitted
+    :class:`fusedense.TextClassifier` (gives a copy of the front whose network is quantized:
+    ``predict``, ``predict_proba``, ``evaluate``, ``score`` work as before).
     dtype: ``"int8"`` (symmetric per-column weights, per-row dynamic activation scales) or
     ``"bf16"`` (round to nearest even).
     calibration: int8 only: sample rows (n, n_inputs); each layer's activation scale is then the
     largest |input| of that layer over the sample (static), instead of each row's own.
     backend: the engine of the quantized model (default: the model's).
+    sparse_input: True: the model is fed SciPy sparse rows (a fd.TextClassifier, an estimator
+    fitted on CSR): the first layer is stored only as a row-major quantized table (int8 with
+    per-column scales, a quarter of the float32 bytes, or bf16) that the forward gathers from
+    (the layers above: the quantized dense stack); dense rows given to it are converted to CSR.
+    False: every layer in packed panels (CSR rows still work: the first layer's codes are
+    unpacked into a table on first use). None (default): True for a fd.TextClassifier or a
+    sparse ``calibration`` sample, else False.
     """
+    from .text import TextClassifier  # (a front: imported here, not at module import)
+
+    if sparse_input is None:
+        sparse_input = isinstance(model, TextClassifier) or isinstance(calibration, CSR) or is_sparse(calibration)
     if isinstance(model, EmbeddingMLP):
+        if sparse_input:
+            raise ValueError("sparse_input: an EmbeddingMLP takes token ids, not sparse rows; pass None or False")
         return QuantizedEmbeddingMLP(model, dtype, calibration, backend)
     if isinstance(model, MLP):
-        return QuantizedMLP(model, dtype, calibration, backend)
-    for attribute in ("network", "network_"):  # Sequential / the scikit-learn estimators
+        return QuantizedMLP(model, dtype, calibration, backend, sparse_input=bool(sparse_input))
+    for attribute in ("network", "network_"):  # Sequential / the estimators / TextClassifier
         network = getattr(model, attribute, None)
         if isinstance(network, MLP):
             front = copy.copy(model)  # shallow: the quantized copy shares nothing it could change
-            setattr(front, attribute, quantize(network, dtype, calibration, backend))
+            setattr(front, attribute, quantize(network, dtype, calibration, backend, sparse_input))
             return front
-    raise TypeError(f"model: expected a built MLP, Sequential, MLPClassifier or MLPRegressor, "
-                    f"got {type(model).__name__}")
+    raise TypeError(f"model: expected a built MLP, Sequential, MLPClassifier, MLPRegressor or fitted "
+                    f"TextClassifier, got {type(model).__name__}")
 

@@ -391,6 +391,24 @@ def sparse_dense_forward(indptr, indices, values, W, b, act, alpha):
     return act.forward(z, alpha), z
 
 
+def table_values(table):
+    """A quantized table's values in float64: int8 codes as they are, bf16 bit patterns
+    (uint16) widened (their scales are applied apart, per column)."""
+    return table.astype(np.float64) if table.dtype == np.int8 else bf16_to_float(table).astype(np.float64)
+
+
+def quantized_sparse_forward(indptr, indices, values, table, scales, b, act, alpha):
+    """y = act((X @ T) · scales + b) in float64 for the CSR X and a quantized table T (int8
+    codes or bf16 bit patterns, fan_in × n) with its per-column scales: the sparse first layer
+    of a quantized network, W ≈ T · scales. Only the rows X names are widened (the table may
+    have millions of rows)."""
+    rows, slots = np.unique(indices, return_inverse=True)
+    used = table_values(table[rows]) * scales.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN/inf values propagate as NumPy's product gives them
+        z = csr(indptr, slots.reshape(-1), values.astype(np.float64), len(rows)) @ used + b
+    return act.forward(z, alpha)
+
+
 def sparse_dense_backward(dy, indptr, indices, values, z, y, act, alpha, rows):
     """Returns (dW_rows, db): dz = dy · act'(z); dW_rows[r] = (Xᵀ dz)[rows[r]], summed over the
     non-zeros in column rows[r] (an explicit scatter-add); db = Σ_rows dz."""

@@ -65,6 +65,14 @@ class CSR:
         pos = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
         return CSR(indptr, self.indices[pos], self.data[pos], (len(order), self.shape[1]))
 
+    @classmethod
+    def from_dense(cls, x):
+        """The CSR of a dense 2-D array's non-zeros (NaN counts as one), in row order."""
+        rows, cols = np.nonzero(x)
+        indptr = np.zeros(x.shape[0] + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=x.shape[0]), out=indptr[1:])
+        return cls(indptr, cols.astype(np.int64), np.ascontiguousarray(x[rows, cols]), x.shape)
+
     def rows(self, start, stop):
         a, b = self.indptr[start], self.indptr[stop]
         return CSR(self.indptr[start:stop + 1] - a, self.indices[a:b], self.data[a:b], (stop - start, self.shape[1]))

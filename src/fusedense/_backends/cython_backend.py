@@ -109,6 +109,10 @@ def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state
                                      loss_id, hyper, outputs, sample_weight)
 
 
+def quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, alpha, y):
+    _quantized.quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, alpha, y)
+
+
 def _scipy_blas_threads():
     """(set, get) for the thread count of SciPy's bundled OpenBLAS (scipy.libs/), the library
     the kernels' BLAS calls go to; None when SciPy links another BLAS (then its own

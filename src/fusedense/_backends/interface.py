@@ -153,9 +153,18 @@ def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state
     mlp_train_step; returns the loss."""
 
 
+def quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, alpha, y):
+    """The sparse first layer of a quantized network: y = act(z), z = (X @ T) · scales + b for
+    the CSR X (B rows, table.shape[0] columns, float32 values) and the quantized table T
+    (fan_in, n): int8 codes, or bf16 bit patterns (uint16); scales float32 (n,) per column
+    (W ≈ T · scales; ones for bf16), b float32 (n,), y float32 (B, n). Each row of X @ T is the
+    gather-sum of T's rows ``indices[k]`` weighted by ``values[k]``, the codes widened to float32
+    as they are read (float32 sums, duplicates add up)."""
+
+
 #: The contract's function names, in the order above (engines define them in this order too).
 FUNCTIONS = ("activation_forward", "activation_backward", "dense_forward", "dense_backward",
              "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_gradient", "mlp_train_step",
              "embedding_forward", "embedding_train_step", "embedding_generate",
              "quantized_dense_forward", "quantized_mlp_forward", "quantized_embedding_generate",
-             "sparse_dense_forward", "sparse_dense_backward", "sparse_train_step")
+             "sparse_dense_forward", "sparse_dense_backward", "sparse_train_step", "quantized_sparse_forward")

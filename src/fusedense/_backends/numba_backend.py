@@ -248,6 +248,12 @@ def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state
                                     _or_absent(outputs, params.dtype))
 
 
+@_entry_point
+def quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, alpha, y):
+    quantized.quantized_sparse_forward(indptr, indices, values, table, scales, b, int(act_id), float(alpha),
+                                       table.dtype == np.uint16, y)
+
+
 _UPPER = {}  # id(record) -> (weak reference, upper record, base), one entry per live record
 
 

@@ -138,3 +138,7 @@ def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state
     if np.isfinite(loss):
         hyper[abi.H_APPLIED] = hyper[abi.H_STEP]
     return float(loss)
+
+
+def quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, alpha, y):
+    y[...] = reference.quantized_sparse_forward(indptr, indices, values, table, scales, b, BY_ID[act_id], alpha)

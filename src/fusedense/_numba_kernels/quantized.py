@@ -183,3 +183,32 @@ def quantized_mlp_forward(x, qbuffer, qlayers, out):
                 target = hidden[layer % 2, :(stop - start) * n].reshape((stop - start, n))
                 dense_rows(h, qbuffer, qlayers, layer, target, no_acc, scratch)
                 h = target
+
+
+@kernel
+def quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, alpha, bf16, y):
+    """The contract's quantized_sparse_forward: each row of y is the gather-sum of the table's
+    rows (int8 codes, or bf16 bit patterns when ``bf16``) widened to float32 into ``wide`` as
+    they are read, weighted by the values, in the non-zeros' order; then · scales + b and the
+    activation in place."""
+    n = table.shape[1]
+    bits = np.empty(n, np.uint32)
+    wide = bits.view(np.float32)
+    for i in range(indptr.size - 1):
+        yi = y[i]
+        for c in range(n):
+            yi[c] = 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            v = values[k]
+            t = table[indices[k]]
+            if bf16:
+                for c in range(n):
+                    bits[c] = np.uint32(t[c]) << np.uint32(16)
+            else:
+                for c in range(n):
+                    wide[c] = np.float32(t[c])
+            for c in range(n):
+                yi[c] += v * wide[c]
+        for c in range(n):
+            yi[c] = yi[c] * scales[c] + b[c]
+        activation_row(yi, act_id, alpha, yi)
