@@ -244,8 +244,10 @@ def test_predict(benchmark, trained, side, batch):
 # --- the Fashion-MNIST accuracy bar ---------------------------------------------------------------
 
 @pytest.mark.benchmark(group="fashion-mnist")
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "numpy"])
 def test_fashion_mnist_keras_example_reaches_87_percent(benchmark, backend):
+    # the compiled engines: the NumPy oracle's 15,000 steps took 3-4 minutes of the suite, and
+    # the engines are held to it step by step (tests/test_backends.py, test_engine_contract.py)
     try:
         (x_train, y_train), (x_test, y_test) = fd.datasets.load_fashion_mnist()
     except fd.datasets.DatasetNotFoundError as exc:

@@ -120,3 +120,13 @@ def test_keras_save_refuses_the_bag_layer(tmp_path):
     model = bag_model("numpy")
     with pytest.raises(ValueError, match="Keras has no EmbeddingBag layer"):
         model.save(os.path.join(tmp_path, "bag.keras"))
+
+
+def test_quantizing_a_bag_model_keeps_its_table_form_and_predictions():
+    rng = np.random.default_rng(4)
+    ids = [rng.integers(0, VOCAB, size=5) for _ in range(40)]
+    model = bag_model(None, learning_rate=0.05)
+    model.fit(ids, [seq[0] % CLASSES for seq in ids], epochs=5, verbose=0)
+    quantized = fd.quantize(model, "int8")
+    assert quantized.network.table is not None  # the first layer stored as a gathered table
+    np.testing.assert_allclose(quantized.predict(ids), model.predict(ids), atol=0.02)

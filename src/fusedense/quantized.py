@@ -22,7 +22,7 @@ its quantized form is a row-major TABLE — int8 codes with the same per-column 
 quarter of float32's bytes), or bf16 (half) — gathered and widened to float32 as the rows are
 read (``quantized_sparse_forward``), the sums in float32, then · scale + bias and the
 activation; the layers above it are the quantized dense stack. ``fd.quantize(...,
-sparse_input=True)`` (automatic for a TextClassifier or a sparse calibration sample) stores
+sparse_input=True)`` (automatic for a TextClassifier, an EmbeddingBag model or a sparse calibration sample) stores
 only the table for the first layer, never its packed panels; a model quantized for dense input
 that is given CSR rows unpacks its first layer's codes into that table once (the same codes
 and scales) and runs the same path.
@@ -361,13 +361,17 @@ def quantize(model, dtype="int8", calibration=None, backend=None, sparse_input=N
     per-column scales, a quarter of the float32 bytes, or bf16) that the forward gathers from
     (the layers above: the quantized dense stack); dense rows given to it are converted to CSR.
     False: every layer in packed panels (CSR rows still work: the first layer's codes are
-    unpacked into a table on first use). None (default): True for a fd.TextClassifier or a
-    sparse ``calibration`` sample, else False.
+    unpacked into a table on first use). None (default): True for a fd.TextClassifier, a
+    Sequential that starts with an EmbeddingBag, or a sparse ``calibration`` sample, else False.
     """
-    from .text import TextClassifier  # (a front: imported here, not at module import)
+    from .layers import EmbeddingBag  # (fronts: imported here, not at module import)
+    from .text import TextClassifier
 
     if sparse_input is None:
-        sparse_input = isinstance(model, TextClassifier) or isinstance(calibration, CSR) or is_sparse(calibration)
+        layers = getattr(model, "layers", None)
+        starts_with_bag = isinstance(layers, list) and bool(layers) and isinstance(layers[0], EmbeddingBag)
+        sparse_input = (isinstance(model, TextClassifier) or starts_with_bag or isinstance(calibration, CSR)
+                        or is_sparse(calibration))
     if isinstance(model, EmbeddingMLP):
         if sparse_input:
             raise ValueError("sparse_input: an EmbeddingMLP takes token ids, not sparse rows; pass None or False")
