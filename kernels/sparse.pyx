@@ -26,7 +26,7 @@ from act cimport act_backward_row, act_forward_row
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from dense cimport column_sums
 from layer cimport Layer, bias_offset, records
-from network cimport network_threads
+from network cimport forward_plan, forward_scratch_size, network_forward, network_threads
 from optim cimport Optimizer, optimizer_update
 from real cimport real
 from thread_policy cimport fd_num_threads, fd_set_num_threads, in_parallel, network_threads_for
@@ -300,6 +300,45 @@ def sparse_dense_forward(indptr, indices, values, W, b, int act_id, double alpha
         _sparse_dense_forward(<float>0, indptr, indices, values, W, b, act_id, alpha, y, z)
     else:
         _sparse_dense_forward(<double>0, indptr, indices, values, W, b, act_id, alpha, y, z)
+
+
+cdef int _sparse_mlp_forward(real tag, indptr, indices, values, params, const Layer* layers, Py_ssize_t L,
+                            out) except -1:
+    cdef Py_ssize_t B = dim(indptr, 0, "indptr") - 1, nnz = dim(indices, 0, "indices"), n = layers[0].fan_out
+    cdef int t = typenum(tag)
+    cdef const int64_t* ip = <int64_t*>buffer(indptr, "indptr", cnp.NPY_INT64, -1, B + 1)
+    cdef const int64_t* ix = <int64_t*>buffer(indices, "indices", cnp.NPY_INT64, -1, nnz)
+    cdef const real* vp = <real*>buffer(values, "values", t, -1, nnz)
+    cdef const real* pp = <real*>buffer(params, "params", t, -1, dim(params, 0, "params"))
+    cdef real* outp = <real*>buffer(out, "out", t, B, layers[L - 1].fan_out, True)
+    cdef Py_ssize_t block = 0, h_size = B * n if L > 1 else 0
+    cdef bint micro = False
+    cdef int threads = 1
+    if L > 1:  # the layers above: network_forward's plan, as mlp_forward makes it
+        threads = forward_plan(B, layers + 1, L - 1, sizeof(real), &block, &micro)
+    # the first layer's output, then the dense stack's scratch
+    cdef real* h = <real*>malloc((h_size + (forward_scratch_size(threads, block, layers + 1, L - 1) if L > 1 else 0))
+                                 * sizeof(real) + 1)
+    if h == NULL:
+        raise MemoryError()
+    with nogil:
+        sparse_forward(B, ip, ix, vp, pp + layers[0].offset, pp + bias_offset(&layers[0]), n,
+                       <int>layers[0].activation, <real>layers[0].alpha, h if L > 1 else outp,
+                       h if L > 1 else outp, network_threads_for(nnz * n, False))
+        if L > 1:
+            network_forward(B, h, pp, layers + 1, L - 1, outp, h + h_size, block, micro, threads)
+    free(h)
+    return 0
+
+
+def sparse_mlp_forward(indptr, indices, values, params, layers, out):
+    """out = the network's output for CSR rows into layers[0] (see interface.sparse_mlp_forward)."""
+    cdef Py_ssize_t L
+    cdef const Layer* lp = records(layers, &L)
+    if is_float32(params):
+        _sparse_mlp_forward(<float>0, indptr, indices, values, params, lp, L, out)
+    else:
+        _sparse_mlp_forward(<double>0, indptr, indices, values, params, lp, L, out)
 
 
 cdef int _sparse_dense_backward(real tag, dy, indptr, indices, values, z, y, int act_id, double alpha,

@@ -48,6 +48,16 @@ def test_sparse_dense_matches_the_densified_computation(engine, dtype, activatio
     assert not dW[untouched].any()  # the rows left out really have no gradient
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [[40, 6], [40, 6, 5, 3]], ids=["one-layer", "three-layers"])
+def test_sparse_mlp_forward_is_the_densified_network(engine, dtype, sizes):
+    X = _hostile_csr(dtype)  # empty rows, repeated and unsorted indices
+    net = fd.MLP(sizes, ["tanh"] * (len(sizes) - 2) + ["softmax"], dtype=dtype, random_state=2, backend=engine)
+    np.testing.assert_allclose(net.predict(X), reference.mlp_forward(X.toarray(), net.params, net.layers),
+                               **TOL[dtype])
+
+
 def test_the_oracle_matches_float64_dense_products_on_a_random_matrix():
     X = sp.random(30, 200, density=0.05, random_state=3, format="csr")
     rng = np.random.default_rng(3)
@@ -100,6 +110,10 @@ def test_hostile_csr_gets_a_clear_error_before_any_engine_runs(engine, case):
     y = np.empty((max(len(indptr) - 1, 1), 3))
     with pytest.raises(ValueError, match=message):
         _backends.load(engine).sparse_dense_forward(indptr, indices, data, W, b, 1, 0.0, y)
+    layout, alphas, n_params = make_layout([40, 3, 2], ["relu", "softmax"])
+    with pytest.raises(ValueError, match=message):  # the whole-network call checks the same
+        _backends.load(engine).sparse_mlp_forward(indptr, indices, data, np.zeros(n_params),
+                                                  checked_record(layout, alphas, n_params), y[:, :2].copy())
 
 
 def test_the_front_converts_int64_int32_csc_coo_and_sparse_arrays_alike():

@@ -515,6 +515,19 @@ class Gate:
             _output("z", z, dtype, (B, n), ("y", y), ("W", W), ("X.data", values))
         self.engine.sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z)
 
+    def sparse_mlp_forward(self, indptr, indices, values, params, layers, out):
+        # a sparse predict's hot path: the network and out in one expression (as mlp_forward),
+        # the CSR's contents (what keeps the gather inside W0) always
+        entry = _RECORDS.get(id(layers))
+        if entry is not None and entry[0]() is layers and type(params) is np.ndarray and params.dtype in _FLOATS \
+                and params.ndim == 1 and params.shape[0] >= entry[1] and params.flags.c_contiguous:
+            dtype, n_inputs, n_outputs = params.dtype, entry[2], entry[3]
+        else:
+            dtype, n_inputs, n_outputs = _network(params, layers)
+        B = _csr(indptr, indices, values, dtype, n_inputs)
+        _fresh_output("out", out, dtype, (B, n_outputs), ("params", params), ("X.data", values))
+        self.engine.sparse_mlp_forward(indptr, indices, values, params, layers, out)
+
     def sparse_dense_backward(self, dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
         dtype = _float_dtype("dy", dy)
         B, n = _rows("dy", dy, dtype, None), dy.shape[1]

@@ -111,8 +111,6 @@ class MLP:
         self.activations = tuple(BY_ID[a].name for a in record["activation"])
         self._layout = record_layout(record)
         self._layout.flags.writeable = False
-        self._upper = None  # the record of layers[1:], built when a sparse input first needs it
-        self._first = None  # (params, W0, b0): the first layer's views, kept for sparse inputs
 
     @property
     def params(self) -> np.ndarray:
@@ -223,7 +221,7 @@ class MLP:
         state, and the engine's name; the engine and the gate's record registration are rebuilt
         on unpickling (the record is checked again there), the lock is made anew."""
         state = self.__dict__.copy()
-        for transient in ("engine", "_training", "_layers", "_layout", "_batch_rows", "_upper", "_first"):
+        for transient in ("engine", "_training", "_layers", "_layout", "_batch_rows"):
             state.pop(transient, None)
         state["backend_name"] = self.engine.NAME
         state["layout"], state["alphas"] = self._layout, self._layers["alpha"].copy()
@@ -259,7 +257,7 @@ class MLP:
         Other float/int dtypes are converted (as Keras and scikit-learn do); shapes are checked.
         A SciPy sparse matrix or array (any format) becomes a :class:`fusedense.sparse.CSR` of
         the model's dtype instead, never a dense array: the first layer then runs as a
-        gather-sum of its weight rows (``sparse_dense_forward`` / ``sparse_train_step``).
+        gather-sum of its weight rows (``sparse_mlp_forward`` / ``sparse_train_step``).
         """
         if (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
                 and x.shape[1] == self.sizes[0] and x.shape[0] and x.flags.c_contiguous):
@@ -303,31 +301,12 @@ class MLP:
         self._forward(x, out)
 
     def _forward(self, x, out):
-        """The one engine call of a forward pass, into an ``out`` that overlaps nothing (two for
-        a sparse x: the sparse first layer, then the dense layers above it)."""
+        """The one engine call of a forward pass, into an ``out`` that overlaps nothing (for a
+        sparse x, the first layer a gather-sum of its weight rows)."""
         if isinstance(x, CSR):
-            self._sparse_forward(x, out)
+            self.engine.sparse_mlp_forward(x.indptr, x.indices, x.data, self._params, self._layers, out)
         else:
             self.engine.mlp_forward(x, self._params, self._layers, out)
-
-    def _sparse_forward(self, x, out):
-        first = self._layers[0]
-        if self._first is None or self._first[0] is not self._params:  # views made per call cost more than the kernel at batch 1
-            self._first = (self._params, *layer_views(self._params, self._layers[:1])[0])
-        _, W0, b0 = self._first
-        h = out if len(self._layers) == 1 else np.empty((x.shape[0], W0.shape[1]), self.dtype)
-        self.engine.sparse_dense_forward(x.indptr, x.indices, x.data, W0, b0, int(first["activation"]),
-                                         float(first["alpha"]), h)
-        if len(self._layers) > 1:
-            self.engine.mlp_forward(h, self._params, self._upper_record(), out)
-
-    def _upper_record(self):
-        """The checked record of layers[1:] over the same params (the dense stack above a sparse
-        first layer)."""
-        if self._upper is None:
-            self._upper = checked_record(self._layout[1:], self._layers["alpha"][1:], self.n_params,
-                                         penalties=self.penalties[1:])
-        return self._upper
 
     __call__ = predict
 

@@ -391,6 +391,14 @@ def sparse_dense_forward(indptr, indices, values, W, b, act, alpha):
     return act.forward(z, alpha), z
 
 
+def sparse_mlp_forward(indptr, indices, values, params, layers):
+    """The network's output for CSR rows: layers[0] by sparse_dense_forward, the rest by mlp_forward."""
+    first = layers[0]
+    h, _ = sparse_dense_forward(indptr, indices, values, *layer_views(params, layers[:1])[0],
+                                BY_ID[first["activation"]], first["alpha"])
+    return h if len(layers) == 1 else mlp_forward(h, params, layers[1:])
+
+
 def table_values(table):
     """A quantized table's values in float64: int8 codes as they are, bf16 bit patterns
     (uint16) widened (their scales are applied apart, per column)."""

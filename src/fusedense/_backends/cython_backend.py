@@ -98,6 +98,10 @@ def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
     _sparse.sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z)
 
 
+def sparse_mlp_forward(indptr, indices, values, params, layers, out):
+    _sparse.sparse_mlp_forward(indptr, indices, values, params, layers, out)
+
+
 def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
     _sparse.sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db)
 

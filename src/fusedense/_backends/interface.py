@@ -133,6 +133,12 @@ def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
     None (not kept). indptr int64 (B+1,), indices int64 (nnz,) in range, values (nnz,) in W's dtype."""
 
 
+def sparse_mlp_forward(indptr, indices, values, params, layers, out):
+    """out = the network's output for CSR rows X (B rows, layers[0]'s fan_in columns): layers[0]
+    as sparse_dense_forward (a gather-sum of its weight rows, + bias, activation), the layers
+    above as mlp_forward; one call, the first layer's output in the engine's own scratch."""
+
+
 def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
     """dz = dy · act'(z), db = Σ_rows dz, and W's gradient only at its rows ``rows`` (the sorted
     distinct column indices of X, int64): dW_rows[r] = Σ over the non-zeros k with
@@ -167,4 +173,5 @@ FUNCTIONS = ("activation_forward", "activation_backward", "dense_forward", "dens
              "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_gradient", "mlp_train_step",
              "embedding_forward", "embedding_train_step", "embedding_generate",
              "quantized_dense_forward", "quantized_mlp_forward", "quantized_embedding_generate",
-             "sparse_dense_forward", "sparse_dense_backward", "sparse_train_step", "quantized_sparse_forward")
+             "sparse_dense_forward", "sparse_mlp_forward", "sparse_dense_backward", "sparse_train_step",
+             "quantized_sparse_forward")

@@ -120,6 +120,10 @@ def dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db):
 
 @_entry_point
 def mlp_forward(x, params, layers, out):
+    _network_forward(x, params, layers, out)
+
+
+def _network_forward(x, params, layers, out):
     needed = mlp.mlp_forward(x, params, layers, out, _workspace(out.dtype))
     if needed:  # the first call at this size: grow this thread's workspace and run
         mlp.mlp_forward(x, params, layers, out, _workspace(out.dtype, needed))
@@ -230,6 +234,17 @@ def quantized_embedding_generate(embeddings, qbuffer, qlayers, context, uniforms
 @_entry_point
 def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
     sparse.sparse_dense_forward(indptr, indices, values, W, b, int(act_id), float(alpha), y, y if z is None else z)
+
+
+@_entry_point
+def sparse_mlp_forward(indptr, indices, values, params, layers, out):
+    # two compiled calls the other paths compile anyway (no kernel of its own to compile)
+    (W0, b0), = reference.layer_views(params, layers[:1])
+    first = layers[0]
+    h = out if len(layers) == 1 else np.empty((out.shape[0], W0.shape[1]), out.dtype)
+    sparse.sparse_dense_forward(indptr, indices, values, W0, b0, int(first["activation"]), float(first["alpha"]), h, h)
+    if len(layers) > 1:
+        _network_forward(h, params, layers[1:], out)
 
 
 @_entry_point

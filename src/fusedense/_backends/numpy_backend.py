@@ -116,6 +116,10 @@ def sparse_dense_forward(indptr, indices, values, W, b, act_id, alpha, y, z):
         z[...] = z_ref
 
 
+def sparse_mlp_forward(indptr, indices, values, params, layers, out):
+    out[...] = reference.sparse_mlp_forward(indptr, indices, values, params, layers)
+
+
 def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows, dW_rows, db):
     dW_rows[...], db[...] = reference.sparse_dense_backward(dy, indptr, indices, values, z, y, BY_ID[act_id],
                                                             alpha, rows)
@@ -124,11 +128,7 @@ def sparse_dense_backward(dy, indptr, indices, values, z, y, act_id, alpha, rows
 def sparse_train_step(indptr, indices, values, targets, params, grads, opt_state, layers, loss_id, hyper,
                       outputs, sample_weight):
     if outputs is not None:  # a second forward pass, as in mlp_train_step
-        first = layers[0]
-        h, _ = reference.sparse_dense_forward(indptr, indices, values,
-                                              *reference.layer_views(params, layers[:1])[0],
-                                              BY_ID[first["activation"]], first["alpha"])
-        outputs[...] = reference.mlp_forward(h, params, layers[1:])
+        outputs[...] = reference.sparse_mlp_forward(indptr, indices, values, params, layers)
     loss, grads_ref, _, _ = reference.sparse_train_step(indptr, indices, values, targets, params, layers,
                                                         opt_state, loss_id, hyper, sample_weight)
     first = layers[0]
