@@ -1,5 +1,5 @@
 # One layer of the flat parameter buffer, as the network kernels read it: the fields of
-# fusedense.layout.LAYER in the same order (5 x 8 bytes, no padding), so a record array is
+# fusedense.layout.LAYER in the same order (7 x 8 bytes, no padding), so a record array is
 # read in place.
 cimport numpy as cnp
 from libc.stdint cimport int64_t
@@ -11,6 +11,8 @@ ctypedef struct Layer:
     int64_t fan_out
     int64_t activation
     double alpha
+    double dropout  # the rate at which a training step drops this layer's input (dropout.pxd)
+    int64_t seed    # the seed of that mask, in [0, 2^63)
 
 
 cdef inline Py_ssize_t bias_offset(const Layer* layer) noexcept nogil:

@@ -14,7 +14,7 @@ two pools spinning against each other cost a thousand times the call.
 """
 cimport numpy as cnp
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -204,7 +204,8 @@ cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Laye
         if not tiled:
             memset(gp, 0, P * sizeof(real))
         loss = train_gradients(B, xp, lab, tp, wp, pp, gp, layers, L, loss_id, work, kept, threads,
-                               NULL, op, &opt if fused else NULL, sp, sp + P if update else NULL)
+                               NULL, op, &opt if fused else NULL, sp, sp + P if update else NULL,
+                               <uint64_t>h[H_STEP] if update else 0)  # mlp_gradient: no dropout
         if update and isfinite(loss):
             if not fused:
                 optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)

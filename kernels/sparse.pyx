@@ -298,7 +298,7 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
         # the dense layers with h0 as their input, down to dLoss/dh0; their update comes after
         # (unfused: Adagrad is not among the fused optimizers)
         loss = train_gradients(B, h0, lab, tp, wp, pp, gp, layers + 1, L - 1, loss_id, dense_work, kept,
-                               threads, dh0, op, NULL, NULL, NULL)
+                               threads, dh0, op, NULL, NULL, NULL, 0)  # the gate refuses dropout here
         if isfinite(loss):  # else nothing is updated (transactional)
             for r in range(B):
                 act_backward_row(<int>layers[0].activation, <real>layers[0].alpha, dh0 + r * n, z0 + r * n,

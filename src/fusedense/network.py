@@ -71,10 +71,15 @@ class MLP:
     init: a name from ``INITIALIZERS`` (``"he_uniform"`` suits relu) or one per layer.
     random_state: seed (int) or ``numpy.random.Generator`` for the initial weights.
     backend: backend name ('auto' by default); resolved once, here.
+    dropout: None, or one rate in [0, 1) per layer: the fraction of that layer's *input* each
+    training step drops (inverted dropout, scaled by 1/(1 − rate); the identity in predict);
+    dropout_seeds: one integer in [0, 2**63) per layer, the seeds of those masks (None: zeros).
+    See :meth:`set_dropout`.
     """
 
     def __init__(self, sizes, activations="relu", output_activation="identity", alphas=None,
-                 dtype=np.float32, init="glorot_uniform", random_state=None, backend=None, prefix=0):
+                 dtype=np.float32, init="glorot_uniform", random_state=None, backend=None, prefix=0,
+                 dropout=None, dropout_seeds=None):
         # prefix: leading entries of ``params`` reserved for a table that precedes the dense stack
         # (EmbeddingMLP's embeddings); the layers' offsets start after it.
         sizes = [int(s) for s in sizes]
@@ -82,7 +87,7 @@ class MLP:
         if isinstance(activations, str) or activations is None:
             activations = [activations] * (n_layers - 1) + [output_activation]
         layout, alphas, self.n_params = make_layout(sizes, activations, alphas, start=prefix)
-        self.layers = checked_record(layout, alphas, self.n_params)
+        self.layers = checked_record(layout, alphas, self.n_params, dropout=dropout, seeds=dropout_seeds)
         self.dtype = _check_dtype(dtype)
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = None  # allocated by the first training step
@@ -135,7 +140,8 @@ class MLP:
 
     @layout.setter
     def layout(self, layout):
-        self.layers = checked_record(layout, self._layers["alpha"], self.n_params)
+        self.layers = checked_record(layout, self._layers["alpha"], self.n_params, dropout=self._layers["dropout"],
+                                     seeds=self._layers["seed"])
 
     @property
     def alphas(self) -> np.ndarray:
@@ -144,7 +150,28 @@ class MLP:
 
     @alphas.setter
     def alphas(self, alphas):
-        self.layers = checked_record(self._layout, alphas, self.n_params, name="alphas")
+        self.layers = checked_record(self._layout, alphas, self.n_params, name="alphas",
+                                     dropout=self._layers["dropout"], seeds=self._layers["seed"])
+
+    @property
+    def dropout(self) -> np.ndarray:
+        """Each layer's input dropout rate (float64, read-only; see :meth:`set_dropout`)."""
+        return self._layers["dropout"]
+
+    @property
+    def dropout_seeds(self) -> np.ndarray:
+        """The seeds of the layers' dropout masks (int64, read-only)."""
+        return self._layers["seed"]
+
+    def set_dropout(self, rates, seeds=None):
+        """Drops a fraction ``rates[l]`` of layer l's input at every training step (one rate in
+        [0, 1) per layer; 0: none), Keras's Dropout before that Dense layer. The mask is drawn
+        inside the engine's fused step from (seeds[l], the optimizer step, l, row, column)
+        (fusedense.reference.dropout_keep): the same on every engine, reproducible by seed, new
+        at every step. ``seeds``: one integer in [0, 2**63) per layer (None: keep the current)."""
+        with self.training():
+            self.layers = checked_record(self._layout, self._layers["alpha"], self.n_params, name="layout",
+                                         dropout=rates, seeds=self._layers["seed"] if seeds is None else seeds)
 
     @property
     def n_inputs(self) -> int:
@@ -210,16 +237,18 @@ class MLP:
             state.pop(transient, None)
         state["backend_name"] = self.engine.NAME
         state["layout"], state["alphas"] = self._layout, self._layers["alpha"].copy()
+        state["dropout"], state["dropout_seeds"] = self._layers["dropout"].copy(), self._layers["seed"].copy()
         return state
 
     def __setstate__(self, state):
         # joblib.load(mmap_mode=...) hands back read-only memmaps: the model trains in owned arrays
         state = {k: np.array(v) if isinstance(v, np.memmap) else v for k, v in state.items()}
         backend, layout, alphas = state.pop("backend_name"), state.pop("layout"), state.pop("alphas")
+        dropout, seeds = state.pop("dropout", None), state.pop("dropout_seeds", None)  # (older pickles: none)
         self.__dict__.update(state)
         self._training = threading.RLock()
         self._batch_rows = None
-        self.layers = checked_record(layout, alphas, self.n_params)
+        self.layers = checked_record(layout, alphas, self.n_params, dropout=dropout, seeds=seeds)
         self.set_backend(backend)
 
     @property
@@ -458,12 +487,17 @@ class MLP:
 
     def architecture(self) -> dict:
         """The JSON-serialisable record from which ``MLP.from_architecture`` rebuilds this network."""
-        return {"sizes": list(self.sizes), "activations": list(self.activations),
-                "alphas": [float(a) if get_activation(name).has_alpha else None
-                           for a, name in zip(self.alphas, self.activations)], "dtype": self.dtype.name}
+        record = {"sizes": list(self.sizes), "activations": list(self.activations),
+                  "alphas": [float(a) if get_activation(name).has_alpha else None
+                             for a, name in zip(self.alphas, self.activations)], "dtype": self.dtype.name}
+        if (self.dropout > 0).any():
+            record["dropout"] = self.dropout.tolist()
+            record["dropout_seeds"] = self.dropout_seeds.tolist()
+        return record
 
     @classmethod
     def from_architecture(cls, record: dict, backend=None) -> "MLP":
         """A network with the architecture of ``record`` (weights zero, to be filled by the caller)."""
         return cls(record["sizes"], record["activations"], alphas=record["alphas"],
-                   dtype=record["dtype"], backend=backend)
+                   dtype=record["dtype"], backend=backend, dropout=record.get("dropout"),
+                   dropout_seeds=record.get("dropout_seeds"))

@@ -57,9 +57,11 @@ def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
 
 
 def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
+    step = int(hyper[abi.H_STEP])  # the dropout masks' step
     if outputs is not None:  # the oracle spends a second forward pass on them: it stays simple
-        outputs[...] = reference.mlp_forward(x, params, layers)
-    value = mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight)
+        outputs[...] = reference.mlp_forward(x, params, layers, step=step)
+    value, grads[...] = reference.mlp_loss_and_grad(x, targets, params, layers, loss_id,
+                                                    sample_weight=sample_weight, step=step)
     return _update(value, params, grads, opt_state, hyper)
 
 
@@ -68,9 +70,11 @@ def embedding_forward(tokens, params, layers, vocab_size, out):
 
 
 def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
+    step = int(hyper[abi.H_STEP])
     if outputs is not None:  # a second forward pass, as in mlp_train_step
-        embedding_forward(tokens, params, layers, vocab_size, outputs)
-    value, grads[...] = reference.embedding_loss_and_grad(tokens, labels, params, layers, vocab_size)
+        outputs[...] = reference.mlp_forward(reference.embed(tokens, params, layers, vocab_size), params, layers,
+                                             step=step)
+    value, grads[...] = reference.embedding_loss_and_grad(tokens, labels, params, layers, vocab_size, step)
     return _update(value, params, grads, opt_state, hyper)
 
 

@@ -3,6 +3,7 @@ dim) is the front of the flat buffer, ``dim`` = the first layer's fan_in / conte
 the fused training step and the whole batched sampling loop, each one call."""
 import numpy as np
 
+from .. import abi
 from .jit import kernel
 from .mlp import loss_and_gradients, mlp_forward, mlp_forward_workspace_size, update_if_finite
 
@@ -60,7 +61,8 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layers, loss_
     x = np.empty((n_rows, context * dim), params.dtype)
     gather(tokens, _table(params, vocab_size, dim), x)
     dx = np.empty_like(x)
-    loss = loss_and_gradients(x, labels, x[:0], params[:0], params, grads, layers, loss_id, dx, outputs)
+    loss = loss_and_gradients(x, labels, x[:0], params[:0], params, grads, layers, loss_id, dx, outputs,
+                              np.int64(hyper[abi.H_STEP]))
     table_grad = _table(grads, vocab_size, dim)
     table_grad[:] = 0.0
     scatter_add(tokens, dx, table_grad)
