@@ -16,7 +16,7 @@ cdef inline uint64_t golden() noexcept nogil:
 
 ctypedef struct Dropout:
     uint64_t key        # the stream of this layer and step (0 with threshold 0: nothing dropped)
-    uint64_t threshold  # drop when (u >> 11) < threshold = floor(rate · 2^53); 0: no dropout
+    uint64_t threshold  # drop when the element's 16 bits of u < threshold = floor(rate · 2^16); 0: none
     double scale        # 1 / (1 − rate), rounded to the kernel's type where it is applied
 
 
@@ -35,7 +35,7 @@ cdef inline Dropout layer_dropout(const Layer* layer, Py_ssize_t index, uint64_t
     if step == 0 or not layer.dropout > 0:
         return d
     d.key = mix64(mix64(mix64(<uint64_t>layer.seed ^ golden()) ^ step) ^ <uint64_t>index)
-    d.threshold = <uint64_t>(layer.dropout * 9007199254740992.0)  # exact, truncated: floor(rate · 2^53)
+    d.threshold = <uint64_t>(layer.dropout * 65536.0)  # exact, truncated: floor(rate · 2^16)
     d.scale = 1.0 / (1.0 - layer.dropout)
     return d
 
@@ -43,15 +43,15 @@ cdef inline Dropout layer_dropout(const Layer* layer, Py_ssize_t index, uint64_t
 cdef inline void dropout_rows(const Dropout* d, Py_ssize_t r0, Py_ssize_t rows, Py_ssize_t n,
                               const real* src, real* dst) noexcept nogil:
     """dst = src · mask · scale for rows [r0, r0 + rows) of an (·, n) input (src and dst point at
-    row r0; they may be the same rows: the backward masks dx in place)."""
-    cdef Py_ssize_t r, c
-    cdef real scale = <real>d.scale
-    cdef uint64_t counter, g = golden()
-    for r in range(rows):
-        counter = <uint64_t>(r0 + r) * <uint64_t>n
-        for c in range(n):
-            counter += 1  # (row · n + column) + 1
-            if (mix64(d.key + counter * g) >> 11) < d.threshold:
-                dst[r * n + c] = 0
-            else:
-                dst[r * n + c] = src[r * n + c] * scale
+    row r0; they may be the same rows: the backward masks dx in place). One hash gives four
+    elements their 16-bit uniforms; a select, not a branch (the mask is random: a branch on it
+    mispredicts)."""
+    cdef Py_ssize_t j, count = rows * n
+    cdef real factor[2]  # [dropped, kept]: indexed by the comparison (GCC turns a conditional, or
+    factor[0], factor[1] = 0, <real>d.scale  # even the comparison times the scale, into a branch)
+    cdef uint64_t i, u = 0, g = golden(), first = <uint64_t>r0 * <uint64_t>n
+    for j in range(count):
+        i = first + <uint64_t>j
+        if j == 0 or (i & 3) == 0:
+            u = mix64(d.key + ((i >> 2) + 1) * g)
+        dst[j] = src[j] * factor[((u >> (16 * (i & 3))) & 0xFFFF) >= d.threshold]

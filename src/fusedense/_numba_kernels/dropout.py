@@ -11,7 +11,6 @@ from .jit import kernel
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
-TWO_53 = 9007199254740992.0
 
 
 @kernel
@@ -37,16 +36,16 @@ def apply_dropout(layers, layer, step, src, dst):
     if rate == 0.0:
         return
     key = dropout_key(layers[layer]["seed"], step, layer)
-    threshold = np.uint64(rate * TWO_53)  # exact, and truncated: floor(rate · 2^53)
-    scale_of = np.empty(1, dst.dtype)
-    scale_of[0] = 1.0 / (1.0 - rate)  # rounded to the dtype, as the other engines do
-    scale = scale_of[0]
+    threshold = np.uint64(rate * 65536.0)  # exact, and truncated: floor(rate · 2^16)
+    scale_of = np.zeros(2, dst.dtype)
+    scale_of[1] = 1.0 / (1.0 - rate)  # [dropped, kept], rounded to the dtype as the other engines do
     n_rows, n_cols = src.shape
+    u = np.uint64(0)
     for r in range(n_rows):
-        counter = np.uint64(r) * np.uint64(n_cols)
         for c in range(n_cols):
-            counter += np.uint64(1)  # (row · n_cols + column) + 1
-            if (mix64(key + counter * GOLDEN) >> np.uint64(11)) < threshold:
-                dst[r, c] = 0.0
-            else:
-                dst[r, c] = src[r, c] * scale
+            i = np.uint64(r) * np.uint64(n_cols) + np.uint64(c)
+            lane = i & np.uint64(3)
+            if lane == np.uint64(0) or c == 0:  # a new hash every 4 elements (and at each row's start)
+                u = mix64(key + ((i >> np.uint64(2)) + np.uint64(1)) * GOLDEN)
+            bits = (u >> (np.uint64(16) * lane)) & np.uint64(0xFFFF)
+            dst[r, c] = src[r, c] * scale_of[np.int64(bits >= threshold)]
