@@ -289,3 +289,13 @@ def _model_from_keras_configs():
                                           ("Dropout", {"name": "drop", "rate": 0.3, "seed": 5}),
                                           ("Dense", {"name": "d1", "units": 2, "activation": "linear"})],
                                     [None, 4], "float32", None)
+
+
+def test_a_keras_file_round_trip_keeps_the_rate_and_seed(tmp_path):
+    pytest.importorskip("h5py")  # the keras extra (as tests/test_keras_io.py)
+    model = fd.Sequential([fd.Input(shape=(6,)), fd.layers.Dense(8, activation="relu"), fd.layers.Dropout(0.3, seed=5),
+                           fd.layers.Dense(3)], seed=0)
+    model.build()
+    model.save(tmp_path / "m.keras")
+    loaded = fd.load_keras(tmp_path / "m.keras")
+    assert loaded.network.dropout.tolist() == [0.0, 0.3] and loaded.network.dropout_seeds.tolist() == [0, 5]
