@@ -8,7 +8,7 @@ because the output layer is vocab_size wide.
 """
 cimport numpy as cnp
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -123,7 +123,7 @@ cdef double _embedding_train_step(real tag, tokens, labels, params, grads, opt_s
         memset(gp, 0, (n_table if fused else P) * sizeof(real))
         loss = train_gradients(B, x, lab, NULL, NULL, pp, gp, layers, L, LOSS_SPARSE_XENT,
                                x + 2 * n_x, kept, threads, x + n_x, op, &opt if fused else NULL,
-                               sp, sp + P, h[H_PENALTY_SCALE])
+                               sp, sp + P, h[H_PENALTY_SCALE], <uint64_t>h[H_STEP])
         if isfinite(loss):  # else nothing was updated (transactional, as mlp_train_step)
             scatter_add(tok, B, context, x + n_x, width, gp)
             optimizer_pass(&opt, pp, gp, sp, sp + P, 0, n_table if fused else P, threads)

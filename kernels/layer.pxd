@@ -1,5 +1,5 @@
 # One layer of the flat parameter buffer, as the network kernels read it: the fields of
-# fusedense.layout.LAYER in the same order (7 x 8 bytes, no padding), so a record array is
+# fusedense.layout.LAYER in the same order (9 x 8 bytes, no padding), so a record array is
 # read in place.
 cimport numpy as cnp
 from libc.stdint cimport int64_t
@@ -13,6 +13,8 @@ ctypedef struct Layer:
     double alpha
     double l1  # kernel penalty l1·Σ|W| + l2·ΣW² (times the step's hyper[H_PENALTY_SCALE]): train.pxd
     double l2
+    double dropout  # the rate at which a training step drops this layer's input (dropout.pxd)
+    int64_t seed    # the seed of that mask, in [0, 2^63)
 
 
 cdef inline Py_ssize_t bias_offset(const Layer* layer) noexcept nogil:

@@ -14,7 +14,7 @@ two pools spinning against each other cost a thousand times the call.
 """
 cimport numpy as cnp
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -31,6 +31,16 @@ from thread_policy cimport fd_num_threads, fd_set_num_threads
 from train cimport alloc_train_work, check_training, layers_tile, train_gradients, train_work_size
 
 cnp.import_array()
+
+cdef Layer _probe
+#: sizeof(Layer) and each field's byte offset, for tests/test_abi.py to compare with
+#: fusedense.layout.LAYER (records are read in place: the two must agree byte for byte).
+LAYER_STRUCT = (sizeof(Layer), {
+    "offset": <char*>&_probe.offset - <char*>&_probe, "fan_in": <char*>&_probe.fan_in - <char*>&_probe,
+    "fan_out": <char*>&_probe.fan_out - <char*>&_probe, "activation": <char*>&_probe.activation - <char*>&_probe,
+    "alpha": <char*>&_probe.alpha - <char*>&_probe, "l1": <char*>&_probe.l1 - <char*>&_probe,
+    "l2": <char*>&_probe.l2 - <char*>&_probe, "dropout": <char*>&_probe.dropout - <char*>&_probe,
+    "seed": <char*>&_probe.seed - <char*>&_probe})
 
 
 def set_num_threads(int n):
@@ -206,7 +216,8 @@ cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Laye
         # mlp_gradient (no hyper) takes the record's penalties as they are
         loss = train_gradients(B, xp, lab, tp, wp, pp, gp, layers, L, loss_id, work, kept, threads,
                                NULL, op, &opt if fused else NULL, sp, sp + P if update else NULL,
-                               h[H_PENALTY_SCALE] if update else 1.0)
+                               h[H_PENALTY_SCALE] if update else 1.0,
+                               <uint64_t>h[H_STEP] if update else 0)  # mlp_gradient: no dropout
         if update and isfinite(loss):
             if not fused:
                 optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)

@@ -2,10 +2,12 @@
 # rows at a time (network_forward), or keeping each layer's outputs for a backward pass
 # (forward_keep). Inline functions, as dense.pxd.
 from cython.parallel cimport prange, threadid
+from libc.stdint cimport uint64_t
 
 from abi cimport ACT_IDENTITY
 from act cimport needs_z
 from dense cimport layer_forward
+from dropout cimport Dropout, dropout_rows, layer_dropout
 from layer cimport Layer, bias_offset, widest
 from real cimport real
 from thread_policy cimport in_parallel, network_threads_for
@@ -85,22 +87,30 @@ cdef inline void network_forward(Py_ssize_t B, const real* x, const real* params
 
 cdef inline void keep_block(Py_ssize_t r0, Py_ssize_t rows, const real* x, const real* params,
                             const Layer* layers, Py_ssize_t L, real** z_of,
-                            real** y_of, bint logits_only, bint micro) noexcept nogil:
+                            real** y_of, real** in_of, uint64_t step, bint logits_only,
+                            bint micro) noexcept nogil:
     """forward_keep's rows [r0, r0 + rows) through every layer."""
     cdef Py_ssize_t l, k, n
     cdef bint last, keep_z
+    cdef const real* src
+    cdef Dropout drop
     for l in range(L):
         k, n = layers[l].fan_in, layers[l].fan_out
         last = logits_only and l == L - 1
         keep_z = not last and (l == L - 1 or needs_z(<int>layers[l].activation))
-        layer_forward(rows, k, n, (x if l == 0 else y_of[l - 1]) + r0 * k,
+        src = (x if l == 0 else y_of[l - 1]) + r0 * k
+        if in_of != NULL and in_of[l] != NULL:  # the input through this step's dropout mask
+            drop = layer_dropout(&layers[l], l, step)
+            dropout_rows(&drop, r0, rows, k, src, in_of[l] + r0 * k)
+            src = in_of[l] + r0 * k
+        layer_forward(rows, k, n, src,
                       params + layers[l].offset, params + bias_offset(&layers[l]),
                       ACT_IDENTITY if last else <int>layers[l].activation, <real>layers[l].alpha,
                       y_of[l] + r0 * n, z_of[l] + r0 * n if keep_z else NULL, not micro)
 
 
 cdef inline void forward_keep(Py_ssize_t B, const real* x, const real* params, const Layer* layers,
-                              Py_ssize_t L, real** z_of, real** y_of,
+                              Py_ssize_t L, real** z_of, real** y_of, real** in_of, uint64_t step,
                               bint logits_only, bint micro, int threads) noexcept nogil:
     """Forward keeping every layer's y, and z where the backward reads it: a hidden layer's
     whose activation needs z for its derivative (needs_z; the others' derivatives come from
@@ -109,14 +119,16 @@ cdef inline void forward_keep(Py_ssize_t B, const real* x, const real* params, c
     logits_only: the last layer writes its pre-activation to y_of[L-1] and nothing to
     z_of[L-1] (the cross-entropies read the logits; its activation, a softmax's exps, would go
     unused). micro: blocks of up to 32 rows through all layers, shared over OpenMP threads (a
-    small batch in one block per thread); else the whole batch per layer with BLAS."""
+    small batch in one block per thread); else the whole batch per layer with BLAS.
+    in_of: NULL, or L pointers: where in_of[l] is not NULL, layer l reads its input through
+    the dropout mask of ``step`` (dropout.pxd), written there (B x fan_in) for the backward."""
     cdef Py_ssize_t block = min(NETWORK_MICRO_ROWS, (B + threads - 1) // threads) if micro else B
     cdef Py_ssize_t n_blocks = (B + block - 1) // block, i
     if micro and in_parallel(threads, n_blocks):
         for i in prange(n_blocks, nogil=True, schedule="static", num_threads=threads):
             keep_block(i * block, min(block, B - i * block), x, params, layers, L, z_of, y_of,
-                       logits_only, micro)
+                       in_of, step, logits_only, micro)
     else:
         for i in range(n_blocks):
             keep_block(i * block, min(block, B - i * block), x, params, layers, L, z_of, y_of,
-                       logits_only, micro)
+                       in_of, step, logits_only, micro)

@@ -414,7 +414,7 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
     cdef real* b0 = pp + bias_offset(&layers[0])
     # the distinct rows (int64 first: aligned), z0, h0 (the first layer's pre-activation and
     # output), dh0 (dLoss/dh0, then dz0), W0's gradient at the rows, the dense layers' work
-    cdef real** kept = <real**>malloc(2 * (L - 1) * sizeof(real*) + 1)  # train_gradients' layer pointers
+    cdef real** kept = <real**>malloc(3 * (L - 1) * sizeof(real*) + 1)  # train_gradients' 3 pointers per layer
     if kept == NULL:
         raise MemoryError()
     cdef int64_t* rows
@@ -441,7 +441,8 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
         # the dense layers with h0 as their input, down to dLoss/dh0; their update comes after
         # (unfused: Adagrad is not among the fused optimizers)
         loss = train_gradients(B, h0, lab, tp, wp, pp, gp, layers + 1, L - 1, loss_id, dense_work, kept,
-                               threads, dh0, op, NULL, NULL, NULL, h[H_PENALTY_SCALE])
+                               threads, dh0, op, NULL, NULL, NULL, h[H_PENALTY_SCALE],
+                               0)  # the gate refuses dropout here
         if isfinite(loss):  # else nothing is updated (transactional)
             for r in range(B):
                 act_backward_row(<int>layers[0].activation, <real>layers[0].alpha, dh0 + r * n, z0 + r * n,

@@ -4,7 +4,7 @@
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport fabs, isfinite, pow
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -12,6 +12,7 @@ from abi cimport *
 from act cimport act_backward_row
 from arrays cimport buffer, dim, typenum
 from dense cimport column_sums, layer_backward
+from dropout cimport Dropout, dropout_rows, layer_dropout
 from gemm cimport micro_gemm_atb, micro_gemm_nb, transpose
 from layer cimport Layer, bias_offset, widest
 from losses cimport loss_forward_backward
@@ -73,8 +74,8 @@ cdef inline void add_penalty_gradient(const real* W, real* dW, Py_ssize_t count,
 cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
                                const real* inp, const real* Wt, real* dW, real* dx,
                                int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
-                               const Optimizer* opt, real* W, real* first, real* second,
-                               real l1, real l2) noexcept nogil:
+                               const Dropout* drop, const Optimizer* opt, real* W, real* first,
+                               real* second, real l1, real l2) noexcept nogil:
     """Task `task` of backward_tasks: dW's rows (with their kernel penalty l1, l2), then db,
     then dx's row blocks."""
     cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS, i0, rows, r
@@ -93,6 +94,8 @@ cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_s
         i0 = (task - n_dW - 1) * DX_ROWS
         rows = min(DX_ROWS, B - i0)
         micro_gemm_nb(rows, k, n, dz + i0 * n, n, 1, Wt, k, NULL, dx + i0 * k, k, False)
+        if drop.threshold:  # the input went through a dropout mask: so does its gradient
+            dropout_rows(drop, i0, rows, k, dx + i0 * k, dx + i0 * k)
         for r in range(i0, i0 + rows):
             act_backward_row(prev_act, prev_alpha, dx + r * k, prev_z + r * k,
                              prev_y + r * k, dx + r * k, k)
@@ -101,13 +104,14 @@ cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_s
 cdef inline void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
                                 const real* inp, const real* Wt, real* dW, real* dx,
                                 int prev_act, real prev_alpha, const real* prev_z, const real* prev_y,
-                                const Optimizer* opt, real* W, real* first, real* second,
-                                real l1, real l2, int threads) noexcept nogil:
+                                const Dropout* drop, const Optimizer* opt, real* W, real* first,
+                                real* second, real l1, real l2, int threads) noexcept nogil:
     """One layer's backward on the micro-kernel path as independent tasks over OpenMP
     threads: slices of dW's rows (dW = inpᵀ dz), db (Σ rows of dz) at dW + k·n (W and b, and
     their gradients, lie as params lays them out), and unless dx is NULL,
     row blocks of dx = dz Wᵀ (Wt holds Wᵀ, n x k), each turned at once into the previous
-    layer's dz. l1, l2: the layer's kernel penalty, its gradient added to each slice of dW.
+    layer's dz (through the layer's dropout mask ``drop`` first, when its threshold is not 0).
+    l1, l2: the layer's kernel penalty, its gradient added to each slice of dW.
     Unless opt is NULL, each slice of W (and b, which follows W) takes its
     optimizer step right after its gradient, while that is still in L1 (nothing reads W
     any more: dx reads the copy Wt); first and second: the optimizer state, indexed like W.
@@ -121,18 +125,21 @@ cdef inline void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const 
     if in_parallel(threads, n_tasks):
         for task in prange(n_tasks, nogil=True, schedule="static", num_threads=threads):
             backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
-                          opt, W, first, second, l1, l2)
+                          drop, opt, W, first, second, l1, l2)
     else:
         for task in range(n_tasks):
             backward_task(task, B, k, n, dz, inp, Wt, dW, dx, prev_act, prev_alpha, prev_z, prev_y,
-                          opt, W, first, second, l1, l2)
+                          drop, opt, W, first, second, l1, l2)
 
 
 cdef inline Py_ssize_t train_work_size(Py_ssize_t B, const Layer* layers, Py_ssize_t L) noexcept nogil:
-    """Elements of train_gradients' work: z and y per layer, two gradient buffers, one Wᵀ."""
+    """Elements of train_gradients' work: z and y per layer, the masked input of each layer
+    with dropout, two gradient buffers, one Wᵀ."""
     cdef Py_ssize_t l, n_work = 0, biggest = 0
     for l in range(L):
         n_work += 2 * B * layers[l].fan_out
+        if layers[l].dropout > 0:
+            n_work += B * layers[l].fan_in
         biggest = max(biggest, layers[l].fan_in * layers[l].fan_out)
     return n_work + 2 * B * widest(layers, L) + biggest
 
@@ -147,7 +154,7 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
                                    const Layer* layers, Py_ssize_t L, int loss_id, real* work,
                                    real** kept, int threads, real* dx, real* outputs,
                                    const Optimizer* opt, real* first, real* second,
-                                   double penalty_scale) noexcept nogil:
+                                   double penalty_scale, uint64_t step) noexcept nogil:
     """Forward keeping every layer's y and the z the backward reads (forward_keep; a copy of
     the outputs in ``outputs`` unless it is NULL), the loss, backward from the last layer down
     (dz of each layer is made as soon as its dy is) into the layers' W and b in grads (the
@@ -162,12 +169,17 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
     them any more: the update runs while the gradient is in cache instead of in a pass of
     its own over the whole buffer. The layers must not overlap (each element updated once).
     Small weights: micro-kernels over `threads` OpenMP threads; large: BLAS.
-    work: train_work_size elements (z and y per layer, two gradient buffers, one Wᵀ);
-    kept: 2 L pointers, set here to each layer's z and y in work."""
+    step >= 1: each layer with a dropout rate reads its input through that step's mask and its
+    input gradient goes through the same mask (dropout.pxd); 0: no dropout (mlp_gradient).
+    work: train_work_size elements (z and y per layer, masked inputs, two gradient buffers,
+    one Wᵀ); kept: 3 L pointers, set here to each layer's z, y and masked input (or NULL)."""
     cdef Py_ssize_t l, r, k, n, offset, width = widest(layers, L), used = 0
     cdef bint micro = small_weights(layers, L, sizeof(real))
     cdef real** z_of = kept
     cdef real** y_of = kept + L
+    cdef real** in_of = kept + 2 * L
+    cdef const real* inp
+    cdef Dropout drop
     cdef real* dcur
     cdef real* dnext
     cdef real* d_in
@@ -178,11 +190,16 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
         z_of[l] = work + used
         y_of[l] = work + used + B * layers[l].fan_out
         used += 2 * B * layers[l].fan_out
+    for l in range(L):
+        in_of[l] = NULL
+        if step and layers[l].dropout > 0:
+            in_of[l] = work + used
+            used += B * layers[l].fan_in
     dcur = work + used
     dnext = dcur + B * width
     Wt = dnext + B * width
     cdef bint logits_only = loss_id != LOSS_MSE and outputs == NULL
-    forward_keep(B, x, params, layers, L, z_of, y_of, logits_only, micro, threads)
+    forward_keep(B, x, params, layers, L, z_of, y_of, in_of, step, logits_only, micro, threads)
     if logits_only:
         z_of[L - 1] = y_of[L - 1]  # the logits (see forward_keep)
     n = layers[L - 1].fan_out
@@ -202,20 +219,25 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
         offset, k, n = layers[l].offset, layers[l].fan_in, layers[l].fan_out
         dW = grads + offset
         d_in = dnext if l > 0 else dx  # the first layer's dx is the network's (NULL: skipped)
+        # dW from the input the forward read (masked, with dropout); the mask again on dx
+        inp = in_of[l] if in_of[l] != NULL else (x if l == 0 else y_of[l - 1])
+        drop = layer_dropout(&layers[l], l, step)
         if micro:
             if d_in != NULL:
                 transpose(k, n, params + offset, n, Wt)
-            backward_tasks(B, k, n, dcur, x if l == 0 else y_of[l - 1], Wt, dW, d_in,
+            backward_tasks(B, k, n, dcur, inp, Wt, dW, d_in,
                            <int>layers[l - 1].activation if l > 0 else ACT_IDENTITY,
                            <real>layers[l - 1].alpha if l > 0 else 0, z_of[l - 1] if l > 0 else NULL,
-                           y_of[l - 1] if l > 0 else NULL, opt, params + offset,
+                           y_of[l - 1] if l > 0 else NULL, &drop, opt, params + offset,
                            offset_or_null(first, offset), offset_or_null(second, offset),
                            <real>(penalty_scale * layers[l].l1), <real>(penalty_scale * layers[l].l2), threads)
         else:
-            layer_backward(B, k, n, dcur, x if l == 0 else y_of[l - 1], params + offset, NULL,
+            layer_backward(B, k, n, dcur, inp, params + offset, NULL,
                            NULL, ACT_IDENTITY, 0, dcur, d_in, dW, dW + k * n)
             add_penalty_gradient(params + offset, dW, k * n, <real>(penalty_scale * layers[l].l1),
                                  <real>(penalty_scale * layers[l].l2))
+            if d_in != NULL and drop.threshold:
+                dropout_rows(&drop, 0, B, k, d_in, d_in)
             for r in range(B if l > 0 else 0):
                 act_backward_row(<int>layers[l - 1].activation, <real>layers[l - 1].alpha, dnext + r * k,
                                  z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)
@@ -250,9 +272,9 @@ cdef inline int check_training(real tag, params, grads, opt_state, hyper, Optimi
 
 
 cdef inline void* alloc_train_work(size_t work_bytes, Py_ssize_t L, void** kept) except NULL:
-    """train_gradients' work (work_bytes) and its 2 L layer pointers (*kept); free both."""
+    """train_gradients' work (work_bytes) and its 3 L layer pointers (*kept); free both."""
     cdef void* work = malloc(work_bytes)
-    kept[0] = malloc(2 * L * sizeof(void*))
+    kept[0] = malloc(3 * L * sizeof(void*))
     if work == NULL or kept[0] == NULL:
         free(work)
         free(kept[0])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fusedense as fd
-from fusedense import _backends
+from fusedense import _backends, abi
 from fusedense._backends import interface
 from fusedense.gate import Gate
 
@@ -142,7 +142,36 @@ CASES = {
     "embedding train step label past the vocabulary": lambda be: _edit(_embedding(be), optimizer=None).fused_step(
         np.array([[0, 1, 2]]), np.array([10]), 0),
     "embedding generate boundary past the vocabulary": lambda be: _embedding(be).generate(2, boundary=10),
+    # dropout rates and seeds live in the layer record: checked before any engine runs
+    "dropout rate 1": lambda be: _net(be, dropout=[0.0, 1.0]),
+    "dropout rate NaN": lambda be: _net(be).set_dropout([np.nan, 0.0]),
+    "dropout rate negative": lambda be: _net(be).set_dropout([-0.5, 0.0]),
+    "dropout rate infinite": lambda be: _net(be).set_dropout([0.0, np.inf]),
+    "dropout rates of the wrong length": lambda be: _net(be).set_dropout([0.5]),
+    "dropout rates as text": lambda be: _net(be).set_dropout(["0.5", "0"]),
+    "dropout seed negative": lambda be: _net(be, dropout=[0.5, 0.0], dropout_seeds=[-1, 0]),
+    "dropout seed 2**64": lambda be: _net(be).set_dropout([0.5, 0.0], seeds=[2**64, 0]),
+    "dropout seed a float": lambda be: _net(be).set_dropout([0.5, 0.0], seeds=[1.5, 0]),
+    "dropout train step at step 0": lambda be: (lambda net: net.engine.mlp_train_step(
+        _x(), np.zeros(5, np.int64), net.params, np.zeros_like(net.params), np.zeros((1, net.n_params), F32),
+        net.layers, 0, fd.optimizers.SGD().hyper(0), None, None))(_net(be, dropout=[0.5, 0.0])),
+    "dropout train step at step 2.5": lambda be: (lambda net: net.engine.mlp_train_step(
+        _x(), np.zeros(5, np.int64), net.params, np.zeros_like(net.params), np.zeros((1, net.n_params), F32),
+        net.layers, 0, _with_step(fd.optimizers.SGD().hyper(0), 2.5), None, None))(_net(be, dropout=[0.5, 0.0])),
+    "dropout on sparse input": lambda be: _net(be, dropout=[0.0, 0.5]).train_step(
+        _sparse_x(), np.arange(5) % 3, loss="sparse_categorical_crossentropy"),
 }
+
+
+def _with_step(hyper, step):
+    hyper[abi.H_STEP] = step
+    return hyper
+
+
+def _sparse_x():
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix(_x())
 
 
 def _read_only(a):

@@ -102,3 +102,14 @@ def test_quantize_reports_the_quantized_loss_speed_and_samples(capsys):
     int8_loss = float(out.split("int8: test loss ")[1].split()[0])
     assert abs(int8_loss - float_loss) < 0.02  # the int8 loss beside the float one
     assert "int8: test loss" in out and "sampling at batch 1: float32" in out and "int8 samples" in out
+
+
+def test_dropout_options_put_dropout_layers_in_the_model_and_out_of_range_rates_are_refused():
+    model = lm.build_model(_args("--hidden", "8", "6", "--dropout", "0.2", "--input-dropout", "0.1"))
+    assert [type(layer).__name__ for layer in model.layers] == ["Embedding", "Flatten", "Dropout", "Dense", "Dropout",
+                                                                "Dense", "Dropout", "Dense"]
+    assert model.network.dropout.tolist() == [0.1, 0.2, 0.2]
+    assert lm.build_model(_args("--hidden", "8")).network.dropout.tolist() == [0.0, 0.0]  # none by default
+    for option in ("--dropout", "--input-dropout"):
+        with pytest.raises(lm_command.UsageError, match=f"argument {option}: must be in \\[0, 1\\)"):
+            _args(option, "1")

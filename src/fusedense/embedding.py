@@ -53,14 +53,15 @@ class EmbeddingMLP(MLP):
 
     def __init__(self, vocab_size, embedding_dim, context, sizes, activations="tanh",
                  output_activation="identity", alphas=None, dtype=np.float32, init="glorot_uniform",
-                 random_state=None, backend=None, penalties=None):
+                 random_state=None, backend=None, penalties=None, dropout=None, dropout_seeds=None):
         for name, value in (("vocab_size", vocab_size), ("embedding_dim", embedding_dim), ("context", context)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         self.vocab_size, self.embedding_dim, self.context = int(vocab_size), int(embedding_dim), int(context)
         super().__init__([self.context * self.embedding_dim] + [int(s) for s in sizes], activations,
                          output_activation, alphas, dtype, init, random_state, backend,
-                         prefix=self.vocab_size * self.embedding_dim, penalties=penalties)
+                         prefix=self.vocab_size * self.embedding_dim, penalties=penalties, dropout=dropout,
+                         dropout_seeds=dropout_seeds)
 
     # --- structure ------------------------------------------------------------------------
 
@@ -96,7 +97,8 @@ class EmbeddingMLP(MLP):
     def from_architecture(cls, record: dict, backend=None) -> "EmbeddingMLP":
         emb = record["embedding"]
         return cls(emb["vocab_size"], emb["dim"], emb["context"], record["sizes"], record["activations"],
-                   alphas=record["alphas"], dtype=record["dtype"], backend=backend)
+                   alphas=record["alphas"], dtype=record["dtype"], backend=backend, dropout=record.get("dropout"),
+                   dropout_seeds=record.get("dropout_seeds"))
 
     # --- inference -------------------------------------------------------------------------
 

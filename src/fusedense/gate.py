@@ -29,18 +29,19 @@ from .layout import QUANT_INT8, layer_record, quantized_record
 __all__ = ["Gate", "checked_record", "checked_quantized_record"]
 
 #: Records built by ``checked_record``, by id: (weak reference, n_params, n_inputs, n_outputs,
-#: the first layer's offset).
+#: the first layer's offset, whether any layer has a dropout rate > 0).
 #: The gate accepts only these, so a record cannot be forged or edited past its check; the sizes
 #: are kept here because reading a field of a structured array costs a microsecond.
 _RECORDS: dict = {}
 
 
-def checked_record(layout, alphas, n_params, name="layout", penalties=None) -> np.ndarray:
+def checked_record(layout, alphas, n_params, name="layout", penalties=None, dropout=None,
+                   seeds=None) -> np.ndarray:
     """``layout.layer_record`` registered with the gate (the only way to make a record it accepts)."""
-    record = layer_record(layout, alphas, n_params, name, penalties)
+    record = layer_record(layout, alphas, n_params, name, penalties, dropout, seeds)
     key = id(record)
     _RECORDS[key] = (weakref.ref(record), n_params, int(record[0]["fan_in"]), int(record[-1]["fan_out"]),
-                     int(record[0]["offset"]))
+                     int(record[0]["offset"]), bool((record["dropout"] > 0).any()))
     weakref.finalize(record, _RECORDS.pop, key, None)
     return record
 
@@ -216,6 +217,16 @@ def _sampling(n_outputs, vocab_size, uniforms, temperature, boundary, tokens, le
     _output("lengths", lengths, np.dtype(np.int64), (n,), ("tokens", tokens))
 
 
+def _dropout_step(layers, hyper):
+    """A record with dropout draws its masks from the step count hyper[H_STEP]: it must be a
+    whole number in [1, 2**53] (the kernels read it as an unsigned 64-bit integer)."""
+    if _RECORDS[id(layers)][5]:
+        step = hyper[abi.H_STEP]
+        if not (1 <= step <= MAX_STEP and step == int(step)):
+            raise ValueError(f"step: dropout draws its mask from the 1-based step count, an integer in "
+                             f"[1, 2**53], got {step!r}")
+
+
 def _optimizer(opt_state, hyper, params, adagrad=False):
     """opt_state against the optimizer of ``hyper``; OPT_ADAGRAD only where ``adagrad`` (the
     sparse training step)."""
@@ -381,6 +392,7 @@ class Gate:
         _optimizer(opt_state, hyper, params)
         if np.may_share_memory(opt_state, grads):
             raise ValueError("opt_state: shares memory with grads; pass a separate array")
+        _dropout_step(layers, hyper)
         return network
 
     def _batch(self, x, targets, loss_id, sample_weight, network):
@@ -410,7 +422,7 @@ class Gate:
     @staticmethod
     def _embedding(layers, vocab_size, context):
         """The table (vocab_size × dim, dim = n_inputs / context) must sit before the first layer."""
-        _, n_inputs, _, first_offset = _RECORDS[id(layers)][1:]
+        _, n_inputs, _, first_offset = _RECORDS[id(layers)][1:5]
         if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or not (
                 context >= 1 and n_inputs % context == 0):
             raise ValueError(f"context: expected a positive divisor of the first layer's {n_inputs} inputs, "
@@ -549,6 +561,9 @@ class Gate:
         if len(layers) < 2:
             raise ValueError("layers: the sparse training step needs a dense layer after the sparse first "
                              "layer, got a network of one layer")
+        if _RECORDS[id(layers)][5]:
+            raise ValueError(f"layers: the sparse training step has no dropout; got dropout rates "
+                             f"{layers['dropout'].tolist()} (train on dense input, or without dropout)")
         if not params.flags.writeable:
             raise ValueError("params: the array is read-only; pass a writeable array")
         _fresh_output("grads", grads, dtype, params.shape, ("params", params))

@@ -31,7 +31,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS, get_activation
 from .embedding import EmbeddingMLP
-from .layout import QUANT_KINDS, make_layout, quantized_layout
+from .layout import QUANT_KINDS, layer_record, make_layout, quantized_layout
 from .layers import Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten
 from .models import Sequential
 from .network import MLP
@@ -382,7 +382,8 @@ def _alpha(name, value, activation):
 
 def _checked_architecture(architecture) -> int:
     """The parameter count of a checked architecture record (computed, nothing allocated)."""
-    architecture = _keys("architecture", architecture, ("sizes", "activations", "alphas", "dtype"), ("embedding",))
+    architecture = _keys("architecture", architecture, ("sizes", "activations", "alphas", "dtype"),
+                         ("embedding", "dropout", "dropout_seeds"))
     sizes = [_count(f"architecture.sizes[{i}]", s) for i, s in enumerate(_list("architecture.sizes", architecture["sizes"]))]
     n_layers = len(sizes) - (0 if "embedding" in architecture else 1)
     if n_layers < 1:
@@ -400,7 +401,10 @@ def _checked_architecture(architecture) -> int:
         vocab, dim, context = (_count(f"architecture.embedding.{key}", emb[key]) for key in ("vocab_size", "dim", "context"))
         start, sizes = vocab * dim, [context * dim, *sizes]
     try:
-        return make_layout(sizes, activations, architecture["alphas"], start=start)[2]
+        layout, alphas, n_params = make_layout(sizes, activations, architecture["alphas"], start=start)
+        layer_record(layout, alphas, n_params, "architecture", dropout=architecture.get("dropout"),
+                     seeds=architecture.get("dropout_seeds"))  # the dropout rates and seeds
+        return n_params
     except (TypeError, ValueError) as exc:
         raise _Invalid(f"architecture: {exc}") from None
 
@@ -647,8 +651,12 @@ def _sequential(record, net, backend):
         model.build(net.n_inputs)
     except (TypeError, ValueError) as exc:
         raise _Invalid(f"layers: {exc}") from None
-    if model.network.architecture() != net.architecture():
+    # a Dropout without a seed draws one at build: the saved seeds are the model's
+    built, saved = model.network.architecture(), net.architecture()
+    built.pop("dropout_seeds", None)
+    if built != {k: v for k, v in saved.items() if k != "dropout_seeds"}:
         raise _Invalid("the layer list does not match the architecture record; the file was altered")
+    model.network.set_dropout(net.dropout, net.dropout_seeds)
     model.network.params[...] = net.params
     config = record["compile"]
     if config:

@@ -11,8 +11,10 @@ Dense layers (an ``Activation`` layer becomes the activation of the linear Dense
 views each Dense layer's kernel and bias in its flat parameter buffer. Unnamed layers get Keras's
 names: ``dense``, ``dense_1``, ... counted per class name over the whole session.
 
-Dropout is the identity at inference. Training with a rate > 0 needs dropout inside the fused
-training step, which the engines do not have yet, so ``fit`` refuses it (NotImplementedError).
+Dropout is the identity at inference. In training it becomes the dropout rate of the next Dense
+layer's input in the fused network's layer record (fusedense.layout): every engine draws the mask
+inside its fused training step (fusedense.reference.dropout_keep) from the layer's seed and the
+step count, so a seeded model trains the same on every engine and every run.
 """
 from __future__ import annotations
 
@@ -164,8 +166,9 @@ class Activation(Layer):
 
 class Dropout(Layer):
     """Sets a fraction ``rate`` of its inputs to 0 during training (scaling the rest by
-    1/(1 - rate)); the identity at inference (predict, evaluate). Training with rate > 0 is refused
-    until the engines draw the mask inside the fused step (see the module docstring)."""
+    1/(1 - rate)); the identity at inference (predict, evaluate). It must come before a Dense
+    layer (it drops that layer's input); ``seed`` fixes its masks (None: drawn from the model's
+    seed). Consecutive Dropout layers act as one of rate 1 − Π(1 − rate)."""
 
     def __init__(self, rate, noise_shape=None, seed=None, name=None, **kwargs):
         _check_kwargs(kwargs)

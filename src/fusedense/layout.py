@@ -1,10 +1,13 @@
 """Flat parameter buffers: one contiguous array holds every layer's weights and biases.
 
 A network's structure is its **layer record**: a read-only 1-D NumPy array of ``LAYER``
-structs, one per layer, ``(offset, fan_in, fan_out, activation, alpha)``. Layer ``l``'s weight
-matrix ``W`` (fan_in × fan_out, C order) starts at ``params[offset]`` and its bias (fan_out)
-follows it directly; ``activation`` is the activation id, ``alpha`` its parameter. Every engine
-reads this one struct: Cython as ``const Layer[::1]`` (``kernels/layer.pxd`` declares the same
+structs, one per layer, ``(offset, fan_in, fan_out, activation, alpha, l1, l2, dropout, seed)``. Layer
+``l``'s weight matrix ``W`` (fan_in × fan_out, C order) starts at ``params[offset]`` and its bias
+(fan_out) follows it directly; ``activation`` is the activation id, ``alpha`` its parameter;
+``l1``, ``l2`` its kernel penalty (l1·Σ|W| + l2·ΣW², Keras's kernel_regularizer);
+``dropout`` the rate at which a training step drops the layer's *input* (Keras's Dropout before
+this Dense layer; 0: none) and ``seed`` the seed of its mask (see ``reference.dropout_keep``).
+Every engine reads this one struct: Cython as ``const Layer[::1]`` (``kernels/layer.pxd`` declares the same
 fields in the same order), Numba as a record array, NumPy by field name.
 
 Only :func:`layer_record` builds a record, and it checks every layer against the parameter
@@ -25,9 +28,13 @@ from .activations import BY_ID, get_activation, resolve_alpha
 
 OFFSET, FAN_IN, FAN_OUT, ACT_ID = range(4)
 
-#: One layer as the compiled kernels read it (7 × 8 bytes, no padding).
+#: One layer as the compiled kernels read it (9 × 8 bytes, no padding).
 LAYER = np.dtype([("offset", np.int64), ("fan_in", np.int64), ("fan_out", np.int64),
-                  ("activation", np.int64), ("alpha", np.float64), ("l1", np.float64), ("l2", np.float64)])
+                  ("activation", np.int64), ("alpha", np.float64), ("l1", np.float64), ("l2", np.float64),
+                  ("dropout", np.float64), ("seed", np.int64)])
+
+#: Dropout seeds are integers in [0, MAX_SEED] (every engine reads them as unsigned 64-bit).
+MAX_SEED = 2**63 - 1
 
 
 def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | None = None, start: int = 0):
@@ -64,15 +71,19 @@ def make_layout(sizes: Sequence[int], activations: Sequence, alphas: Sequence | 
     return layout, alpha_arr, offset
 
 
-def layer_record(layout, alphas, n_params: int, name: str = "layout", penalties=None) -> np.ndarray:
+def layer_record(layout, alphas, n_params: int, name: str = "layout", penalties=None, dropout=None,
+                 seeds=None) -> np.ndarray:
     """The checked, read-only ``LAYER`` array for ``layout`` (n_layers, 4), ``alphas``
     (n_layers,; None: zeros) and ``penalties`` (n_layers, 2) rows ``(l1, l2)`` (None: zeros)
-    over a buffer of ``n_params`` elements.
+    over a buffer of ``n_params`` elements; ``dropout`` (n_layers,; None: zeros) each layer's
+    input dropout rate in [0, 1), ``seeds`` (n_layers,; None: zeros) their mask seeds,
+    integers in [0, MAX_SEED].
 
     Raises ValueError/TypeError naming ``name`` (or ``alphas``) for a layout that is not an
     integer (n_layers ≥ 1, 4) array, a layer outside ``params``, a fan_in that differs from the
     previous fan_out, an unknown activation id, a row-wise activation before the last layer, or
-    alphas / penalties that are not finite numbers ≥ 0 (one / two per layer).
+    alphas / penalties that are not finite numbers ≥ 0 (one / two per layer), dropout rates
+    outside [0, 1), seeds outside [0, MAX_SEED].
     """
     arr = np.asarray(layout)
     if arr.dtype.kind not in "iu":
@@ -99,21 +110,25 @@ def layer_record(layout, alphas, n_params: int, name: str = "layout", penalties=
     record["offset"], record["fan_in"], record["fan_out"], record["activation"] = arr.astype(np.int64).T
     record["alpha"] = _checked_alphas(alphas, len(rows))
     record["l1"], record["l2"] = _checked_penalties(penalties, len(rows)).T
+    record["dropout"] = _checked_dropout(dropout, len(rows))
+    record["seed"] = _checked_seeds(seeds, len(rows))
     record.flags.writeable = False
     return record
 
 
-def _checked_alphas(alphas, n_layers):
-    if alphas is None:
+def _per_layer_reals(name, values, n_layers, valid, expected):
+    """``values`` (None: zeros) as float64 (n_layers,), each passing ``valid`` (an array test);
+    else a TypeError/ValueError naming ``name`` and saying ``expected``."""
+    if values is None:
         return np.zeros(n_layers)
-    arr = np.asarray(alphas)
+    arr = np.asarray(values)
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"alphas: expected real numbers (one per layer), got dtype {arr.dtype}")
+        raise TypeError(f"{name}: expected real numbers (one per layer), got dtype {arr.dtype}")
     if arr.shape != (n_layers,):
-        raise ValueError(f"alphas: expected shape ({n_layers},) (one per layer), got shape {arr.shape}")
+        raise ValueError(f"{name}: expected shape ({n_layers},) (one per layer), got shape {arr.shape}")
     arr = arr.astype(np.float64)
-    if not (np.isfinite(arr) & (arr >= 0)).all():
-        raise ValueError(f"alphas: expected finite numbers >= 0 (one per layer), got {arr.tolist()}")
+    if not valid(arr).all():
+        raise ValueError(f"{name}: expected {expected} (one per layer), got {arr.tolist()}")
     return arr
 
 
@@ -135,6 +150,28 @@ def _checked_penalties(penalties, n_layers):
 def record_penalties(record: np.ndarray) -> np.ndarray:
     """The (n_layers, 2) float64 ``(l1, l2)`` rows of a record (a new array)."""
     return np.stack([record["l1"], record["l2"]], axis=1)
+
+
+def _checked_alphas(alphas, n_layers):
+    return _per_layer_reals("alphas", alphas, n_layers, lambda a: np.isfinite(a) & (a >= 0), "finite numbers >= 0")
+
+
+def _checked_dropout(rates, n_layers):
+    # (a NaN rate fails both comparisons)
+    return _per_layer_reals("dropout", rates, n_layers, lambda a: (a >= 0) & (a < 1), "rates in [0, 1)")
+
+
+def _checked_seeds(seeds, n_layers):
+    if seeds is None:
+        return np.zeros(n_layers, np.int64)
+    values = list(seeds) if isinstance(seeds, (list, tuple, np.ndarray)) else None
+    if values is None or len(values) != n_layers:
+        raise ValueError(f"seeds: expected {n_layers} integers (one dropout seed per layer), got {seeds!r}")
+    for value in values:  # Python ints: a float or a huge value is refused, never truncated
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                or not 0 <= int(value) <= MAX_SEED:
+            raise ValueError(f"seeds: expected integers in [0, 2**63 - 1] (one per layer), got {value!r}")
+    return np.array([int(v) for v in values], np.int64)
 
 
 def record_layout(record: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import datasets, losses, optimizers
 from .callbacks import CosineDecay, EarlyStopping
-from .layers import Dense, Embedding, Flatten
+from .layers import Dense, Dropout, Embedding, Flatten
 from .models import Sequential
 
 __all__ = ["InvalidSetting", "LMConfig", "build_model", "train"]
@@ -40,6 +40,8 @@ class LMConfig:
     embedding_std: float = 3.0  # the initial embeddings are drawn from N(0, std²)
     hidden: tuple = (500,)  # hidden layer widths
     activation: str = "tanh"  # of the hidden layers
+    dropout: float = 0.0  # rate at which training drops each hidden layer's outputs (Dropout before the next Dense)
+    input_dropout: float = 0.0  # rate at which training drops the embeddings feeding the first hidden layer
     optimizer: str = "adam"  # or "sgd" (momentum 0.9)
     lr: float | None = None  # initial learning rate: adam 1e-3, sgd 0.1
     weight_decay: float | None = None  # on every parameter: decoupled with adam (AdamW, 0.02), L2 with sgd (0)
@@ -78,6 +80,9 @@ class LMConfig:
             raise InvalidSetting("embedding_std", "must be > 0")
         if self.decay < 0:
             raise InvalidSetting("weight_decay", "must be >= 0")
+        for name in ("dropout", "input_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InvalidSetting(name, "must be in [0, 1)")
         return self
 
 
@@ -85,7 +90,10 @@ def build_model(config: LMConfig) -> Sequential:
     """The compiled model with its initial weights (seeded by ``config.seed``)."""
     vocab = len(datasets.NAMES_LM_VOCAB)
     layers = [Embedding(vocab, config.embedding, input_length=config.context), Flatten()]
-    layers += [Dense(width, activation=config.activation) for width in config.hidden] + [Dense(vocab)]
+    layers += [Dropout(config.input_dropout)] if config.input_dropout else []
+    for width in config.hidden:  # Dropout between Dense layers (seeded by the model's seed): see docs/lm_sweep.md
+        layers += [Dense(width, activation=config.activation)] + ([Dropout(config.dropout)] if config.dropout else [])
+    layers += [Dense(vocab)]
     model = Sequential(layers, name="names_lm", seed=config.seed, backend=config.backend)
     lr, decay = config.initial_learning_rate, config.decay
     optimizer = optimizers.AdamW(learning_rate=lr, weight_decay=decay) if config.optimizer == "adam" \
@@ -109,8 +117,10 @@ def train(config: LMConfig, log=print, verbose=1):
     lr, min_lr = config.initial_learning_rate, config.final_learning_rate
     log(f"names: {len(data.names_train)} train / {len(data.names_val)} validation / {len(data.names_test)} test "
         f"({len(data.y_train)} / {len(data.y_val)} / {len(data.y_test)} characters)")
+    dropout = "".join(f", {what} dropout {rate:g}" for what, rate in (("input", config.input_dropout),
+                                                                         ("hidden", config.dropout)) if rate)
     log(f"model: context {config.context} × embedding {config.embedding} → {' → '.join(map(str, config.hidden))} "
-        f"{config.activation} → {len(data.vocab)}, {model.count_params():,} parameters, "
+        f"{config.activation} → {len(data.vocab)}{dropout}, {model.count_params():,} parameters, "
         f"{type(model.optimizer).__name__} lr {lr:g} → {min_lr:g} (cosine), weight decay {config.decay:g}, "
         f"batch {config.batch_size}, backend {model.network.backend}")
     callbacks = [CosineDecay(lr, min_lr, config.epochs)]

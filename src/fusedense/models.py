@@ -21,9 +21,11 @@ fused step reports them, no second forward pass) and averaged over the epoch; th
 includes the kernel regularizers' penalties; ``sample_weight`` / ``class_weight`` scale each
 row's loss (the mean still over the batch's rows) and weight the ``weighted_metrics``. How each loss is
 trained (fused on logits, or on Keras's clipped probabilities) is described in fusedense.losses.
+Dropout layers become the dropout rate of the next Dense layer's input in the fused network
+(fusedense.layers.Dropout): the engines draw the mask inside the training step.
 Differences from Keras: the default optimizer is Adam (Keras: RMSprop, which fusedense does not
-have); ``predict`` prints nothing unless verbose=1 is asked for; Dropout layers train only with
-rate 0 (see fusedense.layers).
+have); ``predict`` prints nothing unless verbose=1 is asked for; a Dropout after the last Dense
+layer, or with a loss on the outputs (see _training_path), does not train.
 """
 from __future__ import annotations
 
@@ -104,8 +106,7 @@ class Sequential:
                 raise ValueError("layer: fd.layers.Activation must follow a Dense layer without an activation "
                                  "(it becomes that layer's activation in the fused network)")
         elif isinstance(layer, Dropout):
-            if self.embedding is not None and not self._dense_layers(required=False):
-                raise ValueError("layer: fd.layers.Dropout cannot come between Embedding and the first Dense layer")
+            pass  # it drops the input of the next Dense layer (see _dropout)
         else:
             raise TypeError(f"layer: expected a layer of fusedense.layers (Dense, Dropout, Activation, Embedding, "
                             f"Flatten, Input), got {type(layer).__name__}")
@@ -137,6 +138,26 @@ class Sequential:
     def output_activation(self) -> str:
         return self._fused_activations()[-1]
 
+    def _dropout(self):
+        """(rates, seeds): per Dense layer, the dropout rate of its input in the fused network and
+        the seed of its mask. Consecutive Dropout layers drop an element when any of them does:
+        one rate 1 − Π(1 − rate), the same law. A Dropout without a seed gets one from the
+        model's seed (from fresh entropy without one), never from the weights' or the shuffling's
+        generator: adding a Dropout changes neither."""
+        rates, seeds, rate, seed = [], [], 0.0, None
+        for layer in self.layers:
+            if isinstance(layer, Dropout) and layer.rate > 0:
+                rate = layer.rate if rate == 0 else 1.0 - (1.0 - rate) * (1.0 - layer.rate)  # (one: exactly its rate)
+                seed = layer.seed if seed is None else seed
+            elif isinstance(layer, Dense):
+                if rate > 0 and seed is None:
+                    entropy = None if self.seed is None else (int(self.seed), len(rates))
+                    seed = int(np.random.default_rng(entropy).integers(0, 2**63 - 1))
+                rates.append(rate)
+                seeds.append(0 if rate == 0 else int(seed))
+                rate, seed = 0.0, None
+        return rates, seeds
+
     def build(self, input_shape=None):
         """Creates the weights for ``input_shape`` = n or (None, n) inputs (compile/fit do it)."""
         if self.network is not None:
@@ -150,9 +171,11 @@ class Sequential:
         self.input_dim = int(input_dim)
         # kernel_regularizer → the layer record's kernel penalty (l1, l2): the fused step adds it
         # to the loss and to dW (never to the bias), as Keras adds the regularization losses
+        rates, seeds = self._dropout()
         config = dict(alphas=[layer.alpha for layer in dense], dtype=self.dtype, random_state=self._rng,
                       backend=self.backend, penalties=[(reg.l1, reg.l2) if reg else (0.0, 0.0) for reg in
-                                                       (layer.kernel_regularizer for layer in dense)])
+                                                       (layer.kernel_regularizer for layer in dense)],
+                      dropout=rates, dropout_seeds=seeds)
         units, activations = [layer.units for layer in dense], self._fused_activations()
         if self.embedding is None:
             net = MLP([self.input_dim] + units, activations, **config)
@@ -253,12 +276,7 @@ class Sequential:
         batch_size = _positive_int("batch_size", 32 if batch_size is None else batch_size)
         epochs = _positive_int("epochs", epochs, allow_zero=True)
         initial_epoch = _positive_int("initial_epoch", initial_epoch, allow_zero=True)
-        dropouts = [layer for layer in self.layers if isinstance(layer, Dropout) and layer.rate > 0]
-        if dropouts:
-            raise NotImplementedError(
-                f"{dropouts[0].name}: training with Dropout(rate={dropouts[0].rate}) needs the dropout mask "
-                f"drawn inside the fused training step, which fusedense's engines do not have yet; predict and "
-                f"evaluate treat Dropout as the identity (it loads from Keras). Remove it or use rate=0 to train.")
+        self._check_dropout()
         x = self._inputs(x, "x")
         net = self.network
         y = net.as_targets(y, x.shape[0], self.loss, "y")
@@ -354,6 +372,24 @@ class Sequential:
             cb.on_train_end()
         self.history = history
         return history
+
+    def _check_dropout(self):
+        """Dropout trains inside the fused step only: not on the outputs (no Dense layer after it),
+        nor on the path that computes the gradient outside it (a loss on the outputs). Kernel
+        regularizers train with it: the fused step adds the record's penalties."""
+        dropouts = [layer for layer in self.layers if isinstance(layer, Dropout) and layer.rate > 0]
+        if not dropouts:
+            return
+        last_dense = max(i for i, layer in enumerate(self.layers) if isinstance(layer, Dense))
+        after = [layer for layer in self.layers[last_dense:] if layer in dropouts]
+        if after:
+            raise NotImplementedError(f"{after[0].name}: a Dropout after the last Dense layer (on the model's "
+                                      f"outputs) does not train in fusedense's fused step; put it before a Dense layer")
+        if self._loss_path != "fused":
+            raise NotImplementedError(
+                f"{dropouts[0].name}: Dropout trains inside the fused training step, which this model's "
+                f"loss on the outputs ({self.loss.name} without from_logits on a {self.output_activation} output) "
+                f"cannot use; use a fused loss (e.g. from_logits=True on a linear output)")
 
     def _sample_weights(self, y, n, sample_weight, class_weight, name):
         """The per-row weights (None: all ones) in the model's dtype, from ``sample_weight`` or

@@ -73,11 +73,15 @@ class MLP:
     backend: backend name ('auto' by default); resolved once, here.
     penalties: None, or (l1, l2) per layer: the kernel penalty l1·Σ|W| + l2·ΣW² every training
     step adds (W only, never the bias; see ``penalties`` and ``penalty_scale``).
+    dropout: None, or one rate in [0, 1) per layer: the fraction of that layer's *input* each
+    training step drops (inverted dropout, scaled by 1/(1 − rate); the identity in predict);
+    dropout_seeds: one integer in [0, 2**63) per layer, the seeds of those masks (None: zeros).
+    See :meth:`set_dropout`.
     """
 
     def __init__(self, sizes, activations="relu", output_activation="identity", alphas=None,
                  dtype=np.float32, init="glorot_uniform", random_state=None, backend=None, prefix=0,
-                 penalties=None):
+                 penalties=None, dropout=None, dropout_seeds=None):
         # prefix: leading entries of ``params`` reserved for a table that precedes the dense stack
         # (EmbeddingMLP's embeddings); the layers' offsets start after it.
         sizes = [int(s) for s in sizes]
@@ -85,7 +89,8 @@ class MLP:
         if isinstance(activations, str) or activations is None:
             activations = [activations] * (n_layers - 1) + [output_activation]
         layout, alphas, self.n_params = make_layout(sizes, activations, alphas, start=prefix)
-        self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties)
+        self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties, dropout=dropout,
+                                     seeds=dropout_seeds)
         self.dtype = _check_dtype(dtype)
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = None  # allocated by the first training step
@@ -137,7 +142,7 @@ class MLP:
 
     @layout.setter
     def layout(self, layout):
-        self.layers = checked_record(layout, self._layers["alpha"], self.n_params, penalties=self.penalties)
+        self._rebuild("layout", layout=layout)
 
     @property
     def alphas(self) -> np.ndarray:
@@ -146,7 +151,16 @@ class MLP:
 
     @alphas.setter
     def alphas(self, alphas):
-        self.layers = checked_record(self._layout, alphas, self.n_params, name="alphas", penalties=self.penalties)
+        self._rebuild("alphas", alphas=alphas)
+
+    def _rebuild(self, name, **changes):
+        """A new checked record: the current one's fields with ``changes`` (any of layout,
+        alphas, penalties, dropout, seeds); errors name ``name``."""
+        fields = dict(layout=self._layout, alphas=self._layers["alpha"], penalties=self.penalties,
+                      dropout=self._layers["dropout"], seeds=self._layers["seed"])
+        fields.update(changes)
+        self.layers = checked_record(fields["layout"], fields["alphas"], self.n_params, name=name,
+                                     penalties=fields["penalties"], dropout=fields["dropout"], seeds=fields["seeds"])
 
     @property
     def penalties(self) -> np.ndarray:
@@ -158,8 +172,26 @@ class MLP:
 
     @penalties.setter
     def penalties(self, penalties):
-        self.layers = checked_record(self._layout, self._layers["alpha"], self.n_params, name="penalties",
-                                     penalties=penalties)
+        self._rebuild("penalties", penalties=penalties)
+
+    @property
+    def dropout(self) -> np.ndarray:
+        """Each layer's input dropout rate (float64, read-only; see :meth:`set_dropout`)."""
+        return self._layers["dropout"]
+
+    @property
+    def dropout_seeds(self) -> np.ndarray:
+        """The seeds of the layers' dropout masks (int64, read-only)."""
+        return self._layers["seed"]
+
+    def set_dropout(self, rates, seeds=None):
+        """Drops a fraction ``rates[l]`` of layer l's input at every training step (one rate in
+        [0, 1) per layer; 0: none), Keras's Dropout before that Dense layer. The mask is drawn
+        inside the engine's fused step from (seeds[l], the optimizer step, l, row, column)
+        (fusedense.reference.dropout_keep): the same on every engine, reproducible by seed, new
+        at every step. ``seeds``: one integer in [0, 2**63) per layer (None: keep the current)."""
+        with self.training():
+            self._rebuild("layout", dropout=rates, seeds=self._layers["seed"] if seeds is None else seeds)
 
     @property
     def n_inputs(self) -> int:
@@ -226,6 +258,7 @@ class MLP:
         state["backend_name"] = self.engine.NAME
         state["layout"], state["alphas"] = self._layout, self._layers["alpha"].copy()
         state["penalties"] = self.penalties
+        state["dropout"], state["dropout_seeds"] = self._layers["dropout"].copy(), self._layers["seed"].copy()
         return state
 
     def __setstate__(self, state):
@@ -233,10 +266,11 @@ class MLP:
         state = {k: np.array(v) if isinstance(v, np.memmap) else v for k, v in state.items()}
         backend, layout, alphas = state.pop("backend_name"), state.pop("layout"), state.pop("alphas")
         penalties = state.pop("penalties", None)  # (pickles from before the kernel penalties: none)
+        dropout, seeds = state.pop("dropout", None), state.pop("dropout_seeds", None)  # (older pickles: none)
         self.__dict__.update(state)
         self._training = threading.RLock()
         self._batch_rows = None
-        self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties)
+        self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties, dropout=dropout, seeds=seeds)
         if self._hyper is not None and self._hyper.size < abi.N_HYPER:  # pickled before H_PENALTY_SCALE
             self._hyper = np.concatenate([self._hyper, [self.penalty_scale] * (abi.N_HYPER - self._hyper.size)])
         self.set_backend(backend)
@@ -477,12 +511,17 @@ class MLP:
 
     def architecture(self) -> dict:
         """The JSON-serialisable record from which ``MLP.from_architecture`` rebuilds this network."""
-        return {"sizes": list(self.sizes), "activations": list(self.activations),
-                "alphas": [float(a) if get_activation(name).has_alpha else None
-                           for a, name in zip(self.alphas, self.activations)], "dtype": self.dtype.name}
+        record = {"sizes": list(self.sizes), "activations": list(self.activations),
+                  "alphas": [float(a) if get_activation(name).has_alpha else None
+                             for a, name in zip(self.alphas, self.activations)], "dtype": self.dtype.name}
+        if (self.dropout > 0).any():
+            record["dropout"] = self.dropout.tolist()
+            record["dropout_seeds"] = self.dropout_seeds.tolist()
+        return record
 
     @classmethod
     def from_architecture(cls, record: dict, backend=None) -> "MLP":
         """A network with the architecture of ``record`` (weights zero, to be filled by the caller)."""
         return cls(record["sizes"], record["activations"], alphas=record["alphas"],
-                   dtype=record["dtype"], backend=backend)
+                   dtype=record["dtype"], backend=backend, dropout=record.get("dropout"),
+                   dropout_seeds=record.get("dropout_seeds"))

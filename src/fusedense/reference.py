@@ -130,36 +130,90 @@ def adam_step(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
     params -= lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
+# --- dropout: the mask every engine draws inside its training step ------------------------
+# A counter-based generator: whether element (row, column) of layer ``layer``'s input is kept at
+# training step ``step`` is a pure function of (seed, step, layer, row, column), so every engine
+# (and every thread, whatever rows it takes) draws the same mask without sharing a state.
+# 64-bit unsigned integers, wrapping; i = row · n_columns + column:
+#   mix64(z)   = SplitMix64's finalizer: z ^= z >> 30; z *= C1; z ^= z >> 27; z *= C2; z ^= z >> 31
+#   key        = mix64(mix64(mix64(seed ^ GOLDEN) ^ step) ^ layer)        (once per layer and step)
+#   u(g)       = mix64(key + (g + 1) · GOLDEN)         (SplitMix64's g-th output: 4 elements each)
+#   dropped    ⇔ bits 16·(i mod 4) … +15 of u(i div 4) < floor(rate · 2^16)
+# Four 16-bit uniforms per hash: the hash is what dropout costs (one per element took 35% of the
+# language model's step), and 2^-16 is a fine enough rate. A kept element is scaled by
+# 1/(1 − rate) (inverted dropout: the identity at inference keeps the expected activation); the
+# backward multiplies the input's gradient by the same mask and scale.
+
+GOLDEN = 0x9E3779B97F4A7C15
+MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_U64 = np.uint64
+
+
+def _mix64(z):
+    """SplitMix64's finalizer on uint64 arrays (wrapping arithmetic)."""
+    z = z ^ (z >> _U64(30))
+    z = z * _U64(MIX1)
+    z = z ^ (z >> _U64(27))
+    z = z * _U64(MIX2)
+    return z ^ (z >> _U64(31))
+
+
+def dropout_keep(seed, step, layer, n_rows, n_cols, rate):
+    """The (n_rows, n_cols) bool mask of the elements kept (see the definition above)."""
+    i = np.arange(n_rows * n_cols, dtype=_U64)
+    with np.errstate(over="ignore"):
+        key = _mix64(_mix64(_mix64(np.array([seed], _U64) ^ _U64(GOLDEN)) ^ _U64(step)) ^ _U64(layer))
+        u = _mix64(key + ((i >> _U64(2)) + _U64(1)) * _U64(GOLDEN))
+    bits = (u >> (_U64(16) * (i & _U64(3)))) & _U64(0xFFFF)
+    return (bits >= _U64(int(rate * 65536.0))).reshape(n_rows, n_cols)  # int() floors a positive number
+
+
+def dropout_scale(layer, n_rows, step, layer_index, dtype):
+    """mask · 1/(1 − rate) in ``dtype`` for the input of record entry ``layer`` (None: no dropout
+    at this step: rate 0, or step 0 = not a training step)."""
+    rate = float(layer["dropout"])
+    if rate == 0 or step == 0:
+        return None
+    keep = dropout_keep(int(layer["seed"]), step, layer_index, n_rows, int(layer["fan_in"]), rate)
+    return keep * np.array(1.0 / (1.0 - rate), dtype)
+
+
 # --- whole network over a flat parameter buffer -------------------------------------------
 
 
-def mlp_forward(x, params, layers, keep=False):
+def mlp_forward(x, params, layers, keep=False, step=0):
     """Runs every layer of the record ``layers`` (fusedense.layout.LAYER). Returns the output,
-    or (output, [(z, y) per layer]) when keep=True."""
+    or (output, [(z, y, layer input) per layer]) when keep=True. ``step`` ≥ 1: a training
+    step's forward, each layer's input multiplied by its dropout mask and scale (0: none)."""
     cache = []
     h = x
-    for (W, b), layer in zip(layer_views(params, layers), layers):
-        h, z = dense_forward(h, W, b, BY_ID[layer["activation"]], layer["alpha"])
-        cache.append((z, h))
+    for l, ((W, b), layer) in enumerate(zip(layer_views(params, layers), layers)):
+        scale = dropout_scale(layer, len(x), step, l, params.dtype)
+        inp = h if scale is None else h * scale
+        h, z = dense_forward(inp, W, b, BY_ID[layer["activation"]], layer["alpha"])
+        cache.append((z, h, inp))
     return (h, cache) if keep else h
 
 
-def mlp_backward(d_out, x, params, layers, cache, d_last_z=None, need_dx=False):
+def mlp_backward(d_out, x, params, layers, cache, d_last_z=None, need_dx=False, step=0):
     """Gradient of the loss w.r.t. the flat buffer, given dLoss/d(output) (or d_last_z, the
     gradient w.r.t. the last layer's pre-activation, when a fused loss supplies it).
-    need_dx: returns (grads, dLoss/dx) — what an embedding in front of the network needs."""
+    need_dx: returns (grads, dLoss/dx) — what an embedding in front of the network needs.
+    ``step``: the forward's (each layer's input gradient goes through its dropout mask)."""
     grads = np.zeros_like(params)
     views = layer_views(params, layers)
     grad_views = layer_views(grads, layers)
     dy = d_out
     for l in reversed(range(len(layers))):
         W, _ = views[l]
-        z, y = cache[l]
-        inp = x if l == 0 else cache[l - 1][1]
+        z, y, inp = cache[l]
         act = BY_ID[layers[l]["activation"]]
         if l == len(layers) - 1 and d_last_z is not None:
             act, dy = BY_ID[0], d_last_z  # the loss already folded in the last activation
         dx, dW, db = dense_backward(dy, inp, W, z, y, act, layers[l]["alpha"], need_dx=l > 0 or need_dx)
+        scale = dropout_scale(layers[l], len(x), step, l, params.dtype)
+        if dx is not None and scale is not None:
+            dx = dx * scale  # d(h·mask·s)/dh = mask·s
         grad_views[l][0][...] = dW
         grad_views[l][1][...] = db
         dy = dx
@@ -178,18 +232,20 @@ def kernel_penalty(params, layers, scale=1.0):
     return value, grads
 
 
-def mlp_loss_and_grad(x, targets, params, layers, loss_id, need_dx=False, sample_weight=None, penalty_scale=1.0):
+def mlp_loss_and_grad(x, targets, params, layers, loss_id, need_dx=False, sample_weight=None, penalty_scale=1.0,
+                      step=0):
     """Forward, loss and backward: (loss, grads), or (loss, (grads, dx)) with need_dx (as
     mlp_backward). Cross-entropy losses read the last layer's pre-activation (the logits), so
     the last activation (softmax/sigmoid/identity) is folded into the loss. The loss and grads
-    include the record's kernel penalties times ``penalty_scale`` (kernel_penalty)."""
-    out, cache = mlp_forward(x, params, layers, keep=True)
+    include the record's kernel penalties times ``penalty_scale`` (kernel_penalty). ``step`` ≥ 1
+    applies the layers' dropout masks of that training step (0: none, as mlp_gradient)."""
+    out, cache = mlp_forward(x, params, layers, keep=True, step=step)
     if loss_id == abi.LOSS_MSE:
         loss, dy = loss_and_gradient(loss_id, out, targets, sample_weight)
-        result = mlp_backward(dy, x, params, layers, cache, need_dx=need_dx)
+        result = mlp_backward(dy, x, params, layers, cache, need_dx=need_dx, step=step)
     else:
         loss, dz = loss_and_gradient(loss_id, cache[-1][0], targets, sample_weight)  # the logits
-        result = mlp_backward(None, x, params, layers, cache, d_last_z=dz, need_dx=need_dx)
+        result = mlp_backward(None, x, params, layers, cache, d_last_z=dz, need_dx=need_dx, step=step)
     penalty, penalty_grads = kernel_penalty(params, layers, penalty_scale)
     (result[0] if need_dx else result)[...] += penalty_grads
     return loss + penalty, result
@@ -207,10 +263,11 @@ def optimizer_step(params, grads, opt_state, hyper):
 
 
 def mlp_train_step(x, targets, params, layers, opt_state, loss_id, hyper, sample_weight=None):
-    """One minibatch: forward, loss (with the kernel penalties times hyper[H_PENALTY_SCALE]),
-    backward, optimizer update (in place). Returns (loss, grads)."""
+    """One minibatch: forward (with the dropout masks of step hyper[H_STEP]), loss (with the
+    kernel penalties times hyper[H_PENALTY_SCALE]), backward, optimizer update (in place).
+    Returns (loss, grads)."""
     loss, grads = mlp_loss_and_grad(x, targets, params, layers, loss_id, sample_weight=sample_weight,
-                                    penalty_scale=hyper[abi.H_PENALTY_SCALE])
+                                    penalty_scale=hyper[abi.H_PENALTY_SCALE], step=int(hyper[abi.H_STEP]))
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
 
@@ -231,13 +288,14 @@ def embedding_forward(tokens, params, layers, vocab_size):
     return mlp_forward(embed(tokens, params, layers, vocab_size), params, layers)
 
 
-def embedding_loss_and_grad(tokens, labels, params, layers, vocab_size, penalty_scale=1.0):
+def embedding_loss_and_grad(tokens, labels, params, layers, vocab_size, penalty_scale=1.0, step=0):
     """The softmax cross-entropy (over the last pre-activation) of a minibatch and its gradient
     w.r.t. the whole buffer: backward down to dLoss/dx, then dE[v] = Σ of dx over the
-    (row, position)s holding token v (a scatter-add). Returns (loss, grads)."""
+    (row, position)s holding token v (a scatter-add). ``step``: as mlp_loss_and_grad's.
+    Returns (loss, grads)."""
     x = embed(tokens, params, layers, vocab_size)
     loss, (grads, dx) = mlp_loss_and_grad(x, labels, params, layers, abi.LOSS_SPARSE_XENT, need_dx=True,
-                                          penalty_scale=penalty_scale)
+                                          penalty_scale=penalty_scale, step=step)
     dim = x.shape[1] // tokens.shape[1]
     np.add.at(grads[:vocab_size * dim].reshape(vocab_size, dim), tokens.ravel(), dx.reshape(-1, dim))
     return loss, grads
@@ -246,7 +304,8 @@ def embedding_loss_and_grad(tokens, labels, params, layers, vocab_size, penalty_
 def embedding_train_step(tokens, labels, params, layers, opt_state, hyper, vocab_size):
     """One minibatch: embedding_loss_and_grad, then the optimizer update of the whole buffer
     (in place). Returns (loss, grads)."""
-    loss, grads = embedding_loss_and_grad(tokens, labels, params, layers, vocab_size, hyper[abi.H_PENALTY_SCALE])
+    loss, grads = embedding_loss_and_grad(tokens, labels, params, layers, vocab_size, hyper[abi.H_PENALTY_SCALE],
+                                          int(hyper[abi.H_STEP]))
     optimizer_step(params, grads, opt_state, hyper)
     return loss, grads
 

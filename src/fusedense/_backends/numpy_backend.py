@@ -51,19 +51,21 @@ def adam_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, de
 
 
 def mlp_gradient(x, targets, params, grads, layers, loss_id, sample_weight):
-    return _gradient(x, targets, params, grads, layers, loss_id, sample_weight, 1.0)
+    return _gradient(x, targets, params, grads, layers, loss_id, sample_weight, 1.0, 0)
 
 
-def _gradient(x, targets, params, grads, layers, loss_id, sample_weight, penalty_scale):
+def _gradient(x, targets, params, grads, layers, loss_id, sample_weight, penalty_scale, step):
     value, grads[...] = reference.mlp_loss_and_grad(x, targets, params, layers, loss_id,
-                                                    sample_weight=sample_weight, penalty_scale=penalty_scale)
+                                                    sample_weight=sample_weight, penalty_scale=penalty_scale,
+                                                    step=step)
     return float(value)
 
 
 def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs, sample_weight):
+    step = int(hyper[abi.H_STEP])  # the dropout masks' step
     if outputs is not None:  # the oracle spends a second forward pass on them: it stays simple
-        outputs[...] = reference.mlp_forward(x, params, layers)
-    value = _gradient(x, targets, params, grads, layers, loss_id, sample_weight, hyper[abi.H_PENALTY_SCALE])
+        outputs[...] = reference.mlp_forward(x, params, layers, step=step)
+    value = _gradient(x, targets, params, grads, layers, loss_id, sample_weight, hyper[abi.H_PENALTY_SCALE], step)
     return _update(value, params, grads, opt_state, hyper)
 
 
@@ -72,10 +74,12 @@ def embedding_forward(tokens, params, layers, vocab_size, out):
 
 
 def embedding_train_step(tokens, labels, params, grads, opt_state, layers, hyper, vocab_size, outputs):
+    step = int(hyper[abi.H_STEP])
     if outputs is not None:  # a second forward pass, as in mlp_train_step
-        embedding_forward(tokens, params, layers, vocab_size, outputs)
+        outputs[...] = reference.mlp_forward(reference.embed(tokens, params, layers, vocab_size), params, layers,
+                                             step=step)
     value, grads[...] = reference.embedding_loss_and_grad(tokens, labels, params, layers, vocab_size,
-                                                          hyper[abi.H_PENALTY_SCALE])
+                                                          hyper[abi.H_PENALTY_SCALE], step)
     return _update(value, params, grads, opt_state, hyper)
 
 

@@ -62,7 +62,7 @@ def embedding_train_step(tokens, labels, params, grads, opt_state, layers, loss_
     gather(tokens, _table(params, vocab_size, dim), x)
     dx = np.empty_like(x)
     loss = loss_and_gradients(x, labels, x[:0], params[:0], params, grads, layers, loss_id, dx, outputs,
-                              hyper[abi.H_PENALTY_SCALE])
+                              hyper[abi.H_PENALTY_SCALE], np.int64(hyper[abi.H_STEP]))
     table_grad = _table(grads, vocab_size, dim)
     table_grad[:] = 0.0
     scatter_add(tokens, dx, table_grad)

@@ -8,6 +8,7 @@ import numpy as np
 from .. import abi
 from .activations import IDENTITY
 from .dense import dense_backward, dense_rows, gemm_rows
+from .dropout import apply_dropout
 from .jit import kernel
 from .losses import BINARY_XENT, CATEGORICAL_XENT, SPARSE_XENT, loss_and_gradient
 from .optimizers import adam_step, sgd_step
@@ -86,18 +87,20 @@ def mlp_train_step(x, labels, targets, weights, params, grads, opt_state, layers
     ``labels`` (int64) is used by the sparse cross-entropy, ``targets`` by the other losses;
     the unused one is empty. Cross-entropy losses fold the last activation in: their gradient
     is w.r.t. the last pre-activation, so the last layer backpropagates as identity.
+    Layers with a dropout rate draw their masks for step hyper[H_STEP].
     """
     loss = loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id,
-                              grads[:0].reshape((0, 0)), outputs, hyper[abi.H_PENALTY_SCALE])
+                              grads[:0].reshape((0, 0)), outputs, hyper[abi.H_PENALTY_SCALE],
+                              np.int64(hyper[abi.H_STEP]))
     return update_if_finite(loss, params, grads, opt_state, hyper)
 
 
 @kernel
 def mlp_gradient(x, labels, targets, weights, params, grads, layers, loss_id):
-    """mlp_train_step without the optimizer update (the contract's mlp_gradient): the record's
-    kernel penalties as they are (scale 1)."""
+    """mlp_train_step without the optimizer update and without dropout (the contract's
+    mlp_gradient): the record's kernel penalties as they are (scale 1)."""
     return loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id,
-                              grads[:0].reshape((0, 0)), grads[:0].reshape((0, 0)), 1.0)
+                              grads[:0].reshape((0, 0)), grads[:0].reshape((0, 0)), 1.0, np.int64(0))
 
 
 @kernel
@@ -121,21 +124,28 @@ def add_kernel_penalty(W, dW, l1, l2):
 
 
 @kernel
-def loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id, dx, outputs, penalty_scale):
+def loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_id, dx, outputs, penalty_scale,
+                       step):
     """mlp_train_step without the optimizer update: the loss, ``grads``, dLoss/dx into ``dx``
     unless it is (0, 0) (an embedding in front of the network needs it), the outputs into
     ``outputs`` unless it is empty; ``weights`` (the rows' sample weights) may be empty. The
-    loss and each dW include the record's kernel penalties times ``penalty_scale``."""
+    loss and each dW include the record's kernel penalties times ``penalty_scale``.
+    ``step`` >= 1: each layer with a dropout rate reads its input through that step's mask
+    (dropout.apply_dropout) and its input gradient goes through the same mask; 0: no dropout."""
     n_rows = x.shape[0]
     n_layers = layers.size
     starts = np.empty(n_layers + 1, dtype=np.int64)  # layer l's z/y rows in the workspaces
+    dropped = np.zeros(n_layers + 1, dtype=np.int64)  # layer l's masked input in ``inputs``
     starts[0] = 0
     n_covered = 0
     for layer in range(n_layers):
         starts[layer + 1] = starts[layer] + n_rows * layers[layer]["fan_out"]
         n_covered += (layers[layer]["fan_in"] + 1) * layers[layer]["fan_out"]
+        masked = step > 0 and layers[layer]["dropout"] > 0.0
+        dropped[layer + 1] = dropped[layer] + (n_rows * layers[layer]["fan_in"] if masked else 0)
     zs = np.empty(starts[n_layers], dtype=params.dtype)
     ys = np.empty(starts[n_layers], dtype=params.dtype)
+    inputs = np.empty(dropped[n_layers], dtype=params.dtype)
 
     h = ys[:0].reshape((0, 0))
     for layer in range(n_layers):
@@ -143,7 +153,14 @@ def loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_
         shape = (n_rows, W.shape[1])
         z = zs[starts[layer]:starts[layer + 1]].reshape(shape)
         y = ys[starts[layer]:starts[layer + 1]].reshape(shape)
-        if layer == 0:
+        if dropped[layer + 1] > dropped[layer]:  # x is kept out of h's type, as below
+            inp = inputs[dropped[layer]:dropped[layer + 1]].reshape((n_rows, W.shape[0]))
+            if layer == 0:
+                apply_dropout(layers, layer, step, x, inp)
+            else:
+                apply_dropout(layers, layer, step, h, inp)
+            dense_rows(inp, W, b, layers[layer]["activation"], layers[layer]["alpha"], z, y)
+        elif layer == 0:
             dense_rows(x, W, b, layers[layer]["activation"], layers[layer]["alpha"], z, y)
         else:
             dense_rows(h, W, b, layers[layer]["activation"], layers[layer]["alpha"], z, y)
@@ -169,12 +186,24 @@ def loss_and_gradients(x, labels, targets, weights, params, grads, layers, loss_
         y = ys[starts[layer]:starts[layer + 1]].reshape((n_rows, fan_out))
         act_id = IDENTITY if layer == last and folds_activation else layers[layer]["activation"]
         alpha = layers[layer]["alpha"]
+        masked = dropped[layer + 1] > dropped[layer]
+        x_layer = ys[:0].reshape((0, 0))
+        if masked:  # dW from the input the forward used; the input's gradient through the mask
+            x_layer = inputs[dropped[layer]:dropped[layer + 1]].reshape((n_rows, fan_in))
+        elif layer > 0:
+            x_layer = ys[starts[layer - 1]:starts[layer]].reshape((n_rows, fan_in))
         if layer == 0:
-            dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
+            if masked:
+                dense_backward(dy, x_layer, W, z, y, act_id, alpha, dx, dW, db)
+                if dx.size > 0:
+                    apply_dropout(layers, layer, step, dx, dx)
+            else:
+                dense_backward(dy, x, W, z, y, act_id, alpha, dx, dW, db)
         else:
             d_in = d_hidden[layer % 2, :n_rows * fan_in].reshape((n_rows, fan_in))
-            x_layer = ys[starts[layer - 1]:starts[layer]].reshape((n_rows, fan_in))
             dense_backward(dy, x_layer, W, z, y, act_id, alpha, d_in, dW, db)
+            if masked:
+                apply_dropout(layers, layer, step, d_in, d_in)
             dy = d_in
         l1 = penalty_scale * layers[layer]["l1"]
         l2 = penalty_scale * layers[layer]["l2"]

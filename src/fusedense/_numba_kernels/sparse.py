@@ -106,7 +106,8 @@ def sparse_train_step(indptr, indices, values, labels, targets, weights, params,
     sparse_forward(indptr, indices, values, W0, b0, act0, alpha0, z0, h0)
     dh0 = np.empty((B, n), params.dtype)
     loss = loss_and_gradients(h0, labels, targets, weights, params[base:], grads[base:], upper, loss_id, dh0,
-                              outputs, hyper[abi.H_PENALTY_SCALE])
+                              outputs, hyper[abi.H_PENALTY_SCALE],
+                              np.int64(0))  # (the gate refuses dropout on sparse input)
     if not np.isfinite(loss):
         return loss
     _, db0 = layer_params(grads, layers, 0)

@@ -52,6 +52,12 @@ def add_arguments(parser):
                              f"e.g. --hidden 300 300 for two layers)")
     parser.add_argument("--activation", default=d.activation, choices=_HIDDEN_ACTIVATIONS, metavar="NAME",
                         help=f"hidden activation (default {d.activation}; any of fd.ACTIVATIONS but softmax)")
+    parser.add_argument("--dropout", type=real(0), default=d.dropout,
+                        help=f"rate in [0, 1) at which training drops each hidden layer's outputs, drawn inside the fused "
+                             f"training step (default {d.dropout:g})")
+    parser.add_argument("--input-dropout", type=real(0), default=d.input_dropout,
+                        help=f"rate at which training drops the embeddings fed to the first hidden layer "
+                             f"(default {d.input_dropout:g})")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer)
     parser.add_argument("--lr", type=real(0, low_inclusive=False), default=None,
                         help="initial learning rate (adam 1e-3, sgd 0.1)")
