@@ -112,18 +112,27 @@ cdef void give_back_step_scratch(void* p, int64_t* slot_map, const int64_t* rows
 
 # --- the pieces ------------------------------------------------------------------------------
 
+cdef inline void prefetch_row(const real* row, Py_ssize_t n) noexcept nogil:
+    """Asks for every 64-byte cache line of a table row."""
+    cdef Py_ssize_t c = 0, line = 64 // sizeof(real)
+    while c < n:
+        fd_prefetch(row + c)
+        c += line
+
+
 cdef inline void gather_sum_row(const int64_t* indptr, const int64_t* indices, const real* values,
                                 Py_ssize_t i, const real* W, const real* b, Py_ssize_t n,
-                                real* z) noexcept nogil:
+                                real* z, Py_ssize_t nnz) noexcept nogil:
     """z = b + Σ values[k] · W[indices[k]] over row i's non-zeros (an axpy per non-zero: the
-    inner loop over n vectorizes)."""
+    inner loop over n vectorizes); the rows PREFETCH_AHEAD non-zeros on (of the next rows too,
+    up to nnz) are asked for meanwhile."""
     cdef Py_ssize_t k, c, end = indptr[i + 1]
     cdef const real* w
     cdef real v
     memcpy(z, b, n * sizeof(real))
     for k in range(indptr[i], end):
-        if k + PREFETCH_AHEAD < end:
-            fd_prefetch(W + indices[k + PREFETCH_AHEAD] * n)
+        if k + PREFETCH_AHEAD < nnz:
+            prefetch_row(W + indices[k + PREFETCH_AHEAD] * n, n)
         v = values[k]
         w = W + indices[k] * n
         for c in range(n):
@@ -137,11 +146,11 @@ cdef void sparse_forward(Py_ssize_t B, const int64_t* indptr, const int64_t* ind
     cdef Py_ssize_t i
     if in_parallel(threads, B):
         for i in prange(B, nogil=True, schedule="static", num_threads=threads):
-            gather_sum_row(indptr, indices, values, i, W, b, n, z + i * n)
+            gather_sum_row(indptr, indices, values, i, W, b, n, z + i * n, indptr[B])
             act_forward_row(act, alpha, z + i * n, y + i * n, n)
     else:
         for i in range(B):
-            gather_sum_row(indptr, indices, values, i, W, b, n, z + i * n)
+            gather_sum_row(indptr, indices, values, i, W, b, n, z + i * n, indptr[B])
             act_forward_row(act, alpha, z + i * n, y + i * n, n)
 
 
@@ -217,7 +226,7 @@ cdef void scatter_slots(Py_ssize_t B, const int64_t* indptr, const int64_t* slot
     for i in range(B):
         for k in range(indptr[i], indptr[i + 1]):
             if k + PREFETCH_AHEAD < nnz:
-                fd_prefetch(dW_rows + slot[k + PREFETCH_AHEAD] * n)
+                prefetch_row(dW_rows + slot[k + PREFETCH_AHEAD] * n, n)
             v = values[k]
             out = dW_rows + slot[k] * n
             for c in range(n):
@@ -463,8 +472,8 @@ cdef double _sparse_train_step(real tag, indptr, indices, values, labels, target
             else:
                 for r in range(count):  # the lazy step: the touched rows of W0 and of its state only
                     if r + PREFETCH_AHEAD < count:
-                        fd_prefetch(W0 + rows[r + PREFETCH_AHEAD] * n)
-                        fd_prefetch(first + layers[0].offset + rows[r + PREFETCH_AHEAD] * n)
+                        prefetch_row(W0 + rows[r + PREFETCH_AHEAD] * n, n)
+                        prefetch_row(first + layers[0].offset + rows[r + PREFETCH_AHEAD] * n, n)
                     start = layers[0].offset + rows[r] * n
                     update_span(&opt, pp + start, dW_rows + r * n, first + start,
                                 NULL if second == NULL else second + start, n)

@@ -122,7 +122,8 @@ class TextClassifier:
             for start in range(0, n, batch):
                 rows = order[start:start + batch]
                 if self.lr_decay == "linear":
-                    net._hyper[abi.H_LR] = self._base_lr * (1.0 - step / total_steps)
+                    net.optimizer.learning_rate = self._base_lr * (1.0 - step / total_steps)
+                    net.refresh_hyperparameters()
                 total += net.fused_step(X.take(rows), y[rows], abi.LOSS_SPARSE_XENT) * len(rows)
                 step += 1
             self.loss_curve_.append(total / n)

@@ -108,7 +108,7 @@ def dense_backward_from_python(dy, x, W, z, y, act_id, alpha, dx, dW, db):
         dz = dy
         _bias_gradient(dy, db)
     else:
-        dz = np.empty_like(dy)  # not in dy: it may be read-only
+        dz = np.empty_like(dy)  # not in dy: the caller's array
         derivative(act_id)(dy, z, y, alpha, dz, db)
     product(x.T, dz, dW)
     if dx.shape[0] > 0:
