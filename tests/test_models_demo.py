@@ -59,7 +59,8 @@ def test_every_speed_system_gives_the_networks_output_on_sparse_rows():
     problem = Problem.from_layers(net.weights, net.activations, x_pool)
     assert problem.sparse and problem.flops() == 2.0 * (x_pool.nnz * 8 + 5 * 8 * 3)
     np.testing.assert_allclose(problem.expected(), net.predict(x_pool), rtol=1e-5, atol=1e-6)
-    rows = {row["system"]: row for row in measure(problem, all_systems(), 1, replace(timing.QUICK, samples=1))}
+    systems = [system for system in all_systems() if not system.missing()]  # (peers installed here)
+    rows = {row["system"]: row for row in measure(problem, systems, 1, replace(timing.QUICK, samples=1))}
     assert {f"fusedense-{backend}{api}" for backend in fd.backends() for api in ("", "-api")} | {"numpy"} <= set(rows)
     for name, row in rows.items():  # right, or a system that says it takes no sparse input
         assert row["status"] == "ok" or "sparse inputs" in row["status"] or "dense inputs" in row["status"], \
