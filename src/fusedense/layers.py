@@ -269,7 +269,8 @@ class EmbeddingBag(Dense):
             if rows.shape[1] != self.input_dim:
                 raise ValueError(f"{name}: expected {self.input_dim} columns (the EmbeddingBag's input_dim), "
                                  f"got a sparse matrix of shape {rows.shape}")
-            rows = sparse.CSR(rows.indptr, rows.indices, rows.data.copy(), rows.shape)  # divided below
+            if self.mode == "mean":  # divided below, in place: never the caller's values
+                rows = sparse.CSR(rows.indptr, rows.indices, rows.data.copy(), rows.shape)
         else:
             rows = self._id_bags(x, dtype, name)
         return sparse.divide_rows(rows, "sum") if self.mode == "mean" else rows
