@@ -43,6 +43,40 @@ def test_mlp_round_trip_keeps_dtype_and_exact_parameters(tmp_path, dtype):
     assert loaded.architecture() == net.architecture()
 
 
+def test_kernel_penalties_survive_save_and_load(tmp_path):
+    """The (l1, l2) kernel penalties are part of how a model trains: a saved and reloaded model
+    trains exactly like the original (MLP, EmbeddingMLP and a Sequential with regularizers)."""
+    rng = np.random.default_rng(0)
+    net = fd.MLP([4, 6, 2], ["relu", "identity"], random_state=3, penalties=[(0.01, 0.0), (0.0, 0.05)])
+    lm = fd.EmbeddingMLP(5, 3, 2, [4, 5], random_state=0, penalties=[(0.0, 0.1), (0.02, 0.0)])
+    for model in (net, lm):
+        model.save(tmp_path / "m.npz")
+        loaded = fd.load_model(tmp_path / "m.npz")
+        np.testing.assert_array_equal(loaded.penalties, model.penalties)
+        assert loaded.architecture() == model.architecture()
+    seq = fd.Sequential([fd.Dense(6, activation="relu", input_shape=(4,), kernel_regularizer=fd.regularizers.l2(0.05)),
+                         fd.Dense(2)], seed=0)
+    seq.compile(optimizer="sgd", loss="mse")
+    x, y = rng.normal(size=(16, 4)).astype(np.float32), rng.normal(size=(16, 2)).astype(np.float32)
+    seq.fit(x, y, epochs=1, verbose=0)
+    seq.save(tmp_path / "s.npz")
+    loaded = fd.load_model(tmp_path / "s.npz")
+    np.testing.assert_array_equal(loaded.network.penalties, seq.network.penalties)
+    seq.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    loaded.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    np.testing.assert_array_equal(loaded.network.params, seq.network.params)
+
+
+def test_a_negative_penalty_in_a_file_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    fd.MLP([3, 4, 2], random_state=0, penalties=[(0.0, 0.1), (0.0, 0.0)]).save(path)
+    record = _record(path)
+    record["architecture"]["penalties"][0][1] = -1.0
+    _rewrite(path, record=record)
+    with pytest.raises(ValueError, match="not a fusedense model file: architecture: .*penalties"):
+        fd.load_model(path)
+
+
 def test_save_writes_the_exact_path_and_leaves_no_temporary_files(tmp_path):
     net = fd.MLP([3, 2], random_state=0)
     net.save(tmp_path / "weights.bin")

@@ -98,7 +98,7 @@ class EmbeddingMLP(MLP):
         emb = record["embedding"]
         return cls(emb["vocab_size"], emb["dim"], emb["context"], record["sizes"], record["activations"],
                    alphas=record["alphas"], dtype=record["dtype"], backend=backend, dropout=record.get("dropout"),
-                   dropout_seeds=record.get("dropout_seeds"))
+                   dropout_seeds=record.get("dropout_seeds"), penalties=record.get("penalties"))
 
     # --- inference -------------------------------------------------------------------------
 

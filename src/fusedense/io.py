@@ -383,7 +383,7 @@ def _alpha(name, value, activation):
 def _checked_architecture(architecture) -> int:
     """The parameter count of a checked architecture record (computed, nothing allocated)."""
     architecture = _keys("architecture", architecture, ("sizes", "activations", "alphas", "dtype"),
-                         ("embedding", "dropout", "dropout_seeds"))
+                         ("embedding", "dropout", "dropout_seeds", "penalties"))
     sizes = [_count(f"architecture.sizes[{i}]", s) for i, s in enumerate(_list("architecture.sizes", architecture["sizes"]))]
     n_layers = len(sizes) - (0 if "embedding" in architecture else 1)
     if n_layers < 1:
@@ -403,7 +403,7 @@ def _checked_architecture(architecture) -> int:
     try:
         layout, alphas, n_params = make_layout(sizes, activations, architecture["alphas"], start=start)
         layer_record(layout, alphas, n_params, "architecture", dropout=architecture.get("dropout"),
-                     seeds=architecture.get("dropout_seeds"))  # the dropout rates and seeds
+                     seeds=architecture.get("dropout_seeds"), penalties=architecture.get("penalties"))
         return n_params
     except (TypeError, ValueError) as exc:
         raise _Invalid(f"architecture: {exc}") from None

@@ -517,6 +517,8 @@ class MLP:
         if (self.dropout > 0).any():
             record["dropout"] = self.dropout.tolist()
             record["dropout_seeds"] = self.dropout_seeds.tolist()
+        if self.penalties.any():  # the kernel penalties are part of what training does
+            record["penalties"] = self.penalties.tolist()
         return record
 
     @classmethod
@@ -524,4 +526,4 @@ class MLP:
         """A network with the architecture of ``record`` (weights zero, to be filled by the caller)."""
         return cls(record["sizes"], record["activations"], alphas=record["alphas"],
                    dtype=record["dtype"], backend=backend, dropout=record.get("dropout"),
-                   dropout_seeds=record.get("dropout_seeds"))
+                   dropout_seeds=record.get("dropout_seeds"), penalties=record.get("penalties"))
