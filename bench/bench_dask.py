@@ -2,7 +2,7 @@
 rows (a 784-128-64-10 MLP) with 1 and 2 worker processes of 1 thread against local predict on 1
 and 2 threads, and the data-parallel epoch against the local epoch.
 
-    python bench/bench_dask.py [--rows 1000000] [--repeats 3]
+    python bench/bench_dask.py [--rows 1000000] [--repeats 3] [--skip-epoch] [--dask-defaults]
 
 Runs are alternated in one process (the machine is shared and noisy) and the best of
 ``--repeats`` is reported. A worker builds its input block once and reuses it for every block of
@@ -83,6 +83,9 @@ def predict_table(clients, rows, repeats):
     print("| run | seconds | rows/s |\n|---|---:|---:|")
     for name, ts in times.items():
         print(f"| {name} | {min(ts):.2f} | {rows / min(ts):,.0f} |")
+    two, one, local = (min(times[k]) for k in ("2 workers × 1 thread, 1 fusedense thread each",
+                                                 "1 worker × 1 thread, 1 fusedense thread", "local, 2 threads"))
+    print(f"2 workers / 1 worker: {one / two:.2f}x; 2 workers / local on 2 threads: {local / two:.2f}x")
     return {name: rows / min(ts) for name, ts in times.items()}
 
 
@@ -124,15 +127,20 @@ def epoch_table(client, repeats, rows=24_000, batch_sizes=(256, 2048, 24_000)):
 
 
 def main():
+    import dask
+    import fusedense.dask as fdd
     from distributed import Client, LocalCluster
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-epoch", action="store_true")
+    parser.add_argument("--dask-defaults", action="store_true",
+                        help="start the clusters with Dask's default settings, not fusedense.dask.COMPUTE_CONFIG")
     args = parser.parse_args()
-    one = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
-    two = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    with dask.config.set({} if args.dask_defaults else fdd.COMPUTE_CONFIG):
+        one = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
+        two = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     with Client(one) as c1, Client(two) as c2:
         clients = {"1 worker × 1 thread, 1 fusedense thread": (c1, 1),
                    "1 worker × 1 thread, 2 fusedense threads": (c1, 2),

@@ -2,6 +2,7 @@
 bit-identical to local predict, training equal to local training, and a worker killed during a
 prediction costs nothing but time."""
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 dd = pytest.importorskip("dask.dataframe")
 pd = pytest.importorskip("pandas")
@@ -26,8 +28,9 @@ ROWS, FEATURES = 1200, 12
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", silence_logs=50)
+    with dask.config.set(fdd.COMPUTE_CONFIG):  # as the README starts a cluster for fusedense
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0", silence_logs=50)
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
@@ -47,6 +50,16 @@ def test_import_fusedense_does_not_import_dask():
     code = ("import sys, fusedense; bad = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compute_config_reaches_the_workers_and_the_environment_form_reads_the_same(client):
+    keys = list(fdd.COMPUTE_CONFIG)
+    on_workers = client.run(lambda: [dask.config.get(key) for key in keys])
+    assert list(on_workers.values()) == [list(fdd.COMPUTE_CONFIG.values())] * 2
+    code = "import dask, distributed, json; print(json.dumps([dask.config.get(k) for k in %r]))" % keys
+    env = {**os.environ, **fdd.compute_config_env()}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == list(fdd.COMPUTE_CONFIG.values())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

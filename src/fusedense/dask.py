@@ -34,7 +34,30 @@ from . import abi
 from .losses import get_loss
 from .network import MLP
 
-__all__ = ["predict", "predict_proba", "transform", "fit", "fit_data_parallel", "batch_plan"]
+__all__ = ["predict", "predict_proba", "transform", "fit", "fit_data_parallel", "batch_plan", "COMPUTE_CONFIG",
+           "compute_config_env"]
+
+
+# Dask settings for a cluster whose workers spend their time in compiled kernels. By default every
+# worker samples its threads' stacks every 10 ms (the statistical profiler) and every process wakes
+# 10-50 times a second for its tick, memory and system monitors: on a 2-core host that idle work
+# took ~6% of the machine from the kernels (docs/performance-notes.md, section Dask). Set them
+# before the cluster starts: ``dask.config.set(fusedense.dask.COMPUTE_CONFIG)``, or as the
+# DASK_* environment variables of ``dask worker`` / ``dask scheduler`` (``compute_config_env()``).
+# The cost: no task profiles on the dashboard, and a worker notices memory pressure within 1 s
+# instead of 0.1 s.
+COMPUTE_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+
+
+def compute_config_env() -> dict:
+    """``COMPUTE_CONFIG`` as the environment variables Dask reads (``DASK_DISTRIBUTED__...``)."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+            for key, value in COMPUTE_CONFIG.items()}
 
 
 # --- the network inside a model, and blocks as its inputs ---------------------------------------
