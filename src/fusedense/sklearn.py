@@ -1,6 +1,7 @@
 """scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` with scikit-learn's parameters,
-attributes, validation and messages, trained by the fused kernels (one engine call per minibatch
-for 'adam' / 'sgd', one per function evaluation for 'lbfgs').
+attributes, validation and messages, trained by the fused kernels (one engine call per epoch
+for 'adam' / 'sgd' on dense X, ``mlp_train_epoch``; one per minibatch on sparse X; one per
+function evaluation for 'lbfgs').
 
     >>> clf = fd.MLPClassifier(hidden_layer_sizes=(100,), max_iter=200, random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:5]); clf.score(X_test, y_test)
