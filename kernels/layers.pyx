@@ -1,5 +1,5 @@
 """Dense layers and whole networks: the entry points dense_forward, dense_backward,
-mlp_forward, loss, mlp_gradient and mlp_train_step. The kernels behind them are split by job:
+mlp_forward, loss, mlp_gradient, mlp_train_step and mlp_train_epoch. The kernels behind them are split by job:
 dense.pxd (one layer, forward and backward), network.pxd (every layer), losses.pxd,
 train.pxd (the fused training step), thread_policy.pxd (OpenMP thread counts).
 
@@ -13,12 +13,12 @@ output columns on OpenMP threads (dense.layer_forward); larger batches leave thr
 two pools spinning against each other cost a thousand times the call.
 """
 cimport numpy as cnp
-from libc.math cimport isfinite
+from libc.math cimport NAN, isfinite, pow, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
-from abi cimport H_APPLIED, H_PENALTY_SCALE, H_STEP, LOSS_SPARSE_XENT
+from abi cimport H_APPLIED, H_EPS, H_PENALTY_SCALE, H_STEP, LOSS_SPARSE_XENT
 from act cimport check_act, needs_z
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from dense cimport layer_backward, layer_forward
@@ -250,3 +250,128 @@ def mlp_train_step(x, targets, params, grads, opt_state, layers, int loss_id, hy
                          outputs, sample_weight)
     return _mlp_step(<double>0, x, targets, params, grads, opt_state, lp, L, loss_id, hyper,
                      outputs, sample_weight)
+
+
+# --- a whole epoch of fused training steps ----------------------------------------------------
+
+cdef double _mlp_epoch(real tag, x, targets, order, Py_ssize_t batch_size, params, grads, opt_state,
+                       const Layer* layers, Py_ssize_t L, int loss_id, hyper, sample_weight,
+                       batch_losses, bint penalty_over_weight, bint epsilon_on_sqrt_v) except? -1:
+    """mlp_train_epoch: the loop of _mlp_step over minibatches without returning to Python
+    (the per-call costs, argument checks, work allocation, optimizer read, are paid once)."""
+    cdef Py_ssize_t n = dim(x, 0, "x"), k = layers[0].fan_in, P = dim(params, 0, "params")
+    cdef Py_ssize_t C = layers[L - 1].fan_out
+    cdef Py_ssize_t m = n if order is None else dim(order, 0, "order")
+    cdef Py_ssize_t B = min(batch_size, m)
+    cdef Py_ssize_t n_batches = (m + B - 1) // B
+    cdef int t = typenum(tag)
+    cdef Optimizer opt
+    check_training(tag, params, grads, opt_state, hyper, &opt)
+    cdef double* h = <double*>cnp.PyArray_DATA(hyper)
+    cdef real* sp = <real*>cnp.PyArray_DATA(opt_state)
+    cdef const real* xp = <real*>buffer(x, "x", t, n, k)
+    cdef real* pp = <real*>buffer(params, "params", t, -1, P, True)
+    cdef real* gp = <real*>buffer(grads, "grads", t, -1, P, True)
+    cdef const int64_t* lab = NULL
+    cdef const real* tp = NULL
+    targets_of(tag, loss_id, targets, n, C, &lab, &tp)
+    cdef const int64_t* idx = <int64_t*>optional_buffer(order, "order", cnp.NPY_INT64, -1, m)
+    cdef const real* wp = <real*>optional_buffer(sample_weight, "sample_weight", t, -1, n)
+    cdef double* lp = <double*>buffer(batch_losses, "batch_losses", cnp.NPY_FLOAT64, -1, n_batches, True)
+    cdef bint tiled = layers_tile(layers, L, 0, P)
+    cdef real** kept
+    cdef real* work = <real*>alloc_train_work(train_work_size(B, layers, L) * sizeof(real), L,
+                                              <void**>&kept)
+    # one batch's gathered rows: x, float targets (or labels), weights; used only where needed
+    cdef real* xb = <real*>malloc((B * k + B * C + B) * sizeof(real))
+    cdef int64_t* lb = <int64_t*>malloc(B * sizeof(int64_t))
+    if xb == NULL or lb == NULL:
+        free(work)
+        free(kept)
+        free(xb)
+        free(lb)
+        raise MemoryError()
+    cdef real* tb = xb + B * k
+    cdef real* wb = tb + B * C
+    cdef double base_eps = h[H_EPS], base_scale = h[H_PENALTY_SCALE], total = 0, loss = 0, weight_sum, w
+    cdef Py_ssize_t i, r, j, start, rows, row
+    cdef uint64_t step
+    cdef const real* bx
+    cdef const int64_t* blab
+    cdef const real* bt
+    cdef const real* bw
+    with nogil:
+        for i in range(n_batches):
+            start = i * B
+            rows = min(B, m - start)
+            if idx == NULL:  # stored order: the batch is a slice, read in place
+                bx = xp + start * k
+                blab = NULL if lab == NULL else lab + start
+                bt = NULL if tp == NULL else tp + start * C
+            else:  # gather; the gate checked every index is in [0, n)
+                for r in range(rows):
+                    row = idx[start + r]
+                    memcpy(xb + r * k, xp + row * k, k * sizeof(real))
+                    if lab != NULL:
+                        lb[r] = lab[row]
+                    else:
+                        memcpy(tb + r * C, tp + row * C, C * sizeof(real))
+                bx, blab, bt = xb, (lb if lab != NULL else NULL), (tb if tp != NULL else NULL)
+            # scikit-learn's weighted average: the weights rescaled to sum to the batch's rows
+            weight_sum = rows
+            bw = NULL
+            if wp != NULL:
+                weight_sum = 0
+                for r in range(rows):
+                    weight_sum += wp[start + r if idx == NULL else idx[start + r]]
+                w = rows / weight_sum if weight_sum > 0 else 0.0
+                for r in range(rows):
+                    wb[r] = <real>(wp[start + r if idx == NULL else idx[start + r]] * w)
+                bw = wb
+            step = <uint64_t>h[H_APPLIED] + 1
+            h[H_STEP] = <double>step
+            opt.correction1, opt.correction2 = 1 - pow(opt.beta1, <double>step), 1 - pow(opt.beta2, <double>step)
+            if epsilon_on_sqrt_v:  # ε on √v = ε/√(1−β2^t) on √v̂
+                opt.eps = base_eps / sqrt(opt.correction2)
+            h[H_PENALTY_SCALE] = base_scale
+            if penalty_over_weight:
+                h[H_PENALTY_SCALE] = base_scale / weight_sum if weight_sum > 0 else 0.0
+            if not tiled:
+                memset(gp, 0, P * sizeof(real))
+            loss = train_gradients(rows, bx, blab, bt, bw, pp, gp, layers, L, loss_id, work, kept,
+                                   network_threads(rows, layers, L, sizeof(real), True), NULL, NULL,
+                                   &opt if tiled else NULL, sp, sp + P, h[H_PENALTY_SCALE], step)
+            lp[i] = loss
+            if not isfinite(loss):  # this batch not applied (transactional, as mlp_train_step)
+                for j in range(i + 1, n_batches):
+                    lp[j] = NAN
+                break
+            if not tiled:
+                optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P,
+                               network_threads(rows, layers, L, sizeof(real), True))
+            h[H_APPLIED] = h[H_STEP]
+            total += loss * rows
+        h[H_PENALTY_SCALE] = base_scale
+    free(work)
+    free(kept)
+    free(xb)
+    free(lb)
+    return total / m if isfinite(loss) else loss
+
+
+def mlp_train_epoch(x, targets, order, Py_ssize_t batch_size, params, grads, opt_state, layers,
+                    int loss_id, hyper, sample_weight, batch_losses, bint penalty_over_weight,
+                    bint epsilon_on_sqrt_v):
+    """One pass of mlp_train_step over the rows of x in minibatches (see the interface);
+    returns the rows' mean loss, or the first loss that is not finite."""
+    cdef Py_ssize_t L
+    cdef const Layer* lp = records(layers, &L)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    if is_float32(x):
+        return _mlp_epoch(<float>0, x, targets, order, batch_size, params, grads, opt_state, lp, L,
+                          loss_id, hyper, sample_weight, batch_losses, penalty_over_weight,
+                          epsilon_on_sqrt_v)
+    return _mlp_epoch(<double>0, x, targets, order, batch_size, params, grads, opt_state, lp, L,
+                      loss_id, hyper, sample_weight, batch_losses, penalty_over_weight,
+                      epsilon_on_sqrt_v)

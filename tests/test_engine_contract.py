@@ -158,9 +158,35 @@ CASES = {
     "dropout train step at step 2.5": lambda be: (lambda net: net.engine.mlp_train_step(
         _x(), np.zeros(5, np.int64), net.params, np.zeros_like(net.params), np.zeros((1, net.n_params), F32),
         net.layers, 0, _with_step(fd.optimizers.SGD().hyper(0), 2.5), None, None))(_net(be, dropout=[0.5, 0.0])),
+    # a whole epoch in one call: every argument the loop reads, checked before it starts
+    "train_epoch order past the rows": lambda be: _epoch(be, order=np.array([0, 4, 5])),
+    "train_epoch negative order": lambda be: _epoch(be, order=np.array([0, -1])),
+    "train_epoch float order": lambda be: _epoch(be, order=np.arange(5.0)),
+    "train_epoch empty order": lambda be: _epoch(be, order=np.arange(0)),
+    "train_epoch batch_size 0": lambda be: _epoch(be, batch_size=0),
+    "train_epoch batch_losses too short": lambda be: _epoch(be, batch_size=2, batch_losses=np.zeros(2)),
+    "train_epoch flag 1 instead of True": lambda be: _epoch(be, penalty_over_weight=1),
+    "train_epoch negative sample weight": lambda be: _epoch(be, sample_weight=-np.ones(5, F32)),
+    "train_epoch label 2**40": lambda be: _epoch(be, targets=np.array([0, 1, 2, 0, 2**40])),
+    "train_epoch step count 2**53": lambda be: _epoch(be, hyper=_applied(fd.optimizers.Adam().hyper(1), 2.0**53)),
     "dropout on sparse input": lambda be: _net(be, dropout=[0.0, 0.5]).train_step(
         _sparse_x(), np.arange(5) % 3, loss="sparse_categorical_crossentropy"),
 }
+
+
+def _epoch(backend, **changes):
+    """mlp_train_epoch on the gate with valid arguments but ``changes``."""
+    net = _trained(backend)
+    args = dict(x=_x(), targets=np.arange(5) % 3, order=None, batch_size=2, params=net.params, grads=net.grads,
+                opt_state=net.opt_state, layers=net.layers, loss_id=0, hyper=net._hyper, sample_weight=None,
+                batch_losses=np.zeros(3), penalty_over_weight=False, epsilon_on_sqrt_v=False)
+    args.update(changes)
+    return net.engine.mlp_train_epoch(**args)
+
+
+def _applied(hyper, applied):
+    hyper[abi.H_APPLIED] = applied
+    return hyper
 
 
 def _with_step(hyper, step):

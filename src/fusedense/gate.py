@@ -257,6 +257,18 @@ def _weights(sample_weight, dtype, n_rows):
             raise ValueError("sample_weight: expected finite weights >= 0")
 
 
+def _order(order, n_rows):
+    """The rows an epoch visits: int64 (m >= 1,) indices in [0, n_rows) (the kernels gather x's
+    rows by them, so every one is checked); returns m."""
+    _array("order", order, _INT64, (None,))
+    if not order.shape[0]:
+        raise ValueError("order: expected at least one row index, got an empty array")
+    if order.min() < 0 or order.max() >= n_rows:
+        bad = order.min() if order.min() < 0 else order.max()
+        raise ValueError(f"order: expected row indices in [0, {n_rows}) (the rows of x), got {bad}")
+    return order.shape[0]
+
+
 def _csr(indptr, indices, values, dtype, n_features):
     """Rows B >= 1 of a CSR batch given as its three arrays (the fronts convert SciPy matrices
     with fusedense.sparse.as_csr): indptr int64 (B+1,) from 0 to nnz, never decreasing;
@@ -418,6 +430,26 @@ class Gate:
                           ("grads", grads))
         return self.engine.mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper, outputs,
                                           sample_weight)
+
+    def mlp_train_epoch(self, x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper,
+                        sample_weight, batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+        network = self._train_buffers(params, grads, opt_state, layers, hyper)
+        n, _ = self._batch(x, targets, loss_id, sample_weight, network)
+        m = n if order is None else _order(order, n)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        n_batches = -(-m // min(int(batch_size), m))
+        applied = hyper[abi.H_APPLIED]
+        if not (0 <= applied <= MAX_STEP - n_batches and applied == int(applied)):
+            raise ValueError(f"hyper[H_APPLIED]: expected the step count, an integer in [0, 2**53 - {n_batches}] "
+                             f"(this epoch takes {n_batches} steps), got {applied!r}")
+        _fresh_output("batch_losses", batch_losses, np.dtype(np.float64), (n_batches,), ("hyper", hyper))
+        for name, flag in (("penalty_over_weight", penalty_over_weight), ("epsilon_on_sqrt_v", epsilon_on_sqrt_v)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+        return self.engine.mlp_train_epoch(x, targets, order, int(batch_size), params, grads, opt_state, layers,
+                                           loss_id, hyper, sample_weight, batch_losses, bool(penalty_over_weight),
+                                           bool(epsilon_on_sqrt_v))
 
     @staticmethod
     def _embedding(layers, vocab_size, context):

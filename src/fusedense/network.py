@@ -57,6 +57,13 @@ INITIALIZERS = {"glorot_uniform": _glorot_uniform, "glorot_normal": _glorot_norm
                 "he_uniform": _he_uniform, "he_normal": _he_normal, "zeros": _zeros}
 
 
+def _diverged(loss, step):
+    """The message of a training step whose loss is not finite (the engine did not apply it)."""
+    return (f"training diverged: the loss became {loss} at optimizer step {step}, which was not applied (the "
+            f"parameters and optimizer state are as before it); lower the learning rate, scale the inputs, or "
+            f"check them for NaN/inf")
+
+
 def _check_dtype(dtype):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -434,10 +441,7 @@ class MLP:
             loss = self._train_kernel(x, targets, loss_id, outputs) if sample_weight is None else \
                 self._train_kernel(x, targets, loss_id, outputs, sample_weight)
         if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"training diverged: the loss became {loss} at optimizer step {step}, which was not "
-                f"applied (the parameters and optimizer state are as before it); lower the learning "
-                f"rate, scale the inputs, or check them for NaN/inf")
+            raise FloatingPointError(_diverged(loss, step))
         return loss
 
     @contextlib.contextmanager
@@ -494,6 +498,32 @@ class MLP:
                                              f"{exc}") from None
                 total += loss * (stop - start)
             return total / n
+
+    def fused_epoch(self, x, targets, loss_id, batch_size, order=None, sample_weight=None,
+                    penalty_over_weight=False, epsilon_on_sqrt_v=False) -> float:
+        """train_epoch (without ``outputs``) as ONE engine call: the engine gathers each batch,
+        steps and moves on without returning to Python, so the per-step Python work (gather,
+        gate, lock, bookkeeping) and the step's per-call setup are paid once per epoch. Dense
+        ``x`` only. sample_weight: None or (n,) in the model's dtype: each batch's loss is its
+        rows' weighted average; penalty_over_weight / epsilon_on_sqrt_v: scikit-learn's
+        per-batch penalty scale and Adam's ε placement (see the interface's mlp_train_epoch).
+        Returns the rows' mean of the batch losses; a loss that is not finite raises
+        FloatingPointError naming the batch (the batches before it applied, it not)."""
+        with self.training():
+            if self.optimizer is None:
+                self.set_optimizer("adam")
+            if self.grads is None:
+                self.grads = np.zeros(self.n_params, self.dtype)
+            m = x.shape[0] if order is None else len(order)
+            losses = np.empty(-(-m // min(batch_size, m)))
+            self._hyper[abi.H_STEP] = self.step + 1  # (the gate's dropout check reads it)
+            loss = self.engine.mlp_train_epoch(x, targets, order, batch_size, self.params, self.grads, self.opt_state,
+                                               self._layers, loss_id, self._hyper, sample_weight, losses,
+                                               penalty_over_weight, epsilon_on_sqrt_v)
+        if not math.isfinite(loss):
+            batch = int(np.argmax(~np.isfinite(losses))) + 1
+            raise FloatingPointError(f"batch {batch} of {len(losses)}: {_diverged(loss, self.step + 1)}")
+        return loss
 
     def _batch_buffers(self, x, targets, batch_size):
         """(x rows, target rows) buffers of ``batch_size`` rows shaped like ``x`` / ``targets``,

@@ -1,6 +1,7 @@
 """scikit-learn estimators: ``MLPClassifier`` and ``MLPRegressor`` with scikit-learn's parameters,
-attributes, validation and messages, trained by the fused kernels (one engine call per minibatch
-for 'adam' / 'sgd', one per function evaluation for 'lbfgs').
+attributes, validation and messages, trained by the fused kernels (one engine call per epoch
+for 'adam' / 'sgd' on dense X, ``mlp_train_epoch``; one per minibatch on sparse X; one per
+function evaluation for 'lbfgs').
 
     >>> clf = fd.MLPClassifier(hidden_layer_sizes=(100,), max_iter=200, random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:5]); clf.score(X_test, y_test)
@@ -279,6 +280,9 @@ class _BaseMLP(BaseEstimator):
         separate_penalty = bool(self.alpha) and not math.isclose(self._loss_scale * self._grad_scale, 1.0)
         if separate_penalty:  # (not self.coefs_: its check_is_fitted reads the estimator's tags, ~0.1 ms)
             penalised = [W for W, _ in net.weights[1 if isinstance(X, CSR) else 0:]]  # (see _set_penalties)
+        if not separate_penalty and not isinstance(X, CSR):
+            # the common case: the whole epoch in one engine call (no Python between the steps)
+            return self._loss_scale * self._fused_epoch(X, targets, sample_weight, batch_size, order)
         n = X.shape[0]
         if order is not None:  # gather buffers reused from batch to batch (still in cache for the kernel)
             # (a sparse X gathers its rows itself: CSR.take)
@@ -303,6 +307,19 @@ class _BaseMLP(BaseEstimator):
             batch_loss = self._loss_scale * (step_loss - self._grad_scale * penalty) + penalty
             total += batch_loss * (stop - start)
         return total / n
+
+    def _fused_epoch(self, X, targets, sample_weight, batch_size, order):
+        """The epoch as net.fused_epoch: the engine applies scikit-learn's per-batch penalty scale
+        1/Σw and (``epsilon_added_to="sqrt_v"``) Adam's per-step ε itself, from the base values set here."""
+        net = self.network_
+        sqrt_v = self.solver == "adam" and self.epsilon_added_to == "sqrt_v"
+        if sqrt_v and self._optimizer.epsilon != self.epsilon * self._grad_scale:  # (the per-batch loop changes it)
+            self._optimizer.epsilon = self.epsilon * self._grad_scale
+            net.refresh_hyperparameters()
+        net.penalty_scale = 1.0
+        weights = None if sample_weight is None else np.ascontiguousarray(sample_weight, dtype=X.dtype)
+        return net.fused_epoch(X, targets, self._loss_id, batch_size, order, weights,
+                               penalty_over_weight=True, epsilon_on_sqrt_v=sqrt_v)
 
     def _make_optimizer(self):
         """scikit-learn's update rules expressed through the fused optimizer: the fused loss's

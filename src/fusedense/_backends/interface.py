@@ -89,6 +89,30 @@ def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper,
     ``sample_weight``: as for mlp_gradient."""
 
 
+def mlp_train_epoch(x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper, sample_weight,
+                    batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+    """One pass of mlp_train_step over the rows of ``x`` (n, fan_in) / ``targets`` (n,) or
+    (n, n_out) in minibatches of ``batch_size`` rows (the last may be smaller), without
+    returning to the caller between them: an epoch of scikit-learn's or Keras's loop in one call.
+    ``order``: None (the rows in stored order) or int64 (m,) row indices in [0, n), the order
+    to visit them in (a permutation for a shuffled epoch); batch i holds order[i·B:(i+1)·B].
+    Each batch is one step as mlp_train_step: H_STEP = H_APPLIED + 1 (written to ``hyper``),
+    transactional, H_APPLIED written after each applied update.
+    ``sample_weight``: None or (n,) in params' dtype, finite and >= 0: each batch's loss is its
+    rows' weighted average (the weights rescaled to sum to the batch's rows; all zero if they
+    sum to 0).
+    ``penalty_over_weight``: the kernel penalties of each batch are scaled by
+    hyper[H_PENALTY_SCALE] divided by the batch's weight sum (its row count without weights):
+    scikit-learn's alpha·W/n; else by hyper[H_PENALTY_SCALE] (Keras's). hyper[H_PENALTY_SCALE]
+    is as given when the call returns.
+    ``epsilon_on_sqrt_v``: Adam's ε is added to √v (scikit-learn's placement): each step uses
+    ε' = hyper[H_EPS]/√(1−β2^t) on √v̂ (hyper[H_EPS] itself is not changed).
+    ``batch_losses``: float64 (number of batches,), receives each batch's loss (before its
+    update); from the first loss that is not finite on the epoch stops (that batch not
+    applied) and the rest are NaN. Returns the rows' mean of the batch losses (each times its
+    rows, over m), or that first non-finite loss."""
+
+
 def embedding_forward(tokens, params, layers, vocab_size, out):
     """Gather the embedding rows of ``tokens`` (B, context) from ``params[:vocab_size·dim]``, then
     every layer (dim = layers[0].fan_in / context)."""
@@ -171,7 +195,7 @@ def quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, 
 #: The contract's function names, in the order above (engines define them in this order too).
 FUNCTIONS = ("activation_forward", "activation_backward", "dense_forward", "dense_backward",
              "mlp_forward", "loss", "sgd_step", "adam_step", "mlp_gradient", "mlp_train_step",
-             "embedding_forward", "embedding_train_step", "embedding_generate",
+             "mlp_train_epoch", "embedding_forward", "embedding_train_step", "embedding_generate",
              "quantized_dense_forward", "quantized_mlp_forward", "quantized_embedding_generate",
              "sparse_dense_forward", "sparse_mlp_forward", "sparse_dense_backward", "sparse_train_step",
              "quantized_sparse_forward")

@@ -22,6 +22,7 @@ import numpy as np
 from .. import abi, reference, threads
 from .._numba_kernels import activations, dense, embedding, losses, mlp, optimizers, quantized, sparse
 from .._numba_kernels.jit import use_parallel
+from . import epoch
 
 NAME = "numba"
 
@@ -176,6 +177,13 @@ def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper,
 def _weights(sample_weight, dtype):
     """The rows' weights, or an empty array (one signature per dtype either way)."""
     return _NO_WEIGHTS[dtype] if sample_weight is None else sample_weight
+
+
+@_entry_point
+def mlp_train_epoch(x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper, sample_weight,
+                    batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+    return epoch.train_epoch(mlp_train_step, x, targets, order, batch_size, params, grads, opt_state, layers, loss_id,
+                                             hyper, sample_weight, batch_losses, penalty_over_weight, epsilon_on_sqrt_v)
 
 
 @_entry_point

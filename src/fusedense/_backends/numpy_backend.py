@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import abi, reference
 from ..activations import BY_ID, activation_vjp
+from . import epoch
 
 NAME = "numpy"
 
@@ -67,6 +68,12 @@ def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper,
         outputs[...] = reference.mlp_forward(x, params, layers, step=step)
     value = _gradient(x, targets, params, grads, layers, loss_id, sample_weight, hyper[abi.H_PENALTY_SCALE], step)
     return _update(value, params, grads, opt_state, hyper)
+
+
+def mlp_train_epoch(x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper, sample_weight,
+                    batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+    return epoch.train_epoch(mlp_train_step, x, targets, order, batch_size, params, grads, opt_state, layers, loss_id,
+                                             hyper, sample_weight, batch_losses, penalty_over_weight, epsilon_on_sqrt_v)
 
 
 def embedding_forward(tokens, params, layers, vocab_size, out):
