@@ -24,9 +24,10 @@ PER_ISA = {
     # k slice of the packed path's copy of B (AVX2: C reloaded a quarter as often)
     "PACKED_KC": {"generic": 256, "avx2": 1024, "avx512": 256},
     # Cython's packed path copies one k slice of B times as many columns as fit this: the copy
-    # (in L2) and the next chunk, fetched while the copy is used, must fit L2 together; on
-    # AVX-512 (Zen 4, 1 MiB L2) 256 KiB chunks were 3-8% faster than 1 MiB at 64x1024x1024
-    # and 64x1024x4096 (docs/performance-notes.md, "The large-weight products at one thread")
+    # (in L2) and the next chunk, fetched while the copy is used, must fit L2 together. On
+    # AVX-512 (Zen 4, 1 MiB L2), with the prefetch, 256 KiB took 0.95-0.99x the time of 1 MiB
+    # on the FFN's b64 products, 1.0x at 64x1024x1024, 1.04x at 256 rows (docs/performance-notes.md,
+    # "The large-weight products at one thread")
     "PACKED_CHUNK_BYTES": {"generic": 1 << 20, "avx2": 1 << 20, "avx512": 1 << 18},
 }
 
