@@ -24,7 +24,7 @@
 #define FD_PACKED_KC FD_TUNED(PACKED_KC)  /* gemm_packed's k slice: C reloaded once per slice */
 #define FD_WIDE 8  /* vectors of a lone row's tile: 8 independent accumulators hide FMA latency */
 #define FD_KC_TRANSPOSED FD_TUNE_KC_TRANSPOSED
-#define FD_PACKED_B_BYTES FD_TUNE_PACKED_B_BYTES
+#define FD_PACKED_CHUNK_BYTES FD_TUNED(PACKED_CHUNK_BYTES)  /* gemm_packed's chunk of B */
 #ifndef FD_STREAM_MIN_B_BYTES  /* (tests/gemm_paths.c sets both: every row through one path) */
 /* gemm_nb streams rows instead of tiling them (see stream) over a B past L2: all rows from
  * FD_STREAM_ALL_MIN_B_BYTES, and the rows of 2- and 1-row tiles from FD_STREAM_MIN_B_BYTES
@@ -527,26 +527,34 @@ static FD_TARGET void FD_NAME(gemm_nb)(
  * by side), streams from L2. The arithmetic is the same products in the same order, so the
  * packed path gives the same bits as the in-place one. */
 
+#define FD_PACK_B_ROWS 16  /* rows of B that pack_b copies into every strip before moving on */
+
 /* B[0:kc, 0:nc] as strips of FD_LANES columns, strip s at dst + s * kc * FD_LANES (row stride
- * FD_LANES), zeros past column nc: whole-vector reads of the last strip stay in dst. Row by row,
- * so the reads of B stream along its rows. */
+ * FD_LANES), zeros past column nc: whole-vector reads of the last strip stay in dst.
+ * FD_PACK_B_ROWS rows at a time, strip by strip: the reads are that many sequential streams
+ * along B's rows, and each strip receives a contiguous run of writes. (Row by row, a row's
+ * writes went to every strip, kc * FD_LANES elements apart: 32 KiB on AVX-512, one L1 set.) */
 static FD_TARGET void FD_NAME(pack_b)(ptrdiff_t kc, ptrdiff_t nc, const FD_REAL *B, ptrdiff_t ldb,
                                       FD_REAL *dst)
 {
     typedef FD_NAME(vec) vec;
     ptrdiff_t whole = nc - nc % FD_LANES;
-    for (ptrdiff_t p = 0; p < kc; p++) {
-        const FD_REAL *row = B + p * ldb;
-        FD_REAL *out = dst + p * FD_LANES;
+    for (ptrdiff_t p0 = 0; p0 < kc; p0 += FD_PACK_B_ROWS) {
+        ptrdiff_t p1 = kc - p0 < FD_PACK_B_ROWS ? kc : p0 + FD_PACK_B_ROWS;
         for (ptrdiff_t j = 0; j < whole; j += FD_LANES) {
-            *(vec *)(out + j * kc) = *(const vec *)(row + j);
-            *(vec *)(out + j * kc + FD_VLEN) = *(const vec *)(row + j + FD_VLEN);
+            FD_REAL *out = dst + j * kc;
+            for (ptrdiff_t p = p0; p < p1; p++) {
+                *(vec *)(out + p * FD_LANES) = *(const vec *)(B + p * ldb + j);
+                *(vec *)(out + p * FD_LANES + FD_VLEN) = *(const vec *)(B + p * ldb + j + FD_VLEN);
+            }
         }
         if (whole < nc)
-            for (ptrdiff_t l = 0; l < FD_LANES; l++)
-                out[whole * kc + l] = whole + l < nc ? row[whole + l] : 0;
+            for (ptrdiff_t p = p0; p < p1; p++)
+                for (ptrdiff_t l = 0; l < FD_LANES; l++)
+                    dst[whole * kc + p * FD_LANES + l] = whole + l < nc ? B[p * ldb + whole + l] : 0;
     }
 }
+#undef FD_PACK_B_ROWS
 
 /* A[0:m, 0:kc] (row-major, row stride lda) as groups of FD_ROWS rows, group g at
  * dst + g * kc * FD_ROWS holding A[g * FD_ROWS + r, p] at p * FD_ROWS + r; rows past m are 0. */
@@ -584,6 +592,18 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(packed_strip
         FD_NAME(tile)(1, nv, cols, i, j, s);
 }
 
+/* Asks for rows [r0, r1) x columns [0, nc) of B (row stride ldb) to be brought into L2, one
+ * request per cache line: gemm_packed spreads the next chunk of B over the strips of the
+ * current one, so that pack_b reads it from cache instead of waiting on memory. */
+static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(prefetch_rows)(
+        const FD_REAL *B, ptrdiff_t ldb, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t nc)
+{
+    const ptrdiff_t line = 64 / (ptrdiff_t)sizeof(FD_REAL);
+    for (ptrdiff_t r = r0; r < r1; r++)
+        for (ptrdiff_t c = 0; c < nc; c += line)
+            __builtin_prefetch(B + r * ldb + c, 0, 2);
+}
+
 /* gemm_nb for a row-major A (a_cs = 1) through packed copies (see above); returns 0 without
  * touching C when the copies' memory cannot be had, so the caller can take the in-place path. */
 static FD_TARGET int FD_NAME(gemm_packed)(
@@ -592,7 +612,7 @@ static FD_TARGET int FD_NAME(gemm_packed)(
         int accumulate, int relu)
 {
     ptrdiff_t kc_max = k < FD_PACKED_KC ? (k > 0 ? k : 1) : FD_PACKED_KC;
-    ptrdiff_t nc_max = FD_PACKED_B_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_PACKED_KC);
+    ptrdiff_t nc_max = FD_PACKED_CHUNK_BYTES / ((ptrdiff_t)sizeof(FD_REAL) * FD_PACKED_KC);
     nc_max -= nc_max % FD_LANES;  /* whole strips: a chunk's last strip is the only partial one */
     nc_max = n < nc_max ? n + (FD_LANES - n % FD_LANES) % FD_LANES : nc_max;
     ptrdiff_t m_groups = m + (FD_ROWS - m % FD_ROWS) % FD_ROWS;
@@ -616,9 +636,25 @@ static FD_TARGET int FD_NAME(gemm_packed)(
                 .start = p0 > 0 || accumulate ? FD_FROM_C : bias ? FD_FROM_BIAS : FD_FROM_ZERO,
                 .relu = relu && p0 + kc >= k, .bias = bias ? bias + j0 : NULL, .C = C + j0, .ldc = ldc,
             };
-            ptrdiff_t j = 0;
-            for (; j + FD_LANES <= nc; j += FD_LANES)
+            /* the chunk of B that pack_b copies next (this slice's next columns, else the next
+             * slice's first ones) is fetched a few rows per strip while the strips compute */
+            const FD_REAL *next = NULL;
+            ptrdiff_t next_kc = 0, next_nc = 0;
+            if (j0 + nc < n) {
+                next = B + p0 * ldb + j0 + nc;
+                next_kc = kc;
+                next_nc = n - j0 - nc < nc_max ? n - j0 - nc : nc_max;
+            } else if (p0 + kc < k) {
+                next = B + (p0 + kc) * ldb;
+                next_kc = k - p0 - kc < FD_PACKED_KC ? k - p0 - kc : FD_PACKED_KC;
+                next_nc = n < nc_max ? n : nc_max;
+            }
+            ptrdiff_t strips = (nc + FD_LANES - 1) / FD_LANES, j = 0;
+            for (ptrdiff_t t = 0; j + FD_LANES <= nc; j += FD_LANES, t++) {
+                if (next)
+                    FD_NAME(prefetch_rows)(next, ldb, t * next_kc / strips, (t + 1) * next_kc / strips, next_nc);
                 FD_NAME(packed_strips)(m, &s, 2, FD_VLEN, j);
+            }
             if (nc - j > FD_VLEN)
                 FD_NAME(packed_strips)(m, &s, 2, (int)(nc - j - FD_VLEN), j);
             else if (nc > j)
@@ -663,7 +699,7 @@ static FD_TARGET void FD_NAME(gemm_nt)(
 #undef FD_KC
 #undef FD_PACKED_KC
 #undef FD_KC_TRANSPOSED
-#undef FD_PACKED_B_BYTES
+#undef FD_PACKED_CHUNK_BYTES
 #undef FD_WIDE
 #undef FD_VLEN
 #undef FD_LANES

@@ -1,10 +1,12 @@
 """The cython backend's packed product (gemm_packed in kernels/microkernels_body.h), which
 dense_forward and mlp_forward take for a large W (at least 4 MiB) at 16-256 rows on one thread:
-W is copied in k slices of 256 rows (1024 on AVX2) x column chunks (1024 float32 / 512 float64
-columns; 256 / 128 on AVX2) cut into strips two vectors wide, x in groups of 8 (AVX-512), 6
-(AVX2) or 4 (SSE2) rows. The shapes here cross each of those boundaries (k around 256 and 1024,
-n around a chunk and modulo a strip, every row count modulo a group), in every SIMD build the
-runtime dispatch can pick (FUSEDENSE_SIMD caps it)."""
+W is copied in k slices of 256 rows (1024 on AVX2) x column chunks (256 float32 / 128 float64
+columns on AVX-512, 1024 / 512 on SSE2, 256 / 128 on AVX2: PACKED_CHUNK_BYTES) cut into strips
+two vectors wide, x in groups of 8 (AVX-512), 6 (AVX2) or 4 (SSE2) rows; while a chunk's strips
+are computed, the next chunk (the next columns, or the next slice's first ones) is prefetched.
+The shapes here cross each of those boundaries (k around 256 and 1024, n around a chunk and
+modulo a strip, every row count modulo a group), in every SIMD build the runtime dispatch can
+pick (FUSEDENSE_SIMD caps it)."""
 
 import numpy as np
 import pytest

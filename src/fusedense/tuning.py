@@ -23,6 +23,12 @@ PER_ISA = {
     "KC": {"generic": 256, "avx2": 256, "avx512": 256},
     # k slice of the packed path's copy of B (AVX2: C reloaded a quarter as often)
     "PACKED_KC": {"generic": 256, "avx2": 1024, "avx512": 256},
+    # Cython's packed path copies one k slice of B times as many columns as fit this: the copy
+    # (in L2) and the next chunk, fetched while the copy is used, must fit L2 together. On
+    # AVX-512 (Zen 4, 1 MiB L2), with the prefetch, 256 KiB took 0.95-0.99x the time of 1 MiB
+    # on the FFN's b64 products, 1.0x at 64x1024x1024, 1.04x at 256 rows (docs/performance-notes.md,
+    # "The large-weight products at one thread")
+    "PACKED_CHUNK_BYTES": {"generic": 1 << 20, "avx2": 1 << 20, "avx512": 1 << 18},
 }
 
 #: Entries shared by every ISA.
@@ -54,7 +60,7 @@ COMMON = {
     # FD_WIDE)
     "ROW_VECTORS": 8,
     # the packed path copies one k slice of B times as many columns as fit this (in L2;
-    # Cython's FD_PACKED_B_BYTES)
+    # Cython's PACKED_CHUNK_BYTES)
     "PACKED_B_BYTES": 1 << 20,
     # mlp_forward's and dense_forward's row blocks hold about this many bytes of output: in L2
     # for the epilogue, yet large, since every BLAS call re-packs W and wakes its threads
@@ -67,8 +73,6 @@ CYTHON = {
     # with a transposed A (dW = xᵀ dz) every k step of a tile reads its own cache line of A:
     # shorter k slices, so those lines and the B strip fit L1 together
     "KC_TRANSPOSED": 64,
-    # the packed path's copy of B: one k slice x as many columns as fit this (L2 is 1-4 MiB)
-    "PACKED_B_BYTES": 1 << 20,
     # gemm_nb streams every row (B front to back) from this size of B, past a 512 KiB L2 ...
     "STREAM_ALL_MIN_B_BYTES": 1 << 20,
     # ... and the rows of 2- and 1-row tiles from this size, when those tiles do not span n
