@@ -395,6 +395,13 @@ def matmul(a, b, out):
         tiled_matmul(a, np.ascontiguousarray(b), out)
 
 
+@kernel
+def blas_matmul(a, b, out):
+    """out = a @ b by the BLAS numba's np.dot calls (SciPy's, whose pool the backend sizes to
+    fusedense's thread count; NumPy's own np.dot would call NumPy's OpenBLAS, at every core)."""
+    np.dot(a, b, out)
+
+
 def product(a, b, out):
     """matmul called from Python: the path is chosen here, so the first call compiles only the
     path it takes (one entry kernel, not matmul's three)."""
@@ -403,7 +410,7 @@ def product(a, b, out):
     if b.flags.c_contiguous and _py(worth_packing)(m, n, depth, out.itemsize, numba.get_num_threads()):
         packed_matmul(a, b, out)
     elif _py(worth_blas)(m, n, depth):
-        np.dot(a, b, out)
+        blas_matmul(a, b, out)
     else:
         _py(_tiled)(a, np.ascontiguousarray(b), out, _py(_whole_tiles))
 
