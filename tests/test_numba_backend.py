@@ -167,6 +167,20 @@ def test_packed_matmul_gives_the_tiled_bits_across_slices_chunks_and_row_tiles(d
         assert_close(packed, a.astype(np.float64) @ b, dtype, 4)
 
 
+@pytest.mark.parametrize("n_cols", [1, 27, 30, 200])
+def test_matmul_with_a_transposed_b_gives_the_bits_of_its_c_ordered_copy(dtype, n_cols, rng):
+    """The backward's dx = dz Wᵀ: matmul copies an F-ordered b into C order (its own transpose
+    loop) and runs the tiles of a C-ordered b over it, right-edge columns included: the same
+    bits as on a C-ordered copy made by NumPy, and the product's value."""
+    a = rng.normal(size=(37, 45)).astype(dtype)
+    w = rng.normal(size=(n_cols, 45)).astype(dtype)
+    transposed, copied = (np.full((37, n_cols), np.nan, dtype) for _ in range(2))
+    gemm.matmul(a, w.T, transposed)
+    gemm.matmul(a, np.ascontiguousarray(w.T), copied)
+    np.testing.assert_array_equal(transposed, copied)
+    assert_close(transposed, a.astype(np.float64) @ w.T.astype(np.float64), dtype, 4)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [gemm.PACKED_MIN_ROWS - 1, gemm.PACKED_MIN_ROWS, 37,
                                    gemm.PACKED_MAX_ROWS, gemm.PACKED_MAX_ROWS + 1])
