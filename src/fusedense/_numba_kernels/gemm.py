@@ -82,7 +82,9 @@ else:
     @intrinsic
     def _prefer_wide_vectors(typingctx):
         """Lets LLVM vectorise the calling function with 512-bit registers where the CPU has
-        them: for Intel CPUs LLVM prefers 256-bit vectors unless told (a no-op on AVX2)."""
+        them: for Intel CPUs LLVM prefers 256-bit vectors unless told (a no-op on AVX2). Also
+        keeps the function out of line (the tile loops call it): inlined into tiled_matmul
+        beside the edge's scratch arrays, LLVM kept the accumulators in memory."""
         def codegen(context, builder, signature, args):
             # a string attribute: llvmlite's add() accepts only the attributes it knows
             set.add(builder.function.attributes, '"prefer-vector-width"="512"')
@@ -478,15 +480,27 @@ def product(a, b, out):
     path it takes (one entry kernel, not matmul's three)."""
     m, depth = a.shape
     n = b.shape[1]
-    if b.flags.c_contiguous and _py(worth_packing)(m, n, depth, out.itemsize, numba.get_num_threads()):
+    if b.flags.c_contiguous and _WORTH_PACKING(m, n, depth, out.itemsize, _python_num_threads()):
         packed_matmul(a, b, out)
-    elif _py(worth_blas)(m, n, depth):
+    elif _WORTH_BLAS(m, n, depth):
         blas_matmul(a, b, out)
     else:
-        _py(_tiled)(a, np.ascontiguousarray(b), out, _py(_whole_tiles))
+        _TILED(a, np.ascontiguousarray(b), out, _WHOLE_TILES)
 
 
 def _py(function):
     """A kernel's Python source (itself under NUMBA_DISABLE_JIT): decisions made in Python
     compile nothing."""
     return getattr(function, "py_func", function)
+
+
+# product() runs on every fd.dense call, where a batch-1 layer's arithmetic costs a few µs:
+# its Python pieces are looked up once, and the thread count is read from numba's threading
+# layer directly (numba.get_num_threads() takes two locks first: ~1.2 µs against ~0.2).
+_WORTH_PACKING, _WORTH_BLAS, _TILED, _WHOLE_TILES = map(_py, (worth_packing, worth_blas, _tiled, _whole_tiles))
+_python_num_threads = numba.get_num_threads
+if not numba.config.DISABLE_JIT and _launch_threads is not None:  # the pool was started above
+    try:  # private to numba, as _iget_num_threads
+        from numba.np.ufunc.parallel import _get_num_threads as _python_num_threads
+    except ImportError:
+        pass
