@@ -167,6 +167,20 @@ def test_packed_matmul_gives_the_tiled_bits_across_slices_chunks_and_row_tiles(d
         assert_close(packed, a.astype(np.float64) @ b, dtype, 4)
 
 
+@pytest.mark.parametrize("n_cols", [1, 27, 30, 200])
+def test_matmul_with_a_transposed_b_gives_the_bits_of_its_c_ordered_copy(dtype, n_cols, rng):
+    """The backward's dx = dz Wᵀ: matmul copies an F-ordered b into C order (its own transpose
+    loop) and runs the tiles of a C-ordered b over it, right-edge columns included: the same
+    bits as on a C-ordered copy made by NumPy, and the product's value."""
+    a = rng.normal(size=(37, 45)).astype(dtype)
+    w = rng.normal(size=(n_cols, 45)).astype(dtype)
+    transposed, copied = (np.full((37, n_cols), np.nan, dtype) for _ in range(2))
+    gemm.matmul(a, w.T, transposed)
+    gemm.matmul(a, np.ascontiguousarray(w.T), copied)
+    np.testing.assert_array_equal(transposed, copied)
+    assert_close(transposed, a.astype(np.float64) @ w.T.astype(np.float64), dtype, 4)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [gemm.PACKED_MIN_ROWS - 1, gemm.PACKED_MIN_ROWS, 37,
                                    gemm.PACKED_MAX_ROWS, gemm.PACKED_MAX_ROWS + 1])
@@ -266,6 +280,66 @@ def test_set_num_threads_reaches_numba_clipped_to_its_pool():
         assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
     finally:
         fd.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("entry", ["dense", "mlp_forward"])
+def test_one_thread_runs_the_blas_products_on_one_thread(entry):
+    """Told one thread, the numba engine's BLAS products (np.dot inside a kernel, and fd.dense's
+    BLAS path chosen in Python) run on the calling thread alone: in a fresh process that loads
+    only the numba engine (so the Cython engine never sized the BLAS pool), every other thread
+    of the process gets (almost) no CPU time during large products. At the BLAS default (every
+    core) a second thread took about half of it."""
+    out = _run(f"""
+        import os, numpy as np, fusedense as fd
+        from fusedense.layout import make_layout
+
+        def cpu_ticks():  # utime + stime of each thread of this process
+            ticks = {{}}
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{{task}}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                ticks[int(task)] = int(fields[11]) + int(fields[12])
+            return ticks
+
+        fd.set_num_threads(1)
+        rng = np.random.default_rng(0)
+        x = rng.random((1024, 1024), dtype=np.float32)
+        layout, alphas, n = make_layout([1024, 1024, 1024], ["relu", "identity"])
+        params = rng.random(n, dtype=np.float32) * 0.01
+        W, b = rng.random((1024, 1024), dtype=np.float32), np.zeros(1024, np.float32)
+        run = (lambda: fd.dense(x, W, b, "relu", backend="numba")) if "{entry}" == "dense" else (
+            lambda: fd.mlp_forward(x, params, layout, alphas, backend="numba"))
+        run()
+        before = cpu_ticks()
+        for _ in range(40):
+            run()
+        after = cpu_ticks()
+        me = after[os.getpid()] - before[os.getpid()]
+        others = sum(t - before.get(task, 0) for task, t in after.items() if task != os.getpid())
+        import sys
+        from fusedense._backends import numba_backend
+        print(me, others, numba_backend.blas_num_threads(), "fusedense._backends.cython_backend" in sys.modules)
+    """)
+    me, others, blas_threads, cython_loaded = out.split()
+    assert cython_loaded == "False"
+    assert blas_threads == "1"
+    assert int(me) >= 20  # the products took CPU time (clock ticks of 10 ms) ...
+    assert int(others) <= max(2, int(me) // 10)  # ... on the calling thread
+
+
+def test_read_only_layer_record_is_aliased_once_per_array():
+    """The writable alias of a read-only array (the layer record: its __array_interface__ costs
+    ~30 µs, a whole Cython LM step) is made once per array and dropped with it."""
+    from fusedense._backends import numba_backend
+    layers = layer_record(*make_layout([5, 4, 3], ["relu", "softmax"])[:2], 5 * 4 + 4 + 4 * 3 + 3)
+    assert not layers.flags.writeable
+    alias = numba_backend._writable(layers)
+    assert alias.flags.writeable and np.array_equal(alias, layers)
+    assert alias.__array_interface__["data"][0] == layers.__array_interface__["data"][0]
+    assert numba_backend._writable(layers) is alias
+    key = id(layers)
+    del layers, alias
+    assert key not in numba_backend._ALIASES
 
 
 def test_numba_is_imported_only_when_the_numba_backend_is_first_used():

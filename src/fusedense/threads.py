@@ -1,6 +1,8 @@
 """One thread count for every pool fusedense drives: OpenMP (cython), numba, and BLAS."""
 from __future__ import annotations
 
+import ctypes
+import glob
 import os
 from contextlib import contextmanager, nullcontext
 
@@ -88,6 +90,52 @@ def on_num_threads_change(apply) -> None:
     """Registers ``apply(n)``, called now and whenever the count changes."""
     _listeners.append(apply)
     apply(get_num_threads())
+
+
+_UNKNOWN = object()
+_scipy_blas = _UNKNOWN  # (set, get) of SciPy's OpenBLAS thread count, or None; found once
+
+
+def _scipy_blas_threads():
+    """(set, get) for the thread count of SciPy's bundled OpenBLAS (scipy.libs/): the library
+    both compiled engines' BLAS calls go to (the Cython kernels through scipy.linalg.cython_blas,
+    numba's np.dot through the same module). None when SciPy links another BLAS (then its own
+    environment variables govern it). Imports SciPy: called by an engine when it loads, never
+    by ``import fusedense``."""
+    global _scipy_blas
+    if _scipy_blas is not _UNKNOWN:
+        return _scipy_blas
+    import scipy
+
+    _scipy_blas = None
+    pattern = os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "*openblas*")
+    for path in sorted(glob.glob(pattern)):
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by the kernels: this returns the same copy
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            setter = getattr(lib, prefix + "_set_num_threads", None)
+            getter = getattr(lib, prefix + "_get_num_threads", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                _scipy_blas = setter, getter
+                return _scipy_blas
+    return _scipy_blas
+
+
+def set_blas_num_threads(n):
+    """Gives the engines' BLAS (SciPy's OpenBLAS) ``n`` threads: an engine calls this whenever
+    fusedense's count changes, so that a product that goes to BLAS honours it too."""
+    pool = _scipy_blas_threads()
+    if pool is not None:
+        pool[0](n)
+
+
+def blas_num_threads():
+    """Threads the engines' BLAS uses now (None if unknown); for tests and diagnostics."""
+    pool = _scipy_blas_threads()
+    return None if pool is None else pool[1]()
 
 
 def _blas_limit(n):

@@ -6,8 +6,6 @@ that SciPy ships (the one scipy.linalg.cython_blas calls; NumPy's own BLAS is le
 """
 from __future__ import annotations
 
-import ctypes
-import glob
 import os
 
 from .. import abi, threads
@@ -123,33 +121,8 @@ def quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, 
     _quantized.quantized_sparse_forward(indptr, indices, values, table, scales, b, act_id, alpha, y)
 
 
-def _scipy_blas_threads():
-    """(set, get) for the thread count of SciPy's bundled OpenBLAS (scipy.libs/), the library
-    the kernels' BLAS calls go to; None when SciPy links another BLAS (then its own
-    environment variables govern it)."""
-    import scipy
-
-    pattern = os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "*openblas*")
-    for path in sorted(glob.glob(pattern)):
-        try:
-            lib = ctypes.CDLL(path)  # already loaded by the kernels: this returns the same copy
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            setter = getattr(lib, prefix + "_set_num_threads", None)
-            getter = getattr(lib, prefix + "_get_num_threads", None)
-            if setter is not None and getter is not None:
-                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
-                return setter, getter
-    return None
-
-
-_blas_threads = _scipy_blas_threads()
-
-
-def blas_num_threads():
-    """Threads the kernels' BLAS uses now (None if unknown); for tests and diagnostics."""
-    return None if _blas_threads is None else _blas_threads[1]()
+#: threads the kernels' BLAS uses now (None if unknown); for tests and diagnostics
+blas_num_threads = threads.blas_num_threads
 
 
 _forked = False  # True in a child forked from this process (see _after_fork_in_child)
@@ -158,8 +131,7 @@ _forked = False  # True in a child forked from this process (see _after_fork_in_
 def _apply_num_threads(n):
     for module in _MODULES:
         module.set_num_threads(1 if _forked else n)
-    if _blas_threads is not None:
-        _blas_threads[0](n)  # OpenBLAS restarts its own threads after fork
+    threads.set_blas_num_threads(n)  # OpenBLAS restarts its own threads after fork
 
 
 def _after_fork_in_child():

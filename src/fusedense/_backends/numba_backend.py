@@ -52,22 +52,46 @@ _applied = threading.local()  # .n: the fusedense count this thread last gave nu
 
 
 def _apply_num_threads(n):
-    # numba cannot run more threads than its pool was started with (NUMBA_NUM_THREADS).
+    # numba cannot run more threads than its pool was started with (NUMBA_NUM_THREADS). The
+    # BLAS that np.dot calls inside the kernels has a pool of its own (SciPy's OpenBLAS): at
+    # its default, every core, one thread given by the user ran large products on two.
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    threads.set_blas_num_threads(n)
     _applied.n = n
+
+
+#: threads the kernels' BLAS uses now (None if unknown); for tests and diagnostics
+blas_num_threads = threads.blas_num_threads
 
 
 threads.on_num_threads_change(_apply_num_threads)
 
 
 class _WritableAlias:
-    """Exposes a read-only array's memory as writable (``np.asarray`` of it is the alias; it
-    keeps the array alive)."""
+    """Exposes a read-only array's memory as writable (``np.asarray`` of it is the alias). It
+    holds only the address, not the array: :func:`_writable` keeps an alias no longer than its
+    array lives."""
 
     def __init__(self, a):
         interface = dict(a.__array_interface__)
         interface["data"] = (interface["data"][0], False)
-        self.__array_interface__, self.array = interface, a
+        self.__array_interface__ = interface
+
+
+_ALIASES = {}  # id(read-only array) -> (weak reference to it, its writable alias)
+
+
+def _writable(a):
+    """A writable alias of read-only ``a``, made once per array: building one reads
+    ``__array_interface__``, which for the layer record (a structured dtype) NumPy assembles in
+    Python, ~30 µs, as long as the LM's whole Cython training step. The entry is dropped when
+    ``a`` dies (its id may then name another array)."""
+    entry = _ALIASES.get(id(a))
+    if entry is None or entry[0]() is not a:
+        key = id(a)
+        entry = (weakref.ref(a, lambda _, key=key: _ALIASES.pop(key, None)), np.asarray(_WritableAlias(a)))
+        _ALIASES[key] = entry
+    return entry[1]
 
 
 def _writable_inputs(args):
@@ -75,8 +99,7 @@ def _writable_inputs(args):
     numba types read-only arrays apart, and each read-only argument would compile the kernel
     again (a minute on this machine). The gate refuses read-only outputs, and the kernels never
     write their inputs."""
-    return tuple(np.asarray(_WritableAlias(a)) if type(a) is np.ndarray and not a.flags.writeable else a
-                 for a in args)
+    return tuple(_writable(a) if type(a) is np.ndarray and not a.flags.writeable else a for a in args)
 
 
 def _entry_point(function):

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numba import carray, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 try:  # private to numba (see _num_threads below); a numba without them still runs, uncached
     from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
 except ImportError:
@@ -82,10 +82,13 @@ else:
     @intrinsic
     def _prefer_wide_vectors(typingctx):
         """Lets LLVM vectorise the calling function with 512-bit registers where the CPU has
-        them: for Intel CPUs LLVM prefers 256-bit vectors unless told (a no-op on AVX2)."""
+        them: for Intel CPUs LLVM prefers 256-bit vectors unless told (a no-op on AVX2). Also
+        keeps the function out of line (the tile loops call it): inlined into tiled_matmul
+        beside the edge's scratch arrays, LLVM kept the accumulators in memory."""
         def codegen(context, builder, signature, args):
             # a string attribute: llvmlite's add() accepts only the attributes it knows
             set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+            builder.function.attributes.add("noinline")
             return context.get_dummy_value()
         return types.none(), codegen
 
@@ -201,6 +204,48 @@ def _whole_tiles(a, b, out, n_rows, n_cols):
         _lone_rows(a, b, out, lone, n_rows, n_cols)
 
 
+def _pad_columns(b, first, padded):
+    """padded = b[:, first:] followed by zero columns (padded as wide as a tile)."""
+    width = b.shape[1] - first
+    padded[:, :width] = b[:, first:]
+    padded[:, width:] = 0.0
+
+
+def _copy_columns(src, rows, out, start, first):
+    """out[start:start+rows, first:] = src[:rows] (its first columns)."""
+    out[start:start + rows, first:] = src[:rows, :out.shape[1] - first]
+
+
+# Compiled, the two copies above are explicit loops: numba's 2-D slice assignment walks every
+# element through a generic n-d iterator (a few ns each), which cost the LM's products with a
+# right edge (27, 30 or 200 = 6 x 32 + 8 columns) more than the edge tile's arithmetic.
+# As Python (product() runs _tiled as Python), NumPy's slices are the fast form.
+@overload(_pad_columns, jit_options={"fastmath": {"contract"}})
+def _pad_columns_loops(b, first, padded):
+    def impl(b, first, padded):
+        width = np.uint64(b.shape[1] - first)
+        first = np.uint64(first)
+        for i in range(b.shape[0]):
+            b_i, p_i = b[i], padded[i]
+            for j in range(width):  # unsigned indices: no wraparound test, a vector copy
+                p_i[j] = b_i[first + j]
+            for j in range(width, np.uint64(padded.shape[1])):
+                p_i[j] = 0.0
+    return impl
+
+
+@overload(_copy_columns, jit_options={"fastmath": {"contract"}})
+def _copy_columns_loops(src, rows, out, start, first):
+    def impl(src, rows, out, start, first):
+        width = np.uint64(out.shape[1] - first)
+        first = np.uint64(first)
+        for i in range(rows):
+            s_i, o_i = src[i], out[start + i]
+            for j in range(width):
+                o_i[first + j] = s_i[j]
+    return impl
+
+
 @inline_kernel
 def _tiled(a, b, out, whole_tiles):
     """tiled_matmul's body, with :func:`_whole_tiles` as an argument: compiled, the kernel;
@@ -214,13 +259,13 @@ def _tiled(a, b, out, whole_tiles):
     whole_tiles(a, b, out, n_rows, n_whole)
     if n_whole < n:  # the last columns through a zero-padded copy, EDGE_ROWS rows at a time: a
         # scratch that does not grow with m, and few steps when product() runs this body as Python
-        edge_b = np.zeros((b.shape[0], tile_cols), b.dtype)
-        edge_b[:, :n - n_whole] = b[:, n_whole:]
+        edge_b = np.empty((b.shape[0], tile_cols), b.dtype)
+        _pad_columns(b, n_whole, edge_b)
         edge_out = np.empty((EDGE_ROWS, tile_cols), out.dtype)
         for start in range(0, n_rows, EDGE_ROWS):  # (chunks start at whole tiles: the same tiles as one pass)
             rows = min(EDGE_ROWS, n_rows - start)
             whole_tiles(a[start:start + rows], edge_b, edge_out, rows, tile_cols)
-            out[start:start + rows, n_whole:] = edge_out[:rows, :n - n_whole]
+            _copy_columns(edge_out, rows, out, start, n_whole)
     if streamed:
         _streamed_rows(a, b, out, n_rows)
 
@@ -378,6 +423,34 @@ def packed_matmul(a, b, out):
         out[:, n_whole:] = edge_out[:, :n - n_whole]
 
 
+def _c_order(b):
+    """b, or a C-ordered copy of it (b F-ordered: a transposed W)."""
+    return np.ascontiguousarray(b)
+
+
+@overload(_c_order, jit_options={"fastmath": {"contract"}})
+def _c_order_typed(b):
+    """Chosen by b's layout when compiling, so the result is typed C-ordered (a branch at run
+    time would type it 'A', any layout, and the tiles over it would not vectorise). The copy is
+    a transpose of b.T (C-ordered) with unsigned indices: numba's np.ascontiguousarray walks a
+    generic n-d iterator, several times slower at the LM's Wᵀ (27 x 200)."""
+    if b.layout == "C":
+        return lambda b: b
+    if b.layout != "F":
+        return lambda b: np.ascontiguousarray(b)
+
+    def transpose(b):
+        copy = np.empty(b.shape, b.dtype)
+        b_t = b.T
+        for jj in range(b_t.shape[0]):
+            j = np.uint64(jj)
+            row = b_t[j]
+            for i in range(np.uint64(row.size)):
+                copy[i, j] = row[i]
+        return copy
+    return transpose
+
+
 @kernel
 def matmul(a, b, out):
     """out = a @ b (a, b C- or F-contiguous, out C-contiguous): packed copies of a large
@@ -392,7 +465,14 @@ def matmul(a, b, out):
     elif worth_blas(m, n, depth):
         np.dot(a, b, out)
     else:
-        tiled_matmul(a, np.ascontiguousarray(b), out)
+        tiled_matmul(a, _c_order(b), out)
+
+
+@kernel
+def blas_matmul(a, b, out):
+    """out = a @ b by the BLAS numba's np.dot calls (SciPy's, whose pool the backend sizes to
+    fusedense's thread count; NumPy's own np.dot would call NumPy's OpenBLAS, at every core)."""
+    np.dot(a, b, out)
 
 
 def product(a, b, out):
@@ -400,15 +480,27 @@ def product(a, b, out):
     path it takes (one entry kernel, not matmul's three)."""
     m, depth = a.shape
     n = b.shape[1]
-    if b.flags.c_contiguous and _py(worth_packing)(m, n, depth, out.itemsize, numba.get_num_threads()):
+    if b.flags.c_contiguous and _WORTH_PACKING(m, n, depth, out.itemsize, _python_num_threads()):
         packed_matmul(a, b, out)
-    elif _py(worth_blas)(m, n, depth):
-        np.dot(a, b, out)
+    elif _WORTH_BLAS(m, n, depth):
+        blas_matmul(a, b, out)
     else:
-        _py(_tiled)(a, np.ascontiguousarray(b), out, _py(_whole_tiles))
+        _TILED(a, np.ascontiguousarray(b), out, _WHOLE_TILES)
 
 
 def _py(function):
     """A kernel's Python source (itself under NUMBA_DISABLE_JIT): decisions made in Python
     compile nothing."""
     return getattr(function, "py_func", function)
+
+
+# product() runs on every fd.dense call, where a batch-1 layer's arithmetic costs a few µs:
+# its Python pieces are looked up once, and the thread count is read from numba's threading
+# layer directly (numba.get_num_threads() takes two locks first: ~1.2 µs against ~0.2).
+_WORTH_PACKING, _WORTH_BLAS, _TILED, _WHOLE_TILES = map(_py, (worth_packing, worth_blas, _tiled, _whole_tiles))
+_python_num_threads = numba.get_num_threads
+if not numba.config.DISABLE_JIT and _launch_threads is not None:  # the pool was started above
+    try:  # private to numba, as _iget_num_threads
+        from numba.np.ufunc.parallel import _get_num_threads as _python_num_threads
+    except ImportError:
+        pass
