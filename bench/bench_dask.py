@@ -50,8 +50,8 @@ def _timed(fn):
 
 def predict_table(clients, rows, repeats):
     import dask.array as da
-    import fusedense as fd
     import fusedense.dask as fdd
+    from distributed import wait
     from fusedense.threads import threads_limited
 
     net = _network()
@@ -65,14 +65,20 @@ def predict_table(clients, rows, repeats):
                     net.predict(local_block)
         return run
 
-    def on_cluster(client, threads):
+    def on_cluster(client, threads, gather=True):
+        """The outputs gathered into this process as one array, or (gather=False) kept on the
+        workers, as a job that writes its results from there would."""
         X = da.map_blocks(_input_block, da.arange(n_blocks, chunks=1), dtype=np.float32,
                           chunks=((BLOCK,) * n_blocks, (SIZES[0],)), new_axis=1, meta=np.empty((0, 0), np.float32))
-        return lambda: client.compute(fdd.predict(net, X, client=client, threads=threads)).result()
+        if gather:
+            return lambda: client.compute(fdd.predict(net, X, client=client, threads=threads)).result()
+        return lambda: wait(client.persist(fdd.predict(net, X, client=client, threads=threads)))
 
     runs = {"local, 1 thread": local(1), "local, 2 threads": local(2)}
     for name, (client, threads) in clients.items():
         runs[name] = on_cluster(client, threads)
+    two_workers = next(name for name in clients if name.startswith("2 workers"))
+    runs[two_workers + ", outputs kept on the workers"] = on_cluster(*clients[two_workers], gather=False)
     for run in runs.values():  # warm-up: workers import fusedense and make their block
         run()
     times = {name: [] for name in runs}
