@@ -256,7 +256,7 @@ def mlp_train_step(x, targets, params, grads, opt_state, layers, int loss_id, hy
 
 cdef double _mlp_epoch(real tag, x, targets, order, Py_ssize_t batch_size, params, grads, opt_state,
                        const Layer* layers, Py_ssize_t L, int loss_id, hyper, sample_weight,
-                       batch_losses, bint penalty_over_weight, bint epsilon_on_sqrt_v) except? -1:
+                       batch_losses, outputs, bint penalty_over_weight, bint epsilon_on_sqrt_v) except? -1:
     """mlp_train_epoch: the loop of _mlp_step over minibatches without returning to Python
     (the per-call costs, argument checks, work allocation, optimizer read, are paid once)."""
     cdef Py_ssize_t n = dim(x, 0, "x"), k = layers[0].fan_in, P = dim(params, 0, "params")
@@ -278,6 +278,7 @@ cdef double _mlp_epoch(real tag, x, targets, order, Py_ssize_t batch_size, param
     cdef const int64_t* idx = <int64_t*>optional_buffer(order, "order", cnp.NPY_INT64, -1, m)
     cdef const real* wp = <real*>optional_buffer(sample_weight, "sample_weight", t, -1, n)
     cdef double* lp = <double*>buffer(batch_losses, "batch_losses", cnp.NPY_FLOAT64, -1, n_batches, True)
+    cdef real* op = <real*>optional_buffer(outputs, "outputs", t, m, C, True)
     cdef bint tiled = layers_tile(layers, L, 0, P)
     cdef real** kept
     cdef real* work = <real*>alloc_train_work(train_work_size(B, layers, L) * sizeof(real), L,
@@ -339,7 +340,8 @@ cdef double _mlp_epoch(real tag, x, targets, order, Py_ssize_t batch_size, param
             if not tiled:
                 memset(gp, 0, P * sizeof(real))
             loss = train_gradients(rows, bx, blab, bt, bw, pp, gp, layers, L, loss_id, work, kept,
-                                   network_threads(rows, layers, L, sizeof(real), True), NULL, NULL,
+                                   network_threads(rows, layers, L, sizeof(real), True), NULL,
+                                   NULL if op == NULL else op + start * C,
                                    &opt if tiled else NULL, sp, sp + P, h[H_PENALTY_SCALE], step)
             lp[i] = loss
             if not isfinite(loss):  # this batch not applied (transactional, as mlp_train_step)
@@ -360,7 +362,7 @@ cdef double _mlp_epoch(real tag, x, targets, order, Py_ssize_t batch_size, param
 
 
 def mlp_train_epoch(x, targets, order, Py_ssize_t batch_size, params, grads, opt_state, layers,
-                    int loss_id, hyper, sample_weight, batch_losses, bint penalty_over_weight,
+                    int loss_id, hyper, sample_weight, batch_losses, outputs, bint penalty_over_weight,
                     bint epsilon_on_sqrt_v):
     """One pass of mlp_train_step over the rows of x in minibatches (see the interface);
     returns the rows' mean loss, or the first loss that is not finite."""
@@ -370,8 +372,8 @@ def mlp_train_epoch(x, targets, order, Py_ssize_t batch_size, params, grads, opt
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     if is_float32(x):
         return _mlp_epoch(<float>0, x, targets, order, batch_size, params, grads, opt_state, lp, L,
-                          loss_id, hyper, sample_weight, batch_losses, penalty_over_weight,
+                          loss_id, hyper, sample_weight, batch_losses, outputs, penalty_over_weight,
                           epsilon_on_sqrt_v)
     return _mlp_epoch(<double>0, x, targets, order, batch_size, params, grads, opt_state, lp, L,
-                      loss_id, hyper, sample_weight, batch_losses, penalty_over_weight,
+                      loss_id, hyper, sample_weight, batch_losses, outputs, penalty_over_weight,
                       epsilon_on_sqrt_v)

@@ -166,6 +166,8 @@ CASES = {
     "train_epoch batch_size 0": lambda be: _epoch(be, batch_size=0),
     "train_epoch batch_losses too short": lambda be: _epoch(be, batch_size=2, batch_losses=np.zeros(2)),
     "train_epoch flag 1 instead of True": lambda be: _epoch(be, penalty_over_weight=1),
+    "train_epoch outputs one row short": lambda be: _epoch(be, outputs=np.zeros((4, 3), F32)),
+    "train_epoch outputs float64": lambda be: _epoch(be, outputs=np.zeros((5, 3))),
     "train_epoch negative sample weight": lambda be: _epoch(be, sample_weight=-np.ones(5, F32)),
     "train_epoch label 2**40": lambda be: _epoch(be, targets=np.array([0, 1, 2, 0, 2**40])),
     "train_epoch step count 2**53": lambda be: _epoch(be, hyper=_applied(fd.optimizers.Adam().hyper(1), 2.0**53)),
@@ -179,7 +181,7 @@ def _epoch(backend, **changes):
     net = _trained(backend)
     args = dict(x=_x(), targets=np.arange(5) % 3, order=None, batch_size=2, params=net.params, grads=net.grads,
                 opt_state=net.opt_state, layers=net.layers, loss_id=0, hyper=net._hyper, sample_weight=None,
-                batch_losses=np.zeros(3), penalty_over_weight=False, epsilon_on_sqrt_v=False)
+                batch_losses=np.zeros(3), outputs=None, penalty_over_weight=False, epsilon_on_sqrt_v=False)
     args.update(changes)
     return net.engine.mlp_train_epoch(**args)
 

@@ -82,6 +82,39 @@ def test_training_accuracy_is_measured_on_each_batch_before_its_update_like_kera
     assert h["accuracy"][0] == pytest.approx(np.mean(correct))
 
 
+@pytest.mark.parametrize("backend", ["cython", "numba", "numpy"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_an_epoch_in_one_engine_call_trains_as_batch_by_batch(backend, shuffle, monkeypatch):
+    """fit runs an epoch as one engine call when nothing happens between its steps; a batch
+    callback makes it step batch by batch: the same rows, updates, loss and training metrics."""
+    x, y = _blobs(100)
+    histories, params = [], []
+    for batch_hook in (None, fd.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: None)):
+        model = fd.Sequential([fd.Dense(16, activation="relu", input_shape=(6,)), fd.Dense(3, activation="softmax")],
+                              seed=0, backend=backend)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        calls = []
+        original = fd.MLP.fused_epoch
+        monkeypatch.setattr(fd.MLP, "fused_epoch", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+        h = model.fit(x, y, batch_size=32, epochs=3, shuffle=shuffle, verbose=0, validation_split=0.2,
+                      callbacks=[] if batch_hook is None else [batch_hook])
+        assert len(calls) == (3 if batch_hook is None else 0)
+        histories.append(h.history)
+        params.append(model.network.params.copy())
+    np.testing.assert_allclose(params[0], params[1], rtol=1e-5, atol=1e-6)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(histories[0][key], histories[1][key], rtol=1e-5)
+
+
+def test_a_diverging_epoch_call_names_the_epoch_and_batch():
+    x, y = _blobs(100)
+    x[70] = np.nan  # in the third batch of 32, shuffle off
+    model = _model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(FloatingPointError, match="epoch 1/2, batch 3 of 4"):
+        model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+
+
 def test_verbose_fit_prints_one_keras_like_line_per_epoch(capsys):
     x, y = _blobs(64)
     model = _model()

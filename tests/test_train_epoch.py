@@ -99,7 +99,7 @@ def test_an_epoch_stops_at_the_first_diverging_batch_and_leaves_it_unapplied(bac
     np.testing.assert_array_equal(net.opt_state, ref.opt_state)
     losses = np.empty(6)
     loss = net.engine.mlp_train_epoch(x, targets, None, 10, net.params, net.grads, net.opt_state, net.layers,
-                                      abi.LOSS_SPARSE_XENT, net._hyper, None, losses, False, False)
+                                      abi.LOSS_SPARSE_XENT, net._hyper, None, losses, None, False, False)
     assert math.isnan(loss) and np.isfinite(losses[:2]).all() and np.isnan(losses[2:]).all()
 
 

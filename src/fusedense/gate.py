@@ -432,7 +432,7 @@ class Gate:
                                           sample_weight)
 
     def mlp_train_epoch(self, x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper,
-                        sample_weight, batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+                        sample_weight, batch_losses, outputs, penalty_over_weight, epsilon_on_sqrt_v):
         network = self._train_buffers(params, grads, opt_state, layers, hyper)
         n, _ = self._batch(x, targets, loss_id, sample_weight, network)
         m = n if order is None else _order(order, n)
@@ -444,11 +444,15 @@ class Gate:
             raise ValueError(f"hyper[H_APPLIED]: expected the step count, an integer in [0, 2**53 - {n_batches}] "
                              f"(this epoch takes {n_batches} steps), got {applied!r}")
         _fresh_output("batch_losses", batch_losses, np.dtype(np.float64), (n_batches,), ("hyper", hyper))
+        if outputs is not None:
+            _fresh_output("outputs", outputs, params.dtype, (m, network[2]), ("params", params), ("grads", grads),
+                          ("opt_state", opt_state), ("x", x), ("targets", targets))
         for name, flag in (("penalty_over_weight", penalty_over_weight), ("epsilon_on_sqrt_v", epsilon_on_sqrt_v)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise ValueError(f"{name}: expected True or False, got {flag!r}")
         return self.engine.mlp_train_epoch(x, targets, order, int(batch_size), params, grads, opt_state, layers,
-                                           loss_id, hyper, sample_weight, batch_losses, bool(penalty_over_weight),
+                                           loss_id, hyper, sample_weight, batch_losses, outputs,
+                                           bool(penalty_over_weight),
                                            bool(epsilon_on_sqrt_v))
 
     @staticmethod

@@ -327,6 +327,10 @@ class Sequential:
         for cb in callbacks:
             cb.on_train_begin()
         batches = _batch_stream(n, batch_size, shuffle, self._rng)
+        # nothing to do between the steps of an epoch: the engine runs the whole epoch in one call
+        epoch_call = (steps_per_epoch is None and not batch_callbacks and not stop_on_nan and not live
+                      and weights is None and self._loss_path == "fused" and not self._unbiased
+                      and type(net)._train_kernel is MLP._train_kernel and isinstance(x, np.ndarray))
         # each batch's outputs from its own training step (for the training metrics), row i for the i-th row visited
         track = bool(self.metrics)
         outputs = np.empty((steps * batch_size, net.n_outputs), net.dtype) if track else None
@@ -340,7 +344,9 @@ class Sequential:
             net.refresh_hyperparameters()  # a callback may have changed the learning rate
             running = _Running(self, y, weights, outputs, visited)
             try:
-                for step in range(steps):
+                if epoch_call:
+                    self._train_epoch(net, x, y, batches, steps, batch_size, running)
+                for step in range(0 if epoch_call else steps):
                     rows = next(batches)
                     for cb in batch_callbacks:
                         cb.on_train_batch_begin(step)
@@ -353,6 +359,8 @@ class Sequential:
                     if self.stop_training:
                         break
             except FloatingPointError as exc:
+                if epoch_call:  # the message names the batch already
+                    raise FloatingPointError(f"epoch {epoch + 1}/{epochs}, {exc}") from None
                 if not stop_on_nan:
                     raise FloatingPointError(f"epoch {epoch + 1}/{epochs}, batch {step + 1} of {steps}: {exc}") from None
                 print(f"Batch {step + 1}: Invalid loss, terminating training", flush=True)
@@ -414,6 +422,15 @@ class Sequential:
         if not (np.isfinite(weights).all() and (weights >= 0).all()):
             raise ValueError(f"{name}: expected finite weights >= 0")
         return np.ascontiguousarray(weights, dtype=self.network.dtype)
+
+    def _train_epoch(self, net, x, y, batches, steps, batch_size, running):
+        """The next ``steps`` batches of the stream (one pass over the rows) as one engine call
+        (net.fused_epoch): the same steps, rows and outputs as ``_train_rows`` batch by batch."""
+        parts = [next(batches) for _ in range(steps)]
+        order = None if isinstance(parts[0], slice) else np.concatenate(parts)
+        out = running.outputs[:x.shape[0]] if running.outputs is not None else None
+        loss = net.fused_epoch(x, y, self.loss.id, batch_size, order, outputs=out)
+        running.add_pass(loss, x.shape[0], order)
 
     def _train_rows(self, net, x, y, weights, rows, batch_size, out) -> float:
         """One training step on ``rows`` (a slice or an index array); ``out`` (None or a view of
@@ -645,6 +662,13 @@ class _Running:
                 else rows
         self.loss_sum += loss * n_rows
         self.rows += n_rows
+
+    def add_pass(self, mean_loss, n, order):
+        """A whole pass over the n rows, visited in ``order`` (None: stored order)."""
+        if self.visited is not None:
+            self.visited[self.rows:self.rows + n] = np.arange(n) if order is None else order
+        self.loss_sum += mean_loss * n
+        self.rows += n
 
     def logs(self):
         logs = {"loss": self.loss_sum / max(self.rows, 1)}

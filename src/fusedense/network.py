@@ -500,8 +500,8 @@ class MLP:
             return total / n
 
     def fused_epoch(self, x, targets, loss_id, batch_size, order=None, sample_weight=None,
-                    penalty_over_weight=False, epsilon_on_sqrt_v=False) -> float:
-        """train_epoch (without ``outputs``) as ONE engine call: the engine gathers each batch,
+                    penalty_over_weight=False, epsilon_on_sqrt_v=False, outputs=None) -> float:
+        """train_epoch as ONE engine call: the engine gathers each batch,
         steps and moves on without returning to Python, so the per-step Python work (gather,
         gate, lock, bookkeeping) and the step's per-call setup are paid once per epoch. Dense
         ``x`` only. sample_weight: None or (n,) in the model's dtype: each batch's loss is its
@@ -518,7 +518,7 @@ class MLP:
             losses = np.empty(-(-m // min(batch_size, m)))
             self._hyper[abi.H_STEP] = self.step + 1  # (the gate's dropout check reads it)
             loss = self.engine.mlp_train_epoch(x, targets, order, batch_size, self.params, self.grads, self.opt_state,
-                                               self._layers, loss_id, self._hyper, sample_weight, losses,
+                                               self._layers, loss_id, self._hyper, sample_weight, losses, outputs,
                                                penalty_over_weight, epsilon_on_sqrt_v)
         if not math.isfinite(loss):
             batch = int(np.argmax(~np.isfinite(losses))) + 1

@@ -65,9 +65,10 @@ def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper,
 
 
 def mlp_train_epoch(x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper, sample_weight,
-                    batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+                    batch_losses, outputs, penalty_over_weight, epsilon_on_sqrt_v):
     return _layers.mlp_train_epoch(x, targets, order, batch_size, params, grads, opt_state, layers, loss_id,
-                                   hyper, sample_weight, batch_losses, penalty_over_weight, epsilon_on_sqrt_v)
+                                   hyper, sample_weight, batch_losses, outputs, penalty_over_weight,
+                                   epsilon_on_sqrt_v)
 
 
 def embedding_forward(tokens, params, layers, vocab_size, out):

@@ -11,7 +11,7 @@ from .. import abi
 
 
 def train_epoch(train_step, x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper,
-                sample_weight, batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+                sample_weight, batch_losses, outputs, penalty_over_weight, epsilon_on_sqrt_v):
     """The interface's mlp_train_epoch, one ``train_step`` (an engine's mlp_train_step) a batch."""
     m = x.shape[0] if order is None else order.shape[0]
     batch_size = min(batch_size, m)
@@ -35,7 +35,8 @@ def train_epoch(train_step, x, targets, order, batch_size, params, grads, opt_st
             if penalty_over_weight:
                 hyper[abi.H_PENALTY_SCALE] = base_scale / weight_sum if weight_sum > 0 else 0.0
             loss = train_step(np.ascontiguousarray(x[rows]), np.ascontiguousarray(targets[rows]), params, grads,
-                              opt_state, layers, loss_id, hyper, None, weights)
+                              opt_state, layers, loss_id, hyper,
+                              None if outputs is None else outputs[start:stop], weights)
             batch_losses[i] = loss
             if not math.isfinite(loss):
                 return loss

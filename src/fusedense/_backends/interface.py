@@ -90,7 +90,7 @@ def mlp_train_step(x, targets, params, grads, opt_state, layers, loss_id, hyper,
 
 
 def mlp_train_epoch(x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper, sample_weight,
-                    batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+                    batch_losses, outputs, penalty_over_weight, epsilon_on_sqrt_v):
     """One pass of mlp_train_step over the rows of ``x`` (n, fan_in) / ``targets`` (n,) or
     (n, n_out) in minibatches of ``batch_size`` rows (the last may be smaller), without
     returning to the caller between them: an epoch of scikit-learn's or Keras's loop in one call.
@@ -109,8 +109,10 @@ def mlp_train_epoch(x, targets, order, batch_size, params, grads, opt_state, lay
     ε' = hyper[H_EPS]/√(1−β2^t) on √v̂ (hyper[H_EPS] itself is not changed).
     ``batch_losses``: float64 (number of batches,), receives each batch's loss (before its
     update); from the first loss that is not finite on the epoch stops (that batch not
-    applied) and the rest are NaN. Returns the rows' mean of the batch losses (each times its
-    rows, over m), or that first non-finite loss."""
+    applied) and the rest are NaN. ``outputs``: None, or (m, n_out) of params' dtype that
+    receives each batch's outputs before its update, row i for the i-th row visited (Keras's
+    training metrics). Returns the rows' mean of the batch losses (each times its rows, over m),
+    or that first non-finite loss."""
 
 
 def embedding_forward(tokens, params, layers, vocab_size, out):

@@ -204,9 +204,10 @@ def _weights(sample_weight, dtype):
 
 @_entry_point
 def mlp_train_epoch(x, targets, order, batch_size, params, grads, opt_state, layers, loss_id, hyper, sample_weight,
-                    batch_losses, penalty_over_weight, epsilon_on_sqrt_v):
+                    batch_losses, outputs, penalty_over_weight, epsilon_on_sqrt_v):
     return epoch.train_epoch(mlp_train_step, x, targets, order, batch_size, params, grads, opt_state, layers, loss_id,
-                                             hyper, sample_weight, batch_losses, penalty_over_weight, epsilon_on_sqrt_v)
+                                             hyper, sample_weight, batch_losses, outputs, penalty_over_weight,
+                             epsilon_on_sqrt_v)
 
 
 @_entry_point
