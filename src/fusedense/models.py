@@ -430,7 +430,7 @@ class Sequential:
         order = None if isinstance(parts[0], slice) else np.concatenate(parts)
         out = running.outputs[:x.shape[0]] if running.outputs is not None else None
         loss = net.fused_epoch(x, y, self.loss.id, batch_size, order, outputs=out)
-        running.add_pass(loss, x.shape[0], order)
+        running.add(loss, slice(0, x.shape[0]) if order is None else order)  # the pass as one batch
 
     def _train_rows(self, net, x, y, weights, rows, batch_size, out) -> float:
         """One training step on ``rows`` (a slice or an index array); ``out`` (None or a view of
@@ -662,13 +662,6 @@ class _Running:
                 else rows
         self.loss_sum += loss * n_rows
         self.rows += n_rows
-
-    def add_pass(self, mean_loss, n, order):
-        """A whole pass over the n rows, visited in ``order`` (None: stored order)."""
-        if self.visited is not None:
-            self.visited[self.rows:self.rows + n] = np.arange(n) if order is None else order
-        self.loss_sum += mean_loss * n
-        self.rows += n
 
     def logs(self):
         logs = {"loss": self.loss_sum / max(self.rows, 1)}
