@@ -880,13 +880,27 @@ static void fd_q_block_forward(const fd_qlayer *layers, ptrdiff_t n_layers, cons
     }
 }
 
-/* Every layer, FD_Q_BLOCK_ROWS rows at a time (the block's activations stay in cache from one
+/* Blocks of rows for fd_q_mlp_forward: at most FD_Q_BLOCK_ROWS each, a multiple of `threads`
+ * of them while each keeps a tile of rows, and all of one size but the last. With 48-row blocks
+ * batch 64 was one block of 48 and one of 16, and the second thread idled three quarters of
+ * the call. */
+static ptrdiff_t fd_q_rows_per_block(ptrdiff_t B, int threads)
+{
+    ptrdiff_t n_blocks = (B + FD_Q_BLOCK_ROWS - 1) / FD_Q_BLOCK_ROWS, most = (B + 5) / 6;
+    if (threads > 1) {
+        n_blocks = (n_blocks + threads - 1) / threads * threads;
+        n_blocks = n_blocks < most ? n_blocks : most;
+    }
+    return (B + n_blocks - 1) / n_blocks;
+}
+
+/* Every layer, one block of rows at a time (the block's activations stay in cache from one
  * layer to the next); the blocks spread over `threads` OpenMP threads when there are several
  * (one thread: no parallel region at all, it costs a microsecond). Returns -1 when out of memory. */
 static int fd_q_mlp_forward(const fd_qlayer *layers, ptrdiff_t n_layers, const uint8_t *buffer, ptrdiff_t B,
                             const float *x, float *out, int threads)
 {
-    ptrdiff_t rows = B < FD_Q_BLOCK_ROWS ? B : FD_Q_BLOCK_ROWS, n_blocks = (B + rows - 1) / rows;
+    ptrdiff_t rows = fd_q_rows_per_block(B, threads), n_blocks = (B + rows - 1) / rows;
     ptrdiff_t widest = 16, scratch = fd_q_scratch_bytes(layers, n_layers, rows);
     int failed = 0;
     for (ptrdiff_t l = 0; l < n_layers; l++)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fusedense as fd
-from fusedense import _backends, reference
+from fusedense import _backends, reference, tuning
 from fusedense.gate import checked_quantized_record
 from fusedense.layout import QLAYER, quantized_layer_views
 from support import run_in_simd_build
@@ -273,9 +273,12 @@ def test_calibrated_int8_uses_the_sample_scales(engine):
 
 @pytest.mark.skipif("cython" not in ENGINES, reason="the Cython extension is not built")
 @pytest.mark.parametrize("kind", KINDS)
-def test_results_do_not_depend_on_the_thread_count(kind):
-    q = fd.quantize(_network(), kind, backend="cython")
-    x = _inputs(500, SIZES[0])
+@pytest.mark.parametrize("rows", [80, 100, 499])  # row blocks split evenly, 4 ways, unevenly
+def test_results_do_not_depend_on_the_thread_count(kind, rows):
+    sizes = [300, 600, 64, 10]
+    assert rows * sum(k * n for k, n in zip(sizes, sizes[1:])) >= tuning.COMMON["PARALLEL_MIN_WORK"]
+    q = fd.quantize(_network(sizes), kind, backend="cython")
+    x = _inputs(rows, sizes[0])
     try:
         fd.set_num_threads(1)
         one = q.predict(x)
