@@ -235,3 +235,58 @@ def test_digits_test_accuracy_reaches_95_percent():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=10, batch_size=32, validation_split=0.2, verbose=0)
     assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.95
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba", "numpy"])
+def test_train_on_batch_is_one_fit_step_and_reports_the_batch_before_it(backend):
+    """Keras's train_on_batch: one update, the same as a one-batch epoch of fit; the returned loss
+    and metrics are the batch's before the update (what evaluate says just before it)."""
+    x, y = _blobs(40)
+    model, twin = (fd.Sequential([fd.Dense(16, activation="relu", input_shape=(6,)), fd.Dense(3, activation="softmax")],
+                                 seed=0, backend=backend) for _ in range(2))
+    for m in (model, twin):
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    for step in range(3):
+        before = model.evaluate(x, y, verbose=0, return_dict=True)
+        result = model.train_on_batch(x, y, return_dict=step == 2)
+        twin.fit(x, y, batch_size=40, epochs=1, shuffle=False, verbose=0)
+        np.testing.assert_allclose(model.network.params, twin.network.params, rtol=1e-5, atol=1e-7)
+        if step < 2:
+            assert result == pytest.approx([before["loss"], before["accuracy"]], rel=1e-5)
+        else:
+            assert result == pytest.approx(before, rel=1e-5)
+    assert model.network.step == 3
+
+
+def test_train_on_batch_weights_and_errors_follow_keras():
+    x, y = _blobs(30)
+    plain = _model()
+    with pytest.raises(RuntimeError, match="train_on_batch: compile the model first"):
+        plain.train_on_batch(x, y)
+    weighted, by_class = _model(), _model()
+    for m in (weighted, by_class):
+        m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    table = {0: 1.0, 1: 3.0, 2: 0.5}
+    loss = by_class.train_on_batch(x, y, class_weight=table)
+    assert loss == pytest.approx(weighted.train_on_batch(x, y, sample_weight=np.array([table[c] for c in y])))
+    np.testing.assert_array_equal(weighted.network.params, by_class.network.params)
+    with pytest.raises(ValueError, match="class_weight and sample_weight"):
+        weighted.train_on_batch(x, y, sample_weight=np.ones(30), class_weight=table)
+    with pytest.raises(ValueError, match="sample_weight: expected one weight per sample"):
+        weighted.train_on_batch(x, y, sample_weight=np.ones(29))
+    assert isinstance(weighted.test_on_batch(x, y), float)
+    assert weighted.test_on_batch(x, y, return_dict=True) == {"loss": weighted.evaluate(x, y, verbose=0)}
+
+
+def test_get_layer_and_shapes_follow_keras():
+    model = _model()
+    assert model.get_layer(index=1) is model.layers[1]
+    assert model.get_layer(model.layers[0].name) is model.layers[0]
+    assert (model.input_shape, model.output_shape) == ((None, 6), (None, 3))
+    for kwargs, message in [({"name": "nope"}, "No such layer: nope"), ({"index": 2}, "at index 2 but model only has 2"),
+                            ({}, "Provide either a layer name or layer index"),
+                            ({"name": "dense", "index": 0}, "Provide only a layer name or a layer index")]:
+        with pytest.raises(ValueError, match=message):
+            model.get_layer(**kwargs)
+    with pytest.raises(ValueError, match="output_shape: the model has no weights yet"):
+        fd.Sequential([fd.Dense(3)]).output_shape

@@ -299,10 +299,7 @@ class Sequential:
             weights, w_val = (None, None) if weights is None else (weights[:split_at], weights[split_at:])
         else:
             x_val = y_val = w_val = None
-        if (weights is not None or self._loss_path != "fused") and isinstance(net, EmbeddingMLP):
-            raise NotImplementedError("fit: an Embedding model trains only with the fused sparse cross-entropy "
-                                      "on logits (from_logits=True) and no sample/class weights: "
-                                      "the engines' embedding_train_step takes neither")
+        self._check_embedding_training("fit", weights)
         validate = _validation_schedule(validation_freq)
 
         n = x.shape[0]
@@ -380,6 +377,35 @@ class Sequential:
             cb.on_train_end()
         self.history = history
         return history
+
+    def _check_embedding_training(self, what, weights):
+        if (weights is not None or self._loss_path != "fused") and isinstance(self.network, EmbeddingMLP):
+            raise NotImplementedError(f"{what}: an Embedding model trains only with the fused sparse cross-entropy "
+                                      "on logits (from_logits=True) and no sample/class weights: "
+                                      "the engines' embedding_train_step takes neither")
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One optimizer step on the batch ``(x, y)`` (Keras's ``train_on_batch``): returns the
+        batch's loss, and metrics on its outputs before the step, formatted as ``evaluate``'s."""
+        self._require_compiled("train_on_batch")
+        self._check_dropout()
+        x = self._inputs(x, "x")
+        net = self.network
+        y = net.as_targets(y, x.shape[0], self.loss, "y")
+        weights = self._sample_weights(y, x.shape[0], sample_weight, class_weight, "sample_weight")
+        self._check_embedding_training("train_on_batch", weights)
+        net.refresh_hyperparameters()  # the optimizer's learning rate may have been changed
+        track = bool(self.metrics)
+        running = _Running(self, y, weights, np.empty((x.shape[0], net.n_outputs), net.dtype) if track else None,
+                           np.empty(x.shape[0], np.int64) if track else None)
+        rows = slice(0, x.shape[0])
+        running.add(self._train_rows(net, x, y, weights, rows, x.shape[0], running.next_outputs(rows)), rows)
+        return _as_results(running.logs(), return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss (and metrics) on one batch, as ``evaluate`` without printing (Keras's ``test_on_batch``)."""
+        self._require_compiled("test_on_batch")
+        return self.evaluate(x, y, sample_weight=sample_weight, verbose=0, return_dict=return_dict)
 
     def _check_dropout(self):
         """Dropout trains inside the fused step only: not on the outputs (no Dense layer after it),
@@ -489,10 +515,7 @@ class Sequential:
         results = self._loss_and_metrics(x, y, self._sample_weights(y, x.shape[0], sample_weight, None, "sample_weight"))
         if (1 if verbose == "auto" else int(verbose)):
             print(format_logs(results), flush=True)
-        if return_dict:
-            return results
-        values = list(results.values())
-        return values[0] if len(values) == 1 else values
+        return _as_results(results, return_dict)
 
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
         """The model's outputs (e.g. class probabilities) for ``x``: one fused call per batch."""
@@ -513,6 +536,32 @@ class Sequential:
         return net.generate(n, max_len, temperature, seed, boundary)
 
     # --- weights, summary, saving ----------------------------------------------------------------
+
+    def get_layer(self, name=None, index=None):
+        """A layer by name or by position in ``layers`` (Keras's ``get_layer``, and its errors)."""
+        if name is not None and index is not None:
+            raise ValueError(f"Provide only a layer name or a layer index. Received: index={index}, name={name}.")
+        if index is not None:
+            if len(self.layers) <= index:
+                raise ValueError(f"Was asked to retrieve layer at index {index} but model only has "
+                                 f"{len(self.layers)} layers.")
+            return self.layers[index]
+        if name is not None:
+            for layer in self.layers:
+                if layer.name == name:
+                    return layer
+            raise ValueError(f"No such layer: {name}. Existing layers are: {[layer.name for layer in self.layers]}.")
+        raise ValueError("Provide either a layer name or layer index at `get_layer`.")
+
+    @property
+    def input_shape(self):
+        """(None, input width), or (None, context) for a model that starts with fd.Embedding."""
+        self._built("input_shape")
+        return (None, self.input_dim)
+
+    @property
+    def output_shape(self):
+        return (None, self._built("output_shape").n_outputs)
 
     def _built(self, what):
         if self.network is None and self.input_dim is not None:
@@ -677,6 +726,15 @@ class _Running:
         for i, (name, _, _) in enumerate(self.model.metrics):
             logs[name] = self.sums[i] / self.weight_sums[i] if self.weight_sums[i] else 0.0
         return logs
+
+
+def _as_results(logs, return_dict):
+    """Keras's return value of evaluate / train_on_batch: the logs dict, the loss alone, or
+    [loss, metric, ...] in compile order."""
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
 
 
 def _positive_int(name, value, allow_zero=False):
