@@ -17,7 +17,9 @@ LABELS = RNG.integers(0, 3, 150)
 WEIGHTS = RNG.integers(0, 4, 150).astype(np.float64)
 TARGETS = {"multiclass": ("MLPClassifier", LABELS), "binary": ("MLPClassifier", LABELS == 1),
            "regression": ("MLPRegressor", X @ np.linspace(-1, 1, 6) / 4),
-           "two-outputs": ("MLPRegressor", X[:, :2] * [1.0, -0.5])}
+           "two-outputs": ("MLPRegressor", X[:, :2] * [1.0, -0.5]),
+           # (not separable: a separable label saturates an output, where scikit-learn clips p at ε)
+           "multilabel": ("MLPClassifier", np.c_[LABELS == 0, LABELS == 1, RNG.integers(0, 2, 150)])}
 
 
 def _quiet(estimator, *args, **kwargs):
@@ -177,8 +179,9 @@ def test_sklearns_input_errors_and_warnings():
         fd.MLPClassifier().fit(X, X[:, 0])
     with pytest.raises(ValueError, match="requires y to be passed"):
         fd.MLPRegressor().fit(X, None)
-    with pytest.raises(ValueError, match="multilabel"):
-        fd.MLPClassifier().fit(X, np.c_[LABELS == 0, LABELS == 1])
+    for ours in (fd.MLPClassifier(), sknn.MLPClassifier()):  # several label columns that are not 0/1
+        with pytest.raises(ValueError, match="Multioutput target data is not supported with label binarization"):
+            ours.fit(X, np.c_[LABELS, LABELS])
     with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
         fd.MLPClassifier().fit(X, LABELS, sample_weight=-WEIGHTS)
     with pytest.warns(DataConversionWarning, match="column-vector y"):
@@ -187,3 +190,26 @@ def test_sklearns_input_errors_and_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             _quiet_but_conversion.fit(X, X[:, :1])
     assert _quiet_but_conversion.predict(X).shape == (150,)
+
+
+def test_multilabel_targets_follow_sklearn():
+    """An indicator matrix y: one logistic output per label, classes_ numbering the columns,
+    predict an int indicator matrix (proba > 0.5), subset accuracy as the score, partial_fit
+    taking the labels from y, and no stratified split for early stopping."""
+    y = TARGETS["multilabel"][1]
+    theirs = _quiet(sknn.MLPClassifier((8,), max_iter=20, random_state=0), X, y)
+    ours = _quiet(fd.MLPClassifier((8,), max_iter=20, random_state=0), X, y)
+    for attribute in ("classes_", "n_outputs_", "out_activation_"):
+        np.testing.assert_array_equal(getattr(ours, attribute), getattr(theirs, attribute))
+    prediction = ours.predict(X)
+    assert prediction.dtype == theirs.predict(X).dtype and prediction.shape == y.shape
+    np.testing.assert_array_equal(prediction, (ours.predict_proba(X) > 0.5).astype(int))
+    assert ours.score(X, y) == pytest.approx(np.mean((prediction == y).all(axis=1)))
+    assert ours.__sklearn_tags__().classifier_tags.multi_label
+    stream = fd.MLPClassifier((8,), random_state=0).partial_fit(X[:50], y[:50], classes=[0, 1])
+    stream.partial_fit(X[50:], y[50:])
+    np.testing.assert_array_equal(stream.classes_, [0, 1, 2])
+    with pytest.raises(ValueError, match="expected the kind of target of the first fit"):
+        stream.partial_fit(X, LABELS)
+    early = _quiet(fd.MLPClassifier((8,), early_stopping=True, max_iter=5, random_state=0), X, y)
+    assert len(early.validation_scores_) == 5

@@ -112,15 +112,18 @@ def column_or_1d(y, warn=False):
 
 
 def check_classification_targets(y):
-    if y.ndim != 1:
-        raise ValueError("Unknown label type: multiclass-multioutput or multilabel")
+    if y.ndim != 1 and type_of_target(y) != "multilabel-indicator":
+        raise ValueError("Unknown label type: multiclass-multioutput")
     if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
         raise ValueError("Unknown label type: continuous. Maybe you are trying to fit a classifier, which "
                          "expects discrete classes on a regression target with continuous values.")
 
 
 def type_of_target(y):
-    return "multilabel-indicator" if np.ndim(y) == 2 else "multiclass"
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "multilabel-indicator" if np.isin(y, (0, 1)).all() else "multiclass-multioutput"
+    return "multiclass"
 
 
 def _check_sample_weight(sample_weight, X, dtype=None, ensure_non_negative=False):

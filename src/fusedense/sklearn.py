@@ -18,8 +18,8 @@ it to the full-batch loss and gradient in NumPy (fusedense._lbfgs).
 
 Differences from sklearn.neural_network (see the README): Adam adds ε to the bias-corrected √v̂
 unless ``epsilon_added_to="sqrt_v"``; with sparse X the stochastic solvers do not penalise the
-first layer's weights (its lazy update moves only the batch's rows); multilabel targets are
-refused; the initial weights come from ``numpy.random.default_rng(random_state)``.
+first layer's weights (its lazy update moves only the batch's rows); the initial weights come
+from ``numpy.random.default_rng(random_state)``.
 """
 from __future__ import annotations
 
@@ -360,7 +360,7 @@ class _BaseMLP(BaseEstimator):
     def _split_validation(self, X, targets, y, sample_weight):
         """scikit-learn's hold-out split (stratified for classifiers); returns the training part and
         (X_val, y_val, sample_weight_val)."""
-        stratify = y if self._classifier else None
+        stratify = y if self._classifier and not getattr(self, "_multilabel", False) else None
         arrays = (X, targets, y) + (() if sample_weight is None else (sample_weight,))
         parts = train_test_split(*arrays, test_size=self.validation_fraction, stratify=stratify,
                                  random_state=int(self._rng.integers(2**31)))
@@ -437,20 +437,39 @@ class _BaseMLP(BaseEstimator):
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier (sklearn.neural_network.MLPClassifier's interface):
-    softmax output and log-loss for several classes, one logistic output for two."""
+    softmax output and log-loss for several classes, one logistic output for two, a logistic
+    output per label for a multilabel indicator matrix y (classes_ = 0..n_labels-1)."""
+
+    _multilabel = False
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
 
+    @property
+    def _loss_scale(self):
+        # the fused binary cross-entropy is the mean over rows and labels; scikit-learn's sums the labels
+        return float(self.n_outputs_) if self._multilabel else 1.0
+
+    @property
+    def _grad_scale(self):
+        return 1.0 / self._loss_scale
+
     def _encode_targets(self, y, incremental, first):
-        if type_of_target(y).startswith("multilabel"):
-            raise ValueError("multilabel targets are not supported by fusedense's MLPClassifier")
         check_classification_targets(y)
+        multilabel = type_of_target(y) == "multilabel-indicator"
+        if y.ndim == 2 and not multilabel:  # scikit-learn's LabelBinarizer refuses it with these words
+            raise ValueError("Multioutput target data is not supported with label binarization")
         if not hasattr(self, "classes_") or not (self.warm_start or incremental):
-            self._set_classes(np.unique(y))
+            self._set_classes(np.arange(y.shape[1]) if multilabel else np.unique(y), multilabel)
         else:
+            if multilabel != self._multilabel or (multilabel and y.shape[1] != self.n_outputs_):
+                raise ValueError(f"y: expected the kind of target of the first fit "
+                                 f"({'a multilabel indicator matrix of ' + str(self.n_outputs_) + ' columns' if self._multilabel else 'class labels'}), "
+                                 f"got {type_of_target(y)} of shape {y.shape}")
+            if multilabel:
+                return y.astype(np.float64)
             classes = np.unique(y)
             if self.warm_start and not incremental and set(classes) != set(self.classes_):
                 raise ValueError(f"warm_start can only be used where `y` has the same classes as in the "
@@ -458,18 +477,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if len(np.setdiff1d(classes, self.classes_)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
+        if multilabel:
+            return y.astype(np.float64)
         index = np.searchsorted(self.classes_, y)
         return index.reshape(-1, 1).astype(np.float64) if self.n_outputs_ == 1 else index.astype(np.int64)
 
-    def _set_classes(self, classes):
-        if len(classes) < 2:
+    def _set_classes(self, classes, multilabel=False):
+        if len(classes) < 2 and not multilabel:
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in the data, "
                              f"but the data contains only 1 class: {classes[0]!r}")
         self.classes_ = classes
-        binary = len(classes) == 2
-        self.n_outputs_ = 1 if binary else len(classes)
-        self._output_activation = "sigmoid" if binary else "softmax"
-        self._loss_id = abi.LOSS_BINARY_XENT if binary else abi.LOSS_SPARSE_XENT
+        self._multilabel = multilabel
+        logistic = multilabel or len(classes) == 2  # one sigmoid output per label, or one for two classes
+        self.n_outputs_ = len(classes) if multilabel else 1 if logistic else len(classes)
+        self._output_activation = "sigmoid" if logistic else "softmax"
+        self._loss_id = abi.LOSS_BINARY_XENT if logistic else abi.LOSS_SPARSE_XENT
 
     def _validation_score(self, X_val, y_val, sample_weight):
         """Accuracy on the held-out rows (checked once by fit, so straight to the network)."""
@@ -481,7 +503,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if not hasattr(self, "classes_"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-            self._set_classes(np.unique(np.asarray(classes)))
+            if type_of_target(y) == "multilabel-indicator":  # the labels are y's columns (as scikit-learn)
+                self._set_classes(np.arange(np.shape(y)[1]), multilabel=True)
+            else:
+                self._set_classes(np.unique(np.asarray(classes)))
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"`classes={list(classes)}` is not the same as on last call to partial_fit, "
                              f"was: {self.classes_}")
@@ -500,6 +525,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _labels(self, p):
         """The class labels the network's outputs ``p`` predict."""
+        if self._multilabel:
+            return (p > 0.5).astype(np.int64)  # the indicator matrix (classes_ numbers the columns)
         index = (p[:, 0] > 0.5).astype(np.int64) if self.n_outputs_ == 1 else p.argmax(axis=1)
         return self.classes_[index]
 
