@@ -213,3 +213,12 @@ def test_multilabel_targets_follow_sklearn():
         stream.partial_fit(X, LABELS)
     early = _quiet(fd.MLPClassifier((8,), early_stopping=True, max_iter=5, random_state=0), X, y)
     assert len(early.validation_scores_) == 5
+
+
+def test_the_regressor_takes_sklearns_loss_parameter():
+    assert fd.MLPRegressor().get_params()["loss"] == "squared_error"
+    import inspect
+    assert list(inspect.signature(fd.MLPRegressor).parameters)[:3] == \
+        list(inspect.signature(sknn.MLPRegressor).parameters)[:3]  # loss first, positional, as scikit-learn
+    with pytest.raises(ValueError, match="'poisson' is not implemented"):
+        fd.MLPRegressor(loss="poisson").fit(X, X[:, 0])

@@ -540,6 +540,27 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _loss_id = abi.LOSS_MSE
     _loss_scale = 0.5
 
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 epsilon_added_to="sqrt_v_hat", backend=None):
+        self.loss = loss
+        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
+                         beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         epsilon_added_to=epsilon_added_to, backend=backend)
+
+    def _check_params(self):
+        if self.loss != "squared_error":  # scikit-learn's other choice, 'poisson', has no fused kernel yet
+            raise ValueError(f"The 'loss' parameter of MLPRegressor must be 'squared_error' in fusedense "
+                             f"(scikit-learn's 'poisson' is not implemented). Got {self.loss!r} instead.")
+        return super()._check_params()
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
