@@ -147,7 +147,7 @@ def test_streamed_fit_equals_local_block_by_block_training(client, x):
             local.train_epoch(xb, local.as_targets(y[start:start + 300], 300, mse), mse.id, 64)
     assert np.array_equal(net.params, local.params)
 
-    est, local_est = (MLPRegressor((8,), random_state=0, backend=BACKEND) for _ in range(2))
+    est, local_est = (MLPRegressor(hidden_layer_sizes=(8,), random_state=0, backend=BACKEND) for _ in range(2))
     fdd.fit(est, X, Y, epochs=1, shuffle=False)
     for start in range(0, ROWS, 300):
         local_est.partial_fit(x[start:start + 300], y[start:start + 300])

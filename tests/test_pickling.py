@@ -42,7 +42,7 @@ def _classifier(backend):
 
 
 def _regressor(backend):
-    model = MLPRegressor((16,), max_iter=3, random_state=0, backend=backend).fit(X, X[:, :2])
+    model = MLPRegressor(hidden_layer_sizes=(16,), max_iter=3, random_state=0, backend=backend).fit(X, X[:, :2])
     return model, lambda m: m.predict(X), lambda m: m.partial_fit(X, X[:, :2])
 
 

@@ -10,7 +10,7 @@ import fusedense as fd  # noqa: E402
 # Small networks keep each check's fits short; the checks themselves pick the data.
 ESTIMATORS = [cls(max_iter=100, backend=engine) for engine in fd.backends()
               for cls in (fd.MLPClassifier, fd.MLPRegressor)]
-ESTIMATORS += [cls((16,), solver="lbfgs", max_iter=15) for cls in (fd.MLPClassifier, fd.MLPRegressor)]
+ESTIMATORS += [cls(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=15) for cls in (fd.MLPClassifier, fd.MLPRegressor)]
 
 
 @parametrize_with_checks(ESTIMATORS)

@@ -20,7 +20,7 @@ LABELS = RNG.integers(0, 3, 60)
 ESTIMATORS = {
     "classifier-adam": (lambda: fd.MLPClassifier((8,), max_iter=5, random_state=0), LABELS),
     "classifier-lbfgs": (lambda: fd.MLPClassifier((8,), solver="lbfgs", max_iter=5, random_state=0), LABELS == 1),
-    "regressor-sgd": (lambda: fd.MLPRegressor((8,), solver="sgd", max_iter=5, random_state=0), X[:, :2]),
+    "regressor-sgd": (lambda: fd.MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", max_iter=5, random_state=0), X[:, :2]),
 }
 
 # The child loads every file, predicts X (or fits the unfitted copy first) and saves the results.

@@ -158,7 +158,7 @@ def test_warm_start_keeps_weights_and_needs_the_same_classes():
 
 
 def test_coefs_and_intercepts_assignment_writes_the_flat_buffer_checked():
-    reg = _quiet(fd.MLPRegressor((4,), max_iter=1, random_state=0), X, X[:, 0])
+    reg = _quiet(fd.MLPRegressor(hidden_layer_sizes=(4,), max_iter=1, random_state=0), X, X[:, 0])
     reg.coefs_ = [np.zeros((6, 4)), np.zeros((4, 1))]
     reg.intercepts_ = [np.zeros(4), np.array([2.5])]
     assert (reg.network_.params[:-1] == 0).all() and (reg.predict(X) == 2.5).all()
@@ -169,7 +169,7 @@ def test_coefs_and_intercepts_assignment_writes_the_flat_buffer_checked():
 
 
 def test_divergence_raises_sklearns_value_error():
-    reg = fd.MLPRegressor((8,), solver="sgd", learning_rate_init=1e6, momentum=0.0, max_iter=50, random_state=0)
+    reg = fd.MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=1e6, momentum=0.0, max_iter=50, random_state=0)
     with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
         _quiet(reg, X, X[:, 0] * 1e6)
 
@@ -185,7 +185,7 @@ def test_sklearns_input_errors_and_warnings():
     with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
         fd.MLPClassifier().fit(X, LABELS, sample_weight=-WEIGHTS)
     with pytest.warns(DataConversionWarning, match="column-vector y"):
-        _quiet_but_conversion = fd.MLPRegressor((4,), max_iter=1)
+        _quiet_but_conversion = fd.MLPRegressor(hidden_layer_sizes=(4,), max_iter=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             _quiet_but_conversion.fit(X, X[:, :1])
@@ -222,3 +222,5 @@ def test_the_regressor_takes_sklearns_loss_parameter():
         list(inspect.signature(sknn.MLPRegressor).parameters)[:3]  # loss first, positional, as scikit-learn
     with pytest.raises(ValueError, match="'poisson' is not implemented"):
         fd.MLPRegressor(loss="poisson").fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="first positional parameter, as in scikit-learn"):
+        fd.MLPRegressor((8,)).fit(X, X[:, 0])

@@ -317,7 +317,7 @@ def test_sparse_predictions_and_lbfgs_fits_equal_the_dense_ones():
     sparse_fit = fd.MLPClassifier((8,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
     dense_fit = fd.MLPClassifier((8,), solver="lbfgs", max_iter=5, random_state=0).fit(X.toarray(), y)
     np.testing.assert_array_equal(sparse_fit.coefs_[0], dense_fit.coefs_[0])
-    reg = fd.MLPRegressor((8,), max_iter=5, random_state=0)
+    reg = fd.MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0)
     with pytest.warns(Warning):
         reg.fit(sp.coo_matrix(X), y.astype(float))
     np.testing.assert_allclose(reg.predict(X), reg.predict(X.toarray()), rtol=1e-5, atol=1e-6)

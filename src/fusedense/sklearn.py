@@ -556,6 +556,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          epsilon_added_to=epsilon_added_to, backend=backend)
 
     def _check_params(self):
+        if not isinstance(self.loss, str):
+            raise ValueError(f"The 'loss' parameter of MLPRegressor must be a str: it is the first positional "
+                             f"parameter, as in scikit-learn (hidden sizes go in hidden_layer_sizes=). "
+                             f"Got {self.loss!r} instead.")
         if self.loss != "squared_error":  # scikit-learn's other choice, 'poisson', has no fused kernel yet
             raise ValueError(f"The 'loss' parameter of MLPRegressor must be 'squared_error' in fusedense "
                              f"(scikit-learn's 'poisson' is not implemented). Got {self.loss!r} instead.")
