@@ -30,8 +30,7 @@ from fusedense.threads import threads_limited  # noqa: E402
 
 def script(keras, x_train, y_train, x_test, y_test, epochs, seed):
     """The seed example (README), Keras style; returns (fit seconds, epochs run, test accuracy, model)."""
-    if hasattr(keras, "utils"):  # real Keras; fusedense seeds per model (Sequential(seed=...))
-        keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential([
         keras.Input(shape=(784,)),
         keras.layers.Dense(128, activation="relu"),

@@ -4,7 +4,7 @@
     >>> y = fd.dense(x, W, b, activation="relu")          # act(x @ W + b) in one pass
 """
 from . import (callbacks, datasets, importers, initializers, layers, losses, metrics,  # importers: fd.MLP.from_torch
-               optimizers, regularizers)
+               optimizers, regularizers, utils)
 from .activations import ACTIVATIONS
 from ._backends import backends, get_backend, set_backend, use_backend
 from .functional import (activate, activation_grad, adam_step, binary_cross_entropy, dense, dense_grad,

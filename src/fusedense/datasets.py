@@ -19,6 +19,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import types
 
 import numpy as np
 
@@ -259,6 +260,10 @@ def load_fashion_mnist(directory=FASHION_MNIST_DIR):
                                    f"(files in {directory}): apt-get install dataset-fashion-mnist")
     x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)
     return (x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))
+
+
+#: ``keras.datasets.fashion_mnist``: ``fd.datasets.fashion_mnist.load_data()`` as in Keras scripts
+fashion_mnist = types.SimpleNamespace(load_data=load_fashion_mnist)
 
 
 # --- scikit-learn's digits -------------------------------------------------------------------------

@@ -67,7 +67,9 @@ class Sequential:
         self.optimizer = None
         self.stop_training = False
         self.history = None
-        self._rng = np.random.default_rng(seed)
+        # without a seed, one from NumPy's global generator (which fd.utils.set_random_seed fixes)
+        self._seed = int(np.random.randint(2**31)) if seed is None else seed
+        self._rng = np.random.default_rng(self._seed)
         for layer in layers or []:
             self.add(layer)
 
@@ -142,7 +144,7 @@ class Sequential:
         """(rates, seeds): per Dense layer, the dropout rate of its input in the fused network and
         the seed of its mask. Consecutive Dropout layers drop an element when any of them does:
         one rate 1 − Π(1 − rate), the same law. A Dropout without a seed gets one from the
-        model's seed (from fresh entropy without one), never from the weights' or the shuffling's
+        model's seed (drawn from NumPy's global generator when the model has none), never from the weights' or the shuffling's
         generator: adding a Dropout changes neither."""
         rates, seeds, rate, seed = [], [], 0.0, None
         for layer in self.layers:
@@ -151,8 +153,7 @@ class Sequential:
                 seed = layer.seed if seed is None else seed
             elif isinstance(layer, Dense):
                 if rate > 0 and seed is None:
-                    entropy = None if self.seed is None else (int(self.seed), len(rates))
-                    seed = int(np.random.default_rng(entropy).integers(0, 2**63 - 1))
+                    seed = int(np.random.default_rng((int(self._seed), len(rates))).integers(0, 2**63 - 1))
                 rates.append(rate)
                 seeds.append(0 if rate == 0 else int(seed))
                 rate, seed = 0.0, None

@@ -177,9 +177,10 @@ class _BaseMLP(BaseEstimator):
     def _initialize(self, X, hidden):
         """A fresh network with scikit-learn's initialisation (uniform ±sqrt(6/(fan_in+fan_out)),
         factor 2 instead of 6 for logistic; biases drawn like the weights)."""
+        # random_state=None draws from NumPy's global generator, as scikit-learn's check_random_state
         self._rng = np.random.default_rng(
             self.random_state.randint(2**31) if isinstance(self.random_state, np.random.RandomState)
-            else self.random_state)
+            else np.random.randint(2**31) if self.random_state is None else self.random_state)
         sizes = [X.shape[1], *hidden, self.n_outputs_]
         self.network_ = MLP(sizes, _ACTIVATIONS[self.activation], self._output_activation, dtype=X.dtype,
                             backend=self.backend)
