@@ -29,6 +29,7 @@ cdef enum:
     OPT_SGD = 0
     OPT_ADAM = 1
     OPT_ADAGRAD = 2
+    OPT_RMSPROP = 3
 
 cdef enum:
     H_OPTIMIZER = 0

@@ -3,7 +3,7 @@
 # adam_step), the fused training step (train.pxd).
 from cython.parallel cimport prange
 
-from abi cimport OPT_SGD
+from abi cimport OPT_RMSPROP, OPT_SGD
 from thread_policy cimport elementwise_threads, in_parallel
 from tuning cimport OPTIMIZER_CHUNK
 from real cimport real
@@ -19,10 +19,14 @@ cdef extern from "optimizers.h" nogil:
     void adam_update_d(double* p, const double* g, double* m, double* v, Py_ssize_t n, double lr,
                        double beta1, double beta2, double eps, double weight_decay, int decoupled,
                        double correction1, double correction2)
+    void rmsprop_update_f(float* p, const float* g, float* v, float* b, Py_ssize_t n, float lr, float rho,
+                          float momentum, float eps, float weight_decay)
+    void rmsprop_update_d(double* p, const double* g, double* v, double* b, Py_ssize_t n, double lr,
+                          double rho, double momentum, double eps, double weight_decay)
 
 
-# An optimizer step: OPT_SGD (lr, beta1 = momentum, weight_decay, nesterov) or OPT_ADAM
-# (corrections = 1 − β^step, computed once in double).
+# An optimizer step: OPT_SGD (lr, beta1 = momentum, weight_decay, nesterov), OPT_ADAM
+# (corrections = 1 − β^step, computed once in double) or OPT_RMSPROP (beta1 = momentum, beta2 = ρ).
 cdef struct Optimizer:
     int kind
     double lr, beta1, beta2, eps, weight_decay, correction1, correction2
@@ -50,14 +54,27 @@ cdef inline void adam_update(real* p, const real* g, real* m, real* v, Py_ssize_
                       correction1, correction2)
 
 
+cdef inline void rmsprop_update(real* p, const real* g, real* v, real* b, Py_ssize_t n, real lr, real rho,
+                                real momentum, real eps, real weight_decay) noexcept nogil:
+    """Keras's RMSprop on p[:n] (optimizers_body.h): v the mean square, b the momentum buffer."""
+    if real is float:
+        rmsprop_update_f(p, g, v, b, n, lr, rho, momentum, eps, weight_decay)
+    else:
+        rmsprop_update_d(p, g, v, b, n, lr, rho, momentum, eps, weight_decay)
+
+
 cdef inline void optimizer_update(const Optimizer* opt, real* params, const real* grads,
                                   real* first, real* second, Py_ssize_t start,
                                   Py_ssize_t n) noexcept nogil:
     """The step on params[start:start+n]. first: SGD's velocity (NULL without momentum) or
-    Adam's m; second: Adam's v; all indexed like params."""
+    Adam's m or RMSprop's mean square; second: Adam's v or RMSprop's momentum buffer; all indexed
+    like params."""
     if opt.kind == OPT_SGD:
         sgd_update(params + start, grads + start, NULL if first == NULL else first + start, n,
                    <real>opt.lr, <real>opt.beta1, opt.nesterov, <real>opt.weight_decay)
+    elif opt.kind == OPT_RMSPROP:
+        rmsprop_update(params + start, grads + start, first + start, second + start, n, <real>opt.lr,
+                       <real>opt.beta2, <real>opt.beta1, <real>opt.eps, <real>opt.weight_decay)
     else:
         adam_update(params + start, grads + start, first + start, second + start, n,
                     <real>opt.lr, <real>opt.beta1, <real>opt.beta2, <real>opt.eps,

@@ -29,6 +29,11 @@
     {                                                                                          \
         FD_PICK(adam_update, t)(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, decoupled, \
                                 correction1, correction2);                                     \
+    }                                                                                          \
+    static void FD_CAT2(rmsprop_update, t)(T *p, const T *g, T *v, T *b, ptrdiff_t n, T lr,      \
+                                           T rho, T momentum, T eps, T weight_decay)           \
+    {                                                                                          \
+        FD_PICK(rmsprop_update, t)(p, g, v, b, n, lr, rho, momentum, eps, weight_decay);        \
     }
 FD_ENTRY_POINTS(float, f)
 FD_ENTRY_POINTS(double, d)

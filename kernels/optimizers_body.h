@@ -20,6 +20,30 @@ static FD_TARGET void FD_NAME(sgd_update)(FD_REAL *p, const FD_REAL *g, FD_REAL 
     }
 }
 
+/* Keras's RMSprop: p −= lr·wd·p (decoupled weight decay), then v = ρ v + (1 − ρ) g²,
+ * s = lr·g/√(v + ε); with momentum μ: b = μ b + s, p −= b; without: p −= s. v and b below the
+ * smallest normal number are flushed to zero, as Adam's moments (see below). */
+static FD_TARGET void FD_NAME(rmsprop_update)(FD_REAL *p, const FD_REAL *g, FD_REAL *v, FD_REAL *b,
+                                              ptrdiff_t n, FD_REAL lr, FD_REAL rho, FD_REAL momentum,
+                                              FD_REAL eps, FD_REAL weight_decay)
+{
+    const FD_REAL keep = 1 - rho, decay = lr * weight_decay;
+    const FD_REAL smallest = sizeof(FD_REAL) == sizeof(float) ? FLT_MIN : DBL_MIN;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        FD_REAL pi = p[i] - decay * p[i];
+        FD_REAL vi = rho * v[i] + keep * g[i] * g[i];
+        vi = vi < smallest ? 0 : vi;
+        v[i] = vi;
+        FD_REAL si = lr * g[i] / FD_SQRT(vi + eps);
+        if (momentum != 0) {
+            si = momentum * b[i] + si;
+            si = si < smallest && si > -smallest ? 0 : si;
+            b[i] = si;
+        }
+        p[i] = pi - si;
+    }
+}
+
 /* Adam (L2 added to the gradient) or AdamW (decoupled: p −= lr·wd·p first);
  * corrections are 1 − β^step, applied as PyTorch does (step size lr/c1, denominator √v/√c2 + ε).
  * (Dividing m and v by their corrections made the loop divide-bound: half of a 784-128-64-10

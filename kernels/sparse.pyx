@@ -21,7 +21,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from abi cimport H_APPLIED, H_EPS, H_LR, H_OPTIMIZER, H_PENALTY_SCALE, H_STEP, H_WEIGHT_DECAY, N_HYPER, OPT_ADAGRAD, OPT_ADAM, OPT_SGD
+from abi cimport H_APPLIED, H_EPS, H_LR, H_OPTIMIZER, H_PENALTY_SCALE, H_STEP, H_WEIGHT_DECAY, N_HYPER, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD
 from act cimport act_backward_row, act_forward_row
 from arrays cimport buffer, dim, is_float32, optional_buffer, typenum
 from dense cimport column_sums
@@ -274,8 +274,11 @@ cdef inline void update_span(const Optimizer* opt, real* p, const real* g, real*
 
 
 cdef int read_sparse_optimizer(hyper, Optimizer* opt) except -1:
-    """read_optimizer (train.pxd), plus OPT_ADAGRAD, which only this step takes."""
+    """read_optimizer (train.pxd), plus OPT_ADAGRAD, which only this step takes, less OPT_RMSPROP
+    (the gate refuses it: the lazy row updates follow SGD, Adam and Adagrad only)."""
     cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER, True)
+    if h[H_OPTIMIZER] == OPT_RMSPROP:
+        raise ValueError("optimizer: the sparse training step takes SGD, Adam or Adagrad, not RMSprop")
     if h[H_OPTIMIZER] != OPT_ADAGRAD:
         return read_optimizer(hyper, opt)
     memset(opt, 0, sizeof(Optimizer))

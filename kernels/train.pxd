@@ -250,7 +250,7 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
 cdef inline int read_optimizer(hyper, Optimizer* opt) except -1:
     """opt from the hyper vector (see fusedense.abi), with the step's bias corrections."""
     cdef const double* h = <double*>buffer(hyper, "hyper", cnp.NPY_FLOAT64, -1, N_HYPER, True)
-    if h[H_OPTIMIZER] not in (OPT_SGD, OPT_ADAM):
+    if h[H_OPTIMIZER] not in (OPT_SGD, OPT_ADAM, OPT_RMSPROP):
         raise ValueError(f"hyper[{H_OPTIMIZER}]: unknown optimizer code {h[H_OPTIMIZER]}")
     opt.kind = <int>h[H_OPTIMIZER]
     opt.lr, opt.beta1, opt.beta2, opt.eps = h[H_LR], h[H_BETA1], h[H_BETA2], h[H_EPS]

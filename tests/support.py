@@ -76,6 +76,8 @@ def make_hyper(optimizer="adam", lr=1e-3, step=1, momentum=0.0, weight_decay=0.0
     hyper[abi.H_PENALTY_SCALE] = penalty_scale
     if optimizer in ("sgd", "nesterov"):
         hyper[abi.H_OPTIMIZER], hyper[abi.H_BETA1], hyper[abi.H_NESTEROV] = abi.OPT_SGD, momentum, optimizer == "nesterov"
+    elif optimizer == "rmsprop":  # Keras's: rho 0.9, its ε inside the square root
+        hyper[[abi.H_OPTIMIZER, abi.H_BETA1, abi.H_BETA2, abi.H_EPS]] = abi.OPT_RMSPROP, momentum, 0.9, 1e-7
     else:
         hyper[[abi.H_OPTIMIZER, abi.H_BETA1, abi.H_BETA2, abi.H_EPS, abi.H_DECOUPLED]] = \
             abi.OPT_ADAM, 0.9, 0.999, 1e-8, optimizer == "adamw"

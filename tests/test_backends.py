@@ -182,7 +182,7 @@ LOSS_SETUPS = {  # loss → (last activation, targets)
 
 
 @pytest.mark.parametrize("loss_id", sorted(LOSS_SETUPS))
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
 @pytest.mark.parametrize("batch", [1, 32, 130])
 def test_mlp_train_step_matches_reference(backend, dtype, loss_id, optimizer, batch, rng):
     last, make_targets = LOSS_SETUPS[loss_id]

@@ -35,7 +35,7 @@ def test_embedding_forward_matches_reference(backend, dtype, rng, n, hidden):
     assert_close(out, reference.embedding_forward(tokens, net.params, net.layers, VOCAB), dtype)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam", "adamw", "rmsprop"])
 @pytest.mark.parametrize("hidden", [(6,), (6, 5)], ids=["one-hidden", "two-hidden"])
 def test_embedding_train_step_matches_reference(backend, dtype, rng, optimizer, hidden):
     net = _net(dtype, hidden)

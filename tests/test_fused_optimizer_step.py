@@ -17,7 +17,7 @@ cython_backend = pytest.importorskip(
 
 OPTIMIZERS = {  # name: (make_hyper's optimizer, momentum)
     "sgd": ("sgd", 0.0), "momentum": ("sgd", 0.9), "nesterov": ("nesterov", 0.9),
-    "adam": ("adam", 0.0), "adamw": ("adamw", 0.0)}
+    "adam": ("adam", 0.0), "adamw": ("adamw", 0.0), "rmsprop": ("rmsprop", 0.9)}
 # every W under 1 MB: micro-kernels; a 600 x 500 W: BLAS (its dx reads W before the update)
 NETWORKS = {"micro": ([70, 40, 17, 5], ["relu", "tanh", "softmax"]),
             "blas": ([600, 500, 5], ["silu", "softmax"])}

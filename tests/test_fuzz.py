@@ -230,7 +230,7 @@ def make_targets(rng, loss_id, B, C, dtype):
 
 
 @given(dtype=dtypes, net=networks(max_layers=3, max_width=24), loss_id=st.sampled_from(sorted(LOSS_LAST_ACTIVATION)),
-       optimizer=st.sampled_from(["sgd", "nesterov", "adam", "adamw"]), B=st.integers(1, 70),
+       optimizer=st.sampled_from(["sgd", "nesterov", "adam", "adamw", "rmsprop"]), B=st.integers(1, 70),
        lr=st.sampled_from([1e-3, 0.1]), momentum=st.sampled_from([0.0, 0.9]), weight_decay=st.sampled_from([0.0, 1e-2]),
        step=st.integers(1, 1000), seed=seeds)
 def test_mlp_train_step_matches_reference(backend, dtype, net, loss_id, optimizer, B, lr, momentum, weight_decay, step, seed):

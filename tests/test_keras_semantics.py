@@ -319,3 +319,40 @@ def test_class_weight_equals_the_sample_weights_it_stands_for(backend):
         np.testing.assert_array_equal(wa, wb)
     with pytest.raises(ValueError, match="class_weight and sample_weight"):
         a.fit(x, y, class_weight={0: 1.0}, sample_weight=np.ones(64), verbose=0)
+
+
+OPTIMIZERS = {  # Keras's RMSprop (the default of compile) as its arguments, None: compile's default
+    "compile-default": None,
+    "rmsprop": {},
+    "rmsprop-momentum": {"momentum": 0.9, "rho": 0.8},
+    "rmsprop-weight-decay": {"weight_decay": 0.05, "epsilon": 1e-3},
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_rmsprop_trains_as_keras(keras, backend, name):
+    """Two epochs from the same weights with Keras's RMSprop: the same weights and losses."""
+    x, y = _data()
+    km = keras.Sequential([keras.Input((5,)), keras.layers.Dense(7, activation="tanh"),
+                           keras.layers.Dense(3, activation="softmax")])
+    initial = [w + 0.3 if w.ndim == 1 else w for w in km.get_weights()]
+    km.set_weights(initial)
+    fm = _fd_model("softmax", backend=backend)
+    fm.set_weights(initial)
+    args = OPTIMIZERS[name]
+    for model, module in ((km, keras), (fm, fd)):
+        optimizer = {} if args is None else {"optimizer": module.optimizers.RMSprop(learning_rate=0.01, **args)}
+        model.compile(loss="sparse_categorical_crossentropy", **optimizer)
+    hk = km.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+    hf = fm.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+    for got, expected in zip(fm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-4)
+    assert hf["loss"] == pytest.approx(hk["loss"], rel=1e-4)
+    assert type(fm.optimizer).__name__ == "RMSprop"
+
+
+def test_rmsprop_refuses_what_it_does_not_do():
+    with pytest.raises(NotImplementedError, match="centered"):
+        fd.optimizers.RMSprop(centered=True)
+    with pytest.raises(ValueError, match="rho"):
+        fd.optimizers.RMSprop(rho=1.5)

@@ -206,7 +206,7 @@ def test_configuration_errors_are_clear():
     with pytest.raises(ValueError, match="loss: unknown loss 'hinge'"):
         _model().compile(loss="hinge")
     with pytest.raises(ValueError, match="optimizer"):
-        _model().compile(optimizer="rmsprop", loss="mse")
+        _model().compile(optimizer="nadam", loss="mse")
     with pytest.raises(ValueError, match="metrics"):
         _model().compile(loss="mse", metrics=["f1"])
     with pytest.raises(RuntimeError, match="compile"):

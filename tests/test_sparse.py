@@ -266,6 +266,17 @@ def test_adagrad_is_refused_by_the_dense_training_step():
                                                record, abi.LOSS_SPARSE_XENT, hyper)
 
 
+@pytest.mark.parametrize("backend", fd.backends())
+def test_rmsprop_on_sparse_input_is_refused_with_a_way_out(backend):
+    """compile's default optimizer is Keras's RMSprop, which the lazy sparse step does not have."""
+    X, y = _text_like(n=32)
+    model = fd.Sequential([fd.Dense(4, activation="relu", input_shape=(X.shape[1],)), fd.Dense(2, activation="softmax")],
+                          seed=0, backend=backend)
+    model.compile(loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="optimizer: training on sparse input .* not RMSprop .* optimizer='adam'"):
+        model.fit(X, y, epochs=1, verbose=0)
+
+
 # --- the vectorizer ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("analyzer", ["char", "word"])

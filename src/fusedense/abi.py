@@ -20,14 +20,15 @@ LOSSES = {
 OPT_SGD = 0
 OPT_ADAM = 1
 OPT_ADAGRAD = 2  # only sparse_train_step takes it (state: one row, the squared-gradient sums)
+OPT_RMSPROP = 3  # Keras's RMSprop (state: the mean square, the momentum buffer); not sparse_train_step
 
 # Positions in the float64 ``hyper`` vector passed to mlp_train_step.
-H_OPTIMIZER = 0  # OPT_SGD, OPT_ADAM (or OPT_ADAGRAD for sparse_train_step)
+H_OPTIMIZER = 0  # OPT_SGD, OPT_ADAM, OPT_RMSPROP (or OPT_ADAGRAD for sparse_train_step)
 H_LR = 1  # learning rate
-H_BETA1 = 2  # Adam beta1, or SGD momentum
-H_BETA2 = 3  # Adam beta2
-H_EPS = 4  # Adam (and Adagrad) epsilon
-H_WEIGHT_DECAY = 5
+H_BETA1 = 2  # Adam beta1, or SGD / RMSprop momentum
+H_BETA2 = 3  # Adam beta2, or RMSprop rho
+H_EPS = 4  # Adam, Adagrad and RMSprop epsilon
+H_WEIGHT_DECAY = 5  # RMSprop's is decoupled (p −= lr·wd·p), as Keras's
 H_NESTEROV = 6  # SGD: 1.0 for Nesterov momentum
 H_DECOUPLED = 7  # Adam: 1.0 for AdamW (decoupled weight decay), 0.0 for L2 added to the gradient
 H_STEP = 8  # 1-based number of this update (Adam's bias correction; the caller sets it)

@@ -407,6 +407,9 @@ def _apply_update(net, parts) -> float:
                                  f"which was not applied")
     h = net._hyper
     h[abi.H_STEP] = step
+    if h[abi.H_OPTIMIZER] not in (abi.OPT_SGD, abi.OPT_ADAM):
+        raise ValueError("optimizer: the data-parallel fit steps with SGD or Adam (the engines' sgd_step / "
+                         f"adam_step), got {type(net.optimizer).__name__}")
     if h[abi.H_OPTIMIZER] == abi.OPT_SGD:
         net.engine.sgd_step(net.params, grads, net.opt_state[0], h[abi.H_LR], h[abi.H_BETA1],
                             bool(h[abi.H_NESTEROV]), h[abi.H_WEIGHT_DECAY])

@@ -238,6 +238,12 @@ def _optimizer(opt_state, hyper, params, adagrad=False):
     optimizer = hyper[abi.H_OPTIMIZER]
     if optimizer == abi.OPT_SGD or (adagrad and optimizer == abi.OPT_ADAGRAD):
         rows = 1
+    elif optimizer == abi.OPT_RMSPROP:
+        if adagrad:  # the sparse step's lazy row updates
+            raise ValueError("optimizer: training on sparse input (a sparse first layer, updated lazily row by "
+                             "row) takes SGD, Adam or Adagrad, not RMSprop (Keras's default in compile): "
+                             "compile with optimizer='adam', for instance")
+        rows = 2
     elif optimizer == abi.OPT_ADAM:
         rows = 2
         if not 1 <= hyper[abi.H_STEP] <= MAX_STEP:

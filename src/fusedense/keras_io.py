@@ -200,8 +200,8 @@ def _compile(model, compile_config):
         optimizer = compile_config.get("optimizer")
         if isinstance(optimizer, dict):
             name, cfg = optimizer["class_name"], optimizer.get("config", {})
-            args = {k: cfg[k] for k in ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon")
-                    if k in cfg}
+            args = {k: cfg[k] for k in ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon",
+                                        "rho", "centered") if k in cfg}
             if cfg.get("weight_decay") and name == "Adam":
                 name = "AdamW"  # Keras's weight_decay is decoupled, which is fusedense's AdamW
             if cfg.get("weight_decay"):
@@ -216,7 +216,7 @@ def _compile(model, compile_config):
         metrics = [m if isinstance(m, str) else m.get("config", {}).get("name") for m in compile_config.get("metrics") or []]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the loss's reading is Keras's, as the model was trained
-            model.compile(optimizer=optimizer or "adam", loss=loss, metrics=metrics)
+            model.compile(optimizer=optimizer or "rmsprop", loss=loss, metrics=metrics)
     except (KeyError, TypeError, ValueError, NotImplementedError) as exc:
         warnings.warn(f"the Keras model's compile settings have no fusedense equivalent ({exc}); the model is "
                       f"loaded uncompiled: call model.compile(...)", UserWarning, stacklevel=3)

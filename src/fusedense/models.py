@@ -216,9 +216,10 @@ class Sequential:
 
     # --- training configuration ----------------------------------------------------------------
 
-    def compile(self, optimizer="adam", loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
                 **kwargs):
-        """optimizer: 'adam', 'sgd', 'adamw' or a fusedense.optimizers object; loss: a Keras loss
+        """optimizer: 'rmsprop' (Keras's default), 'adam', 'sgd', 'adamw' or a fusedense.optimizers
+        object; loss: a Keras loss
         name, function, config or fusedense.losses object; metrics: e.g. ['accuracy']."""
         unknown = set(kwargs) - set(_IGNORED_COMPILE_ARGS)
         if unknown:

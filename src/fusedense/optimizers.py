@@ -156,7 +156,31 @@ class Adagrad(Optimizer):
         h[abi.H_EPS] = self.epsilon
 
 
-_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad}
+class RMSprop(Optimizer):
+    """Keras's RMSprop (v = ρ v + (1−ρ) g², p −= lr·g/√(v + ε), optionally through a momentum
+    buffer), Keras's defaults and argument names; ``weight_decay`` decoupled as in Keras
+    (p −= lr·wd·p first). ``centered=True`` is not implemented."""
+
+    state_rows = 2  # the mean square, the momentum buffer
+    _config_names = ("learning_rate", "rho", "momentum", "epsilon", "weight_decay")
+
+    rho, momentum = _Hyperparameter(0, 1), _Hyperparameter(0, 1)
+    epsilon = _Hyperparameter(0, low_inclusive=False)
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, weight_decay=0.0):
+        if centered:
+            raise NotImplementedError("centered: RMSprop(centered=True) is not implemented in fusedense")
+        super().__init__(learning_rate, 0.0 if weight_decay is None else weight_decay)
+        self.rho, self.momentum, self.epsilon = rho, momentum, epsilon
+
+    def _fill(self, h):
+        h[abi.H_OPTIMIZER] = abi.OPT_RMSPROP
+        h[abi.H_BETA1] = self.momentum
+        h[abi.H_BETA2] = self.rho
+        h[abi.H_EPS] = self.epsilon
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad, "rmsprop": RMSprop}
 
 
 def get(optimizer) -> Optimizer:

@@ -130,6 +130,20 @@ def adam_step(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
     params -= lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
+def rmsprop_step(params, grads, v, b, lr, rho=0.9, momentum=0.0, eps=1e-7, weight_decay=0.0):
+    """Keras's RMSprop: p −= lr·wd·p (decoupled), v = ρ v + (1−ρ) g², s = lr·g / √(v + ε);
+    with momentum μ: b = μ b + s, p −= b; without: p −= s."""
+    params -= lr * weight_decay * params
+    v *= rho
+    v += (1 - rho) * grads * grads
+    step = lr * grads / np.sqrt(v + eps)
+    if momentum:
+        b *= momentum
+        b += step
+        step = b
+    params -= step
+
+
 # --- dropout: the mask every engine draws inside its training step ------------------------
 # A counter-based generator: whether element (row, column) of layer ``layer``'s input is kept at
 # training step ``step`` is a pure function of (seed, step, layer, row, column), so every engine
@@ -256,6 +270,9 @@ def optimizer_step(params, grads, opt_state, hyper):
     if hyper[abi.H_OPTIMIZER] == abi.OPT_SGD:
         sgd_step(params, grads, opt_state[0], hyper[abi.H_LR], hyper[abi.H_BETA1],
                  bool(hyper[abi.H_NESTEROV]), hyper[abi.H_WEIGHT_DECAY])
+    elif hyper[abi.H_OPTIMIZER] == abi.OPT_RMSPROP:
+        rmsprop_step(params, grads, opt_state[0], opt_state[1], hyper[abi.H_LR], hyper[abi.H_BETA2],
+                     hyper[abi.H_BETA1], hyper[abi.H_EPS], hyper[abi.H_WEIGHT_DECAY])
     else:
         adam_step(params, grads, opt_state[0], opt_state[1], hyper[abi.H_STEP], hyper[abi.H_LR],
                   hyper[abi.H_BETA1], hyper[abi.H_BETA2], hyper[abi.H_EPS],

@@ -11,7 +11,7 @@ from .dense import dense_backward, dense_rows, gemm_rows
 from .dropout import apply_dropout
 from .jit import kernel
 from .losses import BINARY_XENT, CATEGORICAL_XENT, SPARSE_XENT, loss_and_gradient
-from .optimizers import adam_step, sgd_step
+from .optimizers import adam_step, rmsprop_step, sgd_step
 
 
 @kernel
@@ -228,6 +228,9 @@ def optimizer_update(params, grads, opt_state, hyper):
     if hyper[abi.H_OPTIMIZER] == abi.OPT_SGD:
         sgd_step(params, grads, opt_state[0], hyper[abi.H_LR], hyper[abi.H_BETA1],
                  hyper[abi.H_NESTEROV] != 0.0, hyper[abi.H_WEIGHT_DECAY])
+    elif hyper[abi.H_OPTIMIZER] == abi.OPT_RMSPROP:
+        rmsprop_step(params, grads, opt_state[0], opt_state[1], hyper[abi.H_LR], hyper[abi.H_BETA2],
+                     hyper[abi.H_BETA1], hyper[abi.H_EPS], hyper[abi.H_WEIGHT_DECAY])
     else:
         adam_step(params, grads, opt_state[0], opt_state[1], hyper[abi.H_STEP], hyper[abi.H_LR],
                   hyper[abi.H_BETA1], hyper[abi.H_BETA2], hyper[abi.H_EPS],

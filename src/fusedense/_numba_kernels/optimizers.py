@@ -1,4 +1,4 @@
-"""SGD and Adam/AdamW: one fused pass over a flat parameter buffer (equations in
+"""SGD, Adam/AdamW and RMSprop: one fused pass over a flat parameter buffer (equations in
 ``fusedense.reference``). Element-wise: the parallel variants split the buffer into blocks."""
 import math
 
@@ -68,6 +68,28 @@ def _adam_range(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, decoup
         M[i] = m_i
         V[i] = v_i
         P[i] = p - step_size * (m_i / (math.sqrt(v_i) * root_scale2 + eps_))
+
+
+@kernel
+def rmsprop_step(params, grads, v, b, lr, rho, momentum, eps, weight_decay):
+    """Keras's RMSprop, as the cython kernel (kernels/optimizers_body.h): arithmetic in the buffer's
+    dtype, v and b below the smallest normal number flushed to zero."""
+    real = params.dtype.type
+    smallest = real(np.finfo(params.dtype).tiny)
+    lr_, rho_, keep, momentum_, eps_, decay = (real(lr), real(rho), real(1.0 - rho), real(momentum), real(eps),
+                                               real(lr * weight_decay))
+    for i in range(params.size):
+        p = params[i] - decay * params[i]
+        g = grads[i]
+        v_i = rho_ * v[i] + keep * g * g
+        v_i = real(0.0) if v_i < smallest else v_i
+        v[i] = v_i
+        s = lr_ * g / math.sqrt(v_i + eps_)
+        if momentum_ != 0.0:
+            s = momentum_ * b[i] + s
+            s = real(0.0) if -smallest < s < smallest else s
+            b[i] = s
+        params[i] = p - s
 
 
 @kernel
