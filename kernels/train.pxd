@@ -9,7 +9,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from abi cimport *
-from act cimport act_backward_row
+from act cimport act_backward_rows
 from arrays cimport buffer, dim, typenum
 from dense cimport column_sums, layer_backward
 from dropout cimport Dropout, dropout_rows, layer_dropout
@@ -111,7 +111,7 @@ cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_s
                                real* second, real l1, real l2) noexcept nogil:
     """Task `task` of backward_tasks: dW's rows (with their kernel penalty l1, l2), then db,
     then dx's row blocks."""
-    cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS, i0, rows, r
+    cdef Py_ssize_t n_dW = (k + DW_ROWS - 1) // DW_ROWS, i0, rows
     if task < n_dW:
         i0 = task * DW_ROWS
         rows = min(DW_ROWS, k - i0)
@@ -129,9 +129,8 @@ cdef inline void backward_task(Py_ssize_t task, Py_ssize_t B, Py_ssize_t k, Py_s
         micro_gemm_nb(rows, k, n, dz + i0 * n, n, 1, Wt, k, NULL, dx + i0 * k, k, False)
         if drop.threshold:  # the input went through a dropout mask: so does its gradient
             dropout_rows(drop, i0, rows, k, dx + i0 * k, dx + i0 * k)
-        for r in range(i0, i0 + rows):
-            act_backward_row(prev_act, prev_alpha, dx + r * k, prev_z + r * k,
-                             prev_y + r * k, dx + r * k, k)
+        act_backward_rows(prev_act, prev_alpha, rows, k, dx + i0 * k, prev_z + i0 * k,
+                          prev_y + i0 * k, dx + i0 * k)
 
 
 cdef inline void backward_tasks(Py_ssize_t B, Py_ssize_t k, Py_ssize_t n, const real* dz,
@@ -206,7 +205,7 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
     input gradient goes through the same mask (dropout.pxd); 0: no dropout (mlp_gradient).
     work: train_work_size elements (z and y per layer, masked inputs, two gradient buffers,
     one Wᵀ); kept: 3 L pointers, set here to each layer's z, y and masked input (or NULL)."""
-    cdef Py_ssize_t l, r, k, n, offset, width = widest(layers, L), used = 0
+    cdef Py_ssize_t l, k, n, offset, width = widest(layers, L), used = 0
     cdef bint micro = small_weights(layers, L, sizeof(real))
     cdef real** z_of = kept
     cdef real** y_of = kept + L
@@ -245,9 +244,8 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
     if not isfinite(loss):
         return loss
     if loss_id == LOSS_MSE:
-        for r in range(B):
-            act_backward_row(<int>layers[L - 1].activation, <real>layers[L - 1].alpha, dcur + r * n,
-                             z_of[L - 1] + r * n, y_of[L - 1] + r * n, dcur + r * n, n)
+        act_backward_rows(<int>layers[L - 1].activation, <real>layers[L - 1].alpha, B, n, dcur,
+                          z_of[L - 1], y_of[L - 1], dcur)
     for l in range(L - 1, -1, -1):  # dcur holds this layer's dz
         offset, k, n = layers[l].offset, layers[l].fan_in, layers[l].fan_out
         dW = grads + offset
@@ -271,9 +269,9 @@ cdef inline double train_gradients(Py_ssize_t B, const real* x, const int64_t* l
                                  <real>(penalty_scale * layers[l].l2))
             if d_in != NULL and drop.threshold:
                 dropout_rows(&drop, 0, B, k, d_in, d_in)
-            for r in range(B if l > 0 else 0):
-                act_backward_row(<int>layers[l - 1].activation, <real>layers[l - 1].alpha, dnext + r * k,
-                                 z_of[l - 1] + r * k, y_of[l - 1] + r * k, dnext + r * k, k)
+            if l > 0:
+                act_backward_rows(<int>layers[l - 1].activation, <real>layers[l - 1].alpha, B, k, dnext,
+                                  z_of[l - 1], y_of[l - 1], dnext)
             if opt != NULL:  # after dx, the last reader of W
                 optimizer_pass(opt, params, grads, first, second, offset, offset + k * n + n, threads)
         dcur, dnext = dnext, dcur
