@@ -75,6 +75,21 @@ cdef inline void act_backward_row(int act, real alpha, const real* dy, const rea
         act_backward_row_d(act, alpha, dy, z, y, dz, n)
 
 
+cdef inline void act_backward_rows(int act, real alpha, Py_ssize_t rows, Py_ssize_t n,
+                                   const real* dy, const real* z, const real* y,
+                                   real* dz) noexcept nogil:
+    """act_backward_row over `rows` contiguous rows of n (z, y may be NULL). An element-wise
+    activation takes them in one call: a call per 100-wide row of a hidden layer's gradient
+    was 2.5% of a float64 digits fit (issue 19), most of it each call's setup and loop tail."""
+    cdef Py_ssize_t r
+    if act == ACT_SOFTMAX or act == ACT_LOG_SOFTMAX:  # row-wise: each row's own sum
+        for r in range(rows):
+            act_backward_row(act, alpha, dy + r * n, NULL if z == NULL else z + r * n,
+                             NULL if y == NULL else y + r * n, dz + r * n, n)
+    else:
+        act_backward_row(act, alpha, dy, z, y, dz, rows * n)
+
+
 cdef inline void exp_shifted_row(const real* z, real top, real* e, Py_ssize_t n) noexcept nogil:
     """e[j] = e^(z[j] − top) for top >= every z[j]; e may be z."""
     if real is float:

@@ -5,7 +5,7 @@
 from cython.parallel cimport prange
 
 from abi cimport ACT_IDENTITY, ACT_LOG_SOFTMAX, ACT_RELU, ACT_SOFTMAX
-from act cimport act_backward_row, bias_act_forward_row
+from act cimport act_backward_rows, bias_act_forward_row
 from gemm cimport blas_gemm, matmul, micro_gemm_nb, packed_gemm_nb, worth_blas, worth_packing
 from real cimport real
 from thread_policy cimport column_slices, single_threaded, slice_start
@@ -93,10 +93,7 @@ cdef inline void layer_backward(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const 
                                 real* dz, real* dx, real* dW, real* db) noexcept nogil:
     """dz = dy · act'(z or y), db = Σ_rows dz, dW = xᵀ dz, dx = dz Wᵀ (skipped when dx is NULL).
     dz (m x n scratch) may be dy. db sums rows in order: deterministic."""
-    cdef Py_ssize_t r
-    for r in range(m):
-        act_backward_row(act, alpha, dy + r * n, NULL if z == NULL else z + r * n,
-                         NULL if y == NULL else y + r * n, dz + r * n, n)
+    act_backward_rows(act, alpha, m, n, dy, z, y, dz)
     column_sums(dz, m, n, db)
     matmul(True, False, k, n, m, x, k, dz, n, dW, n)
     if dx != NULL:

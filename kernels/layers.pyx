@@ -180,6 +180,34 @@ def loss(int loss_id, outputs, targets, grad):
 
 # --- the fused training step ------------------------------------------------------------------
 
+cdef inline double fused_step(Py_ssize_t rows, const real* x, const int64_t* labels,
+                              const real* targets, const real* weights, real* params, real* grads,
+                              Py_ssize_t P, const Layer* layers, Py_ssize_t L, int loss_id,
+                              real* work, real** kept, real* outputs, Optimizer* opt,
+                              real* state, double* h, bint tiled) noexcept nogil:
+    """One step on a batch of rows, shared by mlp_train_step (and mlp_gradient) and each batch
+    of mlp_train_epoch: forward, loss, backward into grads and, unless opt is NULL (mlp_gradient:
+    no hyper, no state), the optimizer update from hyper's H_STEP and H_PENALTY_SCALE, recorded
+    in H_APPLIED. Layers tiling params take their update inside the gradient pass; otherwise
+    the gaps get a zero gradient, as in the reference, and one pass updates all. A loss that
+    is not finite updates nothing (the step is transactional)."""
+    cdef int threads = network_threads(rows, layers, L, sizeof(real), True)
+    cdef double loss
+    if not tiled:
+        memset(grads, 0, P * sizeof(real))
+    # mlp_gradient (no opt) takes the record's penalties as they are, and no dropout
+    loss = train_gradients(rows, x, labels, targets, weights, params, grads, layers, L, loss_id, work,
+                           kept, threads, NULL, outputs, opt if tiled else NULL, state,
+                           state + P if opt != NULL else NULL,
+                           h[H_PENALTY_SCALE] if opt != NULL else 1.0,
+                           <uint64_t>h[H_STEP] if opt != NULL else 0)
+    if opt != NULL and isfinite(loss):
+        if not tiled:
+            optimizer_pass(opt, params, grads, state, state + P, 0, P, threads)
+        h[H_APPLIED] = h[H_STEP]
+    return loss
+
+
 cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Layer* layers,
                       Py_ssize_t L, int loss_id, hyper, outputs, sample_weight) except? -1:
     """mlp_train_step, or mlp_gradient when hyper is None (no update; opt_state unused)."""
@@ -202,26 +230,12 @@ cdef double _mlp_step(real tag, x, targets, params, grads, opt_state, const Laye
     cdef real* op = <real*>optional_buffer(outputs, "outputs", t, B, C, True)
     cdef const real* wp = <real*>optional_buffer(sample_weight, "sample_weight", t, -1, B)
     cdef double loss
-    cdef int threads = network_threads(B, layers, L, sizeof(real), True)
-    # layers tiling params (as make_layout lays them out) take their step inside the gradient
-    # pass; otherwise gaps get a zero gradient, as in the reference, and one pass updates all
-    cdef bint tiled = layers_tile(layers, L, 0, P)
-    cdef bint fused = update and tiled
     cdef real** kept
     cdef real* work = <real*>alloc_train_work(train_work_size(B, layers, L) * sizeof(real), L,
                                               <void**>&kept)
     with nogil:
-        if not tiled:
-            memset(gp, 0, P * sizeof(real))
-        # mlp_gradient (no hyper) takes the record's penalties as they are
-        loss = train_gradients(B, xp, lab, tp, wp, pp, gp, layers, L, loss_id, work, kept, threads,
-                               NULL, op, &opt if fused else NULL, sp, sp + P if update else NULL,
-                               h[H_PENALTY_SCALE] if update else 1.0,
-                               <uint64_t>h[H_STEP] if update else 0)  # mlp_gradient: no dropout
-        if update and isfinite(loss):
-            if not fused:
-                optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P, threads)
-            h[H_APPLIED] = h[H_STEP]
+        loss = fused_step(B, xp, lab, tp, wp, pp, gp, P, layers, L, loss_id, work, kept, op,
+                          &opt if update else NULL, sp, h, layers_tile(layers, L, 0, P))
     free(work)
     free(kept)
     return loss
@@ -337,21 +351,13 @@ cdef double _mlp_epoch(real tag, x, targets, order, Py_ssize_t batch_size, param
             h[H_PENALTY_SCALE] = base_scale
             if penalty_over_weight:
                 h[H_PENALTY_SCALE] = base_scale / weight_sum if weight_sum > 0 else 0.0
-            if not tiled:
-                memset(gp, 0, P * sizeof(real))
-            loss = train_gradients(rows, bx, blab, bt, bw, pp, gp, layers, L, loss_id, work, kept,
-                                   network_threads(rows, layers, L, sizeof(real), True), NULL,
-                                   NULL if op == NULL else op + start * C,
-                                   &opt if tiled else NULL, sp, sp + P, h[H_PENALTY_SCALE], step)
+            loss = fused_step(rows, bx, blab, bt, bw, pp, gp, P, layers, L, loss_id, work, kept,
+                              NULL if op == NULL else op + start * C, &opt, sp, h, tiled)
             lp[i] = loss
             if not isfinite(loss):  # this batch not applied (transactional, as mlp_train_step)
                 for j in range(i + 1, n_batches):
                     lp[j] = NAN
                 break
-            if not tiled:
-                optimizer_pass(&opt, pp, gp, sp, sp + P, 0, P,
-                               network_threads(rows, layers, L, sizeof(real), True))
-            h[H_APPLIED] = h[H_STEP]
             total += loss * rows
         h[H_PENALTY_SCALE] = base_scale
     free(work)

@@ -8,14 +8,31 @@ from act cimport exp_nonpos, exp_shifted_row, r_log, r_log1p, relu, sigmoid
 from real cimport real
 
 
-cdef inline double xent_row(const real* z, int64_t label, real* dz, Py_ssize_t n, real scale) noexcept nogil:
-    """−log softmax(z)[label]; dz = (softmax(z) − onehot(label))·scale."""
+cdef inline real row_max(const real* z, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
-    cdef real top = z[0], total = 0, total_scale
+    cdef real top = z[0]
     for j in range(1, n):
         if z[j] > top:
             top = z[j]
-    exp_shifted_row(z, top, dz, n)  # one exp per entry: dz holds e^(z - top) until the total is known
+    return top
+
+
+cdef inline void shift_rows(const real* z, real* shifted, Py_ssize_t B, Py_ssize_t n) noexcept nogil:
+    """shifted = z − (its row's largest entry), row by row: what e^(z − top) exponentiates."""
+    cdef Py_ssize_t i, j
+    cdef real top
+    for i in range(B):
+        top = row_max(z + i * n, n)
+        for j in range(n):
+            shifted[i * n + j] = z[i * n + j] - top
+
+
+cdef inline double xent_row(const real* z, int64_t label, real* dz, Py_ssize_t n, real scale) noexcept nogil:
+    """−log softmax(z)[label]; dz = (softmax(z) − onehot(label))·scale, from dz = e^(z − top)
+    (top: z's largest entry) as shift_rows and one exp_shifted_row over all rows leave it:
+    one exp call per 10-wide row of a classifier cost more than its exps (issue 19)."""
+    cdef Py_ssize_t j
+    cdef real top = row_max(z, n), total = 0, total_scale
     for j in range(n):
         total += dz[j]
     total_scale = scale / total
@@ -29,11 +46,8 @@ cdef inline double xent_probs_row(const real* z, const real* t, real* dz, Py_ssi
                                   real scale) noexcept nogil:
     """−Σ t log softmax(z); dz = (softmax(z)·Σt − t)·scale."""
     cdef Py_ssize_t j
-    cdef real top = z[0], total = 0, t_sum = 0
+    cdef real top = row_max(z, n), total = 0, t_sum = 0
     cdef double loss = 0
-    for j in range(1, n):
-        if z[j] > top:
-            top = z[j]
     exp_shifted_row(z, top, dz, n)  # dz holds e^(z - top) until the total is known
     for j in range(n):
         total += dz[j]
@@ -80,6 +94,9 @@ cdef inline double loss_forward_backward(int loss_id, Py_ssize_t B, Py_ssize_t C
     cdef real scale = <real>1 / (B if loss_id == LOSS_SPARSE_XENT or loss_id == LOSS_CATEGORICAL_XENT
                                  else B * C)
     cdef real row_scale = scale
+    if loss_id == LOSS_SPARSE_XENT:  # every row's exps in one call (xent_row reads them)
+        shift_rows(outputs, grad, B, C)
+        exp_shifted_row(grad, 0, grad, B * C)
     for i in range(B):
         if weights != NULL:
             row_scale = scale * weights[i]

@@ -163,65 +163,70 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(steps)(
 }
 
 #if FD_VBYTES == 64
-/* A narrow last vector: a tile of one whole vector and `cols` <= FD_VLEN / 2 more columns (a
- * 10-wide float64 output layer: 8 + 2) keeps those in a half-width accumulator. A 512-bit FMA
- * costs Zen 4 two 256-bit ones whatever its mask, so the 2 live lanes of a masked full vector
- * cost as much as the 8 of the first: with the half vector, 3 units a step instead of 4. The
- * products and their order are the same (FMA, increasing p): the same bits. */
+/* A narrow last vector: a tile of `full` (0 or 1) whole vectors and `cols` <= FD_VLEN / 2 more
+ * columns keeps those in a half-width accumulator: a 10-wide float64 output layer (8 + 2), and
+ * the last 4 columns of a 100-wide layer (a tile of its own). A 512-bit FMA costs Zen 4 two
+ * 256-bit ones whatever its mask, so the live lanes of a masked full vector cost as much as a
+ * whole one: with the half vector, 3 units a step instead of 4 (8 + 2), 1 instead of 2 (4).
+ * The products and their order are the same (FMA, increasing p): the same bits. */
 typedef FD_REAL FD_NAME(hvec) __attribute__((vector_size(FD_VBYTES / 2), aligned(sizeof(FD_REAL))));
 
-/* acc[rows] (the whole vector) and half[rows] (the next FD_VLEN / 2 columns) += A @ B over
- * count steps; B's rows are read FD_VLEN + FD_VLEN / 2 wide (inside B or its tail, as tile's
- * whole-vector reads). */
+/* acc[rows] (the whole vector, if full) and half[rows] (the next FD_VLEN / 2 columns) += A @ B
+ * over count steps; B's rows are read full * FD_VLEN + FD_VLEN / 2 wide (inside B or its tail,
+ * as tile's whole-vector reads). */
 static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(narrow_steps)(
-        int rows, FD_NAME(vec) acc[FD_ROWS], FD_NAME(hvec) half[FD_ROWS], ptrdiff_t count,
+        int rows, int full, FD_NAME(vec) acc[FD_ROWS], FD_NAME(hvec) half[FD_ROWS], ptrdiff_t count,
         const FD_REAL *A, ptrdiff_t a_rs, ptrdiff_t a_cs, const FD_REAL *B, ptrdiff_t ldb)
 {
     for (ptrdiff_t p = 0; p < count; p++) {
         const FD_REAL *b = B + p * ldb;
-        FD_NAME(vec) whole = *(const FD_NAME(vec) *)b;
-        FD_NAME(hvec) rest = *(const FD_NAME(hvec) *)(b + FD_VLEN);
+        FD_NAME(vec) whole = full ? *(const FD_NAME(vec) *)b : (FD_NAME(vec)){0};
+        FD_NAME(hvec) rest = *(const FD_NAME(hvec) *)(b + full * FD_VLEN);
         for (int i = 0; i < rows; i++) {
             FD_REAL a = A[i * a_rs + p * a_cs];
-            acc[i] += a * whole;
+            if (full)
+                acc[i] += a * whole;
             half[i] += a * rest;
         }
     }
 }
 
-/* tile() for nv = 2 with cols <= FD_VLEN / 2 (see above). */
+/* tile() for nv = full + 1 with cols <= FD_VLEN / 2 (see above). */
 static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(narrow_tile)(
-        int rows, int cols, ptrdiff_t i, ptrdiff_t j, const FD_NAME(slice) *s)
+        int rows, int full, int cols, ptrdiff_t i, ptrdiff_t j, const FD_NAME(slice) *s)
 {
     FD_NAME(vec) acc[FD_ROWS];
     FD_NAME(hvec) half[FD_ROWS];
     const FD_REAL *A = s->A + i / FD_ROWS * s->a_gs + i % FD_ROWS * s->a_rs;
     const FD_REAL *B = s->B + j / FD_LANES * s->b_gs + j % FD_LANES;
     FD_REAL *C = s->C + i * s->ldc + j;
+    const int h0 = full * FD_VLEN;  /* the half vector's first column in the tile */
     for (int r = 0; r < rows; r++) {
-        acc[r] = s->start == FD_FROM_C ? FD_NAME(load)(C + r * s->ldc, FD_VLEN)
+        acc[r] = !full ? (FD_NAME(vec)){0}
+               : s->start == FD_FROM_C ? FD_NAME(load)(C + r * s->ldc, FD_VLEN)
                : s->start == FD_FROM_BIAS ? FD_NAME(load)(s->bias + j, FD_VLEN) : (FD_NAME(vec)){0};
         half[r] = (FD_NAME(hvec)){0};
         for (int l = 0; l < cols; l++)  /* (once per tile and slice: scalar is fine) */
-            half[r][l] = s->start == FD_FROM_C ? C[r * s->ldc + FD_VLEN + l]
-                       : s->start == FD_FROM_BIAS ? s->bias[j + FD_VLEN + l] : 0;
+            half[r][l] = s->start == FD_FROM_C ? C[r * s->ldc + h0 + l]
+                       : s->start == FD_FROM_BIAS ? s->bias[j + h0 + l] : 0;
     }
     if (s->packed) {
-        FD_NAME(narrow_steps)(rows, acc, half, s->kc, A, 1, FD_ROWS, B, FD_LANES);
+        FD_NAME(narrow_steps)(rows, full, acc, half, s->kc, A, 1, FD_ROWS, B, FD_LANES);
     } else {
         if (s->a_rs == 1)  /* constant offsets for a transposed A, as steps() */
-            FD_NAME(narrow_steps)(rows, acc, half, s->k_direct, A, 1, s->a_cs, B, s->ldb);
+            FD_NAME(narrow_steps)(rows, full, acc, half, s->k_direct, A, 1, s->a_cs, B, s->ldb);
         else
-            FD_NAME(narrow_steps)(rows, acc, half, s->k_direct, A, s->a_rs, s->a_cs, B, s->ldb);
+            FD_NAME(narrow_steps)(rows, full, acc, half, s->k_direct, A, s->a_rs, s->a_cs, B, s->ldb);
         if (s->k_direct < s->kc)
-            FD_NAME(narrow_steps)(rows, acc, half, s->kc - s->k_direct, A + s->k_direct * s->a_cs, s->a_rs,
-                                  s->a_cs, s->tail, FD_LANES);
+            FD_NAME(narrow_steps)(rows, full, acc, half, s->kc - s->k_direct, A + s->k_direct * s->a_cs,
+                                  s->a_rs, s->a_cs, s->tail, FD_LANES);
     }
     for (int r = 0; r < rows; r++) {
-        FD_NAME(store)(C + r * s->ldc, s->relu ? FD_NAME(relu_vec)(acc[r]) : acc[r], FD_VLEN);
+        if (full)
+            FD_NAME(store)(C + r * s->ldc, s->relu ? FD_NAME(relu_vec)(acc[r]) : acc[r], FD_VLEN);
         for (int l = 0; l < cols; l++) {  /* relu as relu_vec: NaN passes, -0 becomes 0 */
             FD_REAL v = half[r][l];
-            C[r * s->ldc + FD_VLEN + l] = s->relu && v <= 0 ? 0 : v;
+            C[r * s->ldc + h0 + l] = s->relu && v <= 0 ? 0 : v;
         }
     }
 }
@@ -234,8 +239,8 @@ static inline __attribute__((always_inline)) FD_TARGET void FD_NAME(tile)(
         int rows, int nv, int cols, ptrdiff_t i, ptrdiff_t j, const FD_NAME(slice) *s)
 {
 #if FD_VBYTES == 64
-    if (nv == 2 && cols <= FD_VLEN / 2) {
-        FD_NAME(narrow_tile)(rows, cols, i, j, s);
+    if (nv <= 2 && cols <= FD_VLEN / 2) {
+        FD_NAME(narrow_tile)(rows, nv - 1, cols, i, j, s);
         return;
     }
 #endif
