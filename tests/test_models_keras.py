@@ -290,3 +290,14 @@ def test_get_layer_and_shapes_follow_keras():
             model.get_layer(**kwargs)
     with pytest.raises(ValueError, match="output_shape: the model has no weights yet"):
         fd.Sequential([fd.Dense(3)]).output_shape
+
+
+def test_set_weights_checks_every_array_before_writing_any():
+    for model in (_model(), fd.MLP([6, 16, 3], ["relu", "softmax"], random_state=0)):
+        before = [w.copy() for w in model.get_weights()]
+        bad = [w + 1 for w in before]
+        bad[-1] = np.zeros(before[-1].size + 1)
+        with pytest.raises(ValueError, match=rf"weights\[{len(bad) - 1}\]: expected shape"):
+            model.set_weights(bad)
+        for got, was in zip(model.get_weights(), before):
+            np.testing.assert_array_equal(got, was)

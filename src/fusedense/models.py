@@ -42,7 +42,7 @@ from .embedding import EmbeddingMLP
 from .layers import Activation, Dense, Dropout, Embedding, EmbeddingBag, Flatten, InputLayer, unique_name
 from .metrics import get_metric
 from .metrics import value as metric_value
-from .network import MLP
+from .network import MLP, write_weights
 from .progbar import Progbar, format_logs, is_interactive
 
 __all__ = ["Sequential"]
@@ -583,15 +583,7 @@ class Sequential:
         return [w.copy() for w in self.weights]
 
     def set_weights(self, weights):
-        targets = self.weights
-        if len(weights) != len(targets):
-            raise ValueError(f"weights: expected {len(targets)} arrays (Keras's order: each layer's kernel, bias), "
-                             f"got {len(weights)}")
-        for i, (target, value) in enumerate(zip(targets, weights)):
-            value = np.asarray(value)
-            if value.shape != target.shape:
-                raise ValueError(f"weights[{i}]: expected shape {target.shape}, got shape {value.shape}")
-            target[...] = value
+        write_weights(self.weights, weights, "Keras's order: each layer's kernel, bias")
 
     def count_params(self) -> int:
         self._built("count_params")

@@ -71,6 +71,19 @@ def _check_dtype(dtype):
     return dtype
 
 
+def write_weights(targets, arrays, order):
+    """Copies ``arrays`` into the views ``targets`` after checking their count (``order`` says which
+    arrays are expected) and every shape, before writing any."""
+    if len(arrays) != len(targets):
+        raise ValueError(f"weights: expected {len(targets)} arrays ({order}), got {len(arrays)}")
+    arrays = [np.asarray(value) for value in arrays]
+    for i, (target, value) in enumerate(zip(targets, arrays)):
+        if value.shape != target.shape:
+            raise ValueError(f"weights[{i}]: expected shape {target.shape}, got shape {value.shape}")
+    for target, value in zip(targets, arrays):
+        target[...] = value
+
+
 class MLP:
     """A dense network ``sizes[0] → … → sizes[-1]``.
 
@@ -227,15 +240,7 @@ class MLP:
 
     def set_weights(self, arrays):
         """Writes ``[W1, b1, W2, b2, ...]`` into the flat buffer (shapes must match exactly)."""
-        targets = self.weight_arrays()
-        if len(arrays) != len(targets):
-            raise ValueError(f"weights: expected {len(targets)} arrays (one per weight_arrays() entry), "
-                             f"got {len(arrays)}")
-        for i, (target, value) in enumerate(zip(targets, arrays)):
-            value = np.asarray(value)
-            if value.shape != target.shape:
-                raise ValueError(f"weights[{i}]: expected shape {target.shape}, got shape {value.shape}")
-            target[...] = value
+        write_weights(self.weight_arrays(), arrays, "one per weight_arrays() entry")
 
     def initialize(self, init="glorot_uniform", random_state=None):
         """Fresh weights (biases zero) and a fresh optimizer state."""
