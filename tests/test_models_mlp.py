@@ -5,6 +5,7 @@ import pytest
 import fusedense as fd
 from fusedense import abi, reference
 from fusedense.network import MLP
+from fusedense.sparse import CSR
 
 
 def _data(rng, n=24, n_in=5, n_classes=3, dtype=np.float64):
@@ -146,15 +147,32 @@ def test_train_epoch_reports_each_batch_outputs_in_visiting_order():
 
 
 def test_train_epoch_reuses_its_gather_buffers_until_the_shapes_change():
+    """The batch-by-batch loop (sparse rows; dense rows go to the engine's epoch call)."""
     rng = np.random.default_rng(5)
     x, y = _data(rng, dtype=np.float32)
-    net = MLP([5, 3], [None], "softmax", random_state=0)
-    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 8, rng.permutation(len(x)))
+    x = CSR.from_dense(x)
+    net = MLP([5, 4, 3], "relu", "softmax", random_state=0)  # (a sparse first layer needs one above it)
+    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 8, rng.permutation(x.shape[0]))
     buffers = net._batch_rows
-    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 8, rng.permutation(len(x)))
+    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 8, rng.permutation(x.shape[0]))
     assert net._batch_rows is buffers
-    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 5, rng.permutation(len(x)))
-    assert net._batch_rows[0].shape == (5, 5)
+    net.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 5, rng.permutation(x.shape[0]))
+    assert net._batch_rows[1].shape == (5,)
+
+
+def test_train_epoch_on_dense_rows_is_one_engine_call_with_the_steps_of_fused_step(monkeypatch):
+    rng = np.random.default_rng(6)
+    x, y = _data(rng, dtype=np.float32)
+    order = rng.permutation(len(x))
+    stepped, epoch = (MLP([5, 4, 3], "tanh", "softmax", random_state=0) for _ in range(2))
+    for start in range(0, len(x), 8):
+        rows = order[start:start + 8]
+        stepped.fused_step(np.ascontiguousarray(x[rows]), y[rows], abi.LOSS_SPARSE_XENT)
+    calls = []
+    monkeypatch.setattr(MLP, "fused_step", lambda *a, **k: calls.append(1))
+    epoch.train_epoch(x, y, abi.LOSS_SPARSE_XENT, 8, order)
+    assert not calls and epoch.step == stepped.step
+    np.testing.assert_array_equal(epoch.params, stepped.params)
 
 
 def test_a_step_the_kernel_rejects_is_not_counted():
