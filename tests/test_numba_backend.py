@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import fusedense as fd
-from fusedense import reference
-from fusedense._numba_kernels import dense, gemm, jit, mlp, optimizers
+from fusedense import abi, reference
+from fusedense._numba_kernels import dense, gemm, jit, losses, mlp, optimizers
 from fusedense.activations import BY_ID, activation_forward, activation_vjp, get_activation
 from fusedense.layout import layer_record, make_layout
 
@@ -82,6 +82,29 @@ def test_softmax_xent_matches_reference_on_both_sides_of_the_threshold(dtype, ba
     loss_ref, grad_ref = reference.softmax_cross_entropy(logits, labels)
     assert loss == pytest.approx(float(loss_ref), rel=1e-5 if dtype == np.float32 else 1e-12)
     assert_close(grad, grad_ref, dtype)
+
+
+@pytest.mark.parametrize("n_cols", [1, 27, 33])
+def test_sparse_xent_block_pass_gives_the_row_kernels_bits(dtype, n_cols, rng):
+    """The sparse cross-entropy with a gradient takes its exponentials in one pass over the
+    block (losses._sparse_xent_rows): the same loss and gradient, to the bit, as the row kernel
+    (losses._loss_row), with sample weights, a block that starts past row 0, and a NaN row."""
+    logits = rng.normal(scale=3, size=(9, n_cols)).astype(dtype)
+    logits[1, 0] = np.nan
+    labels = rng.integers(0, n_cols, 9)
+    weights = rng.uniform(0.5, 2, 9).astype(dtype)
+    grad = np.full_like(logits, 7.0)
+    got = losses._sparse_xent_rows(logits, labels, weights, grad, 0.25, 2, 9)
+    want_grad = np.full_like(logits, 7.0)
+    want = 0.0
+    for i in range(2, 9):
+        want += float(weights[i]) * losses._loss_row(abi.LOSS_SPARSE_XENT, logits[i], logits[i], labels[i],
+                                                     logits[i, :0], want_grad[i], 0.25 * float(weights[i]))
+    assert got == want  # the same rows' sum, in the same order
+    np.testing.assert_array_equal(grad, want_grad)
+    assert (grad[:2] == 7.0).all()  # rows before the block untouched
+    assert np.isnan(losses._sparse_xent_rows(logits, labels, weights, grad, 0.25, 0, 3))
+    assert np.isnan(grad[1]).all() and np.isfinite(grad[[0, 2]]).all()
 
 
 @pytest.mark.parametrize("size", [2 * optimizers.BLOCK - 1, 2 * optimizers.BLOCK, 3 * optimizers.BLOCK + 5])

@@ -249,6 +249,7 @@ def activation_vjp_row(dy, z, y, act_id, alpha, dz):
     empty row when absent; activations whose derivative follows from y use y when present."""
     n = dy.size
     have_y = y.size == n
+    one, zero = dz.dtype.type(1.0), dz.dtype.type(0.0)
     if act_id == SOFTMAX or act_id == LOG_SOFTMAX:
         if have_y:
             for j in range(n):
@@ -269,15 +270,17 @@ def activation_vjp_row(dy, z, y, act_id, alpha, dz):
     elif act_id == IDENTITY:
         for j in range(n):
             dz[j] = dy[j]
-    elif act_id == RELU and have_y:
+    elif act_id == RELU and have_y:  # the common ones from y: loops of their own, vectorised,
+        # with the constants in dz's dtype (a Python float makes a float32 loop float64: half the
+        # lanes and two conversions per element, 1.7x the time of the LM's tanh backward)
         for j in range(n):
-            dz[j] = dy[j] * (1.0 if y[j] > 0 else 0.0)
-    elif act_id == TANH and have_y:  # the common ones from y: loops of their own, vectorised
+            dz[j] = dy[j] * (one if y[j] > 0 else zero)
+    elif act_id == TANH and have_y:
         for j in range(n):
-            dz[j] = dy[j] * (1.0 - y[j] * y[j])
+            dz[j] = dy[j] * (one - y[j] * y[j])
     elif act_id == SIGMOID and have_y:
         for j in range(n):
-            dz[j] = dy[j] * (y[j] * (1.0 - y[j]))
+            dz[j] = dy[j] * (y[j] * (one - y[j]))
     elif act_id == GELU:  # its own loop, vectorised (as in activation_row)
         for j in range(n):
             dz[j] = dy[j] * gelu_derivative(z[j])

@@ -148,60 +148,68 @@ def _tile(a, b, out, i, j0, b_j0, rows, width, accumulate):
 LARGE_B_BYTES = TUNING["PACKED_MIN_B_BYTES"]
 
 
-@kernel
-def _row_tiles(a, b, out, n_rows, n_cols):
-    """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols] in TILE_ROWS-row tiles (n_rows a
-    multiple of TILE_ROWS, n_cols of TILE_BYTES). The tile loops are functions of their own,
-    taking their arrays as arguments: beside arrays allocated in the same function LLVM kept
-    the accumulators in memory (it could not rule out aliasing); and apart, a first call
-    compiles only the ones its batch needs."""
-    _prefer_wide_vectors()
-    tile_cols = _columns(out, TILE_BYTES)
-    for j0 in range(0, n_cols, tile_cols):
-        for i in range(0, n_rows, TILE_ROWS):
-            _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, False)
+def _tile_loops(tile_bytes):
+    """The tile loops for tiles ``tile_bytes`` wide (a constant in them): TILE_BYTES for a
+    product's columns, VECTOR_BYTES for a narrow right edge (200 = 6 x 32 + 8 float32 columns:
+    the 8 in a 16-wide tile, not a 32-wide one). Each loop is a function of its own, taking its
+    arrays as arguments: beside arrays allocated in the same function LLVM kept the
+    accumulators in memory (it could not rule out aliasing); and apart, a first call compiles
+    only the ones its batch needs. (Made twice here rather than given the width as a literal
+    argument: called from Python, a literal argument sends every call through numba's compile
+    path again.)"""
+    @kernel
+    def row_tiles(a, b, out, n_rows, n_cols):
+        """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols] in TILE_ROWS-row tiles (n_rows a
+        multiple of TILE_ROWS, n_cols of tile_bytes)."""
+        _prefer_wide_vectors()
+        tile_cols = _columns(out, tile_bytes)
+        for j0 in range(0, n_cols, tile_cols):
+            for i in range(0, n_rows, TILE_ROWS):
+                _tile(a, b, out, i, j0, j0, TILE_ROWS, tile_cols, False)
+
+    @kernel
+    def leftover_tiles(a, b, out, first, fours, twos, n_cols):
+        """Rows first.. of out in a 4-row tile (if ``fours``) then a 2-row tile (if ``twos``)."""
+        _prefer_wide_vectors()
+        tile_cols = _columns(out, tile_bytes)
+        for j0 in range(0, n_cols, tile_cols):
+            if fours:
+                _tile(a, b, out, first, j0, j0, 4, tile_cols, False)
+            if twos:
+                _tile(a, b, out, first + 4 * fours, j0, j0, 2, tile_cols, False)
+
+    @kernel
+    def lone_rows(a, b, out, first, n_rows, n_cols):
+        """Rows first..n_rows of out one at a time: ROW_BYTES wide, the rest tile_bytes wide (a
+        lone row reads b once per row: wide tiles keep enough FMAs in flight)."""
+        _prefer_wide_vectors()
+        tile_cols, row_cols = _columns(out, tile_bytes), _columns(out, ROW_BYTES)
+        n_row_tiled = n_cols - n_cols % row_cols
+        for i in range(first, n_rows):
+            for j0 in range(0, n_row_tiled, row_cols):
+                _tile(a, b, out, i, j0, j0, 1, row_cols, False)
+            for j0 in range(n_row_tiled, n_cols, tile_cols):
+                _tile(a, b, out, i, j0, j0, 1, tile_cols, False)
+
+    @inline_kernel
+    def whole_tiles(a, b, out, n_rows, n_cols):
+        """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_cols a multiple of tile_bytes:
+        TILE_ROWS-row tiles, the rows left in a 4- and a 2-row tile, then a lone row."""
+        m_tiled = n_rows - n_rows % TILE_ROWS
+        fours = TILE_ROWS > 4 and n_rows - m_tiled >= 4
+        twos = TILE_ROWS > 2 and n_rows - m_tiled - 4 * fours >= 2
+        lone = m_tiled + 4 * fours + 2 * twos
+        if m_tiled > 0:
+            row_tiles(a, b, out, m_tiled, n_cols)
+        if fours or twos:
+            leftover_tiles(a, b, out, m_tiled, fours, twos, n_cols)
+        if lone < n_rows:
+            lone_rows(a, b, out, lone, n_rows, n_cols)
+    return row_tiles, leftover_tiles, lone_rows, whole_tiles
 
 
-@kernel
-def _leftover_tiles(a, b, out, first, fours, twos, n_cols):
-    """Rows first.. of out in a 4-row tile (if ``fours``) then a 2-row tile (if ``twos``)."""
-    _prefer_wide_vectors()
-    tile_cols = _columns(out, TILE_BYTES)
-    for j0 in range(0, n_cols, tile_cols):
-        if fours:
-            _tile(a, b, out, first, j0, j0, 4, tile_cols, False)
-        if twos:
-            _tile(a, b, out, first + 4 * fours, j0, j0, 2, tile_cols, False)
-
-
-@kernel
-def _lone_rows(a, b, out, first, n_rows, n_cols):
-    """Rows first..n_rows of out one at a time: ROW_BYTES wide, the rest TILE_BYTES wide (a
-    lone row reads b once per row: wide tiles keep enough FMAs in flight)."""
-    _prefer_wide_vectors()
-    tile_cols, row_cols = _columns(out, TILE_BYTES), _columns(out, ROW_BYTES)
-    n_row_tiled = n_cols - n_cols % row_cols
-    for i in range(first, n_rows):
-        for j0 in range(0, n_row_tiled, row_cols):
-            _tile(a, b, out, i, j0, j0, 1, row_cols, False)
-        for j0 in range(n_row_tiled, n_cols, tile_cols):
-            _tile(a, b, out, i, j0, j0, 1, tile_cols, False)
-
-
-@inline_kernel
-def _whole_tiles(a, b, out, n_rows, n_cols):
-    """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_cols a multiple of TILE_BYTES:
-    TILE_ROWS-row tiles, the rows left in a 4- and a 2-row tile, then a lone row."""
-    m_tiled = n_rows - n_rows % TILE_ROWS
-    fours = TILE_ROWS > 4 and n_rows - m_tiled >= 4
-    twos = TILE_ROWS > 2 and n_rows - m_tiled - 4 * fours >= 2
-    lone = m_tiled + 4 * fours + 2 * twos
-    if m_tiled > 0:
-        _row_tiles(a, b, out, m_tiled, n_cols)
-    if fours or twos:
-        _leftover_tiles(a, b, out, m_tiled, fours, twos, n_cols)
-    if lone < n_rows:
-        _lone_rows(a, b, out, lone, n_rows, n_cols)
+_row_tiles, _leftover_tiles, _lone_rows, _whole_tiles = _tile_loops(TILE_BYTES)
+_vector_tiles = _tile_loops(VECTOR_BYTES)[3]
 
 
 def _pad_columns(b, first, padded):
@@ -247,27 +255,41 @@ def _copy_columns_loops(src, rows, out, start, first):
 
 
 @inline_kernel
-def _tiled(a, b, out, whole_tiles):
-    """tiled_matmul's body, with :func:`_whole_tiles` as an argument: compiled, the kernel;
-    run as Python by :func:`product` with whole_tiles' Python source, so that each tile loop
-    is compiled as its own entry, only when a product first needs it."""
+def _tiled(a, b, out, whole_tiles, vector_tiles, edge_tiles):
+    """tiled_matmul's body, with :func:`_whole_tiles`, :func:`_vector_tiles` and
+    :func:`_edge_tiles` as arguments: compiled, the kernel; run as Python by :func:`product`
+    with their Python source, so that each tile loop is compiled as its own entry, only when a
+    product first needs it."""
     m, n = out.shape
     tile_cols = TILE_BYTES // out.itemsize  # (not _columns: this body also runs as Python)
     n_whole = n - n % tile_cols
     streamed = m % TILE_ROWS > 0 and b.size * b.itemsize >= LARGE_B_BYTES
     n_rows = m - m % TILE_ROWS if streamed else m
-    whole_tiles(a, b, out, n_rows, n_whole)
-    if n_whole < n:  # the last columns through a zero-padded copy, EDGE_ROWS rows at a time: a
-        # scratch that does not grow with m, and few steps when product() runs this body as Python
-        edge_b = np.empty((b.shape[0], tile_cols), b.dtype)
-        _pad_columns(b, n_whole, edge_b)
-        edge_out = np.empty((EDGE_ROWS, tile_cols), out.dtype)
-        for start in range(0, n_rows, EDGE_ROWS):  # (chunks start at whole tiles: the same tiles as one pass)
-            rows = min(EDGE_ROWS, n_rows - start)
-            whole_tiles(a[start:start + rows], edge_b, edge_out, rows, tile_cols)
-            _copy_columns(edge_out, rows, out, start, n_whole)
+    if n_whole > 0:
+        whole_tiles(a, b, out, n_rows, n_whole)
+    # the last columns through a zero-padded copy one vector wide when they fit one (200 = 6 x
+    # 32 + 8 float32 columns: the 8 cost a 16-wide tile, not a 32-wide one), else a tile wide
+    if n - n_whole > VECTOR_BYTES // out.itemsize:
+        edge_tiles(a, b, out, n_rows, n_whole, whole_tiles, TILE_BYTES // out.itemsize)
+    elif n_whole < n:
+        edge_tiles(a, b, out, n_rows, n_whole, vector_tiles, VECTOR_BYTES // out.itemsize)
     if streamed:
         _streamed_rows(a, b, out, n_rows)
+
+
+@inline_kernel
+def _edge_tiles(a, b, out, n_rows, n_whole, whole_tiles, edge_cols):
+    """out[:n_rows, n_whole:] = a[:n_rows] @ b[:, n_whole:] as whole_tiles (edge_cols wide) over
+    a zero-padded copy of b's last columns, EDGE_ROWS rows at a time (a scratch that does not
+    grow with m, and few steps when product() runs this body as Python), copied into out.
+    Chunks start at whole tiles: the same tiles as one pass."""
+    edge_b = np.empty((b.shape[0], edge_cols), b.dtype)
+    _pad_columns(b, n_whole, edge_b)
+    edge_out = np.empty((EDGE_ROWS, edge_cols), out.dtype)
+    for start in range(0, n_rows, EDGE_ROWS):
+        rows = min(EDGE_ROWS, n_rows - start)
+        whole_tiles(a[start:start + rows], edge_b, edge_out, rows, edge_cols)
+        _copy_columns(edge_out, rows, out, start, n_whole)
 
 
 @kernel
@@ -276,7 +298,7 @@ def tiled_matmul(a, b, out):
     whole tiles; the last, partial TILE_BYTES of columns as whole tiles over a zero-padded copy
     of b into a scratch, then copied into out; with a large b the rows after the TILE_ROWS-row
     tiles are streamed."""
-    _tiled(a, b, out, _whole_tiles)
+    _tiled(a, b, out, _whole_tiles, _vector_tiles, _edge_tiles)
 
 
 @inline_kernel
@@ -485,7 +507,7 @@ def product(a, b, out):
     elif _WORTH_BLAS(m, n, depth):
         blas_matmul(a, b, out)
     else:
-        _TILED(a, np.ascontiguousarray(b), out, _WHOLE_TILES)
+        _TILED(a, np.ascontiguousarray(b), out, _WHOLE_TILES, _VECTOR_TILES, _EDGE_TILES)
 
 
 def _py(function):
@@ -497,7 +519,8 @@ def _py(function):
 # product() runs on every fd.dense call, where a batch-1 layer's arithmetic costs a few µs:
 # its Python pieces are looked up once, and the thread count is read from numba's threading
 # layer directly (numba.get_num_threads() takes two locks first: ~1.2 µs against ~0.2).
-_WORTH_PACKING, _WORTH_BLAS, _TILED, _WHOLE_TILES = map(_py, (worth_packing, worth_blas, _tiled, _whole_tiles))
+_WORTH_PACKING, _WORTH_BLAS, _TILED, _WHOLE_TILES, _VECTOR_TILES, _EDGE_TILES = map(
+    _py, (worth_packing, worth_blas, _tiled, _whole_tiles, _vector_tiles, _edge_tiles))
 _python_num_threads = numba.get_num_threads
 if not numba.config.DISABLE_JIT and _launch_threads is not None:  # the pool was started above
     try:  # private to numba, as _iget_num_threads

@@ -79,9 +79,45 @@ def _loss_row(loss_id, logits, out, label, target, grad, scale):
 
 
 @kernel
+def _sparse_xent_rows(logits, labels, weights, grad, scale, start, stop):
+    """_loss_rows for SPARSE_XENT with its gradient: _loss_row's arithmetic, each row's sum and
+    rounding unchanged, but the exponentials in one pass over the rows' whole block of grad
+    (contiguous): per row, a vector loop over 27 logits ran 16 lanes and then 11 scalar
+    exponentials; over the block only its last few are scalar (the LM's loss took 8.4 µs at
+    batch 64, the Cython engine's 3.8)."""
+    n = logits.shape[1]
+    shifted_label = np.empty(stop - start)  # z[label] − max, each row's
+    for i in range(start, stop):  # grad = z − max (its exponential below)
+        z, g = logits[i], grad[i]
+        top = row_max(z)
+        for j in range(n):
+            g[j] = z[j] - top
+        shifted_label[i - start] = g[labels[i]]
+    block = grad[start:stop].reshape(-1)
+    for t in range(block.size):
+        block[t] = exp_nonpos_of(block[t])
+    total = 0.0
+    for i in range(start, stop):
+        g = grad[i]
+        weight = np.float64(weights[i]) if weights.size > 0 else 1.0
+        row_total = 0.0
+        for j in range(n):
+            row_total += g[j]
+        row_scale = scale * weight
+        p_scale = row_scale / row_total
+        for j in range(n):
+            g[j] *= p_scale
+        g[labels[i]] -= row_scale
+        total += weight * (math.log(row_total) - shifted_label[i - start])
+    return total
+
+
+@kernel
 def _loss_rows(loss_id, logits, out, labels, targets, weights, grad, scale, start, stop):
     """Rows start..stop: the sum of their losses, each times its weight (1 when ``weights`` is
     empty), and their gradients times ``scale`` and the weight."""
+    if loss_id == SPARSE_XENT and grad.shape[0] == logits.shape[0] and stop > start:
+        return _sparse_xent_rows(logits, labels, weights, grad, scale, start, stop)
     total = 0.0
     for i in range(start, stop):
         label = labels[i] if labels.size > 0 else 0
