@@ -187,9 +187,16 @@ def _fresh_output(name, out, dtype, shape, *inputs):
     return out
 
 
+def _outside(ids, n):
+    """Whether int64 ``ids`` holds a value outside [0, n): one reduction (the cost of a small
+    batch's check is the reduction's call), the ids read as unsigned so that a negative one is
+    larger than any n."""
+    return bool(ids.size) and ids.view(np.uint64).max() >= n
+
+
 def _labels(name, labels, n_rows, n_classes):
     _array(name, labels, np.dtype(np.int64), (n_rows,))
-    if n_rows and (labels.min() < 0 or labels.max() >= n_classes):
+    if _outside(labels, n_classes):
         bad = labels.min() if labels.min() < 0 else labels.max()
         raise ValueError(f"{name}: labels must lie in [0, {n_classes}), got {bad}")
 
@@ -269,7 +276,7 @@ def _order(order, n_rows):
     _array("order", order, _INT64, (None,))
     if not order.shape[0]:
         raise ValueError("order: expected at least one row index, got an empty array")
-    if order.min() < 0 or order.max() >= n_rows:
+    if _outside(order, n_rows):
         bad = order.min() if order.min() < 0 else order.max()
         raise ValueError(f"order: expected row indices in [0, {n_rows}) (the rows of x), got {bad}")
     return order.shape[0]
@@ -293,9 +300,7 @@ def _csr(indptr, indices, values, dtype, n_features):
                          f"{indptr[0]} to {indptr[-1]}")
     if B > 1 and (indptr[1:] < indptr[:-1]).any():
         raise ValueError("X.indptr: expected non-decreasing row offsets, got a decreasing step")
-    # one pass over the indices (the batch-1 cost is the reduction's call): read as unsigned, a
-    # negative index is larger than any fan_in
-    if nnz and indices.view(np.uint64).max() >= n_features:
+    if _outside(indices, n_features):
         raise ValueError(f"X.indices: column indices must lie in [0, {n_features}) (the first layer's "
                          f"fan_in), got values in [{indices.min()}, {indices.max()}]")
     return B
@@ -483,7 +488,7 @@ class Gate:
             _array("x", tokens, np.dtype(np.int64), (None, None))
             raise ValueError(f"x: expected at least one row of token ids, got shape {tokens.shape}")
         self._embedding(layers, vocab_size, tokens.shape[1])
-        if tokens.min() < 0 or tokens.max() >= vocab_size:
+        if _outside(tokens, vocab_size):
             raise ValueError(f"x: token ids must be in [0, {vocab_size}), got values in "
                              f"[{tokens.min()}, {tokens.max()}]")
         return tokens.shape[0]
