@@ -132,7 +132,7 @@ def test_mlp_forward_matches_reference_across_gemm_row_blocks(dtype, batch, rng)
                  reference.mlp_forward(x, params, layer_record(layout, alphas, n)), dtype, 4)
 
 
-@pytest.mark.parametrize("n_cols", [1, 5, 16, 17, 33, 70, 130])
+@pytest.mark.parametrize("n_cols", [1, 5, 16, 17, 33, 70, 130, 200])
 def test_tiled_matmul_covers_every_row_and_column_edge(dtype, n_cols, rng):
     """Batches 1-17 cross the row tiles (TILE_ROWS rows, then lone rows) and the widths cross
     the column tiles; a transposed a is read element-wise; each row's sums run in one order,
@@ -399,7 +399,7 @@ def test_first_dense_call_compiles_only_its_product_path_and_activation(tmp_path
         from fusedense._numba_kernels import activations, dense, gemm
         y = fd.dense(np.ones((8, 16), np.float32), np.ones((16, 4), np.float32), activation="relu",
                      backend="numba")
-        unused = [gemm.packed_matmul, gemm.matmul, gemm._lone_rows, activations._branch_free_row,
+        unused = [gemm.packed_matmul, gemm.matmul, gemm._lone_row, activations._branch_free_row,
                   activations.softmax_row, activations.forward_scalar]
         stats = dense.epilogue(activations.RELU).stats
         print(sum(len(k.signatures) for k in unused), sum(stats.cache_hits.values()),

@@ -98,8 +98,14 @@ def _writable_inputs(args):
     """``args`` with each read-only array replaced by a writable alias of the same memory:
     numba types read-only arrays apart, and each read-only argument would compile the kernel
     again (a minute on this machine). The gate refuses read-only outputs, and the kernels never
-    write their inputs."""
-    return tuple(_writable(a) if type(a) is np.ndarray and not a.flags.writeable else a for a in args)
+    write their inputs. (A loop, not a generator: at batch 1 the generator cost 0.8 µs.)"""
+    replaced = None
+    for position, a in enumerate(args):
+        if type(a) is np.ndarray and not a.flags.writeable:
+            if replaced is None:
+                replaced = list(args)
+            replaced[position] = _writable(a)
+    return args if replaced is None else replaced
 
 
 def _entry_point(function):

@@ -36,6 +36,7 @@ EDGE_ROWS = 8 * TILE_ROWS
 TILE_BYTES = 2 * VECTOR_BYTES
 #: A lone row (a batch's last rows): enough independent accumulators to hide the FMA latency.
 ROW_BYTES = TUNING["ROW_VECTORS"] * VECTOR_BYTES
+HALF_ROW_BYTES = ROW_BYTES // 2
 STACK_BYTES = max(TILE_ROWS * TILE_BYTES, ROW_BYTES)
 
 
@@ -178,38 +179,23 @@ def _tile_loops(tile_bytes):
             if twos:
                 _tile(a, b, out, first + 4 * fours, j0, j0, 2, tile_cols, False)
 
-    @kernel
-    def lone_rows(a, b, out, first, n_rows, n_cols):
-        """Rows first..n_rows of out one at a time: ROW_BYTES wide, the rest tile_bytes wide (a
-        lone row reads b once per row: wide tiles keep enough FMAs in flight)."""
-        _prefer_wide_vectors()
-        tile_cols, row_cols = _columns(out, tile_bytes), _columns(out, ROW_BYTES)
-        n_row_tiled = n_cols - n_cols % row_cols
-        for i in range(first, n_rows):
-            for j0 in range(0, n_row_tiled, row_cols):
-                _tile(a, b, out, i, j0, j0, 1, row_cols, False)
-            for j0 in range(n_row_tiled, n_cols, tile_cols):
-                _tile(a, b, out, i, j0, j0, 1, tile_cols, False)
-
     @inline_kernel
     def whole_tiles(a, b, out, n_rows, n_cols):
-        """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_cols a multiple of tile_bytes:
-        TILE_ROWS-row tiles, the rows left in a 4- and a 2-row tile, then a lone row."""
+        """out[:n_rows, :n_cols] = a[:n_rows] @ b[:, :n_cols], n_rows even (a lone row is
+        :func:`_lone_row`'s), n_cols a multiple of tile_bytes: TILE_ROWS-row tiles, the rows left
+        in a 4- and a 2-row tile."""
         m_tiled = n_rows - n_rows % TILE_ROWS
         fours = TILE_ROWS > 4 and n_rows - m_tiled >= 4
         twos = TILE_ROWS > 2 and n_rows - m_tiled - 4 * fours >= 2
-        lone = m_tiled + 4 * fours + 2 * twos
         if m_tiled > 0:
             row_tiles(a, b, out, m_tiled, n_cols)
         if fours or twos:
             leftover_tiles(a, b, out, m_tiled, fours, twos, n_cols)
-        if lone < n_rows:
-            lone_rows(a, b, out, lone, n_rows, n_cols)
-    return row_tiles, leftover_tiles, lone_rows, whole_tiles
+    return row_tiles, leftover_tiles, whole_tiles
 
 
-_row_tiles, _leftover_tiles, _lone_rows, _whole_tiles = _tile_loops(TILE_BYTES)
-_vector_tiles = _tile_loops(VECTOR_BYTES)[3]
+_row_tiles, _leftover_tiles, _whole_tiles = _tile_loops(TILE_BYTES)
+_vector_tiles = _tile_loops(VECTOR_BYTES)[2]
 
 
 def _pad_columns(b, first, padded):
@@ -264,17 +250,21 @@ def _tiled(a, b, out, whole_tiles, vector_tiles, edge_tiles):
     tile_cols = TILE_BYTES // out.itemsize  # (not _columns: this body also runs as Python)
     n_whole = n - n % tile_cols
     streamed = m % TILE_ROWS > 0 and b.size * b.itemsize >= LARGE_B_BYTES
-    n_rows = m - m % TILE_ROWS if streamed else m
-    if n_whole > 0:
+    n_rows = m - m % TILE_ROWS if streamed else m - m % 2
+    if n_whole > 0 and n_rows > 0:
         whole_tiles(a, b, out, n_rows, n_whole)
     # the last columns through a zero-padded copy one vector wide when they fit one (200 = 6 x
     # 32 + 8 float32 columns: the 8 cost a 16-wide tile, not a 32-wide one), else a tile wide
-    if n - n_whole > VECTOR_BYTES // out.itemsize:
+    if n_rows == 0 or n_whole == n:
+        pass
+    elif n - n_whole > VECTOR_BYTES // out.itemsize:
         edge_tiles(a, b, out, n_rows, n_whole, whole_tiles, TILE_BYTES // out.itemsize)
-    elif n_whole < n:
+    else:
         edge_tiles(a, b, out, n_rows, n_whole, vector_tiles, VECTOR_BYTES // out.itemsize)
     if streamed:
         _streamed_rows(a, b, out, n_rows)
+    elif n_rows < m:
+        _lone_row(a, b, out, n_rows)
 
 
 @inline_kernel
@@ -302,16 +292,17 @@ def tiled_matmul(a, b, out):
 
 
 @inline_kernel
-def _stream(a, b, out, i, rows):
-    """out[i:i+rows] = a[i:i+rows] @ b with b read once, row after row (``rows`` a constant at
-    every call site). A lone row's tiles would read a large b in strips of columns, each k
-    step on a new page; streamed, the rows of out stay in cache, updated once per k, while b
-    comes from memory once (docs/performance-notes.md, "Numba engine"). Each element sums its
-    k in order, one FMA at a time, as in the tiles: the same bits."""
-    n = out.shape[1]
+def _stream(a, b, out, i, rows, first):
+    """out[i:i+rows, first:] = a[i:i+rows] @ b[:, first:] with b read once, row after row
+    (``rows`` a constant at every call site). A lone row's tiles would read a large b in strips
+    of columns, each k step on a new page; streamed, the rows of out stay in cache, updated once
+    per k, while b comes from memory once (docs/performance-notes.md, "Numba engine"). Each
+    element sums its k in order, one FMA at a time, as in the tiles: the same bits."""
+    n = np.uint64(out.shape[1])
+    first = np.uint64(first)
     for r in range(rows):
         out_r = out[np.uint64(i + r)]
-        for j in range(n):
+        for j in range(first, n):
             out_r[j] = 0.0
     for kk in range(a.shape[1]):
         k = np.uint64(kk)
@@ -319,8 +310,8 @@ def _stream(a, b, out, i, rows):
         for r in range(rows):
             a_rk = a[np.uint64(i + r), k]
             out_r = out[np.uint64(i + r)]
-            for j in range(n):
-                out_r[np.uint64(j)] += a_rk * b_k[np.uint64(j)]
+            for j in range(first, n):
+                out_r[j] += a_rk * b_k[j]
 
 
 @kernel
@@ -332,13 +323,36 @@ def _streamed_rows(a, b, out, first):
     m = out.shape[0]
     i = first
     if m - i >= 4:
-        _stream(a, b, out, i, 4)
+        _stream(a, b, out, i, 4, 0)
         i += 4
     if m - i >= 2:
-        _stream(a, b, out, i, 2)
+        _stream(a, b, out, i, 2, 0)
         i += 2
     if m - i == 1:
-        _stream(a, b, out, i, 1)
+        _stream(a, b, out, i, 1, 0)
+
+
+@kernel
+def _lone_row(a, b, out, i):
+    """out[i] = a[i] @ b, the last row of an odd batch (batch 1 among them): ROW_BYTES-wide
+    tiles, then tiles half as wide, the last one ending at n; a b narrower than that is
+    streamed. LLVM leaves a one-row tile of one or two vectors unvectorised (its unrolled sums
+    stay scalar: 1.3 against 0.19 µs for 1×128×64 float32 on Zen 5), so no tile here is
+    narrower than four vectors."""
+    _prefer_wide_vectors()
+    n = out.shape[1]
+    row_cols, half_cols = _columns(out, ROW_BYTES), _columns(out, HALF_ROW_BYTES)
+    j0 = 0
+    while j0 + row_cols <= n:
+        _tile(a, b, out, i, j0, j0, 1, row_cols, False)
+        j0 += row_cols
+    if j0 + half_cols <= n:
+        _tile(a, b, out, i, j0, j0, 1, half_cols, False)
+        j0 += half_cols
+    if j0 < n and n >= half_cols:  # a tile ending at n: the columns it recomputes get the same bits
+        _tile(a, b, out, i, n - half_cols, n - half_cols, 1, half_cols, False)
+    elif j0 < n:
+        _stream(a, b, out, i, 1, j0)
 
 
 #: The packed path (:func:`packed_matmul`, the numba mirror of the Cython kernels' gemm_packed)
