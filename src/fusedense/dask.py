@@ -45,12 +45,17 @@ __all__ = ["predict", "predict_proba", "transform", "fit", "fit_data_parallel", 
 # before the cluster starts: ``dask.config.set(fusedense.dask.COMPUTE_CONFIG)``, or as the
 # DASK_* environment variables of ``dask worker`` / ``dask scheduler`` (``compute_config_env()``).
 # The cost: no task profiles on the dashboard, and a worker notices memory pressure within 1 s
-# instead of 0.1 s.
+# instead of 0.1 s. ``worker-saturation: inf`` turns off Dask's queuing of root tasks: a worker
+# receives its blocks up front instead of one per round trip to the scheduler, which left each
+# single-threaded worker idle ~10 ms between 60 ms blocks. Queuing guards memory when root tasks
+# make large outputs that wait for other tasks; a fusedense predict reads its block and shrinks it
+# to the outputs in the same fused task.
 COMPUTE_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "500ms",
     "distributed.worker.memory.monitor-interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
+    "distributed.scheduler.worker-saturation": "inf",
 }
 
 

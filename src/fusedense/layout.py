@@ -230,6 +230,26 @@ def round_up(value: int, multiple: int) -> int:
     return -(-int(value) // multiple) * multiple
 
 
+def aligned_zeros(n: int, dtype) -> np.ndarray:
+    """A zeroed 1-D array of ``n`` elements whose data starts on a REGION_ALIGN boundary: a
+    weight row of 16 float32 then never straddles two cache lines (a buffer unpickled by Dask
+    started at byte 21 of a line; at 4 bytes off, batch-1024 inference took 8% longer)."""
+    dtype = np.dtype(dtype)
+    raw = np.zeros(n * dtype.itemsize + REGION_ALIGN, np.uint8)
+    start = -raw.ctypes.data % REGION_ALIGN
+    return raw[start:start + n * dtype.itemsize].view(dtype)
+
+
+def aligned(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when it is a writeable, C-contiguous 1-D buffer on a REGION_ALIGN boundary,
+    else such a copy of it."""
+    if a.ctypes.data % REGION_ALIGN == 0 and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    copy = aligned_zeros(a.size, a.dtype)
+    copy[:] = a.reshape(-1)
+    return copy
+
+
 def quantized_layout(sizes, kind):
     """The byte offsets of every region of a quantized network with layer sizes ``sizes``:
     returns ([(weights, scales, bias, colsum, k_pad, n_pad) per layer], total bytes)."""

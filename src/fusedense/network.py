@@ -22,7 +22,7 @@ from . import _backends, abi
 from . import optimizers as _optimizers
 from .activations import BY_ID, get_activation
 from .gate import checked_record
-from .layout import layer_views, make_layout, record_layout, record_penalties
+from .layout import aligned, aligned_zeros, layer_views, make_layout, record_layout, record_penalties
 from .losses import get_loss
 from .sparse import CSR, as_csr, is_sparse
 from .validation import as_labels, as_numeric_array
@@ -112,7 +112,7 @@ class MLP:
         self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties, dropout=dropout,
                                      seeds=dropout_seeds)
         self.dtype = _check_dtype(dtype)
-        self.params = np.zeros(self.n_params, self.dtype)
+        self.params = aligned_zeros(self.n_params, self.dtype)
         self.grads = None  # allocated by the first training step
         self.optimizer = None
         self.opt_state = None
@@ -280,6 +280,7 @@ class MLP:
         penalties = state.pop("penalties", None)  # (pickles from before the kernel penalties: none)
         dropout, seeds = state.pop("dropout", None), state.pop("dropout_seeds", None)  # (older pickles: none)
         self.__dict__.update(state)
+        self._params = aligned(self._params)  # a buffer from Dask's or pickle 5's frames may start anywhere
         self._training = threading.RLock()
         self._batch_rows = None
         self.layers = checked_record(layout, alphas, self.n_params, penalties=penalties, dropout=dropout, seeds=seeds)
@@ -440,7 +441,7 @@ class MLP:
             if self.optimizer is None:
                 self.set_optimizer("adam")
             if self.grads is None:
-                self.grads = np.zeros(self.n_params, self.dtype)
+                self.grads = aligned_zeros(self.n_params, self.dtype)
             step = self.step + 1
             self._hyper[abi.H_STEP] = step
             loss = self._train_kernel(x, targets, loss_id, outputs) if sample_weight is None else \
@@ -521,7 +522,7 @@ class MLP:
             if self.optimizer is None:
                 self.set_optimizer("adam")
             if self.grads is None:
-                self.grads = np.zeros(self.n_params, self.dtype)
+                self.grads = aligned_zeros(self.n_params, self.dtype)
             m = x.shape[0] if order is None else len(order)
             losses = np.empty(-(-m // min(batch_size, m)))
             self._hyper[abi.H_STEP] = self.step + 1  # (the gate's dropout check reads it)

@@ -37,7 +37,8 @@ from . import _backends, reference
 from .activations import BY_ID, get_activation, resolve_alpha
 from .embedding import EmbeddingMLP
 from .gate import checked_quantized_record
-from .layout import GROUP, QUANT_INT8, QUANT_KINDS, pack_panels, quantized_layer_views, quantized_layout
+from .layout import (GROUP, QUANT_INT8, QUANT_KINDS, aligned, aligned_zeros, pack_panels, quantized_layer_views,
+                     quantized_layout)
 from .network import MLP
 from .sparse import CSR, is_sparse
 
@@ -114,7 +115,7 @@ class QuantizedMLP:
             self._set_table(table, scales, np.asarray(b0, np.float32))
             amaxes[0] = 0.0  # (the gather quantizes no activations)
         regions, n_bytes = quantized_layout(network.sizes[first:], kind)
-        qbuffer = np.zeros(n_bytes, np.uint8)
+        qbuffer = aligned_zeros(n_bytes, np.uint8)
         for (W, b), (w_at, s_at, b_at, c_at, k_pad, n_pad) in zip(network.weights[first:], regions):
             k, n = W.shape
             padded = np.zeros((k_pad, n_pad), np.int8 if kind == QUANT_INT8 else np.uint16)
@@ -145,7 +146,7 @@ class QuantizedMLP:
     def _adopt(self, architecture, dtype, amaxes, qbuffer, backend):
         """Takes ``qbuffer`` as the network's buffer: builds and registers its checked record
         (of the layers above the table, when the model has one)."""
-        self.qdtype, self.qbuffer = dtype, qbuffer
+        self.qdtype, self.qbuffer = dtype, aligned(qbuffer)
         self.sizes, self.activations = tuple(architecture["sizes"]), tuple(architecture["activations"])
         kind = QUANT_KINDS[dtype]
         first = 0 if self.table is None else 1
@@ -226,6 +227,7 @@ class QuantizedMLP:
         state = dict(state)
         backend, record = state.pop("engine"), state.pop("qlayers")
         self.__dict__.update(state)
+        self.qbuffer = aligned(self.qbuffer)  # regions are REGION_ALIGN-aligned from the buffer's start
         self.qlayers = checked_quantized_record(list(record), self.qbuffer.size)
         self.set_backend(backend)
 
