@@ -19,8 +19,10 @@ def markdown(report: dict) -> str:
 
 def _header(m, missing, mode=None):
     libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    blas = "; ".join(" ".join(filter(None, (b["internal_api"], b["version"]))) + f" ({b['num_threads']} threads)"
-                     for b in m["blas"]) or "none loaded"
+    blas = "; ".join(" ".join(filter(None, (b["internal_api"], b["version"], b.get("architecture"))))
+                     + f" ({b['num_threads']} threads)" for b in m["blas"]) or "none loaded"
+    if m.get("blas_environment"):
+        blas += " — set in the environment: " + ", ".join(f"{k}={v}" for k, v in m["blas_environment"].items())
     lines = [f"**Machine**: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} CPUs, "
              f"{m['threads']} thread(s) for every system; {m['peak_dtype']} GEMM peak measured "
              f"{m['peak_gflops']:.1f} GFLOP/s. BLAS: {blas}.",

@@ -132,15 +132,28 @@ PEERS = ("numpy", "scipy", "numba", "torch", "onnxruntime", "onnx", "jax", "jaxl
          "matplotlib")
 
 
+#: the instruction-set flags of /proc/cpuinfo that decide which kernels run
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+
+
 def cpu_model() -> str:
+    """The CPU's name, family/model and ISA flags (the kernels' dispatch depends on them), e.g.
+    'AMD EPYC (family 26 model 2; avx2 fma avx512f ...)'."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if key.strip() == "flags":
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    return (f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; "
+            f"{' '.join(f for f in ISA_FLAGS if f in flags)})")
 
 
 def versions() -> dict:
@@ -158,6 +171,12 @@ def blas_info() -> list:
     """What threadpoolctl reports about the loaded BLAS/OpenMP libraries."""
     keys = ("internal_api", "version", "num_threads", "threading_layer", "architecture")
     return [{k: info.get(k) for k in keys} for info in threadpool_info()]
+
+
+def blas_environment() -> dict:
+    """OpenBLAS settings taken from the environment: OPENBLAS_CORETYPE overrides the kernels
+    OpenBLAS would pick for this CPU (Haswell's AVX2 ones on an AVX-512 machine halve its GEMM)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}
 
 
 def gemm_peak(dtype, n=2048, repeats=5) -> float:
@@ -184,5 +203,6 @@ def machine(threads: int, dtype, peak_n: int) -> dict:
         "threads": threads, "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(), "fusedense": fusedense.__version__,
         "fusedense_backends": fusedense.backends(), "versions": versions(), "blas": blas_info(),
+        "blas_environment": blas_environment(),
         "peak_gflops": gemm_peak(dtype, peak_n), "peak_dtype": np.dtype(dtype).name,
     }
