@@ -295,16 +295,33 @@ def tiled_matmul(a, b, out):
 def _stream(a, b, out, i, rows, first):
     """out[i:i+rows, first:] = a[i:i+rows] @ b[:, first:] with b read once, row after row
     (``rows`` a constant at every call site). A lone row's tiles would read a large b in strips
-    of columns, each k step on a new page; streamed, the rows of out stay in cache, updated once
-    per k, while b comes from memory once (docs/performance-notes.md, "Numba engine"). Each
-    element sums its k in order, one FMA at a time, as in the tiles: the same bits."""
+    of columns, each k step on a new page; streamed, the rows of out stay in cache while b comes
+    from memory once (docs/performance-notes.md, "Numba engine"). Four k steps per pass over
+    out (as the Cython kernels' streams): one load and store of out for four FMAs. Each element
+    sums its k in order, one FMA at a time, as in the tiles: the same bits."""
     n = np.uint64(out.shape[1])
     first = np.uint64(first)
+    depth = a.shape[1]
     for r in range(rows):
         out_r = out[np.uint64(i + r)]
         for j in range(first, n):
             out_r[j] = 0.0
-    for kk in range(a.shape[1]):
+    for kk in range(0, depth - depth % 4, 4):
+        k = np.uint64(kk)
+        b_0, b_1, b_2, b_3 = b[k], b[k + np.uint64(1)], b[k + np.uint64(2)], b[k + np.uint64(3)]
+        for r in range(rows):
+            row = np.uint64(i + r)
+            a_0, a_1 = a[row, k], a[row, k + np.uint64(1)]
+            a_2, a_3 = a[row, k + np.uint64(2)], a[row, k + np.uint64(3)]
+            out_r = out[row]
+            for j in range(first, n):
+                c = out_r[j]
+                c += a_0 * b_0[j]
+                c += a_1 * b_1[j]
+                c += a_2 * b_2[j]
+                c += a_3 * b_3[j]
+                out_r[j] = c
+    for kk in range(depth - depth % 4, depth):
         k = np.uint64(kk)
         b_k = b[k]
         for r in range(rows):
