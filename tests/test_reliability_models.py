@@ -152,10 +152,12 @@ def _predict_peak_bytes(net, x):
 def test_predict_fast_path_allocates_only_its_output(compiled_backend):
     net = classifier(compiled_backend, sizes=[256, 128, 64, 10])
     x = np.random.default_rng(0).normal(size=(64, 256)).astype(np.float32)
-    # 64 rows against 1: the growth is the (64, 10) float32 result's 2.5 KB; a copy of x would add
-    # 64 KB, a hidden layer's activations 32 KB — the kernel keeps those in its own fixed workspace
-    growth = _predict_peak_bytes(net, x) - _predict_peak_bytes(net, x[:1])
-    assert growth <= 63 * 10 * 4 + 1024, f"predict at 64 rows allocated {growth} bytes more than at 1"
+    # 64 rows against 2: the growth is the (64, 10) float32 result's 2.5 KB; a copy of x would add
+    # 64 KB, a hidden layer's activations 32 KB — the kernel keeps those in its own fixed workspace.
+    # (Not against 1 row: numba's narrow output layer then needs no padded edge copy, a scratch of
+    # fixed size, ~10 KB here, that every larger batch makes once.)
+    growth = _predict_peak_bytes(net, x) - _predict_peak_bytes(net, x[:2])
+    assert growth <= 62 * 10 * 4 + 1024, f"predict at 64 rows allocated {growth} bytes more than at 2"
     # the per-call constant: cython none; numba's dispatcher types the layer record in Python (~17 KB)
     assert _predict_peak_bytes(net, x[:1]) <= {"cython": 2048, "numba": 24 * 1024}[compiled_backend]
 

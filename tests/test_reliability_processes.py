@@ -33,8 +33,10 @@ def test_a_forked_child_predicts_and_trains_after_the_parallel_paths_ran(backend
         expected, expected_dense = model.predict(x, verbose=0), dense()  # column-split on 2 threads
         pid = os.fork()
         if pid == 0:
+            # the child runs one thread, where this product goes to BLAS: another summation order
+            # than the parent's column split (float32 sums of 256 terms, ~4e-5 apart)
             ok = (np.array_equal(model.predict(x, verbose=0), expected)
-                  and np.allclose(dense(), expected_dense, rtol=1e-5, atol=1e-5))
+                  and np.allclose(dense(), expected_dense, rtol=1e-4, atol=1e-4))
             fd.set_num_threads(2)  # a count above one is accepted in the child too
             model.fit(x, y, batch_size=512, epochs=1, verbose=0)
             os._exit(0 if ok and np.isfinite(model.predict(x, verbose=0)).all() else 3)
