@@ -65,6 +65,9 @@ def test_an_interrupted_fit_leaves_the_step_count_matching_the_parameters(backen
     parameters must equal a replay of exactly ``step`` updates from the same start."""
     script = textwrap.dedent(f"""
         import os, signal, threading, numpy as np, fusedense as fd
+        # a runner that started pytest in the background (a non-interactive shell's `&`, nohup)
+        # passes SIGINT down ignored, and Python then installs no KeyboardInterrupt handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         rng = np.random.default_rng(0)
         x, y = rng.normal(size=(64, 6)).astype(np.float32), rng.integers(0, 3, 64)
         def model():
