@@ -44,7 +44,8 @@
 #endif
 
 #define FD_Q_PANEL 64          /* output columns per weight panel (layout.py: PANEL) */
-#define FD_Q_BLOCK_ROWS 48     /* rows carried through every layer before the next block (8 tiles of 6) */
+#define FD_Q_TILE_ROWS 6       /* rows of the int8 tiles (AVX-512 6 x 4 vectors, AVX2 6 x 8 columns) */
+#define FD_Q_BLOCK_ROWS (8 * FD_Q_TILE_ROWS)  /* rows carried through every layer before the next block */
 
 enum { FD_QUANT_INT8 = 0, FD_QUANT_BF16 = 1 };
 
@@ -886,7 +887,8 @@ static void fd_q_block_forward(const fd_qlayer *layers, ptrdiff_t n_layers, cons
  * the call. */
 static ptrdiff_t fd_q_rows_per_block(ptrdiff_t B, int threads)
 {
-    ptrdiff_t n_blocks = (B + FD_Q_BLOCK_ROWS - 1) / FD_Q_BLOCK_ROWS, most = (B + 5) / 6;
+    ptrdiff_t n_blocks = (B + FD_Q_BLOCK_ROWS - 1) / FD_Q_BLOCK_ROWS;
+    ptrdiff_t most = (B + FD_Q_TILE_ROWS - 1) / FD_Q_TILE_ROWS;  /* blocks that still hold a tile */
     if (threads > 1) {
         n_blocks = (n_blocks + threads - 1) / threads * threads;
         n_blocks = n_blocks < most ? n_blocks : most;

@@ -464,13 +464,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError("Multioutput target data is not supported with label binarization")
         if not hasattr(self, "classes_") or not (self.warm_start or incremental):
             self._set_classes(np.arange(y.shape[1]) if multilabel else np.unique(y), multilabel)
-        else:
-            if multilabel != self._multilabel or (multilabel and y.shape[1] != self.n_outputs_):
-                raise ValueError(f"y: expected the kind of target of the first fit "
-                                 f"({'a multilabel indicator matrix of ' + str(self.n_outputs_) + ' columns' if self._multilabel else 'class labels'}), "
-                                 f"got {type_of_target(y)} of shape {y.shape}")
-            if multilabel:
-                return y.astype(np.float64)
+        elif multilabel != self._multilabel or (multilabel and y.shape[1] != self.n_outputs_):
+            first_kind = (f"a multilabel indicator matrix of {self.n_outputs_} columns" if self._multilabel
+                          else "class labels")
+            raise ValueError(f"y: expected the kind of target of the first fit ({first_kind}), "
+                             f"got {type_of_target(y)} of shape {y.shape}")
+        elif not multilabel:
             classes = np.unique(y)
             if self.warm_start and not incremental and set(classes) != set(self.classes_):
                 raise ValueError(f"warm_start can only be used where `y` has the same classes as in the "
